@@ -1,0 +1,97 @@
+"""Architecture description of a decoder-only transformer, dense or MoE (DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from sysplan.core.types import Frozen
+
+
+class MoESpec(Frozen):
+    """Mixture-of-experts MLP description."""
+
+    num_experts: int = Field(gt=1, description="Routed experts per MoE layer.")
+    top_k: int = Field(gt=0, description="Routed experts each token is sent to.")
+    expert_ffn_hidden: int = Field(gt=0, description="FFN hidden size of one routed expert.")
+    num_shared_experts: int = Field(default=0, ge=0, description="Always-on shared experts.")
+    shared_expert_ffn_hidden: int | None = Field(
+        default=None, description="FFN hidden of one shared expert (default: expert_ffn_hidden)."
+    )
+    first_dense_layers: int = Field(
+        default=0, ge=0, description="Leading layers with a dense MLP (DeepSeek-V3: 3)."
+    )
+    layer_freq: int = Field(
+        default=1, ge=1, description="Every layer_freq-th layer after the dense ones is MoE."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> MoESpec:
+        if self.top_k > self.num_experts:
+            raise ValueError(f"top_k {self.top_k} exceeds num_experts {self.num_experts}")
+        return self
+
+    @property
+    def shared_ffn(self) -> int:
+        """FFN hidden of one shared expert."""
+        return self.shared_expert_ffn_hidden or self.expert_ffn_hidden
+
+
+class MLASpec(Frozen):
+    """Multi-head latent attention dimensions (DeepSeek-V2/V3)."""
+
+    q_lora_rank: int | None = Field(default=None, description="Query low-rank dim (None: full).")
+    kv_lora_rank: int = Field(gt=0, description="Compressed KV latent dim.")
+    qk_nope_head_dim: int = Field(gt=0, description="Per-head non-rotary query/key dim.")
+    qk_rope_head_dim: int = Field(gt=0, description="Per-head rotary query/key dim.")
+    v_head_dim: int = Field(gt=0, description="Per-head value dim.")
+
+
+class ModelSpec(Frozen):
+    """A decoder-only language model's shape; everything the cost models read."""
+
+    name: str = Field(description="Canonical name, e.g. 'Llama 3.1 70B'.")
+    family: str = Field(default="", description="Family label, e.g. 'llama3', 'gpt3'.")
+    num_layers: int = Field(gt=0, description="Transformer layers.")
+    hidden_size: int = Field(gt=0, description="Model width h.")
+    num_heads: int = Field(gt=0, description="Attention (query) heads a.")
+    num_kv_heads: int = Field(gt=0, description="Key/value heads g (= a for MHA, 1 for MQA).")
+    head_dim: int = Field(gt=0, description="Per-head dim d_h (usually h / a).")
+    ffn_hidden: int = Field(gt=0, description="Dense MLP hidden size f.")
+    vocab_size: int = Field(gt=0, description="Vocabulary size (unpadded).")
+    max_seq_len: int = Field(gt=0, description="Trained context length.")
+    tied_embeddings: bool = Field(default=False, description="LM head shares the embedding.")
+    gated_mlp: bool = Field(default=True, description="SwiGLU-style gate (3 MLP matrices).")
+    norm: Literal["rmsnorm", "layernorm"] = Field(
+        default="rmsnorm", description="Normalisation; layernorm has a bias (2h params)."
+    )
+    linear_bias: bool = Field(default=False, description="Biases on all linears (GPT-2/3).")
+    qkv_bias: bool = Field(default=False, description="Biases on Q/K/V only (Qwen2).")
+    qk_norm: bool = Field(default=False, description="Per-head RMSNorm on Q and K (Qwen3).")
+    learned_positions: bool = Field(
+        default=False, description="Learned absolute position embeddings (GPT) instead of RoPE."
+    )
+    moe: MoESpec | None = Field(default=None, description="MoE MLP, if any.")
+    mla: MLASpec | None = Field(default=None, description="MLA attention, if any.")
+    mtp_layers: int = Field(default=0, ge=0, description="Multi-token-prediction modules.")
+    source: str = Field(default="", description="Where the architecture numbers come from.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSpec:
+        if self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
+            )
+        return self
+
+    def is_moe_layer(self, index: int) -> bool:
+        """Whether layer ``index`` (0-based) has a routed-expert MLP."""
+        if self.moe is None or index < self.moe.first_dense_layers:
+            return False
+        return (index - self.moe.first_dense_layers) % self.moe.layer_freq == 0
+
+    @property
+    def num_moe_layers(self) -> int:
+        """Number of layers with routed experts."""
+        return sum(self.is_moe_layer(i) for i in range(self.num_layers))

@@ -1,0 +1,64 @@
+"""What a planner returns: ranked plans with their estimate and the reason they rank."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from sysplan.core.types import Frozen
+from sysplan.costmodels.types import Estimate, ParallelConfig
+
+Objective = Literal["throughput", "time-to-train", "cost"]
+
+
+class Pins(Frozen):
+    """Knobs the user fixed; None leaves a dimension to the search."""
+
+    tp: int | None = None
+    pp: int | None = None
+    vpp: int | None = None
+    dp: int | None = None
+    cp: int | None = None
+    ep: int | None = None
+    micro_batch: int | None = None
+    recompute: Literal["none", "selective", "full"] | None = None
+    zero: int | None = None
+    sequence_parallel: bool | None = None
+
+
+class Plan(Frozen):
+    """One configuration with its estimate, its rank and why it ranks there."""
+
+    rank: int = Field(description="1 = best under the objective.")
+    parallel: ParallelConfig
+    estimate: Estimate
+    num_gpus: int = Field(description="GPUs this plan uses.")
+    objective_value: float = Field(description="Value of the objective (higher is better).")
+    near_tie: bool = Field(default=False, description="Within 2 % of the plan ranked above.")
+    why: str = Field(default="", description="Short reason: binding constraint, trade-off.")
+
+
+class ProfileInfo(Frozen):
+    """Which efficiency numbers priced the plans."""
+
+    name: str
+    calibrated: bool
+    extrapolated_terms: tuple[str, ...] = ()
+    uncalibrated_terms: tuple[str, ...] = ()
+
+
+class TrainingResult(Frozen):
+    """Everything `sysplan train` prints, as data."""
+
+    model: str
+    cluster: str
+    num_gpus: int
+    objective: Objective
+    searched: int = Field(description="Configurations priced.")
+    feasible: int = Field(description="Configurations that fit in memory.")
+    search_time_s: float
+    profile: ProfileInfo
+    plans: tuple[Plan, ...]
+    explanation: str = Field(default="", description="One paragraph: why the winner wins.")
+    notes: tuple[str, ...] = Field(default=(), description="Assumptions and resolutions.")
