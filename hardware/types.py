@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from itertools import pairwise
 
+from pydantic import Field, model_validator
 from sysplan.core.types import Frozen
 
 #: dtypes whose dense peak a GPU may list; bf16 and fp16 share tensor-core throughput.
@@ -85,7 +86,7 @@ class Cluster(Frozen):
     @model_validator(mode="after")
     def _check_tiers(self) -> Cluster:
         sizes = [t.domain_size for t in self.tiers]
-        if any(b <= a for a, b in zip(sizes, sizes[1:])):
+        if any(b <= a for a, b in pairwise(sizes)):
             raise ValueError(f"tier domain sizes must strictly grow innermost-first, got {sizes}")
         return self
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import Field
-
+from sysplan.core.errors import InputError
 from sysplan.core.types import Frozen
+from sysplan.core.units import parse_count
+
+if TYPE_CHECKING:
+    from sysplan.models.spec import ModelSpec
 
 Precision = Literal["bf16", "fp16", "fp8"]
 
@@ -34,8 +38,117 @@ class TrainJob(Frozen):
     flash_attention: bool = Field(
         default=True, description="Fused attention (no s x s score tensors kept)."
     )
+    attention_backend: Literal["flash", "cudnn"] = Field(
+        default="flash", description="Fused-attention kernel family whose efficiency prices "
+        "attention: 'flash' (FlashAttention-2, PyTorch SDPA) or 'cudnn' (cuDNN fused "
+        "attention, Transformer Engine's default on Hopper)."
+    )
+    moe_load_imbalance: float = Field(
+        default=1.1, ge=1.0, description="Max / mean tokens per expert-parallel rank; the "
+        "slowest rank sets the MoE time (1.0 = perfectly balanced routing)."
+    )
 
     @property
     def tokens_per_step(self) -> int:
         """Tokens consumed by one optimizer step."""
         return self.seq_len * self.global_batch
+
+
+#: Default global batch: about 4M tokens (4 * 2**20), the usual LLM pre-training batch
+#: (Llama 3 paper, Table 4: 4M-16M tokens; GPT-3 paper, Table 2.1: 0.5M-3.2M).
+DEFAULT_BATCH_TOKENS = 4 * 2**20
+
+#: Default sequence length cap when the model's context is longer.
+DEFAULT_SEQ_LEN_CAP = 8192
+
+_ACCEPTED_BATCH = (
+    "whole sequences (1536) or tokens with a decimal suffix K, M, G or T (4M = 4,000,000)"
+)
+
+
+def make_train_job(
+    model: ModelSpec,
+    *,
+    seq_len: int | None = None,
+    global_batch: str | int | None = None,
+    precision: str = "bf16",
+    **runtime_flags: bool,
+) -> tuple[TrainJob, list[str]]:
+    """Build the TrainJob for ``model`` from user-level options, with notes for stderr.
+
+    ``seq_len`` defaults to the model's context capped at 8192. ``global_batch`` is a number of
+    sequences (``1536``) or of tokens with a decimal suffix (``4M``), rounded down to whole
+    sequences; the default is about 4M tokens. ``runtime_flags`` are TrainJob's behaviour
+    fields (``overlap_grad_reduce``, ``tp_comm_overlap``, ...). Bad values raise InputError.
+    """
+    notes: list[str] = []
+    if seq_len is None:
+        seq_len = min(model.max_seq_len, DEFAULT_SEQ_LEN_CAP)
+    elif seq_len < 1:
+        raise InputError(f"--seq-len {seq_len}: must be a positive number of tokens")
+    elif seq_len > model.max_seq_len:
+        notes.append(
+            f"--seq-len {seq_len:,} is longer than {model.name}'s trained context "
+            f"({model.max_seq_len:,} tokens)"
+        )
+    sequences, note = _global_batch_sequences(global_batch, seq_len)
+    notes.append(note)
+    if precision not in get_args(Precision):
+        raise InputError(
+            f"--precision {precision}: not accepted; choose one of {', '.join(get_args(Precision))}"
+        )
+    _check_runtime_flags(runtime_flags)
+    job = TrainJob(
+        seq_len=seq_len, global_batch=sequences, precision=precision, **runtime_flags
+    )
+    return job, notes
+
+
+def _global_batch_sequences(value: str | int | None, seq_len: int) -> tuple[int, str]:
+    """Sequences per step for ``--global-batch`` and the note saying how they were chosen."""
+    if value is None:
+        sequences = max(1, DEFAULT_BATCH_TOKENS // seq_len)
+        return sequences, (
+            f"global batch: {sequences:,} sequences of {seq_len:,} tokens "
+            f"({sequences * seq_len:,} tokens; default about 4M tokens, set --global-batch)"
+        )
+    text = str(value).strip().replace("_", "").replace(",", "")
+    if text.isdigit():
+        sequences = int(text)
+        if sequences < 1:
+            raise InputError(f"--global-batch {value}: must be at least 1 sequence")
+        return sequences, (
+            f"global batch: {sequences:,} sequences of {seq_len:,} tokens "
+            f"({sequences * seq_len:,} tokens)"
+        )
+    tokens = _parse_token_count(text, value)
+    sequences = int(tokens // seq_len)
+    if sequences < 1:
+        raise InputError(
+            f"--global-batch {value}: {tokens:,.0f} tokens is less than one sequence of "
+            f"{seq_len:,} tokens"
+        )
+    return sequences, (
+        f"--global-batch {value} tokens = {sequences:,} sequences of {seq_len:,} "
+        f"({sequences * seq_len:,} tokens)"
+    )
+
+
+def _parse_token_count(text: str, original: str | int) -> float:
+    """``4M`` -> 4e6 tokens: a number with a decimal suffix; InputError naming the value."""
+    if not text[-1:].isalpha():
+        raise InputError(f"--global-batch {original}: expected {_ACCEPTED_BATCH}")
+    tokens = parse_count(text, "--global-batch")
+    if not tokens > 0:
+        raise InputError(f"--global-batch {original}: expected {_ACCEPTED_BATCH}")
+    return tokens
+
+
+def _check_runtime_flags(flags: dict[str, bool]) -> None:
+    """Only TrainJob's behaviour fields may be passed as runtime flags."""
+    accepted = sorted(set(TrainJob.model_fields) - {"seq_len", "global_batch", "precision"})
+    unknown = sorted(set(flags) - set(accepted))
+    if unknown:
+        raise InputError(
+            f"unknown training-job option(s) {', '.join(unknown)}; accepted: {', '.join(accepted)}"
+        )

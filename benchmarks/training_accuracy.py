@@ -1,0 +1,235 @@
+"""Predict every published training run (shared/data/published/training.csv) and print the error.
+
+Each row's stated layout is pinned; knobs the source does not state are left to the planner,
+as a user would. Predictions are converted to the row's own metric with the row's own FLOP
+formula (see FLOP_CONVENTIONS). A naive baseline (6 N tokens at 40 % of peak; 16 bytes per
+parameter over TP x PP for memory) is printed beside ours. Nothing is fitted to these rows.
+
+    python benchmarks/training_accuracy.py [--csv PATH] [--quality AB]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from sysplan.core.errors import SysplanError
+from sysplan.hardware import load_cluster
+from sysplan.models import param_counts
+from sysplan.models.spec import ModelSpec
+from sysplan.planners.training import plan_training
+from sysplan.planners.types import Pins
+from sysplan.workloads.training import TrainJob
+
+DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared/data/published/training.csv"
+GIB = 2**30
+
+
+def _int(value: str) -> int | None:
+    return int(float(value)) if value.strip() else None
+
+
+def _float(value: str) -> float | None:
+    return float(value) if value.strip() else None
+
+
+def model_from_row(r: dict) -> ModelSpec:
+    """Architecture as the row states it: GPT rows are GELU/LayerNorm/bias/tied/learned-pos."""
+    h, heads = int(r["hidden"]), int(r["heads"])
+    gpt = r["model"].startswith("GPT")
+    return ModelSpec(
+        name=r["model"], num_layers=int(r["layers"]), hidden_size=h, num_heads=heads,
+        num_kv_heads=_int(r["kv_heads"]) or heads, head_dim=h // heads,
+        ffn_hidden=_int(r["ffn_hidden"]) or 4 * h, vocab_size=_int(r["vocab"]) or 51200,
+        max_seq_len=int(r["seq_len"]), tied_embeddings=gpt, gated_mlp=not gpt,
+        norm="layernorm" if gpt else "rmsnorm", linear_bias=gpt, learned_positions=gpt,
+    )
+
+
+def cluster_for(r: dict):
+    gpu = r["gpu"]
+    if "96GB" in gpu:
+        return load_cluster("grand-teton")[0]
+    return load_cluster("dgx-h100" if "H100" in gpu else "dgx-a100")[0]
+
+
+def job_for(r: dict) -> TrainJob:
+    """Runtime behaviour each source states (notes column), else sysplan's defaults."""
+    notes, framework, precision = r["notes"], r["framework"], r["precision"].lower()
+    prec = "fp8" if ("fp8" in precision or "float8" in precision) else (
+        "fp16" if "fp16" in precision else "bf16")
+    old_megatron = "(2021)" in framework or "(2022)" in framework
+    flags = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]), precision=prec)
+    if old_megatron:
+        # 2021/2022 Megatron: unfused softmax attention; DDP-impl local does not overlap the
+        # gradient all-reduce (T020 notes say so), DDP-impl torch does (bucketed hooks)
+        flags.update(flash_attention=False, overlap_grad_reduce="DDP-impl torch" in notes,
+                     overlap_param_gather=False)
+    elif "Megatron-Core" in framework or "NeMo" in framework:
+        flags.update(attention_backend="cudnn", tp_comm_overlap="--tp-comm-overlap" in notes)
+    elif "torchtitan" in framework:
+        flags.update(tp_comm_overlap="AsyncTP" in r["precision"] + r["source"])
+    if "megatron" in framework.lower() and r["model"].startswith("GPT-3 175B") and not old_megatron:
+        flags.update(flash_attention=False)
+    return TrainJob(**flags)
+
+
+def pins_for(r: dict) -> Pins:
+    recompute = r["recompute"].lower()
+    rc = "full" if "full" in recompute else "selective" if "selective" in recompute else None
+    sharding = r["sharding"].lower()
+    zero = 3 if "fsdp" in sharding else 0 if sharding.startswith("none") else None
+    sp = None
+    if "sequence parallelism" in recompute:
+        sp = "no sequence parallelism" not in recompute
+    elif "(2021)" in r["framework"]:
+        sp = False  # sequence parallelism arrived in 2022 (Korthikanti et al.)
+    elif "torchtitan" in r["framework"] and int(r["tp"] or 1) > 1:
+        sp = True  # torchtitan's TP plan shards norms along the sequence
+    micro_batch = _int(r["micro_batch"])
+    if "torchtitan" in r["framework"] and (_int(r["pp"]) or 1) > 1:
+        micro_batch = None  # torchtitan's "local batch" is split into PP micro-batches
+    return Pins(tp=_int(r["tp"]), pp=_int(r["pp"]), vpp=_int(r["vpp"]) or (1 if _int(r["pp"]) == 1 else None),
+                dp=_int(r["dp"]), cp=_int(r["cp"]), micro_batch=micro_batch,
+                recompute=rc, zero=zero, sequence_parallel=sp)
+
+
+def flops_per_step(r: dict, model: ModelSpec) -> float:
+    """The row's own FLOP convention (published README notes say which)."""
+    B, s, l, h = int(r["global_batch_seqs"]), int(r["seq_len"]), model.num_layers, model.hidden_size
+    V = model.vocab_size
+    if "(2021)" in r["framework"] or r["id"] == "T011":
+        # Narayanan et al. 2021, eq. (3): hardware FLOPs with full recompute
+        return 96 * B * s * l * h * h * (1 + s / (6 * h) + V / (16 * l * h))
+    if "Megatron-Core" in r["framework"]:
+        # model FLOPs without recompute (Narayanan et al. 2021 appendix; NeMo calculate_tflops)
+        return 72 * B * s * l * h * h * (1 + s / (6 * h) + V / (12 * l * h))
+    # NeMo: 6 x matmul parameters (incl. LM head) + 12 l s h attention, per token
+    counts = param_counts(model)
+    return B * s * (6 * (counts.total - counts.embedding + (V * h if counts.lm_head == 0 else 0))
+                    + 12 * l * s * h)
+
+
+def measured_metric(r: dict) -> tuple[str, float] | None:
+    for key in ("step_time_s", "tokens_per_s_per_gpu", "tflops_per_gpu"):
+        if _float(r[key]) is not None:
+            return key, float(r[key])
+    if _float(r["mfu_pct"]) is not None:
+        return "mfu_pct", float(r["mfu_pct"])
+    return None
+
+
+def predicted(metric: str, r: dict, model: ModelSpec, step: float, gpus: int, peak: float) -> float:
+    tokens = int(r["global_batch_seqs"]) * int(r["seq_len"])
+    if metric == "step_time_s":
+        return step
+    if metric == "tokens_per_s_per_gpu":
+        return tokens / step / gpus
+    tflops = flops_per_step(r, model) / step / gpus / 1e12
+    return tflops if metric == "tflops_per_gpu" else 100 * tflops * 1e12 / peak
+
+
+def naive_step(r: dict, model: ModelSpec, cluster, prec: str) -> float:
+    """Baseline: 6 N tokens at 40 % of the dense peak of the precision."""
+    tokens = int(r["global_batch_seqs"]) * int(r["seq_len"])
+    peak = cluster.gpu.peak("fp8" if prec == "fp8" else "bf16")
+    return 6 * param_counts(model).total * tokens / (int(r["num_gpus"]) * peak * 0.4)
+
+
+def naive_memory(r: dict, model: ModelSpec) -> float:
+    """Baseline: 16 bytes per parameter (ZeRO paper) over TP x PP, ignoring activations."""
+    shards = (_int(r["tp"]) or 1) * (_int(r["pp"]) or 1)
+    return 16 * param_counts(model).total / shards
+
+
+def evaluate(r: dict) -> dict:
+    model, cluster, job, pins = model_from_row(r), cluster_for(r), job_for(r), pins_for(r)
+    gpus = int(r["num_gpus"])
+    out = {"id": r["id"], "source": _short_source(r), "quality": r["quality"], "model": r["model"]}
+    metric = measured_metric(r)
+    if metric is None:
+        return {**out, "error": "no metric"}
+    key, truth = metric
+    try:
+        result = plan_training(model, cluster, job, num_gpus=gpus, pins=pins, top=1,
+                               memory_headroom_bytes=0.0)
+    except SysplanError as exc:
+        return {**out, "metric": key, "truth": truth, "error": str(exc)[:90]}
+    plan = result.plans[0]
+    step = plan.estimate.step_time_s
+    peak = cluster.gpu.peak("bf16")
+    ours = predicted(key, r, model, step, gpus, peak)
+    base = predicted(key, r, model, naive_step(r, model, cluster, job.precision), gpus, peak)
+    out.update(metric=key, truth=truth, ours=ours, naive=base, err=ours / truth - 1,
+               naive_err=base / truth - 1, layout=_layout(plan.parallel))
+    if _float(r["peak_mem_gib"]) is not None:
+        mem_truth = float(r["peak_mem_gib"])
+        out.update(mem_truth=mem_truth, mem_ours=plan.estimate.memory.total_bytes / GIB,
+                   mem_naive=naive_memory(r, model) / GIB)
+    return out
+
+
+def _short_source(r: dict) -> str:
+    return re.split(r"[,(']", r["source"])[0].strip()[:28]
+
+
+def _layout(p) -> str:
+    return (f"tp{p.tp} pp{p.pp} v{p.vpp} dp{p.dp} cp{p.cp} z{p.zero} mb{p.micro_batch} "
+            f"{p.recompute[:4]}{' sp' if p.sequence_parallel else ''}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
+    parser.add_argument("--quality", default="AB", help="quality letters to include in MAPE")
+    args = parser.parse_args(argv)
+    rows = list(csv.DictReader(args.csv.open()))
+    results = [evaluate(r) for r in rows]
+    print(f"{'id':5} {'q':1} {'model':20} {'metric':20} {'published':>10} {'sysplan':>9} "
+          f"{'err':>7} {'naive':>9} {'err':>7}  layout")
+    for x in results:
+        if "err" not in x:
+            print(f"{x['id']:5} {x['quality']:1} {x['model'][:20]:20} {x.get('metric', ''):20} "
+                  f"{x.get('truth', float('nan')):>10.4g}  -- {x.get('error', '')}")
+            continue
+        print(f"{x['id']:5} {x['quality']:1} {x['model'][:20]:20} {x['metric']:20} "
+              f"{x['truth']:>10.4g} {x['ours']:>9.4g} {x['err']:>+7.1%} {x['naive']:>9.4g} "
+              f"{x['naive_err']:>+7.1%}  {x['layout']}")
+    _summary(results, set(args.quality))
+    return 0
+
+
+def _summary(results: list[dict], quality: set[str]) -> None:
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    for x in results:
+        if "err" in x and x["quality"] in quality:
+            by_source[x["source"]].append(x)
+    print(f"\nMAPE by source (quality {''.join(sorted(quality))}; throughput or step time):")
+    print(f"  {'source':30} {'rows':>4} {'sysplan':>8} {'naive':>8}")
+    everything = [x for xs in by_source.values() for x in xs]
+    for name, xs in sorted(by_source.items()) + [("ALL", everything)]:
+        ours = sum(abs(x["err"]) for x in xs) / len(xs)
+        naive = sum(abs(x["naive_err"]) for x in xs) / len(xs)
+        print(f"  {name:30} {len(xs):>4} {ours:>8.1%} {naive:>8.1%}")
+    mem = [x for x in results if "mem_truth" in x and x["quality"] in quality]
+    if mem:
+        print("\nPeak memory (GiB):")
+        for x in mem:
+            print(f"  {x['id']:5} published {x['mem_truth']:6.1f}  sysplan {x['mem_ours']:6.1f} "
+                  f"({x['mem_ours'] / x['mem_truth'] - 1:+.1%})  naive {x['mem_naive']:6.1f} "
+                  f"({x['mem_naive'] / x['mem_truth'] - 1:+.1%})")
+        ours = sum(abs(x["mem_ours"] / x["mem_truth"] - 1) for x in mem) / len(mem)
+        naive = sum(abs(x["mem_naive"] / x["mem_truth"] - 1) for x in mem) / len(mem)
+        print(f"  memory MAPE: sysplan {ours:.1%}  naive {naive:.1%}  ({len(mem)} rows)")
+    skipped = [x for x in results if "err" not in x]
+    if skipped:
+        print(f"\n{len(skipped)} rows not predicted (see '--' lines).")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

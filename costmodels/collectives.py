@@ -1,0 +1,89 @@
+"""Alpha-beta collective costs over a cluster's fabric tiers, vectorised over configurations.
+
+A group of ``size`` ranks whose members are ``stride`` ranks apart (ranks are placed
+innermost-first: TP, then CP, then DP, then PP) is split level by level: at each tier the
+members that share one domain form a sub-ring, and the algorithm is hierarchical
+(reduce-scatter inside, all-reduce of the 1/k shard outside, all-gather inside).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sysplan.costmodels.efficiency import collective_fraction
+from sysplan.hardware.types import Cluster
+
+
+def _levels(cluster: Cluster, size: np.ndarray, stride: np.ndarray):
+    """Yield (members_at_level, bandwidth_bytes_per_s, latency_s) per tier, innermost first.
+
+    members_at_level multiply to ``size``; a level with 1 member costs nothing.
+    """
+    size = np.asarray(size, dtype=float)
+    stride = np.asarray(stride, dtype=float)
+    below = np.ones_like(size)
+    for index, tier in enumerate(cluster.tiers):
+        last = index == len(cluster.tiers) - 1
+        inside = size if last else np.clip(np.floor(tier.domain_size / stride), 1.0, size)
+        inside = np.maximum(inside, below)
+        members = inside / below
+        fraction = collective_fraction(np.full(size.shape, index), len(cluster.tiers))
+        bandwidth = tier.effective_bandwidth_bytes_per_s * fraction
+        yield members, bandwidth, tier.latency_s
+        below = inside
+
+
+def all_reduce_time(cluster: Cluster, message_bytes, size, stride) -> np.ndarray:
+    """Hierarchical ring all-reduce: sum over tiers of 2(k-1)/k * S_l/BW + 2(k-1)*alpha.
+
+    Ring all-reduce T = 2(n-1)alpha + 2(n-1)/n S/BW (Thakur et al. 2005; training-formulas
+    4.6); the shard S_l = S / (members below) travels at each outer level.
+    """
+    return 2.0 * reduce_scatter_time(cluster, message_bytes, size, stride)
+
+
+def reduce_scatter_time(cluster: Cluster, message_bytes, size, stride) -> np.ndarray:
+    """Hierarchical ring reduce-scatter (equal to all-gather): (k-1)/k * S_l/BW + (k-1)alpha.
+
+    S is the full (unsharded) size (training-formulas 4.6, nccl-tests busbw convention).
+    """
+    message = np.asarray(message_bytes, dtype=float)
+    total = np.zeros(np.broadcast(message, size, stride).shape)
+    shard = message * np.ones_like(total)
+    for members, bandwidth, latency in _levels(cluster, size, stride):
+        total = total + (members - 1.0) / members * shard / bandwidth + (members - 1.0) * latency
+        shard = shard / members
+    return total
+
+
+all_gather_time = reduce_scatter_time
+
+
+def all_to_all_time(cluster: Cluster, message_bytes, size, stride) -> np.ndarray:
+    """All-to-all where each rank holds S and sends S/n to each peer.
+
+    T = (n-1)/n * S/BW + (n-1)alpha (training-formulas 4.6); the traffic leaving a domain
+    is limited by that tier's bandwidth, tiers working concurrently (time = slowest tier).
+    """
+    message = np.asarray(message_bytes, dtype=float)
+    size = np.asarray(size, dtype=float)
+    worst = np.zeros(np.broadcast(message, size, stride).shape)
+    below = np.ones_like(worst)
+    for members, bandwidth, latency in _levels(cluster, size, stride):
+        inside = below * members
+        # share of a rank's S that goes to peers inside this level but outside the one below
+        share = (inside - below) / size
+        worst = np.maximum(worst, share * message / bandwidth + (members - 1.0) * latency)
+        below = inside
+    return worst
+
+
+def p2p_time(cluster: Cluster, message_bytes, distance) -> np.ndarray:
+    """Point-to-point send of S between ranks ``distance`` apart: alpha + S/BW (4.6)."""
+    distance = np.asarray(distance, dtype=float)
+    spans = np.array([t.domain_size for t in cluster.tiers], dtype=float)
+    index = np.minimum(np.searchsorted(spans, distance + 1.0), len(spans) - 1)
+    bandwidth = np.array([t.effective_bandwidth_bytes_per_s for t in cluster.tiers])[index]
+    latency = np.array([t.latency_s for t in cluster.tiers])[index]
+    fraction = collective_fraction(index, len(spans))
+    return latency + np.asarray(message_bytes, dtype=float) / (bandwidth * fraction)

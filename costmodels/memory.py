@@ -1,0 +1,73 @@
+"""Per-GPU memory of a pipeline stage as a named sum, vectorised over configurations."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sysplan.costmodels.layers import LayerShapes
+from sysplan.models.spec import ModelSpec
+from sysplan.workloads.training import TrainJob
+
+#: NCCL keeps NCCL_BUFFSIZE (4 MiB default) per channel and direction for each communicator
+#: (NCCL docs, "Environment Variables: NCCL_BUFFSIZE"); we assume 16 channels.
+NCCL_BYTES_PER_COMMUNICATOR = 2 * 16 * 4 * 2**20
+#: Caching-allocator fragmentation on the dynamic (activation) memory; uncalibrated default
+#: until `sysplan calibrate` fits it (PyTorch CUDA caching allocator rounds blocks up).
+ALLOCATOR_RESERVE_FRACTION = 0.05
+
+
+def state_bytes_per_param(precision: str) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer) bytes per parameter for mixed-precision Adam.
+
+    bf16: 16-bit weights, fp32 main gradients (Megatron forces
+    accumulate_allreduce_grads_in_fp32 with bf16), fp32 master + 2 moments = 12
+    ("6 + 12/d", Megatron docs dist_optimizer.md). fp16: 16-bit gradients and a 16-byte
+    optimizer state ("4 + 16/d", same source). FP8 training keeps bf16 weights and states.
+    """
+    if precision == "fp16":
+        return 2.0, 2.0, 16.0
+    return 2.0, 4.0, 12.0
+
+
+def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
+                               tp, sp, etp, recompute_selective) -> np.ndarray:
+    """Bytes one layer keeps per local token for backward (no recompute).
+
+    Korthikanti et al. 2022, Table 2 and section 4.1, generalised: per token the two norm
+    inputs (2 x 2h), the QKV and MLP inputs (2 x 2h) and the dropout masks (2 x h) are
+    replicated across TP unless sequence parallel splits them; Q, K, V (GQA: K and V are
+    g x d_h wide), the attention output, the MLP hidden (SwiGLU keeps gate and up outputs
+    and their product: 6f; GELU 4f) are split by TP. Fused attention keeps the fp32
+    log-sum-exp (4a bytes) instead of the 5 a s score-sized tensors, which selective
+    recompute also drops (Korthikanti et al. 2022, section 4.2).
+    """
+    h = model.hidden_size
+    replicated = 8.0 * h + (2.0 * h if model.linear_bias else 0.0)
+    # Q (a d_qk), K and V (GQA: g d_h each; MLA: a (d_qk + d_v)), attention output O (a d_v)
+    qkv_out = 2.0 * (model.num_heads * (shapes.attn_qk_dim + shapes.attn_v_dim)
+                     + shapes.kv_bytes_dims)
+    scores = 4.0 * model.num_heads if job.flash_attention else 5.0 * model.num_heads * job.seq_len
+    scores = np.where(recompute_selective, 4.0 * model.num_heads, scores)
+    mlp = 0.0
+    expert = 0.0
+    for g in shapes.gemms:
+        if g.name.endswith("_down"):
+            width = (6.0 if model.gated_mlp else 4.0) * g.k + 2.0 * h
+            if g.expert:
+                # routed tokens: top_k copies of the expert input and hidden (Megatron #1784)
+                expert += model.moe.top_k * width * job.moe_load_imbalance
+            else:
+                mlp += width - 2.0 * h  # the MLP input is counted in `replicated`
+    shared = np.where(sp > 0, replicated / tp, replicated)
+    return shared + (qkv_out + scores + mlp) / tp + expert / etp
+
+
+def in_flight_microbatches(pp, vpp, m) -> np.ndarray:
+    """Micro-batches whose activations the first stage holds at its peak.
+
+    1F1B: p (Narayanan et al. 2021, section 2.2.1); interleaved: p (1 + (p - 1)/(p v))
+    (Korthikanti et al. 2022, section 4.2.3); with m < p only m are ever in flight.
+    """
+    full = pp * (1.0 + (pp - 1.0) / (pp * vpp))
+    full = np.where(vpp > 1, full, pp)
+    return np.minimum(full, np.where(vpp > 1, m * (1.0 + (pp - 1.0) / (pp * vpp)), m))

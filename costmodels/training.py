@@ -1,0 +1,291 @@
+"""Training step time and memory for a whole batch of configurations at once.
+
+Step time is a named sum (house style 4):
+    m x (slowest stage's per-micro-batch terms) + pipeline bubble + p2p + exposed DP/ZeRO
+    communication + optimizer step,
+with the bubble (p - 1)/v x the mean stage time (Narayanan et al. 2021, eq. for interleaved
+1F1B). Memory is a named sum per GPU for the worst stage. Everything is numpy over the
+configurations in ``Candidates``: no Python loop over candidates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sysplan.costmodels import collectives as coll
+from sysplan.costmodels.candidates import Candidates
+from sysplan.costmodels.compute import LayerTime, gemm_seconds, layer_forward
+from sysplan.costmodels.efficiency import MEMORY_BOUND_FRACTION
+from sysplan.costmodels.layers import LayerShapes, layer_shapes
+from sysplan.costmodels.memory import (
+    ALLOCATOR_RESERVE_FRACTION, NCCL_BYTES_PER_COMMUNICATOR, activation_bytes_per_token,
+    in_flight_microbatches, state_bytes_per_param,
+)
+from sysplan.hardware.types import Cluster
+from sysplan.models.spec import ModelSpec
+from sysplan.workloads.training import TrainJob
+
+TIME_TERMS = (
+    "compute_gemm", "compute_attention", "compute_elementwise", "recompute", "lm_head",
+    "tp_comm", "cp_comm", "ep_comm", "pp_bubble", "pp_p2p", "dp_comm", "optimizer",
+)
+MEMORY_TERMS = (
+    "weights", "gradients", "optimizer", "activations", "logits", "comm_buffers",
+    "allocator_reserve",
+)
+
+
+@dataclass(frozen=True)
+class Priced:
+    """Arrays over configurations: named time terms (s) and memory terms (bytes)."""
+
+    time: dict[str, np.ndarray]
+    memory: dict[str, np.ndarray]
+    stage_layers: np.ndarray  # layers on the worst stage
+    recompute_flops_per_gpu: np.ndarray  # extra forward FLOPs recomputed per GPU per step
+
+    @property
+    def step_time_s(self) -> np.ndarray:
+        return sum(self.time[t] for t in TIME_TERMS)
+
+    @property
+    def memory_bytes(self) -> np.ndarray:
+        return sum(self.memory[t] for t in MEMORY_TERMS)
+
+
+def padded_vocab(vocab: int, tp: np.ndarray) -> np.ndarray:
+    """Vocab padded to a multiple of 128 x tp (Megatron _vocab_size_with_padding)."""
+    multiple = 128 * tp
+    return np.ceil(vocab / multiple) * multiple
+
+
+def _layer_params(shapes: LayerShapes, h: int) -> tuple[float, float, float]:
+    """(tp-split, replicated, routed-expert) parameters of one layer (+ two norms)."""
+    split = sum(g.n * g.k for g in shapes.gemms if g.split == "tp")
+    replicated = sum(g.n * g.k for g in shapes.gemms if g.split == "none") + 2 * h
+    return float(split), float(replicated), float(shapes.params_expert)
+
+
+def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
+                   c: Candidates) -> Priced:
+    """Price every configuration in ``c`` for one training step of ``job``."""
+    f = {k: getattr(c, k).astype(float) for k in
+         ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "sp", "zero", "mb", "recompute")}
+    tp, pp, vpp, dp, cp, ep, etp, sp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "sp"))
+    m = c.microbatches.astype(float)
+    tokens = f["mb"] * job.seq_len / cp  # local tokens per micro-batch
+    layers_stage = np.ceil(model.num_layers / pp)
+    moe_stage = np.minimum(layers_stage, model.num_moe_layers)
+    dense_stage = layers_stage - moe_stage
+    kinds = [(layer_shapes(model, False), dense_stage)]
+    if model.moe is not None:
+        kinds.append((layer_shapes(model, True), moe_stage))
+    gpu = cluster.gpu
+    full = f["recompute"] == 2
+    selective = f["recompute"] == 1
+
+    per_mb = {k: np.zeros_like(tp) for k in
+              ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep", "fwd", "bwd")}
+    hw_recompute_flops = np.zeros_like(tp)
+    for shapes, count in kinds:
+        fwd = layer_forward(model, job, gpu, shapes, tokens=tokens, tp=tp, etp=etp, ep=ep,
+                            sp=sp, cp=cp, imbalance=job.moe_load_imbalance)
+        comm = _layer_comm(model, job, cluster, shapes, fwd, tokens, tp, cp, ep, etp)
+        _accumulate(per_mb, fwd, comm, count, full, selective)
+        hw_recompute_flops += count * np.where(
+            full, fwd.flops, np.where(selective, fwd.attention_flops, 0.0))
+    head = _lm_head_seconds(model, job, gpu, tokens, tp)
+
+    stage_mb = sum(per_mb[k] for k in ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep"))
+    worst = stage_mb + head  # the last stage also runs the LM head and loss
+    mean = (stage_mb * model.num_layers / (layers_stage * pp)) + head / pp
+    time = {
+        "compute_gemm": m * per_mb["gemm"], "compute_attention": m * per_mb["attn"],
+        "compute_elementwise": m * per_mb["elem"], "recompute": m * per_mb["recompute"],
+        "lm_head": m * head, "tp_comm": m * per_mb["tp"], "cp_comm": m * per_mb["cp"],
+        "ep_comm": m * per_mb["ep"],
+        # bubble (p - 1)/v x stage time (Narayanan et al. 2021, section 2.2.2)
+        "pp_bubble": (pp - 1.0) / vpp * mean,
+    }
+    time["pp_p2p"] = _p2p_seconds(model, cluster, tokens, tp, cp, dp, pp, vpp, m)
+    params = _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp)
+    dp_s, opt_s = _data_parallel_seconds(job, cluster, f, params, m, per_mb, worst)
+    time["dp_comm"], time["optimizer"] = dp_s, opt_s
+    memory = _memory(model, job, f, params, kinds, tokens, layers_stage, m, full, selective)
+    return Priced(time, memory, layers_stage, hw_recompute_flops * m)
+
+
+def _accumulate(per_mb, fwd: LayerTime, comm, count, full, selective) -> None:
+    """Add ``count`` layers of one kind: forward + backward (2x) + recompute per micro-batch."""
+    per_mb["gemm"] += count * 3.0 * fwd.gemm_s
+    per_mb["attn"] += count * 3.5 * fwd.attention_s  # FA bwd = 2.5 x fwd FLOPs (Dao 2023)
+    per_mb["elem"] += count * 3.0 * fwd.elementwise_s
+    per_mb["tp"] += count * comm["tp"] * np.where(full, 1.5, 1.0)  # recompute repeats fwd
+    per_mb["cp"] += count * comm["cp"]
+    per_mb["ep"] += count * comm["ep"] * np.where(full, 1.5, 1.0)
+    recompute = np.where(full, fwd.total_s, np.where(selective, fwd.attention_s, 0.0))
+    per_mb["recompute"] += count * recompute
+    per_mb["bwd"] += count * 2.0 * fwd.total_s
+    per_mb["fwd"] += count * fwd.total_s
+
+
+def _layer_comm(model, job, cluster, shapes, fwd: LayerTime, tokens, tp, cp, ep, etp):
+    """Exposed communication seconds of one layer per micro-batch (forward + backward)."""
+    act_bytes = tokens * model.hidden_size * 2.0
+    # 2 all-reduces forward + 2 backward per layer (or AG + RS with SP, same volume):
+    # Korthikanti et al. 2022, section 4.2.2 / Narayanan et al. 2021, section 3.3
+    tp_one = coll.all_reduce_time(cluster, act_bytes, tp, 1)
+    tp_total = 4.0 * np.where(tp > 1, tp_one, 0.0)
+    if job.tp_comm_overlap:
+        # chunked overlap with the layer's GEMMs (TE userbuffers / AsyncTP): one chunk of
+        # the communication stays exposed, the rest hides behind GEMM time (3 x fwd GEMMs)
+        hidden = np.minimum(tp_total * (tp - 1.0) / tp, 3.0 * fwd.gemm_s)
+        tp_total = tp_total - hidden
+    # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice that
+    # backward, each hidden behind one attention tile (training-formulas 4.8)
+    kv_bytes = tokens * shapes.kv_bytes_dims * 2.0 / tp
+    ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp)
+    cp_total = np.maximum(0.0, ring - fwd.attention_s) + np.maximum(0.0, 2 * ring - 2.5 * fwd.attention_s)
+    cp_total = np.where(cp > 1, cp_total, 0.0)
+    ep_total = np.zeros_like(tp)
+    if any(g.expert for g in shapes.gemms):
+        # dispatch + combine all-to-all forward and backward, top_k copies of each token
+        # (training-formulas 4.9), slowest rank carries the load imbalance
+        a2a_bytes = tokens * model.moe.top_k * model.hidden_size * 2.0 * job.moe_load_imbalance
+        ep_total = 4.0 * np.where(ep > 1, coll.all_to_all_time(cluster, a2a_bytes, ep, etp), 0.0)
+    return {"tp": tp_total, "cp": cp_total, "ep": ep_total}
+
+
+def _lm_head_seconds(model, job, gpu, tokens, tp) -> np.ndarray:
+    """LM head GEMM (fwd + 2x bwd) and the fp32 cross-entropy over the padded vocab."""
+    vocab = padded_vocab(model.vocab_size, tp)
+    flops = 2.0 * tokens * model.hidden_size * vocab / tp  # logits = 2 b s h V (Narayanan 2021)
+    gemm = 3.0 * gemm_seconds(flops, gpu.peak("bf16"))
+    # softmax + loss + its gradient touch the fp32 logits about three times (read/write)
+    loss_bytes = 3.0 * 2.0 * 4.0 * tokens * vocab / tp
+    return gemm + loss_bytes / (gpu.hbm_bandwidth_bytes_per_s * MEMORY_BOUND_FRACTION)
+
+
+def _p2p_seconds(model, cluster, tokens, tp, cp, dp, pp, vpp, m) -> np.ndarray:
+    """Pipeline sends on the critical path: 2 (m v + p - 1) sends of b s h / t bytes.
+
+    Scatter/gather splits each send over the TP ranks (Narayanan et al. 2021, section 4.1);
+    stages are tp x cp x dp ranks apart (Megatron rank order tp-cp-dp-pp).
+    """
+    send = coll.p2p_time(cluster, tokens * model.hidden_size * 2.0 / tp, tp * cp * dp)
+    return np.where(pp > 1, 2.0 * (m * vpp + pp - 1.0) * send, 0.0)
+
+
+@dataclass(frozen=True)
+class LocalParams:
+    """Parameters one GPU of the worst stage holds (before ZeRO sharding)."""
+
+    dense: np.ndarray  # sharded over the DP x CP group by ZeRO
+    expert: np.ndarray  # sharded over the expert-DP group
+    largest_layer: np.ndarray  # one layer's parameters (ZeRO-3 gathers this at a time)
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.dense + self.expert
+
+
+def _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp) -> LocalParams:
+    """Parameters of the worst stage on one GPU: its layers / TP (experts / EP x ETP) plus
+    the embedding and LM head, each / TP (both on one stage when pp = 1)."""
+    h = model.hidden_size
+    vocab = padded_vocab(model.vocab_size, tp)
+    dense = np.zeros_like(tp)
+    expert = np.zeros_like(tp)
+    largest = np.zeros_like(tp)
+    for shapes, count in kinds:
+        split, replicated, routed = _layer_params(shapes, h)
+        layer_dense = split / tp + replicated
+        dense += count * layer_dense
+        expert += count * routed / (ep * etp)
+        largest = np.maximum(largest, np.where(count > 0, layer_dense + routed / (ep * etp), 0.0))
+    embedding = vocab * h / tp + (model.max_seq_len * h if model.learned_positions else 0.0)
+    head = np.where(model.tied_embeddings, 0.0, vocab * h / tp)
+    # first stage: embedding; last stage: head (+ final norm); pp = 1 holds both
+    ends = np.where(pp > 1, np.maximum(embedding, head + h), embedding + head + h)
+    return LocalParams(dense + ends, expert, largest)
+
+
+def _data_parallel_seconds(job, cluster, f, params: LocalParams, m, per_mb, worst):
+    """Exposed DP/ZeRO communication and the optimizer step.
+
+    Gradients are reduced over the DP x CP group (CP ranks hold the same weights); ZeRO-1/2
+    reduce-scatter gradients and all-gather updated 16-bit parameters, ZeRO-3 also gathers
+    parameters in forward and backward of every micro-batch (ZeRO paper, Rajbhandari et
+    al. 2020, section 7: 2 Psi vs 3 Psi). Overlap: gradient reduction hides behind the last
+    micro-batch's backward, the parameter gather behind the next step's first forward.
+    """
+    tp, dp, cp, zero = f["tp"], f["dp"], f["cp"], f["zero"]
+    _, grad_bytes, _ = state_bytes_per_param(job.precision)
+    group, stride = dp * cp, tp
+    expert_group = np.maximum(1.0, dp * cp * tp / (f["ep"] * f["etp"]))
+
+    def reduce(nbytes, size, all_reduce):
+        fn = coll.all_reduce_time if all_reduce else coll.reduce_scatter_time
+        return np.where(size > 1, fn(cluster, nbytes, size, stride), 0.0)
+
+    sharded = zero >= 1
+    grads = np.where(sharded, reduce(params.dense * grad_bytes, group, False),
+                     reduce(params.dense * grad_bytes, group, True))
+    grads += np.where(sharded, reduce(params.expert * grad_bytes, expert_group, False),
+                      reduce(params.expert * grad_bytes, expert_group, True))
+    gather = np.where(sharded, reduce(params.dense * 2.0, group, False)
+                      + reduce(params.expert * 2.0, expert_group, False), 0.0)
+    bwd_mb, fwd_mb = per_mb["bwd"], per_mb["fwd"]
+    window_bwd = bwd_mb if job.overlap_grad_reduce else 0.0
+    window_fwd = fwd_mb if job.overlap_param_gather else 0.0
+    exposed = np.maximum(0.0, grads - window_bwd) + np.maximum(0.0, gather - window_fwd)
+    # ZeRO-3 / FSDP: per micro-batch all-gather (fwd), all-gather (bwd) and reduce-scatter,
+    # prefetched behind compute; the first layer's gather is never hidden
+    zero3 = m * (2.0 * gather + grads)
+    compute = m * worst
+    exposed3 = np.maximum(0.0, zero3 - compute) + zero3 / np.maximum(m, 1.0) / 8.0
+    exposed = np.where(zero >= 3, exposed3, exposed)
+    # Adam: read fp32 master, m, v, gradient; write master, m, v and the 16-bit weight
+    # (30 bytes per parameter, memory-bound; ZeRO shards it over DP)
+    opt_params = np.where(sharded, params.dense / group + params.expert / expert_group,
+                          params.total)
+    optimizer = 30.0 * opt_params / (cluster.gpu.hbm_bandwidth_bytes_per_s * MEMORY_BOUND_FRACTION)
+    return exposed, optimizer
+
+
+def _memory(model, job, f, params: LocalParams, kinds, tokens, layers_stage, m, full, selective):
+    """Per-GPU bytes of the worst stage (the first, which holds the most micro-batches)."""
+    tp, pp, vpp, dp, cp, zero, sp, etp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp", "zero", "sp", "etp"))
+    w_b, g_b, o_b = state_bytes_per_param(job.precision)
+    group = dp * cp
+    expert_group = np.maximum(1.0, dp * cp * tp / (f["ep"] * etp))
+    sharded = params.dense / group + params.expert / expert_group
+    weights = np.where(zero >= 3, w_b * (sharded + 2.0 * params.largest_layer), w_b * params.total)
+    gradients = np.where(zero >= 2, g_b * (sharded + params.largest_layer), g_b * params.total)
+    optimizer = np.where(zero >= 1, o_b * sharded, o_b * params.total)
+
+    per_layer = np.zeros_like(tp)
+    for shapes, count in kinds:  # the heavier layer kind prices the stage (conservative)
+        per_token = activation_bytes_per_token(model, job, shapes, tp, sp, etp, selective)
+        per_layer = np.maximum(per_layer, np.where(count > 0, per_token, 0.0))
+    layer_bytes = per_layer * tokens
+    # full recompute keeps only each layer's input (2 b s h, / t with SP) plus one layer's
+    # activations while it is recomputed (Korthikanti et al. 2022, Table 2)
+    input_bytes = 2.0 * model.hidden_size * tokens / np.where(sp > 0, tp, 1.0)
+    stored_per_mb = np.where(full, layers_stage * input_bytes, layers_stage * layer_bytes)
+    in_flight = in_flight_microbatches(pp, vpp, m)
+    activations = stored_per_mb * in_flight + np.where(full, layer_bytes, 0.0)
+    # last-stage logits: fp32 logits of the padded vocab (Megatron cross-entropy,
+    # training-formulas 4.3: 4 s b h (1 + V/h)) for the one micro-batch in flight there
+    vocab = padded_vocab(model.vocab_size, tp)
+    logits = 4.0 * tokens * (model.hidden_size + vocab / tp)
+    # pp > 1: the last stage holds one micro-batch plus the logits; report the worse stage
+    logits = np.where(pp > 1, np.maximum(0.0, stored_per_mb + logits - activations), logits)
+    groups = sum((x > 1).astype(float) for x in (tp, cp, dp, pp, f["ep"]))
+    comm_buffers = groups * NCCL_BYTES_PER_COMMUNICATOR
+    reserve = ALLOCATOR_RESERVE_FRACTION * (activations + logits)
+    return {"weights": weights, "gradients": gradients, "optimizer": optimizer,
+            "activations": activations, "logits": logits, "comm_buffers": comm_buffers,
+            "allocator_reserve": reserve}

@@ -1,0 +1,90 @@
+"""Plain-language reasons: why each plan ranks where it does and why the winner wins."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sysplan.costmodels.candidates import RECOMPUTE_NAMES, Candidates
+from sysplan.costmodels.training import TIME_TERMS
+from sysplan.costmodels.types import Estimate
+
+GIB = 2**30
+_TERM_WORDS = {
+    "compute_gemm": "matmuls", "compute_attention": "attention", "compute_elementwise":
+    "element-wise ops", "recompute": "recompute", "lm_head": "LM head and loss",
+    "tp_comm": "TP communication", "cp_comm": "CP ring exchange", "ep_comm": "expert all-to-all",
+    "pp_bubble": "pipeline bubble", "pp_p2p": "pipeline sends", "dp_comm": "exposed DP/ZeRO "
+    "communication", "optimizer": "optimizer step",
+}
+
+
+def describe_layout(c: Candidates, i: int) -> str:
+    """Compact layout label, e.g. 'tp8 pp4 vpp3 dp32 sp zero1 mb1 full'."""
+    parts = [f"tp{c.tp[i]}", f"pp{c.pp[i]}"]
+    if c.vpp[i] > 1:
+        parts.append(f"vpp{c.vpp[i]}")
+    parts.append(f"dp{c.dp[i]}")
+    if c.cp[i] > 1:
+        parts.append(f"cp{c.cp[i]}")
+    if c.ep[i] > 1:
+        parts.append(f"ep{c.ep[i]}" + (f" etp{c.etp[i]}" if c.etp[i] > 1 else ""))
+    if c.sp[i]:
+        parts.append("sp")
+    parts += [f"zero{c.zero[i]}", f"mb{c.mb[i]}", RECOMPUTE_NAMES[int(c.recompute[i])]]
+    return " ".join(parts)
+
+
+def why_line(estimate: Estimate, usable: float, rank: int, gap: float) -> str:
+    """One line: the largest overhead and the memory margin."""
+    b = estimate.breakdown
+    overheads = {k: v for k, v in b.items() if not k.startswith("compute_")}
+    worst = max(overheads, key=overheads.get)
+    share = overheads[worst] / estimate.step_time_s
+    margin = (usable - estimate.memory.total_bytes) / GIB
+    lead = "best" if rank == 1 else f"{gap:.1%} behind the best"
+    return (f"{lead}; largest overhead {_TERM_WORDS[worst]} ({share:.0%}); "
+            f"{margin:.1f} GiB memory to spare")
+
+
+def _terms_summary(priced, i: int, step: float) -> str:
+    shares = sorted(((float(priced.time[k][i]) / step, k) for k in TIME_TERMS), reverse=True)
+    return ", ".join(f"{_TERM_WORDS[k]} {s:.0%}" for s, k in shares[:3] if s >= 0.01)
+
+
+def _alternative(c: Candidates, value, fits, winner: int, field: str) -> int | None:
+    """Best feasible configuration whose ``field`` differs from the winner's."""
+    mask = fits & (getattr(c, field) != getattr(c, field)[winner])
+    if not mask.any():
+        return None
+    index = np.flatnonzero(mask)
+    return int(index[np.argmax(value[index])])
+
+
+def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fits, order,
+                   usable) -> str:
+    """One paragraph: what the winner is, what binds it, and what the runner-ups lose."""
+    w = int(order[0])
+    step = float(priced.step_time_s[w])
+    text = [
+        f"{describe_layout(c, w)} wins at {rates['tokens_per_s_per_gpu'][w]:,.0f} tokens/s "
+        f"per GPU (MFU {rates['mfu'][w]:.1%}); its step is mostly "
+        f"{_terms_summary(priced, w, step)}."
+    ]
+    fastest = int(np.argmax(value))
+    if not fits[fastest]:
+        need = priced.memory_bytes[fastest] / GIB
+        text.append(
+            f"Memory binds: the fastest layout overall, {describe_layout(c, fastest)}, "
+            f"would be {value[fastest] / value[w] - 1:.0%} better but needs {need:.1f} GiB "
+            f"of the {usable / GIB:.1f} GiB usable.")
+    for field, label in (("tp", "TP"), ("pp", "PP"), ("recompute", "recompute")):
+        alt = _alternative(c, value, fits, w, field)
+        if alt is None:
+            continue
+        loss = 1.0 - value[alt] / value[w] if value[w] > 0 else value[w] / value[alt] - 1.0
+        delta = {k: float(priced.time[k][alt] - priced.time[k][w]) for k in TIME_TERMS}
+        cause = max(delta, key=delta.get)
+        text.append(
+            f"The best plan with other {label} ({describe_layout(c, alt)}) is {loss:.1%} "
+            f"worse, mostly from more {_TERM_WORDS[cause]}.")
+    return " ".join(text)

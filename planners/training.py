@@ -1,0 +1,141 @@
+"""Training planner: enumerate the space, price it in one vectorised call, rank, explain."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from sysplan.core.errors import InputError, NoPlanFits
+from sysplan.costmodels.candidates import Candidates
+from sysplan.costmodels.efficiency import UNCALIBRATED_TERMS
+from sysplan.costmodels.estimate import build_estimate, throughput_arrays
+from sysplan.costmodels.training import price_training
+from sysplan.hardware.types import Cluster
+from sysplan.models.spec import ModelSpec
+from sysplan.planners.explain import describe_layout, explain_winner, why_line
+from sysplan.planners.space import check_pins, enumerate_space
+from sysplan.planners.types import Objective, Pins, Plan, ProfileInfo, TrainingResult
+from sysplan.workloads.training import TrainJob
+
+NEAR_TIE = 0.02
+GIB = 2**30
+
+
+def _objective_values(objective: Objective, rates, gpus, train_tokens, gpu_hour_cost):
+    """Higher is better: tokens/s/GPU, or minus hours to train, or minus dollars."""
+    if objective == "throughput":
+        return rates["tokens_per_s_per_gpu"]
+    hours = train_tokens / rates["tokens_per_s"] / 3600.0
+    if objective == "time-to-train":
+        return -hours
+    return -hours * gpus * gpu_hour_cost
+
+
+def _gpu_counts(cluster: Cluster, gpus: int, objective: Objective) -> list[int]:
+    """GPU counts to search: the given count, or whole nodes up to it (powers of two + max)."""
+    if objective == "throughput":
+        return [gpus]
+    node = cluster.gpus_per_node
+    nodes = gpus // node
+    if nodes < 1:
+        return [gpus]
+    counts = {node * 2**k for k in range(int(np.log2(nodes)) + 1)} | {node * nodes}
+    return sorted(counts)
+
+
+def _check_objective(objective, train_tokens, gpu_hour_cost) -> None:
+    if objective in ("time-to-train", "cost") and not train_tokens:
+        raise InputError(f"--objective {objective} needs --train-tokens (e.g. 15T)")
+    if objective == "cost" and not gpu_hour_cost:
+        raise InputError("--objective cost needs --gpu-hour-cost (dollars per GPU-hour, e.g. 2.5)")
+
+
+def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus: int | None = None,
+                  pins: Pins = Pins(), objective: Objective = "throughput", top: int = 5,
+                  memory_headroom_bytes: float = 4 * GIB, train_tokens: float | None = None,
+                  gpu_hour_cost: float | None = None) -> TrainingResult:
+    """Rank every configuration of ``job`` on ``cluster`` and return the best ``top``.
+
+    Raises InputError for a question that cannot be asked (bad pins, missing objective
+    inputs) and NoPlanFits when no configuration fits in memory.
+    """
+    gpus = num_gpus or cluster.default_gpus
+    if gpus < 1:
+        raise InputError(f"--gpus {gpus}: must be at least 1")
+    if top < 1:
+        raise InputError(f"--top {top}: must be at least 1")
+    _check_objective(objective, train_tokens, gpu_hour_cost)
+    check_pins(model, job, gpus, pins)
+    usable = cluster.gpu.memory_bytes - memory_headroom_bytes
+    if usable <= 0:
+        raise InputError(f"--memory-headroom leaves no memory on the {cluster.gpu.name}")
+    started = time.perf_counter()
+    spaces = [enumerate_space(model, job, cluster, n, pins)
+              for n in _gpu_counts(cluster, gpus, objective)]
+    c = _concat([s for s in spaces if len(s)])
+    if c is None:
+        raise InputError(f"no layout of {gpus} GPUs satisfies the pinned knobs and the "
+                         f"global batch of {job.global_batch} sequences")
+    priced = price_training(model, job, cluster, c)
+    rates = throughput_arrays(model, job, cluster, c, priced)
+    memory = priced.memory_bytes
+    fits = memory <= usable
+    elapsed = time.perf_counter() - started
+    if not fits.any():
+        raise NoPlanFits(_closest_miss(c, memory, usable, model, cluster))
+    value = _objective_values(objective, rates, c.gpus, train_tokens, gpu_hour_cost)
+    order = _rank(c, value, memory, fits)
+    plans = _plans(model, job, cluster, c, priced, rates, value, order[:top], usable)
+    result_plans = tuple(plans)
+    return TrainingResult(
+        model=model.name, cluster=cluster.name, num_gpus=gpus, objective=objective,
+        searched=len(c), feasible=int(fits.sum()), search_time_s=elapsed,
+        profile=ProfileInfo(name=f"default-{cluster.gpu.gpu_class}", calibrated=False,
+                            uncalibrated_terms=UNCALIBRATED_TERMS),
+        plans=result_plans,
+        explanation=explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable),
+        notes=(f"memory headroom {memory_headroom_bytes / GIB:.1f} GiB: plans must fit in "
+               f"{usable / GIB:.1f} GiB of the {cluster.gpu.memory_bytes / GIB:.0f} GiB per GPU",),
+    )
+
+
+def _concat(spaces: list[Candidates]) -> Candidates | None:
+    if not spaces:
+        return None
+    if len(spaces) == 1:
+        return spaces[0]
+    names = spaces[0].__dataclass_fields__
+    return Candidates(**{k: np.concatenate([getattr(s, k) for s in spaces]) for k in names})
+
+
+def _rank(c: Candidates, value, memory, fits) -> np.ndarray:
+    """Feasible indices, best first; ties broken by fewer GPUs, less memory, then simpler
+    layouts (smaller tp, pp, cp, zero) so the order is deterministic (house style 13)."""
+    index = np.flatnonzero(fits)
+    keys = (c.recompute[index], c.zero[index], c.vpp[index], c.cp[index], c.pp[index],
+            c.tp[index], memory[index], c.gpus[index], -np.round(value[index], 9))
+    return index[np.lexsort(keys)]
+
+
+def _plans(model, job, cluster, c, priced, rates, value, chosen, usable) -> list[Plan]:
+    plans = []
+    best = float(value[chosen[0]])
+    for rank, i in enumerate(chosen, start=1):
+        config, estimate = build_estimate(model, job, cluster, c, priced, rates, int(i), usable)
+        gap = abs(best - float(value[i])) / max(abs(best), 1e-30)
+        plans.append(Plan(
+            rank=rank, parallel=config, estimate=estimate, num_gpus=int(c.gpus[i]),
+            objective_value=float(value[i]), near_tie=rank > 1 and gap <= NEAR_TIE,
+            why=why_line(estimate, usable, rank, gap),
+        ))
+    return plans
+
+
+def _closest_miss(c, memory, usable, model, cluster) -> str:
+    i = int(np.argmin(memory))
+    over = (memory[i] - usable) / GIB
+    return (f"no configuration of {model.name} fits in {usable / GIB:.1f} GiB per "
+            f"{cluster.gpu.name}; closest: {describe_layout(c, i)} needs "
+            f"{memory[i] / GIB:.1f} GiB ({over:.1f} GiB over). Add GPUs, shorten --seq-len, "
+            f"or lower --memory-headroom")
