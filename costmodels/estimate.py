@@ -27,7 +27,7 @@ def throughput_arrays(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Cand
                       priced: Priced) -> dict[str, np.ndarray]:
     """tokens/s, tokens/s/GPU, MFU and HFU for every priced configuration."""
     step = priced.step_time_s
-    tokens_per_s = job.tokens_per_step / step
+    tokens_per_s = c.global_batch * job.seq_len / step
     gpus = c.gpus.astype(float)
     peak = cluster.gpu.peak("fp8" if job.precision == "fp8" else "bf16")
     flops_per_token = model_flops_per_token(model, job.seq_len)

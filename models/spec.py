@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Literal
 
 from pydantic import Field, model_validator
-
 from sysplan.core.types import Frozen
 
 
@@ -24,6 +23,10 @@ class MoESpec(Frozen):
     )
     layer_freq: int = Field(
         default=1, ge=1, description="Every layer_freq-th layer after the dense ones is MoE."
+    )
+    router_bias: bool = Field(
+        default=False,
+        description="Per-expert score-correction bias on the router (DeepSeek-V3 noaux_tc).",
     )
 
     @model_validator(mode="after")
@@ -63,6 +66,10 @@ class ModelSpec(Frozen):
     max_seq_len: int = Field(gt=0, description="Trained context length.")
     tied_embeddings: bool = Field(default=False, description="LM head shares the embedding.")
     gated_mlp: bool = Field(default=True, description="SwiGLU-style gate (3 MLP matrices).")
+    activation: Literal["silu", "gelu", "relu2"] = Field(
+        default="silu",
+        description="MLP activation: silu (SwiGLU when gated), gelu, relu2 (squared ReLU).",
+    )
     norm: Literal["rmsnorm", "layernorm"] = Field(
         default="rmsnorm", description="Normalisation; layernorm has a bias (2h params)."
     )

@@ -1,0 +1,319 @@
+"""Import a Hugging Face ``config.json`` as a ``ModelSpec``.
+
+Field names follow the ``configuration_*.py`` and ``modeling_*.py`` files of Hugging Face
+transformers for each ``model_type``. What the spec does not model is dropped: rotary settings,
+sliding windows, GPT-NeoX's parallel residual (it changes neither parameters nor FLOPs), and
+the o_proj bias of a Llama-style ``attention_bias: true`` without ``mlp_bias`` (h per layer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from sysplan.core.errors import InputError
+from sysplan.models.spec import ModelSpec
+
+_ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "MixtralForCausalLM": "mixtral",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
+    "DeepseekV2ForCausalLM": "deepseek_v2",
+    "DeepseekV3ForCausalLM": "deepseek_v3",
+    "GPT2LMHeadModel": "gpt2",
+    "GPTNeoXForCausalLM": "gpt_neox",
+    "NemotronForCausalLM": "nemotron",
+}
+_ACTIVATIONS = {"silu": "silu", "swish": "silu", "relu2": "relu2"}
+
+
+class _Config:
+    """A parsed config.json that names the file and the field in every error."""
+
+    def __init__(self, path: Path, data: dict[str, Any], model_type: str) -> None:
+        self.path, self.data, self.model_type = path, data, model_type
+
+    def error(self, message: str) -> InputError:
+        return InputError(f"{self.path}: {message} (model_type '{self.model_type}')")
+
+    def positive(self, field: str, default: int | None = None) -> int:
+        """A positive integer field; ``default`` stands in when it is absent or null."""
+        value = self.data.get(field)
+        if value is None:
+            if default is None:
+                raise self.error(f"missing field '{field}'")
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self.error(f"field '{field}' must be a positive integer, got {value!r}")
+        return value
+
+    def count(self, field: str, default: int = 0) -> int:
+        """A non-negative integer field; absent or null means ``default``."""
+        value = self.data.get(field)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.error(f"field '{field}' must be a non-negative integer, got {value!r}")
+        return value
+
+    def flag(self, field: str, default: bool) -> bool:
+        value = self.data.get(field)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.error(f"field '{field}' must be true or false, got {value!r}")
+        return value
+
+    def activation(self, field: str, default: str) -> str:
+        value = str(self.data.get(field) or default)
+        if value.startswith("gelu"):
+            return "gelu"
+        if value not in _ACTIVATIONS:
+            accepted = ", ".join([*_ACTIVATIONS, "gelu*"])
+            raise self.error(f"field '{field}' is {value!r}; supported: {accepted}")
+        return _ACTIVATIONS[value]
+
+
+def _decoder(cfg: _Config, tied_default: bool = False) -> dict[str, Any]:
+    """Fields shared by the Llama-style configs (HF configuration_llama.py names)."""
+    hidden, heads = cfg.positive("hidden_size"), cfg.positive("num_attention_heads")
+    if cfg.data.get("head_dim") is None and hidden % heads:
+        raise cfg.error(f"hidden_size {hidden} is not a multiple of num_attention_heads {heads}")
+    attention_bias = cfg.flag("attention_bias", False)
+    mlp_bias = cfg.flag("mlp_bias", False)
+    return {
+        "num_layers": cfg.positive("num_hidden_layers"),
+        "hidden_size": hidden,
+        "num_heads": heads,
+        "num_kv_heads": cfg.positive("num_key_value_heads", heads),
+        "head_dim": cfg.positive("head_dim", hidden // heads),
+        "ffn_hidden": cfg.positive("intermediate_size"),
+        "vocab_size": cfg.positive("vocab_size"),
+        "max_seq_len": cfg.positive("max_position_embeddings"),
+        "tied_embeddings": cfg.flag("tie_word_embeddings", tied_default),
+        "activation": cfg.activation("hidden_act", "silu"),
+        "linear_bias": attention_bias and mlp_bias,
+        "qkv_bias": attention_bias and not mlp_bias,
+    }
+
+
+def _moe_layout(cfg: _Config, is_moe: list[bool]) -> tuple[int, int]:
+    """(first_dense_layers, layer_freq) reproducing the config's MoE layer pattern."""
+    moe_layers = [i for i, flag in enumerate(is_moe) if flag]
+    first = moe_layers[0]
+    freq = moe_layers[1] - first if len(moe_layers) > 1 else len(is_moe)
+    expected = [i >= first and (i - first) % freq == 0 for i in range(len(is_moe))]
+    if expected != is_moe:
+        raise cfg.error(
+            f"MoE layers {moe_layers} are not 'first k dense, then every n-th'; "
+            "sysplan cannot represent this pattern"
+        )
+    return first, freq
+
+
+def _llama(cfg: _Config) -> dict[str, Any]:
+    return _decoder(cfg)
+
+
+def _mixtral(cfg: _Config) -> dict[str, Any]:
+    fields = _decoder(cfg)
+    # every layer is a sparse MoE block (HF modeling_mixtral.py MixtralSparseMoeBlock)
+    fields["moe"] = {
+        "num_experts": cfg.positive("num_local_experts"),
+        "top_k": cfg.positive("num_experts_per_tok"),
+        "expert_ffn_hidden": fields["ffn_hidden"],
+    }
+    return fields
+
+
+def _qwen2(cfg: _Config) -> dict[str, Any]:
+    # Qwen2Attention: q/k/v_proj always have a bias, o_proj none (HF modeling_qwen2.py)
+    return {**_decoder(cfg), "qkv_bias": True, "linear_bias": False}
+
+
+def _qwen3(cfg: _Config) -> dict[str, Any]:
+    # Qwen3Attention: q_norm and k_norm over head_dim (HF modeling_qwen3.py)
+    return {**_decoder(cfg), "qk_norm": True}
+
+
+def _qwen3_moe(cfg: _Config) -> dict[str, Any]:
+    fields = _qwen3(cfg)
+    experts = cfg.count("num_experts")
+    step = cfg.positive("decoder_sparse_step", 1)
+    dense_only = cfg.data.get("mlp_only_layers") or []
+    if not isinstance(dense_only, list):
+        raise cfg.error(
+            f"field 'mlp_only_layers' must be a list of layer indices, got {dense_only!r}"
+        )
+    # MoE iff not in mlp_only_layers and (i + 1) % decoder_sparse_step == 0 (modeling_qwen3_moe.py)
+    is_moe = [
+        experts > 1 and i not in dense_only and (i + 1) % step == 0
+        for i in range(fields["num_layers"])
+    ]
+    if any(is_moe):
+        first, freq = _moe_layout(cfg, is_moe)
+        fields["moe"] = {
+            "num_experts": cfg.positive("num_experts"),
+            "top_k": cfg.positive("num_experts_per_tok"),
+            "expert_ffn_hidden": cfg.positive("moe_intermediate_size"),
+            "first_dense_layers": first,
+            "layer_freq": freq,
+        }
+    return fields
+
+
+def _deepseek(cfg: _Config) -> dict[str, Any]:
+    fields = _decoder(cfg)
+    mla = {
+        "q_lora_rank": cfg.count("q_lora_rank") or None,  # null: full-rank q_proj (V2-Lite)
+        "kv_lora_rank": cfg.positive("kv_lora_rank"),
+        "qk_nope_head_dim": cfg.positive("qk_nope_head_dim"),
+        "qk_rope_head_dim": cfg.positive("qk_rope_head_dim"),
+        "v_head_dim": cfg.positive("v_head_dim"),
+    }
+    fields["mla"] = mla
+    fields["head_dim"] = mla["qk_nope_head_dim"] + mla["qk_rope_head_dim"]
+    fields["mtp_layers"] = cfg.count("num_nextn_predict_layers")
+    first_dense, freq = cfg.count("first_k_dense_replace"), cfg.positive("moe_layer_freq", 1)
+    experts = cfg.count("n_routed_experts")
+    # MoE iff n_routed_experts and i >= first_k_dense_replace and i % moe_layer_freq == 0
+    # (HF modeling_deepseek.py DeepseekV3DecoderLayer)
+    is_moe = [
+        experts > 1 and i >= first_dense and i % freq == 0 for i in range(fields["num_layers"])
+    ]
+    if any(is_moe):
+        first, layer_freq = _moe_layout(cfg, is_moe)
+        fields["moe"] = {
+            "num_experts": cfg.positive("n_routed_experts"),
+            "top_k": cfg.positive("num_experts_per_tok"),
+            "expert_ffn_hidden": cfg.positive("moe_intermediate_size"),
+            "num_shared_experts": cfg.count("n_shared_experts"),
+            "first_dense_layers": first,
+            "layer_freq": layer_freq,
+            # e_score_correction_bias exists with topk_method noaux_tc (DeepSeek-V3 §2.1.2)
+            "router_bias": cfg.data.get("topk_method") == "noaux_tc",
+        }
+    return fields
+
+
+def _gpt2(cfg: _Config) -> dict[str, Any]:
+    # HF configuration_gpt2.py names; n_inner null means 4·n_embd (modeling_gpt2.py GPT2Block)
+    hidden, heads = cfg.positive("n_embd"), cfg.positive("n_head")
+    return {
+        "num_layers": cfg.positive("n_layer"),
+        "hidden_size": hidden,
+        "num_heads": heads,
+        "num_kv_heads": heads,
+        "head_dim": hidden // heads,
+        "ffn_hidden": cfg.positive("n_inner", 4 * hidden),
+        "vocab_size": cfg.positive("vocab_size"),
+        "max_seq_len": cfg.positive("n_positions"),
+        "tied_embeddings": cfg.flag("tie_word_embeddings", True),
+        "gated_mlp": False,
+        "activation": cfg.activation("activation_function", "gelu_new"),
+        "norm": "layernorm",
+        "linear_bias": True,
+        "learned_positions": True,
+    }
+
+
+def _gpt_neox(cfg: _Config) -> dict[str, Any]:
+    # HF modeling_gpt_neox.py: fused query_key_value and MLP with biases, LayerNorm, untied
+    # embed_out; rotary_pct and use_parallel_residual do not change the counts
+    fields = _decoder(cfg)
+    fields.update(
+        num_kv_heads=fields["num_heads"],
+        activation=cfg.activation("hidden_act", "gelu"),
+        gated_mlp=False,
+        norm="layernorm",
+        linear_bias=cfg.flag("attention_bias", True),
+        qkv_bias=False,
+    )
+    return fields
+
+
+def _nemotron(cfg: _Config) -> dict[str, Any]:
+    # HF modeling_nemotron.py: LayerNorm1P (scale and bias), non-gated up/down MLP with relu2
+    fields = _decoder(cfg)
+    fields.update(
+        activation=cfg.activation("hidden_act", "relu2"), gated_mlp=False, norm="layernorm"
+    )
+    return fields
+
+
+_BUILDERS: dict[str, Callable[[_Config], dict[str, Any]]] = {
+    "llama": _llama,
+    "mistral": _llama,
+    "mixtral": _mixtral,
+    "qwen2": _qwen2,
+    "qwen3": _qwen3,
+    "qwen3_moe": _qwen3_moe,
+    "deepseek_v2": _deepseek,
+    "deepseek_v3": _deepseek,
+    "gpt2": _gpt2,
+    "gpt_neox": _gpt_neox,
+    "nemotron": _nemotron,
+}
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (expected a Hugging Face config.json)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(f"{path}: not a readable JSON file ({error})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _model_type(path: Path, data: dict[str, Any]) -> str:
+    architectures = data.get("architectures") or []
+    model_type = data.get("model_type")
+    if model_type is None and architectures:
+        model_type = _ARCHITECTURES.get(str(architectures[0]))
+    if model_type not in _BUILDERS:
+        supported = ", ".join(_BUILDERS)
+        raise InputError(
+            f"{path}: unsupported model_type {model_type!r} (architectures {architectures}); "
+            f"supported model_type values: {supported}"
+        )
+    return str(model_type)
+
+
+def _name(path: Path, data: dict[str, Any]) -> str:
+    """``_name_or_path`` if present, else the folder of a config.json, else the file stem."""
+    given = data.get("_name_or_path")
+    if isinstance(given, str) and given.strip():
+        return given.strip()
+    if path.name == "config.json" and path.parent.name:
+        return path.parent.name
+    return path.stem
+
+
+def from_hf_config(path: str | Path) -> ModelSpec:
+    """Read a Hugging Face ``config.json`` (or a folder holding one) into a ``ModelSpec``."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / "config.json"
+    data = _read(path)
+    model_type = _model_type(path, data)
+    fields = _BUILDERS[model_type](_Config(path, data, model_type))
+    try:
+        return ModelSpec(
+            name=_name(path, data),
+            family=model_type,
+            source=f"Hugging Face config.json: {path}",
+            **fields,
+        )
+    except ValidationError as error:
+        detail = error.errors()[0]
+        where = ".".join(str(part) for part in detail["loc"])
+        raise InputError(f"{path}: {where}: {detail['msg']} (model_type '{model_type}')") from None

@@ -1,0 +1,101 @@
+"""Planner: search results, pinned knobs, errors and determinism."""
+
+import pytest
+
+from sysplan.core.errors import InputError, NoPlanFits
+from sysplan.hardware import load_cluster
+from sysplan.models import resolve_model
+from sysplan.planners.space import enumerate_space
+from sysplan.planners.training import plan_training
+from sysplan.planners.types import Pins
+from sysplan.workloads.training import TrainJob
+
+H100, _ = load_cluster("dgx-h100")
+FRONTIER, _ = load_cluster("frontier")
+LLAMA70, _ = resolve_model("70b")
+JOB = TrainJob(seq_len=8192, global_batch=512)
+
+
+def test_plans_are_ranked_fit_and_use_every_gpu():
+    result = plan_training(LLAMA70, H100, JOB, num_gpus=64, top=5)
+    assert result.num_gpus == 64 and result.searched > 1000
+    values = [p.objective_value for p in result.plans]
+    assert values == sorted(values, reverse=True)
+    for plan in result.plans:
+        par = plan.parallel
+        assert par.tp * par.pp * par.dp * par.cp == 64
+        assert plan.estimate.fits
+        assert sum(par.stage_layers) == LLAMA70.num_layers
+    assert "wins at" in result.explanation
+
+
+def test_default_allocation_is_the_catalog_one():
+    result = plan_training(LLAMA70, FRONTIER, JOB, top=1)
+    assert result.num_gpus == 1024
+
+
+def test_pins_fix_their_dimension():
+    pins = Pins(tp=4, pp=2, recompute="full", zero=1)
+    result = plan_training(LLAMA70, H100, JOB, num_gpus=64, pins=pins, top=3)
+    for plan in result.plans:
+        assert (plan.parallel.tp, plan.parallel.pp) == (4, 2)
+        assert plan.parallel.recompute == "full" and plan.parallel.zero == 1
+
+
+def test_all_pinned_evaluates_exactly_one_configuration():
+    pins = Pins(tp=8, pp=2, vpp=1, dp=4, cp=1, ep=1, micro_batch=1, recompute="full", zero=1,
+                sequence_parallel=True)
+    result = plan_training(LLAMA70, H100, JOB, num_gpus=64, pins=pins)
+    assert result.searched == 1 and len(result.plans) == 1
+
+
+@pytest.mark.parametrize(("pins", "message"), [
+    (Pins(tp=3), "--tp 3: does not divide 64 GPUs (try 1, 2, 4, 8, 16, 32, 64)"),
+    (Pins(dp=16, micro_batch=3), "--dp 16 x --micro-batch 3 = 48 does not divide the global batch"),
+    (Pins(ep=8), "--ep 8: Llama 3.1 70B is dense"),
+    (Pins(pp=1, vpp=2), "--vpp 2: interleaving needs --pp > 1"),
+])
+def test_bad_pins_name_the_value(pins, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        plan_training(LLAMA70, H100, JOB, num_gpus=64, pins=pins)
+
+
+def test_nothing_fits_names_the_closest_candidate():
+    with pytest.raises(NoPlanFits, match=r"closest: .* needs \d+\.\d GiB \(\d+\.\d GiB over\)") as err:
+        plan_training(LLAMA70, H100, JOB, num_gpus=2)
+    assert err.value.exit_code == 1
+
+
+def test_time_to_train_searches_whole_node_counts():
+    result = plan_training(LLAMA70, H100, JOB, num_gpus=128, objective="time-to-train",
+                           train_tokens=1e12, top=3)
+    assert {p.num_gpus % 8 for p in result.plans} == {0}
+    assert result.plans[0].num_gpus == 128  # more GPUs finish sooner here
+    with pytest.raises(InputError, match="needs --train-tokens"):
+        plan_training(LLAMA70, H100, JOB, num_gpus=64, objective="time-to-train")
+
+
+def test_cost_objective_needs_a_price():
+    with pytest.raises(InputError, match="--gpu-hour-cost"):
+        plan_training(LLAMA70, H100, JOB, num_gpus=64, objective="cost", train_tokens=1e12)
+
+
+def test_same_inputs_same_output():
+    one = plan_training(LLAMA70, H100, JOB, num_gpus=64, top=5)
+    two = plan_training(LLAMA70, H100, JOB, num_gpus=64, top=5)
+    strip = lambda r: r.model_copy(update={"search_time_s": 0.0}).model_dump_json()  # noqa: E731
+    assert strip(one) == strip(two)
+
+
+def test_space_respects_divisibility():
+    space = enumerate_space(LLAMA70, JOB, H100, 64, Pins())
+    assert ((space.tp * space.pp * space.dp * space.cp) == 64).all()
+    assert (JOB.global_batch % (space.dp * space.mb) == 0).all()
+    assert not ((space.sp == 1) & (space.tp == 1)).any()
+
+
+def test_near_ties_are_flagged():
+    result = plan_training(LLAMA70, H100, JOB, num_gpus=64, top=10)
+    best = result.plans[0].objective_value
+    for plan in result.plans[1:]:
+        assert plan.near_tie == ((best - plan.objective_value) / best <= 0.02)
