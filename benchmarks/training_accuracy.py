@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import re
 import sys
 from collections import defaultdict
@@ -64,7 +63,8 @@ def job_for(r: dict) -> TrainJob:
     prec = "fp8" if ("fp8" in precision or "float8" in precision) else (
         "fp16" if "fp16" in precision else "bf16")
     old_megatron = "(2021)" in framework or "(2022)" in framework
-    flags = dict(seq_len=int(r["seq_len"]), global_batch=int(r["global_batch_seqs"]), precision=prec)
+    flags = {"seq_len": int(r["seq_len"]), "global_batch": int(r["global_batch_seqs"]),
+             "precision": prec}
     if old_megatron:
         # 2021/2022 Megatron: unfused softmax attention; DDP-impl local does not overlap the
         # gradient all-reduce (T020 notes say so), DDP-impl torch does (bucketed hooks)

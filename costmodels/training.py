@@ -20,10 +20,14 @@ from sysplan.costmodels.compute import LayerTime, gemm_seconds, layer_forward
 from sysplan.costmodels.efficiency import MEMORY_BOUND_FRACTION
 from sysplan.costmodels.layers import LayerShapes, layer_shapes
 from sysplan.costmodels.memory import (
-    ALLOCATOR_RESERVE_FRACTION, NCCL_BYTES_PER_COMMUNICATOR, activation_bytes_per_token,
-    in_flight_microbatches, state_bytes_per_param,
+    ALLOCATOR_RESERVE_FRACTION,
+    NCCL_BYTES_PER_COMMUNICATOR,
+    activation_bytes_per_token,
+    in_flight_microbatches,
+    state_bytes_per_param,
 )
 from sysplan.hardware.types import Cluster
+from sysplan.models.counting import padded_vocab
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
 
@@ -53,12 +57,6 @@ class Priced:
     @property
     def memory_bytes(self) -> np.ndarray:
         return sum(self.memory[t] for t in MEMORY_TERMS)
-
-
-def padded_vocab(vocab: int, tp: np.ndarray) -> np.ndarray:
-    """Vocab padded to a multiple of 128 x tp (Megatron _vocab_size_with_padding)."""
-    multiple = 128 * tp
-    return np.ceil(vocab / multiple) * multiple
 
 
 def _layer_params(shapes: LayerShapes, h: int) -> tuple[float, float, float]:
@@ -160,7 +158,7 @@ def _layer_comm(model, job, cluster, shapes, fwd: LayerTime, tokens, tp, cp, ep,
 
 def _lm_head_seconds(model, job, gpu, tokens, tp) -> np.ndarray:
     """LM head GEMM (fwd + 2x bwd) and the fp32 cross-entropy over the padded vocab."""
-    vocab = padded_vocab(model.vocab_size, tp)
+    vocab = padded_vocab(model, tp)
     flops = 2.0 * tokens * model.hidden_size * vocab / tp  # logits = 2 b s h V (Narayanan 2021)
     gemm = 3.0 * gemm_seconds(flops, gpu.peak("bf16"))
     # softmax + loss + its gradient touch the fp32 logits about three times (read/write)
@@ -195,7 +193,7 @@ def _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp) -> LocalParams
     """Parameters of the worst stage on one GPU: its layers / TP (experts / EP x ETP) plus
     the embedding and LM head, each / TP (both on one stage when pp = 1)."""
     h = model.hidden_size
-    vocab = padded_vocab(model.vocab_size, tp)
+    vocab = padded_vocab(model, tp)
     dense = np.zeros_like(tp)
     expert = np.zeros_like(tp)
     largest = np.zeros_like(tp)
@@ -279,7 +277,7 @@ def _memory(model, job, f, params: LocalParams, kinds, tokens, layers_stage, m, 
     activations = stored_per_mb * in_flight + np.where(full, layer_bytes, 0.0)
     # last-stage logits: fp32 logits of the padded vocab (Megatron cross-entropy,
     # training-formulas 4.3: 4 s b h (1 + V/h)) for the one micro-batch in flight there
-    vocab = padded_vocab(model.vocab_size, tp)
+    vocab = padded_vocab(model, tp)
     logits = 4.0 * tokens * (model.hidden_size + vocab / tp)
     # pp > 1: the last stage holds one micro-batch plus the logits; report the worse stage
     logits = np.where(pp > 1, np.maximum(0.0, stored_per_mb + logits - activations), logits)

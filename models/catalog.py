@@ -18,6 +18,7 @@ from typing import NamedTuple
 
 import yaml
 from pydantic import ValidationError
+
 from sysplan.core.errors import InputError
 from sysplan.models.counting import param_counts
 from sysplan.models.hf import from_hf_config

@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from pydantic import Field
+
 from sysplan.core.types import Frozen
 from sysplan.models.spec import ModelSpec
 
@@ -175,7 +177,8 @@ def param_counts(spec: ModelSpec) -> ParamCounts:
 def padded_vocab(spec: ModelSpec, tp: int = 1, multiple: int = 128) -> int:
     """Vocabulary padded to a multiple of ``multiple × tp`` (Megatron ``_vocab_size_with_padding``,
     ``--make-vocab-size-divisible-by 128``)."""
-    if tp < 1 or multiple < 1:
+    # works elementwise on a numpy array of TP degrees too (the cost models pass one)
+    if np.any(np.asarray(tp) < 1) or multiple < 1:
         raise ValueError(f"tp ({tp}) and multiple ({multiple}) must be positive")
     step = multiple * tp
     return -(-spec.vocab_size // step) * step

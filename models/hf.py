@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+
 from sysplan.core.errors import InputError
 from sysplan.models.spec import ModelSpec
 

@@ -65,11 +65,11 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
     """One paragraph: what the winner is, what binds it, and what the runner-ups lose."""
     w = int(order[0])
     step = float(priced.step_time_s[w])
-    text = [
+    text = [(
         f"{describe_layout(c, w)} wins at {rates['tokens_per_s_per_gpu'][w]:,.0f} tokens/s "
         f"per GPU (MFU {rates['mfu'][w]:.1%}); its step is mostly "
         f"{_terms_summary(priced, w, step)}."
-    ]
+    )]
     fastest = int(np.argmax(value))
     if not fits[fastest]:
         need = priced.memory_bytes[fastest] / GIB

@@ -159,11 +159,10 @@ def check_pins(model: ModelSpec, job: TrainJob, gpus: int, pins: Pins) -> None:
         raise InputError(f"--vpp {pins.vpp}: interleaving needs --pp > 1")
     if pins.pp is not None and pins.pp > model.num_layers:
         raise InputError(f"--pp {pins.pp}: more stages than the {model.num_layers} layers")
-    if pins.dp is not None and pins.micro_batch is not None:
-        if job.global_batch % (pins.dp * pins.micro_batch):
-            raise InputError(
-                f"--dp {pins.dp} x --micro-batch {pins.micro_batch} = "
-                f"{pins.dp * pins.micro_batch} does not divide the global batch of "
-                f"{job.global_batch} sequences")
+    pinned_batch = (pins.dp or 0) * (pins.micro_batch or 0)
+    if pinned_batch and job.global_batch % pinned_batch:
+        raise InputError(
+            f"--dp {pins.dp} x --micro-batch {pins.micro_batch} = {pinned_batch} does not "
+            f"divide the global batch of {job.global_batch} sequences")
     if pins.zero is not None and pins.zero not in (0, 1, 2, 3):
         raise InputError(f"--zero {pins.zero}: accepted 0, 1, 2, 3")

@@ -52,7 +52,7 @@ def _check_objective(objective, train_tokens, gpu_hour_cost) -> None:
 
 
 def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus: int | None = None,
-                  pins: Pins = Pins(), objective: Objective = "throughput", top: int = 5,
+                  pins: Pins | None = None, objective: Objective = "throughput", top: int = 5,
                   memory_headroom_bytes: float = 4 * GIB, train_tokens: float | None = None,
                   gpu_hour_cost: float | None = None) -> TrainingResult:
     """Rank every configuration of ``job`` on ``cluster`` and return the best ``top``.
@@ -61,6 +61,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
     inputs) and NoPlanFits when no configuration fits in memory.
     """
     gpus = num_gpus or cluster.default_gpus
+    pins = pins or Pins()
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: must be at least 1")
     if top < 1:
@@ -95,8 +96,8 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
                             uncalibrated_terms=UNCALIBRATED_TERMS),
         plans=result_plans,
         explanation=explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable),
-        notes=(f"memory headroom {memory_headroom_bytes / GIB:.1f} GiB: plans must fit in "
-               f"{usable / GIB:.1f} GiB of the {cluster.gpu.memory_bytes / GIB:.0f} GiB per GPU",),
+        notes=((f"memory headroom {memory_headroom_bytes / GIB:.1f} GiB: plans must fit in "
+                f"{usable / GIB:.1f} GiB of the {cluster.gpu.memory_bytes / GIB:.0f} GiB per GPU"),),
     )
 
 

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.estimate import estimate_config
-from sysplan.costmodels.memory import activation_bytes_per_token, in_flight_microbatches
 from sysplan.costmodels.layers import layer_shapes
+from sysplan.costmodels.memory import activation_bytes_per_token, in_flight_microbatches
 from sysplan.costmodels.training import TIME_TERMS, price_training
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware import load_cluster
@@ -69,14 +69,14 @@ def test_in_flight_microbatches_follow_the_schedules():
 
 
 def test_bubble_is_p_minus_1_over_v_stage_times():
-    base = dict(tp=8, dp=1, micro_batch=1, global_batch=64, recompute="full")
+    base = {"tp": 8, "dp": 1, "micro_batch": 1, "global_batch": 64, "recompute": "full"}
     one = estimate_config(GPT175, JOB, A100, ParallelConfig(pp=8, **base))
     two = estimate_config(GPT175, JOB, A100, ParallelConfig(pp=8, vpp=2, **base))
     assert math.isclose(two.breakdown["pp_bubble"] * 2, one.breakdown["pp_bubble"], rel_tol=1e-9)
 
 
 def test_more_recompute_trades_time_for_memory():
-    cfg = dict(tp=8, pp=4, dp=4, micro_batch=1, global_batch=256, sequence_parallel=True)
+    cfg = {"tp": 8, "pp": 4, "dp": 4, "micro_batch": 1, "global_batch": 256, "sequence_parallel": True}
     none = estimate_config(LLAMA70, JOB, H100, ParallelConfig(recompute="none", **cfg))
     full = estimate_config(LLAMA70, JOB, H100, ParallelConfig(recompute="full", **cfg))
     assert full.step_time_s > none.step_time_s
@@ -85,8 +85,8 @@ def test_more_recompute_trades_time_for_memory():
 
 
 def test_zero_stages_shrink_model_state_memory():
-    cfg = dict(tp=8, pp=1, dp=16, micro_batch=1, global_batch=256, sequence_parallel=True,
-               recompute="full")
+    cfg = {"tp": 8, "pp": 1, "dp": 16, "micro_batch": 1, "global_batch": 256, "sequence_parallel": True,
+               "recompute": "full"}
     states = []
     for zero in range(4):
         m = estimate_config(LLAMA70, JOB, H100, ParallelConfig(zero=zero, **cfg)).memory
@@ -136,7 +136,7 @@ def test_vectorised_pricing_equals_one_by_one():
 def test_moe_model_prices_expert_all_to_all():
     mixtral, _ = resolve_model("mixtral-8x7b")
     job = TrainJob(seq_len=4096, global_batch=64)
-    cfg = dict(tp=1, pp=1, dp=8, micro_batch=1, global_batch=64, zero=1, recompute="full")
+    cfg = {"tp": 1, "pp": 1, "dp": 8, "micro_batch": 1, "global_batch": 64, "zero": 1, "recompute": "full"}
     no_ep = estimate_config(mixtral, job, H100, ParallelConfig(ep=1, **cfg))
     ep8 = estimate_config(mixtral, job, H100, ParallelConfig(ep=8, **cfg))
     assert no_ep.breakdown["ep_comm"] == 0 and ep8.breakdown["ep_comm"] > 0
