@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import yaml
+
 from sysplan.core.errors import InputError
 from sysplan.hardware.schema import Where, as_mapping, cluster_from_mapping, gpu_from_mapping
 from sysplan.hardware.types import GPU, Cluster

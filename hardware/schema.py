@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
+
 from sysplan.core.errors import InputError
 from sysplan.core.units import parse_bandwidth, parse_bytes, parse_flops, parse_power, parse_time
 from sysplan.hardware.types import DTYPES, GPU, Cluster, FabricTier

@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import pairwise
 
 from pydantic import Field, model_validator
+
 from sysplan.core.types import Frozen
 
 #: dtypes whose dense peak a GPU may list; bf16 and fp16 share tensor-core throughput.

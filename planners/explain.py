@@ -30,7 +30,9 @@ def describe_layout(c: Candidates, i: int) -> str:
         parts.append(f"ep{c.ep[i]}" + (f" etp{c.etp[i]}" if c.etp[i] > 1 else ""))
     if c.sp[i]:
         parts.append("sp")
-    parts += [f"zero{c.zero[i]}", f"mb{c.mb[i]}", RECOMPUTE_NAMES[int(c.recompute[i])]]
+    recompute = RECOMPUTE_NAMES[int(c.recompute[i])]
+    parts += [f"zero{c.zero[i]}", f"mb{c.mb[i]}",
+              "no-recompute" if recompute == "none" else f"{recompute}-recompute"]
     return " ".join(parts)
 
 

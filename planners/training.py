@@ -96,9 +96,20 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
                             uncalibrated_terms=UNCALIBRATED_TERMS),
         plans=result_plans,
         explanation=explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable),
-        notes=((f"memory headroom {memory_headroom_bytes / GIB:.1f} GiB: plans must fit in "
-                f"{usable / GIB:.1f} GiB of the {cluster.gpu.memory_bytes / GIB:.0f} GiB per GPU"),),
+        notes=_notes(model, cluster),
     )
+
+
+def _notes(model: ModelSpec, cluster: Cluster) -> tuple[str, ...]:
+    """Assumptions a reader should know about this search."""
+    notes = [(f"efficiencies are uncalibrated defaults for {cluster.gpu.gpu_class} GPUs "
+              "(H100-measured fractions of datasheet peak) until a profile is given")]
+    if model.num_layers % 2 and model.num_layers > 1:
+        notes.append(f"{model.num_layers} layers do not split evenly over every PP degree; "
+                     "uneven stages put the extra layers on middle stages")
+    if model.moe is not None:
+        notes.append("MoE routing assumed balanced up to the job's load-imbalance factor")
+    return tuple(notes)
 
 
 def _concat(spaces: list[Candidates]) -> Candidates | None:

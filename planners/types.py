@@ -35,7 +35,7 @@ class Plan(Frozen):
     estimate: Estimate
     num_gpus: int = Field(description="GPUs this plan uses.")
     objective_value: float = Field(description="Value of the objective (higher is better).")
-    near_tie: bool = Field(default=False, description="Within 2 % of the plan ranked above.")
+    near_tie: bool = Field(default=False, description="Within 2 % of the best plan's objective.")
     why: str = Field(default="", description="Short reason: binding constraint, trade-off.")
 
 

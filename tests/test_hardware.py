@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from sysplan.core.errors import InputError
 from sysplan.hardware import Cluster, list_gpus, load_cluster, load_gpu
 from sysplan.hardware.types import DTYPES

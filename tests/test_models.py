@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sysplan.core.errors import InputError
 from sysplan.models import (
     ModelSpec,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from sysplan.core.errors import InputError
 from sysplan.core.units import (
     parse_bandwidth,

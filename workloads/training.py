@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal, get_args
 
 from pydantic import Field
+
 from sysplan.core.errors import InputError
 from sysplan.core.types import Frozen
 from sysplan.core.units import parse_count

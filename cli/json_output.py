@@ -1,0 +1,139 @@
+"""`--json`: the plan document (a public contract, cli/plan_schema.json) and its reader.
+
+Writers emit ``schema_version`` 1.0. Readers accept any 1.x and ignore keys they do not know
+(later issues add keys, never rename them); 2.x, a missing version or a garbled file is refused
+with an InputError (exit 2). All values are SI: seconds, bytes, FLOPs, fractions.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from sysplan import __version__
+from sysplan.core.errors import InputError
+from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
+from sysplan.planners.types import Plan, ProfileInfo, TrainingResult
+
+SCHEMA_VERSION = "1.0"
+SCHEMA_PATH = Path(__file__).with_name("plan_schema.json")
+_VERSION = re.compile(r"^(\d+)\.(\d+)$")
+
+
+def load_schema() -> dict[str, Any]:
+    """The published JSON Schema (draft 2020-12) of the plan document."""
+    return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def training_document(result: TrainingResult) -> dict[str, Any]:
+    """The one JSON object `sysplan train --json` writes."""
+    profile = result.profile
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "sysplan_version": __version__,
+        "model": result.model,
+        "cluster": result.cluster,
+        "num_gpus": result.num_gpus,
+        "objective": result.objective,
+        "searched": result.searched,
+        "feasible": result.feasible,
+        "search_time_s": result.search_time_s,
+        "profile": {
+            "name": profile.name,
+            "calibrated": profile.calibrated,
+            "extrapolated_terms": list(profile.extrapolated_terms),
+            "uncalibrated_terms": list(profile.uncalibrated_terms),
+        },
+        "notes": list(result.notes),
+        "explanation": result.explanation,
+        "plans": [plan_document(plan) for plan in result.plans],
+    }
+
+
+def plan_document(plan: Plan) -> dict[str, Any]:
+    """One ranked plan: its layout, predicted speed, memory and step-time breakdown."""
+    estimate = plan.estimate
+    return {
+        "rank": plan.rank,
+        "parallel": plan.parallel.model_dump(mode="json"),
+        "num_gpus": plan.num_gpus,
+        "objective_value": plan.objective_value,
+        "step_time_s": estimate.step_time_s,
+        "tokens_per_s": estimate.tokens_per_s,
+        "tokens_per_s_per_gpu": estimate.tokens_per_s_per_gpu,
+        "mfu": estimate.mfu,
+        "hfu": estimate.hfu,
+        "model_flops_per_token": estimate.model_flops_per_token,
+        "fits": estimate.fits,
+        "near_tie": plan.near_tie,
+        "why": plan.why,
+        "memory": estimate.memory.model_dump(mode="json"),
+        "breakdown": dict(estimate.breakdown),
+    }
+
+
+def load_plan_json(path: str | Path) -> TrainingResult:
+    """Read a plan document written by any sysplan 1.x; InputError for anything else."""
+    data = _read_object(Path(path))
+    check_schema_version(data.get("schema_version"), str(path))
+    try:
+        return _training_result(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InputError(f"{path}: not a valid sysplan plan ({where}: {first['msg']})") from None
+    except (KeyError, TypeError, AttributeError) as error:
+        raise InputError(f"{path}: not a valid sysplan plan (missing or bad {error})") from None
+
+
+def check_schema_version(version: object, source: str) -> None:
+    """Accept 1.x; refuse 2.x and anything that is not a version."""
+    match = _VERSION.match(version) if isinstance(version, str) else None
+    if match is None:
+        shown = "no schema_version" if version is None else f"schema_version {version!r}"
+        raise InputError(f"{source}: {shown}; expected a sysplan plan file (schema_version 1.x)")
+    if int(match[1]) != 1:
+        raise InputError(
+            f"{source}: schema_version {version} is not readable by sysplan {__version__} "
+            "(reads 1.x); use a sysplan release that writes it"
+        )
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    """The top-level JSON object of ``path``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: cannot read ({error})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a JSON object (a sysplan plan file)")
+    return data
+
+
+def _known(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``data`` that ``model`` has: unknown (newer 1.x) keys are ignored."""
+    return {key: value for key, value in data.items() if key in model.model_fields}
+
+
+def _training_result(data: dict[str, Any]) -> TrainingResult:
+    profile = ProfileInfo(**_known(ProfileInfo, data["profile"]))
+    plans = tuple(_plan(plan) for plan in data["plans"])
+    return TrainingResult(**{**_known(TrainingResult, data), "profile": profile, "plans": plans})
+
+
+def _plan(data: dict[str, Any]) -> Plan:
+    parallel = ParallelConfig(**_known(ParallelConfig, data["parallel"]))
+    memory = MemoryBreakdown(**_known(MemoryBreakdown, data["memory"]))
+    estimate = Estimate(**{**_known(Estimate, data), "memory": memory})
+    fields = {"objective_value": estimate.tokens_per_s_per_gpu, **_known(Plan, data)}
+    return Plan(**{**fields, "parallel": parallel, "estimate": estimate})

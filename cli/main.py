@@ -1,0 +1,151 @@
+"""The `sysplan` command: global options, one sub-command per verb, and error handling.
+
+Every failure a user can fix ends as one line on stderr (house style 7): a ``SysplanError``
+prints ``error: <message>`` and exits with its ``exit_code`` (2 bad input, 1 nothing fits);
+a click usage error (unknown option, bad choice, missing option) prints one line and exits 2.
+Tracebacks are shown only with ``sysplan --debug``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+from sysplan import __version__
+from sysplan.cli import catalog, train
+from sysplan.core.errors import SysplanError
+
+#: click's exception classes as typer uses them (recent typer vendors click as typer._click).
+_click_errors = importlib.import_module(typer.BadParameter.__module__)
+#: click >= 8.2 raises this for a bare `sysplan`; older click printed help and exited 0.
+_NO_ARGS_IS_HELP = getattr(_click_errors, "NoArgsIsHelpError", ())
+
+
+class _State:
+    """Per-invocation global options (reset by every ``main``)."""
+
+    debug = False
+
+
+class SysplanGroup(TyperGroup):
+    """Runs click without standalone mode and turns every user error into one line."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        _State.debug = False
+        code = _run(self, args, prog_name, complete_var, extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
+def _run(
+    group: TyperGroup,
+    args: Sequence[str] | None,
+    prog_name: str | None,
+    complete_var: str | None,
+    extra: dict[str, Any],
+) -> int:
+    """Invoke the command line and return the process exit code."""
+    try:
+        result = TyperGroup.main(
+            group, args=args, prog_name=prog_name or "sysplan", complete_var=complete_var,
+            standalone_mode=False, **extra,
+        )
+    except SysplanError as error:
+        if _State.debug:
+            traceback.print_exc()
+        _error_line(str(error))
+        return error.exit_code
+    except _NO_ARGS_IS_HELP as error:
+        typer.echo(error.format_message())
+        return 0
+    except _click_errors.UsageError as error:
+        if _State.debug:
+            traceback.print_exc()
+        _error_line(_usage_message(error))
+        return error.exit_code
+    except _click_errors.ClickException as error:
+        _error_line(error.format_message())
+        return error.exit_code
+    except typer.Abort:
+        _error_line("aborted")
+        return 1
+    return result if isinstance(result, int) else 0
+
+
+def _usage_message(error: Exception) -> str:
+    """One line for a click usage error; a bad value reads ``--option value: reason``."""
+    param = getattr(error, "param", None)
+    if not isinstance(error, _click_errors.BadParameter) or param is None:
+        return error.format_message()
+    name = (param.opts or [param.name or "value"])[0]
+    if isinstance(error, _click_errors.MissingParameter):
+        where = f" (see {error.ctx.command_path} --help)" if error.ctx else ""
+        return f"{name} is required{where}"
+    return f"{name} {error.message}"
+
+
+def _error_line(message: str) -> None:
+    """Print ``error: message`` as a single line on stderr."""
+    typer.echo(f"error: {' '.join(message.split())}", err=True)
+
+
+app = typer.Typer(
+    name="sysplan",
+    cls=SysplanGroup,
+    help="Plan parallel configurations for large-model training and serving.",
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"sysplan {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show a traceback when a command fails.")
+    ] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True,
+            help="Print the sysplan version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Plan parallel configurations for large-model training and serving."""
+    _State.debug = debug
+
+
+app.command(name="train", help=train.HELP, no_args_is_help=True)(train.train)
+catalog.register(app)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sysplan`` console script and ``python -m sysplan``."""
+    command = typer.main.get_command(app)
+    return command.main(args=argv, prog_name="sysplan", standalone_mode=False)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

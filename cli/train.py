@@ -1,0 +1,248 @@
+"""`sysplan train`: parse options, call ``plan_training`` once, render the result.
+
+Results go to stdout (a table, or one JSON object with ``--json``); the model resolution,
+cluster notes, batch rounding and other notes go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sysplan.cli import json_output, render
+
+HELP = """Rank the best parallel configurations for training a model on a cluster.
+
+Example: sysplan train --model 70b --cluster frontier.yaml
+"""
+
+_PINNED = "Pinned knobs (fix one dimension; all pinned = evaluate one configuration)"
+_RUNTIME = "Runtime behaviour"
+
+
+def _choice(*accepted: str, convert: Callable[[str], object] = str) -> Callable[[object], object]:
+    """A typer parser accepting exactly ``accepted``; the error names the value and the list."""
+
+    def parse(value: object) -> object:
+        value = str(value)
+        if value not in accepted:
+            raise typer.BadParameter(f"{value}: not accepted; choose one of {', '.join(accepted)}")
+        return convert(value)
+
+    return parse
+
+
+def _positive_int(value: object) -> int:
+    """A whole number of at least 1 (typer also passes the default through here)."""
+    text = str(value).strip().replace(",", "").replace("_", "")
+    if not text.isdigit() or int(text) < 1:
+        raise typer.BadParameter(f"{value}: expected a whole number of at least 1")
+    return int(text)
+
+
+def _positive_float(value: object) -> float:
+    """A finite number above 0."""
+    try:
+        number = float(str(value))
+    except ValueError:
+        number = float("nan")
+    if not 0 < number < float("inf"):
+        raise typer.BadParameter(f"{value}: expected a positive number such as 2.5")
+    return number
+
+
+def _opt(*names: str, help: str, parser: Callable | None = None, metavar: str | None = None,
+         panel: str | None = None) -> typer.models.OptionInfo:
+    """A typer option with a help text (every option has one) and an optional parser."""
+    return typer.Option(*names, help=help, parser=parser, metavar=metavar, rich_help_panel=panel)
+
+
+def _degree(name: str, help: str) -> typer.models.OptionInfo:
+    """A pinned parallel degree: a whole number of at least 1."""
+    return _opt(name, help=help, parser=_positive_int, metavar="N", panel=_PINNED)
+
+
+_Model = Annotated[str, _opt(
+    "--model", metavar="NAME|PATH", help="Model: a catalog name or alias (70b, llama3.1-405b, "
+    "mixtral-8x7b) or a Hugging Face config.json path.")]
+_Cluster = Annotated[str, _opt(
+    "--cluster", metavar="NAME|PATH", help="Cluster: a catalog name (dgx-h100, frontier, ...) "
+    "or a cluster YAML file.")]
+_Gpus = Annotated[int | None, _opt(
+    "--gpus", metavar="N", parser=_positive_int,
+    help="GPUs to plan for (default: the cluster's default allocation).")]
+_SeqLen = Annotated[int | None, _opt(
+    "--seq-len", metavar="TOKENS", parser=_positive_int,
+    help="Tokens per sequence (default: the model's context, capped at 8192).")]
+_GlobalBatch = Annotated[str | None, _opt(
+    "--global-batch", metavar="N|TOKENS", help="Sequences per step (1536) or tokens with a "
+    "suffix (4M), rounded down to whole sequences (default: about 4M tokens).")]
+_Precision = Annotated[str, _opt(
+    "--precision", metavar="[bf16|fp8]", parser=_choice("bf16", "fp8"),
+    help="Precision of the linear layers.")]
+_Objective = Annotated[str, _opt(
+    "--objective", metavar="[throughput|time-to-train|cost]",
+    parser=_choice("throughput", "time-to-train", "cost"),
+    help="Rank by tokens/s per GPU, by time to train --train-tokens, or by cost at "
+    "--gpu-hour-cost; the last two also search GPU counts up to --gpus.")]
+_TrainTokens = Annotated[str | None, _opt(
+    "--train-tokens", metavar="TOKENS",
+    help="Tokens to train on, for --objective time-to-train or cost (15T).")]
+_GpuHourCost = Annotated[float | None, _opt(
+    "--gpu-hour-cost", metavar="DOLLARS", parser=_positive_float,
+    help="Dollars per GPU-hour, for --objective cost.")]
+_Top = Annotated[int, _opt("--top", metavar="N", parser=_positive_int, help="Plans to show.")]
+_Json = Annotated[bool, _opt(
+    "--json", help="Write one JSON object (schema: cli/plan_schema.json) to stdout instead of "
+    "tables.")]
+_Explain = Annotated[bool, _opt(
+    "--explain", help="Show the memory and step-time breakdown of every shown plan, and the "
+    "notes.")]
+_Headroom = Annotated[str, _opt(
+    "--memory-headroom", metavar="SIZE", help="GPU memory kept free; a plan fits if its worst "
+    "stage needs at most GPU memory minus this.")]
+_Tp = Annotated[int | None, _degree("--tp", "Tensor-parallel degree.")]
+_Pp = Annotated[int | None, _degree("--pp", "Pipeline-parallel stages.")]
+_Vpp = Annotated[int | None, _degree(
+    "--vpp", "Virtual pipeline stages per rank (interleaved 1F1B).")]
+_Dp = Annotated[int | None, _degree("--dp", "Data-parallel degree.")]
+_Cp = Annotated[int | None, _degree("--cp", "Context-parallel degree.")]
+_Ep = Annotated[int | None, _degree("--ep", "Expert-parallel degree (MoE models).")]
+_MicroBatch = Annotated[int | None, _degree("--micro-batch", "Sequences per micro-batch.")]
+_Recompute = Annotated[str | None, _opt(
+    "--recompute", metavar="[none|selective|full]", panel=_PINNED,
+    parser=_choice("none", "selective", "full"),
+    help="Activation recompute: none, selective (attention core) or full (whole layer).")]
+_Zero = Annotated[int | None, _opt(
+    "--zero", metavar="[0|1|2|3]", panel=_PINNED, parser=_choice("0", "1", "2", "3", convert=int),
+    help="ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters (FSDP).")]
+_SequenceParallel = Annotated[bool | None, _opt(
+    "--sequence-parallel/--no-sequence-parallel", panel=_PINNED,
+    help="Megatron sequence parallelism on the TP group (default: searched).")]
+_NoOverlapGradReduce = Annotated[bool, _opt(
+    "--no-overlap-grad-reduce", panel=_RUNTIME,
+    help="Do not overlap the data-parallel gradient reduction with backward.")]
+_TpCommOverlap = Annotated[bool, _opt(
+    "--tp-comm-overlap", panel=_RUNTIME,
+    help="Overlap TP collectives with GEMMs (Megatron --tp-comm-overlap, torchtitan AsyncTP).")]
+
+
+def train(
+    model: _Model,
+    cluster: _Cluster,
+    gpus: _Gpus = None,
+    seq_len: _SeqLen = None,
+    global_batch: _GlobalBatch = None,
+    precision: _Precision = "bf16",
+    objective: _Objective = "throughput",
+    train_tokens: _TrainTokens = None,
+    gpu_hour_cost: _GpuHourCost = None,
+    top: _Top = 5,
+    json_out: _Json = False,
+    explain: _Explain = False,
+    memory_headroom: _Headroom = "4GiB",
+    tp: _Tp = None,
+    pp: _Pp = None,
+    vpp: _Vpp = None,
+    dp: _Dp = None,
+    cp: _Cp = None,
+    ep: _Ep = None,
+    micro_batch: _MicroBatch = None,
+    recompute: _Recompute = None,
+    zero: _Zero = None,
+    sequence_parallel: _SequenceParallel = None,
+    no_overlap_grad_reduce: _NoOverlapGradReduce = False,
+    tp_comm_overlap: _TpCommOverlap = False,
+) -> None:
+    """Rank the best parallel configurations for training a model on a cluster."""
+    pins = {
+        "tp": tp, "pp": pp, "vpp": vpp, "dp": dp, "cp": cp, "ep": ep,
+        "micro_batch": micro_batch, "recompute": recompute, "zero": zero,
+        "sequence_parallel": sequence_parallel,
+    }
+    request = TrainRequest(
+        model=model, cluster=cluster, gpus=gpus, seq_len=seq_len, global_batch=global_batch,
+        precision=precision, objective=objective, train_tokens=train_tokens,
+        gpu_hour_cost=gpu_hour_cost, top=top, memory_headroom=memory_headroom, pins=pins,
+        overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
+    )
+    run_train(request, json_out=json_out, explain=explain)
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """The options of one `sysplan train` call, as typed on the command line."""
+
+    model: str
+    cluster: str
+    gpus: int | None = None
+    seq_len: int | None = None
+    global_batch: str | None = None
+    precision: str = "bf16"
+    objective: str = "throughput"
+    train_tokens: str | None = None
+    gpu_hour_cost: float | None = None
+    top: int = 5
+    memory_headroom: str = "4GiB"
+    pins: dict[str, object] = field(default_factory=dict)
+    overlap_grad_reduce: bool = True
+    tp_comm_overlap: bool = False
+
+
+def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = False) -> None:
+    """Resolve the inputs, plan, and write the result to stdout (notes to stderr)."""
+    from sysplan.core.units import parse_bytes, parse_count
+    from sysplan.hardware import load_cluster
+    from sysplan.models import resolve_model
+    from sysplan.planners.training import plan_training
+    from sysplan.planners.types import Pins
+    from sysplan.workloads.training import make_train_job
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    headroom = parse_bytes(request.memory_headroom, "--memory-headroom")
+    tokens = None
+    if request.train_tokens is not None:
+        tokens = parse_count(request.train_tokens, "--train-tokens")
+    spec, model_note = resolve_model(request.model)
+    cluster, cluster_notes = load_cluster(request.cluster)
+    job, job_notes = make_train_job(
+        spec, seq_len=request.seq_len, global_batch=request.global_batch,
+        precision=request.precision, overlap_grad_reduce=request.overlap_grad_reduce,
+        tp_comm_overlap=request.tp_comm_overlap,
+    )
+    _notes(err, [model_note, *cluster_notes, *job_notes])
+    with _progress(err, f"searching configurations for {spec.name} ..."):
+        result = plan_training(
+            spec, cluster, job, num_gpus=request.gpus, pins=Pins(**request.pins),
+            objective=request.objective, top=request.top, memory_headroom_bytes=headroom,
+            train_tokens=tokens, gpu_hour_cost=request.gpu_hour_cost,
+        )
+    if json_out:
+        typer.echo(json.dumps(json_output.training_document(result), indent=2))
+        return
+    context = render.TrainContext(
+        cluster=cluster, job=job, memory_headroom_bytes=headroom,
+        default_allocation=request.gpus is None, train_tokens=tokens,
+        gpu_hour_cost=request.gpu_hour_cost,
+    )
+    if not explain:
+        _notes(err, list(result.notes))
+    render.print_training(render.stdout_console(), result, context, explain=explain)
+
+
+def _notes(err: Console, notes: list[str]) -> None:
+    """Print each non-empty note on stderr."""
+    for note in notes:
+        if note:
+            err.print(f"note: {note}", markup=False)
+
+
+def _progress(err: Console, message: str) -> AbstractContextManager:
+    """A spinner on stderr while searching, only when stderr is a terminal."""
+    return err.status(message) if err.is_terminal else nullcontext()
