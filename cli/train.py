@@ -119,6 +119,9 @@ _Recompute = Annotated[str | None, _opt(
     "--recompute", metavar="[none|selective|full]", panel=_PINNED,
     parser=_choice("none", "selective", "full"),
     help="Activation recompute: none, selective (attention core) or full (whole layer).")]
+_RecomputeLayers = Annotated[int | None, _degree(
+    "--recompute-layers", "With --recompute full: layers per pipeline stage recomputed "
+    "(default: all; Megatron --recompute-num-layers).")]
 _Zero = Annotated[int | None, _opt(
     "--zero", metavar="[0|1|2|3]", panel=_PINNED, parser=_choice("0", "1", "2", "3", convert=int),
     help="ZeRO stage: 0 none, 1 optimizer states, 2 + gradients, 3 + parameters (FSDP).")]
@@ -155,6 +158,7 @@ def train(
     ep: _Ep = None,
     micro_batch: _MicroBatch = None,
     recompute: _Recompute = None,
+    recompute_layers: _RecomputeLayers = None,
     zero: _Zero = None,
     sequence_parallel: _SequenceParallel = None,
     no_overlap_grad_reduce: _NoOverlapGradReduce = False,
@@ -163,7 +167,8 @@ def train(
     """Rank the best parallel configurations for training a model on a cluster."""
     pins = {
         "tp": tp, "pp": pp, "vpp": vpp, "dp": dp, "cp": cp, "ep": ep,
-        "micro_batch": micro_batch, "recompute": recompute, "zero": zero,
+        "micro_batch": micro_batch, "recompute": recompute,
+        "recompute_layers": recompute_layers, "zero": zero,
         "sequence_parallel": sequence_parallel,
     }
     request = TrainRequest(

@@ -30,6 +30,7 @@ class Candidates:
     zero: np.ndarray
     mb: np.ndarray  # micro-batch (sequences)
     recompute: np.ndarray  # RECOMPUTE_CODES
+    rc_layers: np.ndarray  # with full recompute: layers per stage recomputed (0 = all)
     global_batch: np.ndarray
 
     def __len__(self) -> int:
@@ -64,6 +65,7 @@ class Candidates:
             etp=[c.etp for c in configs], sp=[int(c.sequence_parallel) for c in configs],
             zero=[c.zero for c in configs], mb=[c.micro_batch for c in configs],
             recompute=[RECOMPUTE_CODES[c.recompute] for c in configs],
+            rc_layers=[c.recompute_layers or 0 for c in configs],
             global_batch=[c.global_batch for c in configs],
         )
 
@@ -76,6 +78,7 @@ class Candidates:
             ep=int(self.ep[i]), etp=int(self.etp[i]), sequence_parallel=bool(self.sp[i]),
             zero=int(self.zero[i]), micro_batch=int(self.mb[i]),
             global_batch=int(self.global_batch[i]),
-            recompute=RECOMPUTE_NAMES[int(self.recompute[i])], schedule=schedule,
+            recompute=RECOMPUTE_NAMES[int(self.recompute[i])],
+            recompute_layers=int(self.rc_layers[i]) or None, schedule=schedule,
             stage_layers=stage_layers,
         )

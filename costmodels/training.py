@@ -81,7 +81,12 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
     if model.moe is not None:
         kinds.append((layer_shapes(model, True), moe_stage))
     gpu = cluster.gpu
-    full = f["recompute"] == 2
+    # share of the stage's layers fully recomputed: all of them, or Megatron's
+    # --recompute-num-layers N (block method: the first N layers of each stage)
+    rc_layers = c.rc_layers.astype(float)
+    full = np.where(f["recompute"] == 2,
+                    np.where(rc_layers > 0, np.minimum(rc_layers, layers_stage) / layers_stage, 1.0),
+                    0.0)
     selective = f["recompute"] == 1
 
     per_mb = {k: np.zeros_like(tp) for k in
@@ -92,8 +97,7 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
                             sp=sp, cp=cp, imbalance=job.moe_load_imbalance)
         comm = _layer_comm(model, job, cluster, shapes, fwd, tokens, tp, cp, ep, etp)
         _accumulate(per_mb, fwd, comm, count, full, selective)
-        hw_recompute_flops += count * np.where(
-            full, fwd.flops, np.where(selective, fwd.attention_flops, 0.0))
+        hw_recompute_flops += count * (full * fwd.flops + selective * fwd.attention_flops)
     head = _lm_head_seconds(model, job, gpu, tokens, tp)
 
     stage_mb = sum(per_mb[k] for k in ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep"))
@@ -120,10 +124,10 @@ def _accumulate(per_mb, fwd: LayerTime, comm, count, full, selective) -> None:
     per_mb["gemm"] += count * 3.0 * fwd.gemm_s
     per_mb["attn"] += count * 3.5 * fwd.attention_s  # FA bwd = 2.5 x fwd FLOPs (Dao 2023)
     per_mb["elem"] += count * 3.0 * fwd.elementwise_s
-    per_mb["tp"] += count * comm["tp"] * np.where(full, 1.5, 1.0)  # recompute repeats fwd
+    per_mb["tp"] += count * comm["tp"] * (1.0 + 0.5 * full)  # recompute repeats the fwd half
     per_mb["cp"] += count * comm["cp"]
-    per_mb["ep"] += count * comm["ep"] * np.where(full, 1.5, 1.0)
-    recompute = np.where(full, fwd.total_s, np.where(selective, fwd.attention_s, 0.0))
+    per_mb["ep"] += count * comm["ep"] * (1.0 + 0.5 * full)
+    recompute = full * fwd.total_s + selective * fwd.attention_s
     per_mb["recompute"] += count * recompute
     per_mb["bwd"] += count * 2.0 * fwd.total_s
     per_mb["fwd"] += count * fwd.total_s
@@ -272,9 +276,9 @@ def _memory(model, job, f, params: LocalParams, kinds, tokens, layers_stage, m, 
     # full recompute keeps only each layer's input (2 b s h, / t with SP) plus one layer's
     # activations while it is recomputed (Korthikanti et al. 2022, Table 2)
     input_bytes = 2.0 * model.hidden_size * tokens / np.where(sp > 0, tp, 1.0)
-    stored_per_mb = np.where(full, layers_stage * input_bytes, layers_stage * layer_bytes)
+    stored_per_mb = layers_stage * (full * input_bytes + (1.0 - full) * layer_bytes)
     in_flight = in_flight_microbatches(pp, vpp, m)
-    activations = stored_per_mb * in_flight + np.where(full, layer_bytes, 0.0)
+    activations = stored_per_mb * in_flight + np.where(full > 0, layer_bytes, 0.0)
     # last-stage logits: fp32 logits of the padded vocab (Megatron cross-entropy,
     # training-formulas 4.3: 4 s b h (1 + V/h)) for the one micro-batch in flight there
     vocab = padded_vocab(model, tp)

@@ -104,13 +104,24 @@ def enumerate_space(model: ModelSpec, job: TrainJob, cluster: Cluster, gpus: int
     c = Candidates.from_arrays(
         tp=lay[:, 0], cp=lay[:, 1], pp=lay[:, 2], vpp=lay[:, 3], dp=lay[:, 4], ep=lay[:, 5],
         etp=lay[:, 6], sp=kn[:, 0], zero=kn[:, 1], mb=kn[:, 2], recompute=kn[:, 3],
+        rc_layers=_recomputed_layers(model, lay[:, 2], kn[:, 4], pins.recompute_layers),
         global_batch=np.full(len(lay), job.global_batch),
     )
-    return c.take(_valid(c))
+    partial_is_all = (kn[:, 4] < 4) & (c.rc_layers >= np.ceil(model.num_layers / c.pp))
+    return c.take(_valid(c) & ~partial_is_all)
+
+
+def _recomputed_layers(model: ModelSpec, pp: np.ndarray, quarters: np.ndarray,
+                       pinned: int | None) -> np.ndarray:
+    """Layers per stage recomputed for a quarter code (4 -> 0, meaning all)."""
+    if pinned is not None:
+        return np.full(len(pp), pinned, dtype=np.int64)
+    per_stage = np.ceil(model.num_layers / pp)
+    return np.where(quarters == 4, 0, np.ceil(per_stage * quarters / 4)).astype(np.int64)
 
 
 _FIELDS = ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "sp", "zero", "mb", "recompute",
-           "global_batch")
+           "rc_layers", "global_batch")
 
 
 def _knob_grid(job: TrainJob, pins: Pins) -> np.ndarray:
@@ -119,7 +130,12 @@ def _knob_grid(job: TrainJob, pins: Pins) -> np.ndarray:
     mb = [pins.micro_batch] if pins.micro_batch is not None else _powers_of_two(min(job.global_batch, 64))
     rc_names = [pins.recompute] if pins.recompute is not None else list(RECOMPUTE_CODES)
     rc = [RECOMPUTE_CODES[r] for r in rc_names]
-    return np.array(list(itertools.product(sp, zero, mb, rc)), dtype=np.int64)
+    # quarters of the stage's layers fully recomputed (4 = all; fewer only with full)
+    # a pinned --recompute full means all layers unless --recompute-layers says otherwise
+    partial = (4, 2, 1) if pins.recompute is None else (4,)
+    grid = [(s, z, b, r, q) for s, z, b, r in itertools.product(sp, zero, mb, rc)
+            for q in (partial if r == RECOMPUTE_CODES["full"] else (4,))]
+    return np.array(grid, dtype=np.int64)
 
 
 def _valid(c: Candidates) -> np.ndarray:
@@ -164,5 +180,7 @@ def check_pins(model: ModelSpec, job: TrainJob, gpus: int, pins: Pins) -> None:
         raise InputError(
             f"--dp {pins.dp} x --micro-batch {pins.micro_batch} = {pinned_batch} does not "
             f"divide the global batch of {job.global_batch} sequences")
+    if pins.recompute_layers is not None and pins.recompute != "full":
+        raise InputError(f"--recompute-layers {pins.recompute_layers}: needs --recompute full")
     if pins.zero is not None and pins.zero not in (0, 1, 2, 3):
         raise InputError(f"--zero {pins.zero}: accepted 0, 1, 2, 3")

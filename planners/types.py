@@ -23,6 +23,7 @@ class Pins(Frozen):
     ep: int | None = None
     micro_batch: int | None = None
     recompute: Literal["none", "selective", "full"] | None = None
+    recompute_layers: int | None = None
     zero: int | None = None
     sequence_parallel: bool | None = None
 

@@ -141,3 +141,15 @@ def test_moe_model_prices_expert_all_to_all():
     ep8 = estimate_config(mixtral, job, H100, ParallelConfig(ep=8, **cfg))
     assert no_ep.breakdown["ep_comm"] == 0 and ep8.breakdown["ep_comm"] > 0
     assert ep8.memory.weights_bytes < no_ep.memory.weights_bytes / 3
+
+
+def test_recomputing_some_layers_sits_between_none_and_full():
+    cfg = dict(tp=8, pp=4, dp=4, micro_batch=1, global_batch=256, sequence_parallel=True)
+    none = estimate_config(LLAMA70, JOB, H100, ParallelConfig(recompute="none", **cfg))
+    half = estimate_config(LLAMA70, JOB, H100,
+                           ParallelConfig(recompute="full", recompute_layers=10, **cfg))
+    full = estimate_config(LLAMA70, JOB, H100, ParallelConfig(recompute="full", **cfg))
+    assert none.step_time_s < half.step_time_s < full.step_time_s
+    assert none.memory.activations_bytes > half.memory.activations_bytes > full.memory.activations_bytes
+    # 10 of the stage's 20 layers: half of full recompute's extra forward work
+    assert math.isclose(half.breakdown["recompute"], full.breakdown["recompute"] / 2, rel_tol=1e-9)

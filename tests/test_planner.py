@@ -99,3 +99,11 @@ def test_near_ties_are_flagged():
     best = result.plans[0].objective_value
     for plan in result.plans[1:]:
         assert plan.near_tie == ((best - plan.objective_value) / best <= 0.02)
+
+
+def test_recompute_layers_pin_needs_full_and_is_honoured():
+    with pytest.raises(InputError, match="--recompute-layers 4: needs --recompute full"):
+        plan_training(LLAMA70, H100, JOB, num_gpus=64, pins=Pins(recompute_layers=4))
+    pins = Pins(tp=8, pp=4, recompute="full", recompute_layers=4)
+    result = plan_training(LLAMA70, H100, JOB, num_gpus=64, pins=pins, top=2)
+    assert {p.parallel.recompute_layers for p in result.plans} == {4}
