@@ -144,7 +144,7 @@ def test_moe_model_prices_expert_all_to_all():
 
 
 def test_recomputing_some_layers_sits_between_none_and_full():
-    cfg = dict(tp=8, pp=4, dp=4, micro_batch=1, global_batch=256, sequence_parallel=True)
+    cfg = {"tp": 8, "pp": 4, "dp": 4, "micro_batch": 1, "global_batch": 256, "sequence_parallel": True}
     none = estimate_config(LLAMA70, JOB, H100, ParallelConfig(recompute="none", **cfg))
     half = estimate_config(LLAMA70, JOB, H100,
                            ParallelConfig(recompute="full", recompute_layers=10, **cfg))
