@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from sysplan.costmodels.efficiency import MEMORY_BOUND_FRACTION, attention_fraction, gemm_fraction
-from sysplan.costmodels.layers import LayerShapes
+from sysplan.costmodels.layers import LayerShapes, uses_dropout
 from sysplan.hardware.types import GPU
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
@@ -101,7 +101,7 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
     parallel splits it.
     """
     h = model.hidden_size
-    replicated = 4 * h + 6 * h + (5 * h if _uses_dropout(model) else 0)
+    replicated = 4 * h + 6 * h + (5 * h if uses_dropout(model) else 0)
     rope = 0 if model.learned_positions else 2 * (model.num_heads + model.num_kv_heads) * model.head_dim
     per_f = 3 if model.gated_mlp else 2
     activation = 0.0
@@ -114,8 +114,3 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
     replicated_share = np.where(sp > 0, 1.0 / tp, 1.0)
     elements = replicated * replicated_share + (rope + activation) / tp
     return 2.0 * tokens * elements  # 16-bit activations
-
-
-def _uses_dropout(model: ModelSpec) -> bool:
-    """GPT-2/3-style models train with dropout 0.1; Llama-style models use none."""
-    return model.linear_bias

@@ -33,14 +33,14 @@ class LayerShapes:
     kv_bytes_dims: int  # K and V features exchanged by ring attention (per token, all heads)
 
     @property
-    def params_tp(self) -> int:
-        """Matmul parameters split by TP (or replicated when not split)."""
-        return sum(g.n * g.k for g in self.gemms if not g.expert)
-
-    @property
     def params_expert(self) -> int:
         """Routed-expert parameters of the layer (all experts)."""
         return sum(g.n * g.k for g in self.gemms if g.expert)
+
+
+def uses_dropout(model: ModelSpec) -> bool:
+    """GPT-2/3-style models (biased linears) train with dropout 0.1; Llama-style use none."""
+    return model.linear_bias
 
 
 def _attention_gemms(m: ModelSpec) -> tuple[list[Gemm], int, int, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from sysplan.costmodels.layers import LayerShapes
+from sysplan.costmodels.layers import LayerShapes, uses_dropout
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
 
@@ -42,7 +42,7 @@ def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerSha
     recompute also drops (Korthikanti et al. 2022, section 4.2).
     """
     h = model.hidden_size
-    replicated = 8.0 * h + (2.0 * h if model.linear_bias else 0.0)
+    replicated = 8.0 * h + (2.0 * h if uses_dropout(model) else 0.0)
     # Q (a d_qk), K and V (GQA: g d_h each; MLA: a (d_qk + d_v)), attention output O (a d_v)
     qkv_out = 2.0 * (model.num_heads * (shapes.attn_qk_dim + shapes.attn_v_dim)
                      + shapes.kv_bytes_dims)

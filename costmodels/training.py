@@ -47,7 +47,6 @@ class Priced:
 
     time: dict[str, np.ndarray]
     memory: dict[str, np.ndarray]
-    stage_layers: np.ndarray  # layers on the worst stage
     recompute_flops_per_gpu: np.ndarray  # extra forward FLOPs recomputed per GPU per step
 
     @property
@@ -116,7 +115,7 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
     dp_s, opt_s = _data_parallel_seconds(job, cluster, f, params, m, per_mb, worst)
     time["dp_comm"], time["optimizer"] = dp_s, opt_s
     memory = _memory(model, job, f, params, kinds, tokens, layers_stage, m, full, selective)
-    return Priced(time, memory, layers_stage, hw_recompute_flops * m)
+    return Priced(time, memory, hw_recompute_flops * m)
 
 
 def _accumulate(per_mb, fwd: LayerTime, comm, count, full, selective) -> None:
