@@ -112,7 +112,7 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
     }
     time["pp_p2p"] = _p2p_seconds(model, cluster, tokens, tp, cp, dp, pp, vpp, m)
     params = _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp)
-    dp_s, opt_s = _data_parallel_seconds(job, cluster, f, params, m, per_mb, worst)
+    dp_s, opt_s = _data_parallel_seconds(job, cluster, f, params, m, per_mb, worst, layers_stage)
     time["dp_comm"], time["optimizer"] = dp_s, opt_s
     memory = _memory(model, job, f, params, kinds, tokens, layers_stage, m, full, selective)
     return Priced(time, memory, hw_recompute_flops * m)
@@ -213,7 +213,7 @@ def _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp) -> LocalParams
     return LocalParams(dense + ends, expert, largest)
 
 
-def _data_parallel_seconds(job, cluster, f, params: LocalParams, m, per_mb, worst):
+def _data_parallel_seconds(job, cluster, f, params: LocalParams, m, per_mb, worst, layers_stage):
     """Exposed DP/ZeRO communication and the optimizer step.
 
     Gradients are reduced over the DP x CP group (CP ranks hold the same weights); ZeRO-1/2
@@ -246,7 +246,7 @@ def _data_parallel_seconds(job, cluster, f, params: LocalParams, m, per_mb, wors
     # prefetched behind compute; the first layer's gather is never hidden
     zero3 = m * (2.0 * gather + grads)
     compute = m * worst
-    exposed3 = np.maximum(0.0, zero3 - compute) + zero3 / np.maximum(m, 1.0) / 8.0
+    exposed3 = np.maximum(0.0, zero3 - compute) + zero3 / np.maximum(m, 1.0) / layers_stage
     exposed = np.where(zero >= 3, exposed3, exposed)
     # Adam: read fp32 master, m, v, gradient; write master, m, v and the 16-bit weight
     # (30 bytes per parameter, memory-bound; ZeRO shards it over DP)
