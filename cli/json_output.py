@@ -18,6 +18,7 @@ from sysplan import __version__
 from sysplan.core.errors import InputError
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.planners.types import Plan, ProfileInfo, TrainingResult
+from sysplan.workloads.training import TrainJob
 
 SCHEMA_VERSION = "1.0"
 SCHEMA_PATH = Path(__file__).with_name("plan_schema.json")
@@ -48,6 +49,7 @@ def training_document(result: TrainingResult) -> dict[str, Any]:
             "extrapolated_terms": list(profile.extrapolated_terms),
             "uncalibrated_terms": list(profile.uncalibrated_terms),
         },
+        "job": result.job.model_dump() if result.job else None,
         "notes": list(result.notes),
         "explanation": result.explanation,
         "plans": [plan_document(plan) for plan in result.plans],
@@ -127,8 +129,11 @@ def _known(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
 
 def _training_result(data: dict[str, Any]) -> TrainingResult:
     profile = ProfileInfo(**_known(ProfileInfo, data["profile"]))
+    job = data.get("job")
+    job = TrainJob(**_known(TrainJob, job)) if isinstance(job, dict) else None
     plans = tuple(_plan(plan) for plan in data["plans"])
-    return TrainingResult(**{**_known(TrainingResult, data), "profile": profile, "plans": plans})
+    return TrainingResult(**{**_known(TrainingResult, data), "profile": profile, "plans": plans,
+                             "job": job})
 
 
 def _plan(data: dict[str, Any]) -> Plan:

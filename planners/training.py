@@ -94,7 +94,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         searched=len(c), feasible=int(fits.sum()), search_time_s=elapsed,
         profile=ProfileInfo(name=f"default-{cluster.gpu.gpu_class}", calibrated=False,
                             uncalibrated_terms=UNCALIBRATED_TERMS),
-        plans=result_plans,
+        plans=result_plans, job=job,
         explanation=explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable),
         notes=_notes(model, cluster),
     )

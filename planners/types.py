@@ -8,6 +8,7 @@ from pydantic import Field
 
 from sysplan.core.types import Frozen
 from sysplan.costmodels.types import Estimate, ParallelConfig
+from sysplan.workloads.training import TrainJob
 
 Objective = Literal["throughput", "time-to-train", "cost"]
 
@@ -61,5 +62,8 @@ class TrainingResult(Frozen):
     search_time_s: float
     profile: ProfileInfo
     plans: tuple[Plan, ...]
+    job: TrainJob | None = Field(
+        default=None, description="The training job the plans were priced for (exporters read "
+        "its sequence length and precision).")
     explanation: str = Field(default="", description="One paragraph: why the winner wins.")
     notes: tuple[str, ...] = Field(default=(), description="Assumptions and resolutions.")

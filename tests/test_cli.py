@@ -399,3 +399,13 @@ def test_pinned_knob_that_cannot_work_is_exit_2() -> None:
                     "--tp", "3")
     assert result.exit_code == 2
     assert stderr_lines(result)[-1].startswith("error: --tp 3")
+
+
+def test_job_block_round_trips(tmp_path: Path) -> None:
+    job = TrainJob(seq_len=4096, global_batch=256, precision="fp8")
+    result = fake_result().model_copy(update={"job": job})
+    document = json_output.training_document(result)
+    jsonschema.Draft202012Validator(json_output.load_schema()).validate(document)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(document))
+    assert json_output.load_plan_json(path).job == job
