@@ -79,10 +79,12 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
             f"Memory binds: the fastest layout overall, {describe_layout(c, fastest)}, "
             f"would be {value[fastest] / value[w] - 1:.0%} better but needs {need:.1f} GiB "
             f"of the {usable / GIB:.1f} GiB usable.")
+    shown = set()
     for field, label in (("tp", "TP"), ("pp", "PP"), ("recompute", "recompute")):
         alt = _alternative(c, value, fits, w, field)
-        if alt is None:
+        if alt is None or alt in shown:  # one plan can differ in several fields
             continue
+        shown.add(alt)
         loss = 1.0 - value[alt] / value[w] if value[w] > 0 else value[w] / value[alt] - 1.0
         delta = {k: float(priced.time[k][alt] - priced.time[k][w]) for k in TIME_TERMS}
         cause = max(delta, key=delta.get)

@@ -107,3 +107,10 @@ def test_recompute_layers_pin_needs_full_and_is_honoured():
     pins = Pins(tp=8, pp=4, recompute="full", recompute_layers=4)
     result = plan_training(LLAMA70, H100, JOB, num_gpus=64, pins=pins, top=2)
     assert {p.parallel.recompute_layers for p in result.plans} == {4}
+
+
+def test_explanation_names_each_alternative_once():
+    result = plan_training(LLAMA70, H100, JOB, num_gpus=64, top=1)
+    sentences = [s for s in result.explanation.split(". ") if s.startswith("The best plan with")]
+    layouts = [s[s.index("(") + 1:s.index(")")] for s in sentences]
+    assert len(layouts) == len(set(layouts)) >= 1

@@ -1,0 +1,24 @@
+"""Every example in examples/ runs (house style 15: docs cannot drift)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, check=False)
+
+
+def test_python_example_runs():
+    out = _run(str(EXAMPLES / "plan_in_python.py"))
+    assert out.returncode == 0, out.stderr
+    assert "searched" in out.stdout and "pinned tp8 pp2 full" in out.stdout and "wins at" in out.stdout
+
+
+def test_cluster_file_example_plans():
+    out = _run("-m", "sysplan", "train", "--model", "70b", "--cluster",
+               str(EXAMPLES / "frontier.yaml"), "--top", "1")
+    assert out.returncode == 0, out.stderr
+    assert "frontier" in out.stdout
