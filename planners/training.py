@@ -70,7 +70,9 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
     check_pins(model, job, gpus, pins)
     usable = cluster.gpu.memory_bytes - memory_headroom_bytes
     if usable <= 0:
-        raise InputError(f"--memory-headroom leaves no memory on the {cluster.gpu.name}")
+        raise InputError(
+            f"--memory-headroom {memory_headroom_bytes / GIB:g}GiB: leaves no memory on the "
+            f"{cluster.gpu.memory_bytes / GIB:g} GiB {cluster.gpu.name} (use less than that)")
     started = time.perf_counter()
     spaces = [enumerate_space(model, job, cluster, n, pins)
               for n in _gpu_counts(cluster, gpus, objective)]
