@@ -1,8 +1,9 @@
 """`--json`: the plan document (a public contract, cli/plan_schema.json) and its reader.
 
-Writers emit ``schema_version`` 1.0. Readers accept any 1.x and ignore keys they do not know
-(later issues add keys, never rename them); 2.x, a missing version or a garbled file is refused
-with an InputError (exit 2). All values are SI: seconds, bytes, FLOPs, fractions.
+Writers emit ``schema_version`` 1.1 (1.1 added ``runtimes``, ``model_spec`` and
+``cluster_spec``). Readers accept any 1.x and ignore keys they do not know (later issues add
+keys, never rename them); 2.x, a missing version or a garbled file is refused with an
+InputError (exit 2). All values are SI: seconds, bytes, FLOPs, fractions.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from pydantic import BaseModel, ValidationError
 from sysplan import __version__
 from sysplan.core.errors import InputError
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
+from sysplan.hardware.types import Cluster
+from sysplan.models.spec import ModelSpec
 from sysplan.planners.types import Plan, ProfileInfo, TrainingResult
 from sysplan.workloads.training import TrainJob
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SCHEMA_PATH = Path(__file__).with_name("plan_schema.json")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 
@@ -50,10 +53,17 @@ def training_document(result: TrainingResult) -> dict[str, Any]:
             "uncalibrated_terms": list(profile.uncalibrated_terms),
         },
         "job": result.job.model_dump() if result.job else None,
+        "runtimes": list(result.runtimes),
+        "model_spec": _dump(result.model_spec),
+        "cluster_spec": _dump(result.cluster_spec),
         "notes": list(result.notes),
         "explanation": result.explanation,
         "plans": [plan_document(plan) for plan in result.plans],
     }
+
+
+def _dump(value: BaseModel | None) -> dict[str, Any] | None:
+    return value.model_dump(mode="json") if value is not None else None
 
 
 def plan_document(plan: Plan) -> dict[str, Any]:
@@ -129,11 +139,19 @@ def _known(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
 
 def _training_result(data: dict[str, Any]) -> TrainingResult:
     profile = ProfileInfo(**_known(ProfileInfo, data["profile"]))
-    job = data.get("job")
-    job = TrainJob(**_known(TrainJob, job)) if isinstance(job, dict) else None
     plans = tuple(_plan(plan) for plan in data["plans"])
-    return TrainingResult(**{**_known(TrainingResult, data), "profile": profile, "plans": plans,
-                             "job": job})
+    return TrainingResult(**{
+        **_known(TrainingResult, data), "profile": profile, "plans": plans,
+        "job": _optional(TrainJob, data.get("job")),
+        "model_spec": _optional(ModelSpec, data.get("model_spec")),
+        "cluster_spec": _optional(Cluster, data.get("cluster_spec")),
+        "runtimes": tuple(data.get("runtimes") or ()),
+    })
+
+
+def _optional(model: type[BaseModel], data: object) -> Any:
+    """``model`` read from ``data`` (unknown keys ignored), or None when absent."""
+    return model(**_known(model, data)) if isinstance(data, dict) else None
 
 
 def _plan(data: dict[str, Any]) -> Plan:

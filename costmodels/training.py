@@ -146,9 +146,13 @@ def _layer_comm(model, job, cluster, shapes, fwd: LayerTime, tokens, tp, cp, ep,
         tp_total = tp_total - hidden
     # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice that
     # backward, each hidden behind one attention tile (training-formulas 4.8)
-    kv_bytes = tokens * shapes.kv_bytes_dims * 2.0 / tp
-    ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp)
-    cp_total = np.maximum(0.0, ring - fwd.attention_s) + np.maximum(0.0, 2 * ring - 2.5 * fwd.attention_s)
+    if job.context_parallel_comm == "a2a":
+        cp_total = _ulysses_seconds(model, cluster, shapes, tokens, tp, cp)
+    else:
+        kv_bytes = tokens * shapes.kv_bytes_dims * 2.0 / tp
+        ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp)
+        cp_total = (np.maximum(0.0, ring - fwd.attention_s)
+                    + np.maximum(0.0, 2 * ring - 2.5 * fwd.attention_s))
     cp_total = np.where(cp > 1, cp_total, 0.0)
     ep_total = np.zeros_like(tp)
     if any(g.expert for g in shapes.gemms):
@@ -157,6 +161,16 @@ def _layer_comm(model, job, cluster, shapes, fwd: LayerTime, tokens, tp, cp, ep,
         a2a_bytes = tokens * model.moe.top_k * model.hidden_size * 2.0 * job.moe_load_imbalance
         ep_total = 4.0 * np.where(ep > 1, coll.all_to_all_time(cluster, a2a_bytes, ep, etp), 0.0)
     return {"tp": tp_total, "cp": cp_total, "ep": ep_total}
+
+
+def _ulysses_seconds(model, cluster, shapes, tokens, tp, cp) -> np.ndarray:
+    """All-to-all CP (DeepSpeed-Ulysses, Jacobs et al. 2023, section 3.1): Q, K, V and the
+    attention output are re-split between sequence and heads, forward and again backward;
+    each all-to-all moves (c-1)/c of the local tensor and is not overlapped."""
+    heads = model.num_heads
+    features = heads * shapes.attn_qk_dim + shapes.kv_bytes_dims + heads * shapes.attn_v_dim
+    one_way = coll.all_to_all_time(cluster, tokens * features * 2.0 / tp, cp, tp)
+    return 2.0 * one_way
 
 
 def _lm_head_seconds(model, job, gpu, tokens, tp) -> np.ndarray:

@@ -14,6 +14,7 @@ from sysplan.costmodels.training import price_training
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.explain import describe_layout, explain_winner, why_line
+from sysplan.planners.runtimes import Runtime, get_runtime, job_for
 from sysplan.planners.space import check_pins, enumerate_space
 from sysplan.planners.types import Objective, Pins, Plan, ProfileInfo, TrainingResult
 from sysplan.workloads.training import TrainJob
@@ -54,11 +55,14 @@ def _check_objective(objective, train_tokens, gpu_hour_cost) -> None:
 def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus: int | None = None,
                   pins: Pins | None = None, objective: Objective = "throughput", top: int = 5,
                   memory_headroom_bytes: float = 4 * GIB, train_tokens: float | None = None,
-                  gpu_hour_cost: float | None = None) -> TrainingResult:
+                  gpu_hour_cost: float | None = None,
+                  runtimes: tuple[str, ...] = ()) -> TrainingResult:
     """Rank every configuration of ``job`` on ``cluster`` and return the best ``top``.
 
-    Raises InputError for a question that cannot be asked (bad pins, missing objective
-    inputs) and NoPlanFits when no configuration fits in memory.
+    ``runtimes`` (names in ``planners.runtimes.RUNTIMES``) keeps only configurations every
+    one of them can run. Raises InputError for a question that cannot be asked (bad pins,
+    missing objective inputs, a model or pins a runtime cannot run) and NoPlanFits when no
+    configuration fits in memory.
     """
     gpus = num_gpus or cluster.default_gpus
     pins = pins or Pins()
@@ -68,6 +72,10 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         raise InputError(f"--top {top}: must be at least 1")
     _check_objective(objective, train_tokens, gpu_hour_cost)
     check_pins(model, job, gpus, pins)
+    targets = [get_runtime(name) for name in runtimes]
+    for runtime in targets:
+        runtime.check_model(model)
+    job = job_for(targets, job)
     usable = cluster.gpu.memory_bytes - memory_headroom_bytes
     if usable <= 0:
         raise InputError(
@@ -80,6 +88,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
     if c is None:
         raise InputError(f"no layout of {gpus} GPUs satisfies the pinned knobs and the "
                          f"global batch of {job.global_batch} sequences")
+    c = _runnable(c, targets, model, job)
     priced = price_training(model, job, cluster, c)
     rates = throughput_arrays(model, job, cluster, c, priced)
     memory = priced.memory_bytes
@@ -96,7 +105,8 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         searched=len(c), feasible=int(fits.sum()), search_time_s=elapsed,
         profile=ProfileInfo(name=f"default-{cluster.gpu.gpu_class}", calibrated=False,
                             uncalibrated_terms=UNCALIBRATED_TERMS),
-        plans=result_plans, job=job,
+        plans=result_plans, job=job, runtimes=tuple(runtimes), model_spec=model,
+        cluster_spec=cluster,
         explanation=explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable),
         notes=_notes(model, cluster),
     )
@@ -112,6 +122,19 @@ def _notes(model: ModelSpec, cluster: Cluster) -> tuple[str, ...]:
     if model.moe is not None:
         notes.append("MoE routing assumed balanced up to the job's load-imbalance factor")
     return tuple(notes)
+
+
+def _runnable(c: Candidates, targets: list[Runtime], model: ModelSpec,
+              job: TrainJob) -> Candidates:
+    """The configurations every target runtime runs; InputError naming what blocks all."""
+    for runtime in targets:
+        ok = runtime.mask(c, model, job)
+        if not ok.any():
+            blocked = runtime.unsupported(c.config(0, ()), model, job)
+            raise InputError(f"--runtime {runtime.name}: every layout left by the pinned knobs "
+                             f"needs a feature {runtime.title} lacks: {'; '.join(blocked)}")
+        c = c.take(ok)
+    return c
 
 
 def _concat(spaces: list[Candidates]) -> Candidates | None:

@@ -8,6 +8,8 @@ from pydantic import Field
 
 from sysplan.core.types import Frozen
 from sysplan.costmodels.types import Estimate, ParallelConfig
+from sysplan.hardware.types import Cluster
+from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
 
 Objective = Literal["throughput", "time-to-train", "cost"]
@@ -65,5 +67,11 @@ class TrainingResult(Frozen):
     job: TrainJob | None = Field(
         default=None, description="The training job the plans were priced for (exporters read "
         "its sequence length and precision).")
+    runtimes: tuple[str, ...] = Field(
+        default=(), description="Runtimes the search was restricted to (empty: any layout).")
+    model_spec: ModelSpec | None = Field(
+        default=None, description="The model's architecture, so exporters need no catalog.")
+    cluster_spec: Cluster | None = Field(
+        default=None, description="The cluster planned for (launch scripts read its nodes).")
     explanation: str = Field(default="", description="One paragraph: why the winner wins.")
     notes: tuple[str, ...] = Field(default=(), description="Assumptions and resolutions.")

@@ -44,6 +44,11 @@ class TrainJob(Frozen):
         "attention: 'flash' (FlashAttention-2, PyTorch SDPA) or 'cudnn' (cuDNN fused "
         "attention, Transformer Engine's default on Hopper)."
     )
+    context_parallel_comm: Literal["p2p", "a2a"] = Field(
+        default="p2p", description="How context parallelism exchanges attention inputs: 'p2p' "
+        "(ring attention, Megatron's default and torchtitan's) or 'a2a' (all-to-all between "
+        "sequence and head splits, DeepSpeed-Ulysses)."
+    )
     moe_load_imbalance: float = Field(
         default=1.1, ge=1.0, description="Max / mean tokens per expert-parallel rank; the "
         "slowest rank sets the MoE time (1.0 = perfectly balanced routing)."

@@ -1,0 +1,178 @@
+"""What each training runtime can run: one list of rules serves the search and the exporters.
+
+``sysplan train --runtime R`` drops the configurations R cannot run (``Runtime.mask`` over the
+whole candidate batch), so its top plan always exports; ``sysplan export --to R`` asks the same
+rules of one plan (``Runtime.unsupported``) and refuses, naming the feature, when one fails.
+A rule is a vectorised predicate over ``Candidates`` that is True where the configuration
+needs the feature the runtime lacks. Model rules name architecture features the runtime's
+model code lacks; they refuse the whole question up front.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sysplan.core.errors import InputError
+from sysplan.costmodels.candidates import Candidates
+from sysplan.costmodels.types import ParallelConfig
+from sysplan.models.spec import ModelSpec
+from sysplan.workloads.training import TrainJob
+
+Predicate = Callable[[Candidates, ModelSpec, TrainJob], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A feature the runtime lacks and where a configuration would need it."""
+
+    feature: str
+    needs: Predicate
+
+
+@dataclass(frozen=True)
+class ModelRule:
+    """An architecture feature the runtime's model code lacks."""
+
+    feature: str
+    needs: Callable[[ModelSpec], bool]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """A training runtime sysplan exports to, with the version its rules were read from."""
+
+    name: str
+    title: str
+    version: str
+    context_parallel_comms: tuple[str, ...] = ("p2p",)  # CP algorithms offered, preferred first
+    rules: tuple[Rule, ...] = ()
+    model_rules: tuple[ModelRule, ...] = field(default_factory=tuple)
+
+    def _all_rules(self) -> tuple[Rule, ...]:
+        names = {"p2p": "ring (p2p)", "a2a": "all-to-all (Ulysses)"}
+        offered = " or ".join(names[k] for k in self.context_parallel_comms)
+        cp_rule = Rule(f"context parallelism other than {offered}",
+                       lambda c, m, j: (c.cp > 1)
+                       & (j.context_parallel_comm not in self.context_parallel_comms))
+        return (cp_rule, *self.rules)
+
+    def mask(self, c: Candidates, model: ModelSpec, job: TrainJob) -> np.ndarray:
+        """True where the runtime can run the configuration."""
+        ok = np.ones(len(c), dtype=bool)
+        for rule in self._all_rules():
+            ok &= ~np.asarray(rule.needs(c, model, job), dtype=bool)
+        return ok
+
+    def unsupported(self, config: ParallelConfig, model: ModelSpec, job: TrainJob) -> list[str]:
+        """Features of ``config`` (and ``model``) this runtime lacks, in rule order."""
+        one = Candidates.from_configs([config])
+        missing = [r.feature for r in self.model_rules if r.needs(model)]
+        return missing + [r.feature for r in self._all_rules()
+                          if bool(np.asarray(r.needs(one, model, job))[0])]
+
+    def check_model(self, model: ModelSpec) -> None:
+        """InputError naming the first architecture feature the runtime cannot train."""
+        missing = [r.feature for r in self.model_rules if r.needs(model)]
+        if missing:
+            raise InputError(f"--runtime {self.name}: {self.title} cannot train {model.name} "
+                             f"({'; '.join(missing)})")
+
+
+
+def _moe_split_experts(c: Candidates, model: ModelSpec, job: TrainJob) -> np.ndarray:
+    """MoE with experts replicated over TP ranks (expert TP 1 while TP > 1 and EP 1)."""
+    return (model.moe is not None) & (c.ep == 1) & (c.etp != c.tp)
+
+
+def _ulysses_heads(c: Candidates, model: ModelSpec, job: TrainJob) -> np.ndarray:
+    """Ulysses splits each TP rank's heads (query and key/value) over the CP ranks."""
+    return (c.cp > 1) & (((model.num_heads // c.tp) % c.cp != 0)
+                         | ((np.maximum(model.num_kv_heads // c.tp, 1)) % c.cp != 0))
+
+
+def _fsdp_shards(c: Candidates) -> np.ndarray:
+    """torchtitan's FSDP shard degree: dp with ZeRO-2/3, 1 with plain replication."""
+    return np.where(c.zero >= 2, c.dp, 1)
+
+
+MEGATRON = Runtime(
+    name="megatron",
+    title="Megatron-LM",
+    version="NVIDIA/Megatron-LM d98e8a64 (2026-08-22)",
+    context_parallel_comms=("p2p", "a2a"),  # --cp-comm-type p2p | a2a
+    rules=(),
+)
+
+DEEPSPEED = Runtime(
+    name="deepspeed",
+    title="Megatron-DeepSpeed",
+    version="deepspeedai/DeepSpeed edaa7221 (2026-08-22) with microsoft/Megatron-DeepSpeed",
+    context_parallel_comms=("a2a",),
+    rules=(
+        # deepspeed/runtime/pipe/engine.py asserts zero stage < 2 in its pipeline engine
+        Rule("ZeRO-2/3 with pipeline parallelism (DeepSpeed's pipeline engine allows ZeRO 0-1)",
+             lambda c, m, j: (c.zero >= 2) & (c.pp > 1)),
+        Rule("interleaved (virtual) pipeline stages (DeepSpeed's pipeline engine runs plain 1F1B)",
+             lambda c, m, j: c.vpp > 1),
+        Rule("Ulysses context parallelism combined with Megatron sequence parallelism "
+             "(--ds-sequence-parallel-size excludes --sequence-parallel)",
+             lambda c, m, j: (c.cp > 1) & (c.sp == 1)),
+        Rule("Ulysses context parallelism over a CP degree that does not divide the heads "
+             "per TP rank", _ulysses_heads),
+        Rule("expert parallelism (Megatron-DeepSpeed's MoE layers are not exported)",
+             lambda c, m, j: c.ep > 1),
+        Rule("experts split differently from the dense TP (expert TP must equal TP)",
+             _moe_split_experts),
+    ),
+    model_rules=(
+        ModelRule("multi-latent attention", lambda m: m.mla is not None),
+        ModelRule("multi-token prediction", lambda m: m.mtp_layers > 0),
+        ModelRule("QK normalisation", lambda m: m.qk_norm),
+        ModelRule("mixture-of-experts layers", lambda m: m.moe is not None),
+    ),
+)
+
+TORCHTITAN = Runtime(
+    name="torchtitan",
+    title="torchtitan",
+    version="pytorch/torchtitan b5bcd76c (2026-08-21)",
+    rules=(
+        Rule("ZeRO-1 (torchtitan shards with FSDP2: ZeRO-2, ZeRO-3 or none)",
+             lambda c, m, j: c.zero == 1),
+        Rule("expert tensor parallelism (torchtitan experts use EP without TP)",
+             lambda c, m, j: (c.ep > 1) & (c.etp > 1)),
+        Rule("experts replicated over TP ranks (torchtitan shards experts with TP when EP is 1)",
+             _moe_split_experts),
+        Rule("expert parallelism wider than the FSDP x CP x TP ranks",
+             lambda c, m, j: (c.ep > 1) & ((_fsdp_shards(c) * c.cp * c.tp) % c.ep != 0)),
+    ),
+)
+
+#: Registry of runtimes by name (house style 10).
+RUNTIMES: dict[str, Runtime] = {r.name: r for r in (MEGATRON, DEEPSPEED, TORCHTITAN)}
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime called ``name``; InputError listing the accepted names otherwise."""
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise InputError(f"--runtime {name}: not accepted; choose one of "
+                         f"{', '.join(RUNTIMES)}") from None
+
+
+def job_for(runtimes: list[Runtime], job: TrainJob) -> TrainJob:
+    """``job`` with a context-parallel algorithm every runtime in ``runtimes`` runs, if any.
+
+    The job's own choice wins when all accept it; otherwise the first common one; with none
+    in common the first runtime's preferred one, and the others' rules then exclude CP > 1.
+    """
+    offered = [r.context_parallel_comms for r in runtimes]
+    if not offered or all(job.context_parallel_comm in o for o in offered):
+        return job
+    common = [k for k in offered[0] if all(k in o for o in offered)]
+    choice = common[0] if common else offered[0][0]
+    return job.model_copy(update={"context_parallel_comm": choice})
