@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from sysplan.models.spec import ModelSpec
     from sysplan.planners.types import TrainingResult
 
-__version__ = "0.1.0"
+from sysplan.core.version import __version__
 
 __all__ = ["__version__", "plan_training"]
 

@@ -17,9 +17,9 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sysplan import __version__
-from sysplan.cli import catalog, train
+from sysplan.cli import catalog, export, train
 from sysplan.core.errors import SysplanError
+from sysplan.core.version import __version__
 
 #: click's exception classes as typer uses them (recent typer vendors click as typer._click).
 _click_errors = importlib.import_module(typer.BadParameter.__module__)
@@ -138,6 +138,7 @@ def _global_options(
 
 
 app.command(name="train", help=train.HELP, no_args_is_help=True)(train.train)
+app.command(name="export", help=export.HELP, no_args_is_help=True)(export.export)
 catalog.register(app)
 
 

@@ -15,7 +15,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from sysplan.cli import json_output, render
+from sysplan.cli import render
+from sysplan.exporters import plan_json
 
 HELP = """Rank the best parallel configurations for training a model on a cluster.
 
@@ -24,6 +25,8 @@ Example: sysplan train --model 70b --cluster frontier.yaml
 
 _PINNED = "Pinned knobs (fix one dimension; all pinned = evaluate one configuration)"
 _RUNTIME = "Runtime behaviour"
+_EXPORT = "Export (launch files for the top plan)"
+RUNTIME_NAMES = ("megatron", "deepspeed", "torchtitan")
 
 
 def _choice(*accepted: str, convert: Callable[[str], object] = str) -> Callable[[object], object]:
@@ -99,7 +102,7 @@ _GpuHourCost = Annotated[float | None, _opt(
     help="Dollars per GPU-hour, for --objective cost.")]
 _Top = Annotated[int, _opt("--top", metavar="N", parser=_positive_int, help="Plans to show.")]
 _Json = Annotated[bool, _opt(
-    "--json", help="Write one JSON object (schema: cli/plan_schema.json) to stdout instead of "
+    "--json", help="Write one JSON object (schema: exporters/plan_schema.json) to stdout instead of "
     "tables.")]
 _Explain = Annotated[bool, _opt(
     "--explain", help="Show the memory and step-time breakdown of every shown plan, and the "
@@ -136,6 +139,22 @@ _TpCommOverlap = Annotated[bool, _opt(
     help="Overlap TP collectives with GEMMs (Megatron --tp-comm-overlap, torchtitan AsyncTP).")]
 
 
+_Runtime = Annotated[str | None, _opt(
+    "--runtime", metavar="[megatron|deepspeed|torchtitan]", panel=_EXPORT,
+    parser=_choice(*RUNTIME_NAMES),
+    help="Search only layouts this runtime can run (default: those of --export, else any).")]
+_Export = Annotated[str | None, _opt(
+    "--export", metavar="TARGETS", panel=_EXPORT,
+    help="Write launch files for the top plan: megatron, deepspeed, torchtitan, json "
+    "(comma-separated) into --output.")]
+_Output = Annotated[str, _opt(
+    "--output", "-o", metavar="DIR", panel=_EXPORT, help="Folder the --export files go to.")]
+_TorchtitanFormat = Annotated[str, _opt(
+    "--torchtitan-format", metavar="[python|toml]", panel=_EXPORT,
+    parser=_choice("python", "toml"),
+    help="torchtitan config: a config-function module (torchtitan 0.3) or TOML (<= 0.2.2).")]
+
+
 def train(
     model: _Model,
     cluster: _Cluster,
@@ -163,6 +182,10 @@ def train(
     sequence_parallel: _SequenceParallel = None,
     no_overlap_grad_reduce: _NoOverlapGradReduce = False,
     tp_comm_overlap: _TpCommOverlap = False,
+    runtime: _Runtime = None,
+    export: _Export = None,
+    output: _Output = "sysplan-export",
+    torchtitan_format: _TorchtitanFormat = "python",
 ) -> None:
     """Rank the best parallel configurations for training a model on a cluster."""
     pins = {
@@ -176,6 +199,7 @@ def train(
         precision=precision, objective=objective, train_tokens=train_tokens,
         gpu_hour_cost=gpu_hour_cost, top=top, memory_headroom=memory_headroom, pins=pins,
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
+        runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
     )
     run_train(request, json_out=json_out, explain=explain)
 
@@ -198,6 +222,19 @@ class TrainRequest:
     pins: dict[str, object] = field(default_factory=dict)
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
+    runtime: str | None = None
+    export: str | None = None
+    output: str = "sysplan-export"
+    torchtitan_format: str = "python"
+
+    def search_runtimes(self) -> tuple[str, ...]:
+        """--runtime, else the runtimes named in --export, else none (any layout)."""
+        from sysplan.exporters import parse_targets
+
+        if self.runtime is not None:
+            return (self.runtime,)
+        targets = parse_targets(self.export, "--export") if self.export is not None else []
+        return tuple(t for t in targets if t in RUNTIME_NAMES)
 
 
 def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = False) -> None:
@@ -221,15 +258,20 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         precision=request.precision, overlap_grad_reduce=request.overlap_grad_reduce,
         tp_comm_overlap=request.tp_comm_overlap,
     )
+    runtimes = request.search_runtimes()
+    if runtimes and request.runtime is None:
+        job_notes.append(f"search restricted to layouts {', '.join(runtimes)} can run (--export)")
     _notes(err, [model_note, *cluster_notes, *job_notes])
     with _progress(err, f"searching configurations for {spec.name} ..."):
         result = plan_training(
             spec, cluster, job, num_gpus=request.gpus, pins=Pins(**request.pins),
             objective=request.objective, top=request.top, memory_headroom_bytes=headroom,
-            train_tokens=tokens, gpu_hour_cost=request.gpu_hour_cost,
+            train_tokens=tokens, gpu_hour_cost=request.gpu_hour_cost, runtimes=runtimes,
         )
+    if request.export is not None:
+        _export_top_plan(err, result, request)
     if json_out:
-        typer.echo(json.dumps(json_output.training_document(result), indent=2))
+        typer.echo(json.dumps(plan_json.training_document(result), indent=2))
         return
     context = render.TrainContext(
         cluster=cluster, job=job, memory_headroom_bytes=headroom,
@@ -239,6 +281,19 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if not explain:
         _notes(err, list(result.notes))
     render.print_training(render.stdout_console(), result, context, explain=explain)
+
+
+def _export_top_plan(err: Console, result, request: TrainRequest) -> None:
+    """Write the --export files of the best plan; the paths go to stderr."""
+    from pathlib import Path
+
+    from sysplan.exporters import export_plan, parse_targets
+
+    targets = parse_targets(request.export, "--export")
+    written = export_plan(result, result.plans[0], targets, Path(request.output), "the search",
+                          torchtitan_format=request.torchtitan_format)
+    for path in written:
+        err.print(f"wrote {path}", markup=False)
 
 
 def _notes(err: Console, notes: list[str]) -> None:

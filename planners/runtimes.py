@@ -103,13 +103,19 @@ MEGATRON = Runtime(
     title="Megatron-LM",
     version="NVIDIA/Megatron-LM d98e8a64 (2026-08-22)",
     context_parallel_comms=("p2p", "a2a"),  # --cp-comm-type p2p | a2a
-    rules=(),
+    rules=(
+        # Megatron-FSDP (--use-megatron-fsdp) has no pipeline-parallel test or documented
+        # support at d98e8a64; the distributed optimizer (ZeRO-1) works with any PP
+        Rule("ZeRO-2/3 (Megatron-FSDP) with pipeline parallelism",
+             lambda c, m, j: (c.zero >= 2) & (c.pp > 1)),
+    ),
 )
 
 DEEPSPEED = Runtime(
     name="deepspeed",
     title="Megatron-DeepSpeed",
-    version="deepspeedai/DeepSpeed edaa7221 (2026-08-22) with microsoft/Megatron-DeepSpeed",
+    version="deepspeedai/DeepSpeed edaa7221 (2026-08-22) with microsoft/Megatron-DeepSpeed "
+            "f4157bea (2024-12-24)",
     context_parallel_comms=("a2a",),
     rules=(
         # deepspeed/runtime/pipe/engine.py asserts zero stage < 2 in its pipeline engine
@@ -117,28 +123,31 @@ DEEPSPEED = Runtime(
              lambda c, m, j: (c.zero >= 2) & (c.pp > 1)),
         Rule("interleaved (virtual) pipeline stages (DeepSpeed's pipeline engine runs plain 1F1B)",
              lambda c, m, j: c.vpp > 1),
-        Rule("Ulysses context parallelism combined with Megatron sequence parallelism "
-             "(--ds-sequence-parallel-size excludes --sequence-parallel)",
-             lambda c, m, j: (c.cp > 1) & (c.sp == 1)),
+        # megatron/core/parallel_state.py:146 asserts TP = PP = 1 with Ulysses; arguments.py
+        # refuses --sequence-parallel with --ds-sequence-parallel-size
+        Rule("Ulysses context parallelism with TP or PP (Megatron-DeepSpeed runs it on "
+             "TP = PP = 1)", lambda c, m, j: (c.cp > 1) & ((c.tp > 1) | (c.pp > 1))),
         Rule("Ulysses context parallelism over a CP degree that does not divide the heads "
              "per TP rank", _ulysses_heads),
-        Rule("expert parallelism (Megatron-DeepSpeed's MoE layers are not exported)",
-             lambda c, m, j: c.ep > 1),
-        Rule("experts split differently from the dense TP (expert TP must equal TP)",
-             _moe_split_experts),
+        # DeepSpeed's pipeline engine checkpoints with the uniform method only (gpt_model.py)
+        Rule("full recompute of only some layers with pipeline parallelism",
+             lambda c, m, j: (c.recompute == 2) & (c.rc_layers > 0) & (c.pp > 1)),
+        # FP8 needs Transformer Engine layers (--transformer-impl), which sysplan does not export
+        Rule("FP8 linear layers", lambda c, m, j: np.full(len(c), j.precision == "fp8")),
     ),
     model_rules=(
         ModelRule("multi-latent attention", lambda m: m.mla is not None),
         ModelRule("multi-token prediction", lambda m: m.mtp_layers > 0),
         ModelRule("QK normalisation", lambda m: m.qk_norm),
-        ModelRule("mixture-of-experts layers", lambda m: m.moe is not None),
+        ModelRule("mixture-of-experts layers (DeepSpeed-MoE routes with capacity factors that "
+                  "sysplan does not price)", lambda m: m.moe is not None),
     ),
 )
 
 TORCHTITAN = Runtime(
     name="torchtitan",
     title="torchtitan",
-    version="pytorch/torchtitan b5bcd76c (2026-08-21)",
+    version="torchtitan 0.3.0 (PyPI; also main b5bcd76c, 2026-08-21)",
     rules=(
         Rule("ZeRO-1 (torchtitan shards with FSDP2: ZeRO-2, ZeRO-3 or none)",
              lambda c, m, j: c.zero == 1),
@@ -148,8 +157,25 @@ TORCHTITAN = Runtime(
              _moe_split_experts),
         Rule("expert parallelism wider than the FSDP x CP x TP ranks",
              lambda c, m, j: (c.ep > 1) & ((_fsdp_shards(c) * c.cp * c.tp) % c.ep != 0)),
+        # torchtitan 0.3.0 activation_checkpoint: FullAC, SelectiveAC (per op) or none
+        Rule("full recompute of only some layers (torchtitan recomputes every layer or none)",
+             lambda c, m, j: (c.recompute == 2) & (c.rc_layers > 0)),
+        # models/common/decoder.py refuses weight tying with pipeline parallelism
+        Rule("tied embeddings with pipeline parallelism",
+             lambda c, m, j: np.full(len(c), m.tied_embeddings) & (c.pp > 1)),
+    ),
+    model_rules=(
+        ModelRule("an architecture other than Llama-style dense (sysplan writes torchtitan's "
+                  "llama3 model: SwiGLU, RMSNorm, RoPE, no biases)", lambda m: not _llama_like(m)),
     ),
 )
+
+
+def _llama_like(m: ModelSpec) -> bool:
+    """Whether torchtitan's llama3 model code builds ``m`` exactly."""
+    return (m.moe is None and m.mla is None and m.mtp_layers == 0 and m.gated_mlp
+            and m.activation == "silu" and m.norm == "rmsnorm" and not m.linear_bias
+            and not m.qkv_bias and not m.qk_norm and not m.learned_positions)
 
 #: Registry of runtimes by name (house style 10).
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (MEGATRON, DEEPSPEED, TORCHTITAN)}

@@ -17,10 +17,10 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-from sysplan.cli import json_output
 from sysplan.cli.main import app
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
+from sysplan.exporters import plan_json
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.types import Plan, ProfileInfo, TrainingResult
 from sysplan.workloads.training import TrainJob, make_train_job
@@ -251,7 +251,7 @@ def test_json_is_one_object_valid_against_the_schema(fake_planner: dict) -> None
     result = invoke("train", "--model", "70b", "--cluster", "frontier", "--json")
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
-    jsonschema.Draft202012Validator(json_output.load_schema()).validate(document)
+    jsonschema.Draft202012Validator(plan_json.load_schema()).validate(document)
     assert document["schema_version"] == "1.1"
     assert document["plans"][0]["parallel"]["stage_layers"] == [20, 20, 20, 20]
 
@@ -260,7 +260,7 @@ def test_json_is_one_object_valid_against_the_schema(fake_planner: dict) -> None
 
 
 def test_schema_is_valid_and_matches_the_types() -> None:
-    schema = json_output.load_schema()
+    schema = plan_json.load_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     plan = schema["$defs"]["plan"]["properties"]
     assert set(plan["parallel"]["properties"]) == set(ParallelConfig.model_fields)
@@ -272,14 +272,14 @@ def test_schema_is_valid_and_matches_the_types() -> None:
 
 def test_document_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "plan.json"
-    document = json_output.training_document(fake_result())
-    jsonschema.Draft202012Validator(json_output.load_schema()).validate(document)
+    document = plan_json.training_document(fake_result())
+    jsonschema.Draft202012Validator(plan_json.load_schema()).validate(document)
     path.write_text(json.dumps(document))
-    assert json_output.load_plan_json(path) == fake_result()
+    assert plan_json.load_plan_json(path) == fake_result()
 
 
 def test_reader_accepts_newer_1x_and_ignores_unknown_keys(tmp_path: Path) -> None:
-    document = json_output.training_document(fake_result())
+    document = plan_json.training_document(fake_result())
     document.update(schema_version="1.7", future_key={"x": 1})
     document["profile"]["future"] = True
     document["plans"][0].update(future=[1, 2])
@@ -287,7 +287,7 @@ def test_reader_accepts_newer_1x_and_ignores_unknown_keys(tmp_path: Path) -> Non
     document["plans"][0]["memory"]["future_bytes"] = 1.0
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(document))
-    assert json_output.load_plan_json(path).plans[0] == fake_result().plans[0]
+    assert plan_json.load_plan_json(path).plans[0] == fake_result().plans[0]
 
 
 @pytest.mark.parametrize(
@@ -303,15 +303,15 @@ def test_reader_accepts_newer_1x_and_ignores_unknown_keys(tmp_path: Path) -> Non
 def test_reader_refuses_what_it_cannot_read(tmp_path: Path, text, words: list[str]) -> None:
     path = tmp_path / "plan.json"
     if text is None:
-        document = json_output.training_document(fake_result())
+        document = plan_json.training_document(fake_result())
         text = json.dumps({**document, "schema_version": "2.0"})
     path.write_text(text)
     with pytest.raises(InputError) as caught:
-        json_output.load_plan_json(path)
+        plan_json.load_plan_json(path)
     assert caught.value.exit_code == 2 and "\n" not in str(caught.value)
     assert all(word in str(caught.value) for word in words), str(caught.value)
     with pytest.raises(InputError, match="no such file"):
-        json_output.load_plan_json(tmp_path / "missing.json")
+        plan_json.load_plan_json(tmp_path / "missing.json")
 
 
 # --- make_train_job: --seq-len and --global-batch ---------------------------------------------
@@ -385,10 +385,10 @@ def test_real_json_validates_and_reads_back(tmp_path: Path) -> None:
     result = invoke("train", "--model", "70b", "--cluster", "dgx-h100", "--gpus", "64", "--json")
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
-    jsonschema.Draft202012Validator(json_output.load_schema()).validate(document)
+    jsonschema.Draft202012Validator(plan_json.load_schema()).validate(document)
     path = tmp_path / "plan.json"
     path.write_text(result.stdout)
-    assert json_output.load_plan_json(path).plans[0].rank == 1
+    assert plan_json.load_plan_json(path).plans[0].rank == 1
     for plan in document["plans"]:
         assert sum(plan["breakdown"].values()) == pytest.approx(plan["step_time_s"], rel=1e-6)
 
@@ -404,8 +404,8 @@ def test_pinned_knob_that_cannot_work_is_exit_2() -> None:
 def test_job_block_round_trips(tmp_path: Path) -> None:
     job = TrainJob(seq_len=4096, global_batch=256, precision="fp8")
     result = fake_result().model_copy(update={"job": job})
-    document = json_output.training_document(result)
-    jsonschema.Draft202012Validator(json_output.load_schema()).validate(document)
+    document = plan_json.training_document(result)
+    jsonschema.Draft202012Validator(plan_json.load_schema()).validate(document)
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(document))
-    assert json_output.load_plan_json(path).job == job
+    assert plan_json.load_plan_json(path).job == job

@@ -26,23 +26,30 @@ needs_planner = pytest.mark.skipif(
 )
 
 
-def train_command():
-    """The click command behind `sysplan train`."""
+#: Verbs with an options table in README: verb -> (README section, arguments to build it).
+TABLES = {
+    "train": ("Options", ["--model", "x", "--cluster", "y"]),
+    "export": ("Export", ["plan.json", "--to", "json"]),
+}
+
+
+def command(verb: str):
+    """The click command behind `sysplan VERB`."""
     group = typer.main.get_command(app)
-    return group.commands["train"]
+    return group.commands[verb]
 
 
-def help_text() -> str:
-    result = CliRunner().invoke(app, ["train", "--help"])
+def help_text(verb: str) -> str:
+    result = CliRunner().invoke(app, [verb, "--help"])
     assert result.exit_code == 0
     return result.stdout
 
 
-def help_options() -> set[str]:
-    """Every option `sysplan train --help` lists (both spellings of an on/off pair)."""
+def help_options(verb: str) -> set[str]:
+    """Every option `sysplan VERB --help` lists (both spellings of an on/off pair)."""
     names: set[str] = set()
-    for line in help_text().splitlines():
-        match = re.match(r"^  (--[a-z0-9-]+)(?: / (--[a-z0-9-]+))?", line)
+    for line in help_text(verb).splitlines():
+        match = re.match(r"^  (?:-[a-z], )?(--[a-z0-9-]+)(?: / (--[a-z0-9-]+))?", line)
         if match:
             names.update(name for name in match.groups() if name)
     return names
@@ -53,12 +60,13 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
-def options_table() -> str:
-    """The README's options table, generated from the command's parameters."""
+def options_table(verb: str) -> str:
+    """The README's options table of ``verb``, generated from the command's parameters."""
     rows = ["| option | default | meaning |", "| --- | --- | --- |"]
-    command = train_command()
-    context = command.make_context("train", ["--model", "x", "--cluster", "y"])
-    params = [param for param in command.get_params(context) if not param.hidden]
+    cmd = command(verb)
+    context = cmd.make_context(verb, list(TABLES[verb][1]))
+    params = [param for param in cmd.get_params(context)
+              if not param.hidden and param.param_type_name == "option"]
     for param in params:
         names = " / ".join(param.opts + param.secondary_opts)
         spelled = f"{names} {param.metavar}" if param.metavar else names
@@ -72,9 +80,17 @@ def options_table() -> str:
     return "\n".join(rows)
 
 
-def readme_table() -> str:
-    """The options table as README.md has it."""
-    lines = [line for line in README.read_text().splitlines() if line.startswith("| ")]
+def section(heading: str) -> str:
+    """The text of the README section titled ``heading``."""
+    text = README.read_text()
+    found = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.DOTALL | re.MULTILINE)
+    assert found, f"README.md has no '## {heading}' section"
+    return found[1]
+
+
+def readme_table(verb: str) -> str:
+    """The options table of ``verb`` as README.md has it."""
+    lines = [line for line in section(TABLES[verb][0]).splitlines() if line.startswith("| ")]
     start = lines.index("| option | default | meaning |")
     table = [lines[start]]
     for line in lines[start + 1:]:
@@ -84,19 +100,16 @@ def readme_table() -> str:
     return "\n".join(table)
 
 
-def readme_options() -> set[str]:
+def readme_options(verb: str) -> set[str]:
     names: set[str] = set()
-    for line in readme_table().splitlines()[2:]:
+    for line in readme_table(verb).splitlines()[2:]:
         names.update(re.findall(r"--[a-z0-9-]+", line.split(" | ")[0]))
     return names
 
 
 def code_blocks(heading: str) -> list[str]:
     """The fenced code blocks of the README section titled ``heading``."""
-    text = README.read_text()
-    section = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.DOTALL | re.MULTILINE)
-    assert section, f"README.md has no '## {heading}' section"
-    return re.findall(r"^```[a-z]*\n(.*?)^```", section[1], re.DOTALL | re.MULTILINE)
+    return re.findall(r"^```[a-z]*\n(.*?)^```", section(heading), re.DOTALL | re.MULTILINE)
 
 
 def commands(heading: str) -> list[str]:
@@ -104,15 +117,17 @@ def commands(heading: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def test_every_help_option_is_in_the_readme_and_back() -> None:
-    listed, documented = help_options(), readme_options()
-    assert listed, "could not read the options of sysplan train --help"
+@pytest.mark.parametrize("verb", list(TABLES))
+def test_every_help_option_is_in_the_readme_and_back(verb: str) -> None:
+    listed, documented = help_options(verb), readme_options(verb)
+    assert listed, f"could not read the options of sysplan {verb} --help"
     assert listed - documented == set(), "in --help but not in README (python tests/test_docs.py)"
     assert documented - listed == set(), "in README but not in --help"
 
 
-def test_readme_table_is_the_generated_one() -> None:
-    assert readme_table() == options_table(), "regenerate it: python tests/test_docs.py"
+@pytest.mark.parametrize("verb", list(TABLES))
+def test_readme_table_is_the_generated_one(verb: str) -> None:
+    assert readme_table(verb) == options_table(verb), "regenerate it: python tests/test_docs.py"
 
 
 def test_install_section_is_the_two_commands() -> None:
@@ -133,12 +148,12 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 
 @needs_planner
 def test_readme_cli_commands_run() -> None:
-    for command in commands("Install and run") + commands("Tour of the output"):
-        words = shlex.split(command)
+    for line in commands("Install and run") + commands("Tour of the output"):
+        words = shlex.split(line)
         if words[0] != "sysplan":
             continue
         result = CliRunner().invoke(app, words[1:])
-        assert result.exit_code == 0, f"{command}: {result.stderr}"
+        assert result.exit_code == 0, f"{line}: {result.stderr}"
 
 
 @needs_planner
@@ -149,4 +164,5 @@ def test_readme_python_example_runs() -> None:
 
 
 if __name__ == "__main__":
-    print(options_table())
+    for verb in TABLES:
+        print(f"sysplan {verb} (README section '{TABLES[verb][0]}'):\n{options_table(verb)}\n")

@@ -1,4 +1,4 @@
-"""`--json`: the plan document (a public contract, cli/plan_schema.json) and its reader.
+"""`--json`: the plan document (a public contract, exporters/plan_schema.json) and its reader.
 
 Writers emit ``schema_version`` 1.1 (1.1 added ``runtimes``, ``model_spec`` and
 ``cluster_spec``). Readers accept any 1.x and ignore keys they do not know (later issues add
@@ -15,8 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from sysplan import __version__
 from sysplan.core.errors import InputError
+from sysplan.core.version import __version__
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
@@ -91,6 +91,11 @@ def plan_document(plan: Plan) -> dict[str, Any]:
 def load_plan_json(path: str | Path) -> TrainingResult:
     """Read a plan document written by any sysplan 1.x; InputError for anything else."""
     data = _read_object(Path(path))
+    if "parallel" in data and "plans" not in data:
+        raise InputError(
+            f"{path}: a single plan taken out of plans[] has no model, cluster or job; pass the "
+            "whole sysplan train --json output (choose with --rank) or a plan.json from "
+            "--export json")
     check_schema_version(data.get("schema_version"), str(path))
     try:
         return _training_result(data)

@@ -1,0 +1,90 @@
+"""Exporters: turn a plan into the files a runtime takes (DESIGN.md, house style 9 and 10).
+
+``export_plan(result, targets, folder)`` is what ``sysplan train --export`` and
+``sysplan export`` call. Each target name maps to one exporter function in ``EXPORTERS``;
+``json`` writes the plan document itself, narrowed to the exported plan, so the folder can be
+re-exported later with ``sysplan export``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from sysplan.core.errors import InputError
+from sysplan.exporters import deepspeed, megatron, plan_json, torchtitan
+from sysplan.exporters.base import Exporter, ExportFile, ExportRequest, json_text, write_files
+from sysplan.hardware import load_cluster
+from sysplan.hardware.types import Cluster
+from sysplan.models import resolve_model
+from sysplan.models.spec import ModelSpec
+from sysplan.planners.types import Plan, TrainingResult
+
+#: Export target -> exporter (the three runtimes, plus the plan JSON itself).
+EXPORTERS: dict[str, Exporter] = {
+    "megatron": megatron.export,
+    "deepspeed": deepspeed.export,
+    "torchtitan": torchtitan.export,
+}
+TARGETS = (*EXPORTERS, "json")
+
+__all__ = ["EXPORTERS", "TARGETS", "ExportFile", "ExportRequest", "export_plan", "parse_targets",
+           "pick_plan", "request_for"]
+
+
+def parse_targets(text: str, option: str = "--to") -> list[str]:
+    """``megatron,deepspeed`` -> names, in order, without repeats; InputError for others."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    for name in names:
+        if name not in TARGETS:
+            raise InputError(f"{option} {name}: not accepted; choose from {', '.join(TARGETS)} "
+                             "(comma-separated)")
+    if not names:
+        raise InputError(f"{option}: name at least one of {', '.join(TARGETS)}")
+    return list(dict.fromkeys(names))
+
+
+def pick_plan(result: TrainingResult, rank: int | None, source: str) -> Plan:
+    """The plan of ``rank`` (default: the best); InputError naming the ranks on offer."""
+    wanted = 1 if rank is None else rank
+    for plan in result.plans:
+        if plan.rank == wanted:
+            return plan
+    ranks = ", ".join(str(plan.rank) for plan in result.plans) or "none"
+    raise InputError(f"--rank {wanted}: {source} holds plans of rank {ranks}")
+
+
+def request_for(result: TrainingResult, plan: Plan, source: str,
+                torchtitan_format: Literal["python", "toml"] = "python") -> ExportRequest:
+    """Everything an exporter needs; InputError naming what the plan file lacks."""
+    if result.job is None:
+        raise InputError(f"{source}: the plan has no 'job' block (sequence length, precision); "
+                         "re-run sysplan train --json with sysplan 0.1 or later")
+    model = result.model_spec or _catalog(resolve_model, result.model, source)
+    cluster = result.cluster_spec or _catalog(load_cluster, result.cluster, source)
+    return ExportRequest(plan=plan, model=model, cluster=cluster, job=result.job,
+                         torchtitan_format=torchtitan_format)
+
+
+def _catalog(resolve, name: str, source: str) -> ModelSpec | Cluster:
+    """A plan file older than 1.1 names its model and cluster; find them in the catalog."""
+    try:
+        return resolve(name)[0]
+    except InputError as error:
+        raise InputError(f"{source}: has no model_spec/cluster_spec and {error}") from None
+
+
+def export_plan(result: TrainingResult, plan: Plan, targets: list[str], folder: Path,
+                source: str, torchtitan_format: Literal["python", "toml"] = "python",
+                ) -> list[Path]:
+    """Write every target's files for ``plan`` under ``folder``; nothing is written unless
+    every target accepts the plan."""
+    request = request_for(result, plan, source, torchtitan_format)
+    files: list[ExportFile] = []
+    for target in targets:
+        if target == "json":
+            narrowed = result.model_copy(update={"plans": (plan,)})
+            files.append(ExportFile("plan.json", json_text(plan_json.training_document(narrowed))))
+        else:
+            files += EXPORTERS[target](request)
+    return write_files(files, folder)

@@ -1,0 +1,215 @@
+"""Megatron-LM: the ``pretrain_gpt.py`` argument list and a launch script.
+
+Flag names and accepted values are those of NVIDIA/Megatron-LM d98e8a64 (2026-08-22), the
+release ``planners.runtimes.MEGATRON`` names; a test checks every emitted flag against the
+parser's list (tests/data/runtime-names/megatron.txt). The run needs no dataset or tokenizer
+files: it trains on ``--mock-data`` with the ``NullTokenizer`` unless ``DATA_ARGS`` is set, so
+the script runs as written and measures the step time sysplan predicted.
+"""
+
+from __future__ import annotations
+
+from sysplan.costmodels.layers import uses_dropout
+from sysplan.costmodels.types import ParallelConfig
+from sysplan.exporters.base import ExportFile, ExportRequest, check_runnable
+from sysplan.exporters.launch import Script, script_text
+from sysplan.exporters.pipeline import chunk_layers, is_uniform, rank_layers
+from sysplan.models.spec import ModelSpec
+from sysplan.workloads.training import TrainJob
+
+RUNTIME = "megatron"
+
+#: ZeRO stage -> Megatron-FSDP sharding strategy (Megatron docs parallelism-guide.md:61-65).
+FSDP_STRATEGY = {2: "optim_grads", 3: "optim_grads_params"}
+
+
+def parallel_arguments(p: ParallelConfig, model: ModelSpec, job: TrainJob) -> list[str]:
+    """Degrees, sharding, overlaps, recompute and batch of the plan."""
+    args = ["--tensor-model-parallel-size", str(p.tp), "--pipeline-model-parallel-size", str(p.pp)]
+    args += pipeline_split_arguments(p, model)
+    if p.cp > 1:
+        args += ["--context-parallel-size", str(p.cp), "--cp-comm-type", job.context_parallel_comm]
+    if model.moe is not None:
+        args += ["--expert-model-parallel-size", str(p.ep),
+                 "--expert-tensor-parallel-size", str(p.etp)]
+    if p.sequence_parallel:
+        args.append("--sequence-parallel")
+    if p.zero >= 1:
+        args.append("--use-distributed-optimizer")
+    if p.zero >= 2:
+        # Megatron-FSDP needs its own checkpoint format (arguments.py, use_megatron_fsdp checks)
+        args += ["--use-megatron-fsdp", "--data-parallel-sharding-strategy", FSDP_STRATEGY[p.zero],
+                 "--ckpt-format", "fsdp_dtensor", "--no-gradient-accumulation-fusion"]
+    if job.overlap_grad_reduce and p.dp * p.cp > 1:
+        args.append("--overlap-grad-reduce")
+    if job.overlap_param_gather and p.zero >= 1 and p.dp * p.cp > 1:
+        args.append("--overlap-param-gather")
+    if job.tp_comm_overlap and p.tp > 1 and p.sequence_parallel:
+        args.append("--tp-comm-overlap")
+    args += recompute_arguments(p)
+    args += ["--micro-batch-size", str(p.micro_batch), "--global-batch-size", str(p.global_batch)]
+    return args
+
+
+def pipeline_split_arguments(p: ParallelConfig, model: ModelSpec) -> list[str]:
+    """Virtual stages and uneven splits: the plain flags when they can say it, else a layout.
+
+    Megatron takes first/last stage sizes with the middle split evenly
+    (--decoder-first/last-pipeline-num-layers; with virtual stages each rank's count must
+    divide by vpp and vpp is given per rank), or any split as --pipeline-model-parallel-layout
+    (E = embedding, t = layer, m = MTP, L = loss, | between chunks, vpp-major order).
+    """
+    if p.pp == 1:
+        return []
+    if is_uniform(p, model):
+        if p.vpp == 1:
+            return []
+        return ["--num-layers-per-virtual-pipeline-stage", str(model.num_layers // (p.pp * p.vpp))]
+    ranks = rank_layers(p, model)
+    first, middle, last = ranks[0], ranks[1:-1], ranks[-1]
+    if len(set(middle)) <= 1 and all(n % p.vpp == 0 for n in ranks):
+        args = ["--decoder-first-pipeline-num-layers", str(first),
+                "--decoder-last-pipeline-num-layers", str(last)]
+        if p.vpp > 1:
+            args += ["--num-virtual-stages-per-pipeline-rank", str(p.vpp)]
+        return args
+    return ["--pipeline-model-parallel-layout", layout_string(p, model)]
+
+
+def layout_string(p: ParallelConfig, model: ModelSpec) -> str:
+    """Megatron's --pipeline-model-parallel-layout for the plan's chunks."""
+    chunks = ["t" * n for n in chunk_layers(p, model)]
+    chunks[0] = "E" + chunks[0]
+    chunks[-1] = chunks[-1] + "m" * model.mtp_layers + "L"
+    return "|".join(chunks)
+
+
+def recompute_arguments(p: ParallelConfig) -> list[str]:
+    """Selective (attention core), full for every layer, or the first N layers per chunk."""
+    if p.recompute == "selective":
+        return ["--recompute-granularity", "selective"]  # default module: core_attn
+    if p.recompute == "full" and p.recompute_layers:
+        # block: the first N layers of each stage's chunk are recomputed
+        return ["--recompute-granularity", "full", "--recompute-method", "block",
+                "--recompute-num-layers", str(p.recompute_layers)]
+    if p.recompute == "full":
+        return ["--recompute-granularity", "full", "--recompute-method", "uniform",
+                "--recompute-num-layers", "1"]
+    return []
+
+
+def model_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
+    """The architecture as Megatron's GPT model flags."""
+    args = ["--num-layers", str(model.num_layers), "--hidden-size", str(model.hidden_size),
+            "--ffn-hidden-size", str(model.ffn_hidden),
+            "--num-attention-heads", str(model.num_heads),
+            "--seq-length", str(job.seq_len),
+            "--max-position-embeddings", str(max(model.max_seq_len, job.seq_len))]
+    if model.mla is None and model.head_dim * model.num_heads != model.hidden_size:
+        args += ["--kv-channels", str(model.head_dim)]
+    if model.mla is None and model.num_kv_heads < model.num_heads:
+        args += ["--group-query-attention", "--num-query-groups", str(model.num_kv_heads)]
+    args += ["--position-embedding-type",
+             "learned_absolute" if model.learned_positions else "rope"]
+    args += ["--normalization", "RMSNorm" if model.norm == "rmsnorm" else "LayerNorm"]
+    if model.gated_mlp:
+        args.append("--swiglu")
+    elif model.activation == "relu2":
+        args.append("--squared-relu")
+    if not model.linear_bias:
+        args.append("--disable-bias-linear")
+    if model.qkv_bias:
+        args.append("--add-qkv-bias")
+    if model.qk_norm:
+        args.append("--qk-layernorm")
+    if not model.tied_embeddings:
+        args.append("--untie-embeddings-and-output-weights")
+    if not uses_dropout(model):
+        args += ["--attention-dropout", "0", "--hidden-dropout", "0"]
+    return args + _moe_arguments(model) + _mla_arguments(model)
+
+
+def _moe_arguments(model: ModelSpec) -> list[str]:
+    moe = model.moe
+    if moe is None:
+        return []
+    args = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
+            "--moe-ffn-hidden-size", str(moe.expert_ffn_hidden), "--moe-grouped-gemm",
+            "--moe-token-dispatcher-type", "alltoall"]
+    if moe.num_shared_experts:
+        shared = moe.num_shared_experts * moe.shared_ffn
+        args += ["--moe-shared-expert-intermediate-size", str(shared)]
+    if moe.first_dense_layers or moe.layer_freq > 1:
+        pattern = ",".join(str(int(model.is_moe_layer(i))) for i in range(model.num_layers))
+        args += ["--moe-layer-freq", f"[{pattern}]"]
+    return args
+
+
+def _mla_arguments(model: ModelSpec) -> list[str]:
+    args = []
+    if model.mla is not None:
+        mla = model.mla
+        args += ["--multi-latent-attention", "--kv-lora-rank", str(mla.kv_lora_rank),
+                 "--qk-head-dim", str(mla.qk_nope_head_dim),
+                 "--qk-pos-emb-head-dim", str(mla.qk_rope_head_dim),
+                 "--v-head-dim", str(mla.v_head_dim)]
+        if mla.q_lora_rank:
+            args += ["--q-lora-rank", str(mla.q_lora_rank)]
+    if model.mtp_layers:
+        args += ["--mtp-num-layers", str(model.mtp_layers)]
+    return args
+
+
+def precision_arguments(job: TrainJob) -> list[str]:
+    """bf16 (or fp16) everywhere; fp8 GEMMs through Transformer Engine (hybrid E4M3/E5M2)."""
+    args = ["--fp16"] if job.precision == "fp16" else ["--bf16"]
+    if job.precision == "fp8":
+        args += ["--fp8-format", "hybrid", "--fp8-recipe", "delayed"]
+    backend = "fused" if job.attention_backend == "cudnn" else "flash"
+    return args + ["--attention-backend", backend]
+
+
+def run_arguments(model: ModelSpec) -> list[str]:
+    """A short measured run: mock data, Llama-style AdamW settings, per-step logging."""
+    return ["--train-iters", "$TRAIN_ITERS", "--lr", "3e-4", "--min-lr", "3e-5",
+            "--lr-decay-style", "cosine", "--lr-warmup-iters", "10", "--weight-decay", "0.1",
+            "--adam-beta1", "0.9", "--adam-beta2", "0.95", "--clip-grad", "1.0",
+            "--init-method-std", "0.02", "--log-interval", "1", "--log-throughput",
+            "--eval-iters", "0", "--tokenizer-type", "NullTokenizer",
+            "--vocab-size", str(model.vocab_size), "$DATA_ARGS"]
+
+
+def arguments(request: ExportRequest) -> list[str]:
+    """The whole ``pretrain_gpt.py`` argument list for the plan."""
+    p, model, job = request.plan.parallel, request.model, request.job
+    return (parallel_arguments(p, model, job) + model_arguments(model, job)
+            + precision_arguments(job) + run_arguments(model))
+
+
+def environment(request: ExportRequest) -> list[tuple[str, str, str]]:
+    """Variables the estimate assumed."""
+    p = request.plan.parallel
+    env = []
+    blackwell = request.cluster.gpu.gpu_class == "blackwell"
+    if (p.tp > 1 or p.cp > 1) and p.zero < 2 and not blackwell:
+        env.append(("CUDA_DEVICE_MAX_CONNECTIONS", "1", ("TP/CP communication kernels are "
+                    "scheduled ahead of compute so they overlap (Megatron arguments.py)")))
+    return env
+
+
+def export(request: ExportRequest) -> list[ExportFile]:
+    """``megatron/train.sh``: environment, arguments and launcher for the plan."""
+    check_runnable(request, RUNTIME)
+    script = Script(
+        runtime=RUNTIME,
+        program=("$MEGATRON_DIR/pretrain_gpt.py",),
+        arguments=tuple(arguments(request)),
+        environment=tuple(environment(request)),
+        preamble=(
+            'MEGATRON_DIR=${MEGATRON_DIR:-$PWD}  # a Megatron-LM checkout'
+            + (' (ROCm/Megatron-LM on AMD GPUs)' if request.cluster.gpu.vendor == 'amd' else ''),
+            "TRAIN_ITERS=${TRAIN_ITERS:-50}  # steps to run; compare the logged step time",
+            'DATA_ARGS=${DATA_ARGS:---mock-data}  # or: --data-path PREFIX (real tokens)',
+        ),
+    )
+    return [ExportFile("megatron/train.sh", script_text(request, script), executable=True)]

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
+# Plan #1: Llama 3.1 70B on dgx-h100, 64 GPUs, 4096 tokens per sequence, bf16.
+# Layout: tp=8 pp=4 vpp=1 dp=2 cp=1 ep=1 etp=1 sp=1 zero=1 micro_batch=1 global_batch=64 recompute=full.
+# Predicted: step 4.821 s, 850 tokens/s/GPU, MFU 0.386, worst-stage memory 34.3 GiB of 80 GiB.
+#SBATCH --nodes=8
+#SBATCH --ntasks-per-node=8
+#SBATCH --gpus-per-node=8
+#SBATCH --time=02:00:00
+#SBATCH --job-name=sysplan
+
+set -euo pipefail
+MEGATRON_DIR=${MEGATRON_DIR:-$PWD}  # a Megatron-LM checkout
+TRAIN_ITERS=${TRAIN_ITERS:-50}  # steps to run; compare the logged step time
+DATA_ARGS=${DATA_ARGS:---mock-data}  # or: --data-path PREFIX (real tokens)
+
+export CUDA_DEVICE_MAX_CONNECTIONS=1  # TP/CP communication kernels are scheduled ahead of compute so they overlap (Megatron arguments.py)
+
+ARGS=(
+  --tensor-model-parallel-size 8
+  --pipeline-model-parallel-size 4
+  --decoder-first-pipeline-num-layers 19
+  --decoder-last-pipeline-num-layers 19
+  --sequence-parallel
+  --use-distributed-optimizer
+  --overlap-grad-reduce
+  --overlap-param-gather
+  --recompute-granularity full
+  --recompute-method block
+  --recompute-num-layers 5
+  --micro-batch-size 1
+  --global-batch-size 64
+  --num-layers 80
+  --hidden-size 8192
+  --ffn-hidden-size 28672
+  --num-attention-heads 64
+  --seq-length 4096
+  --max-position-embeddings 131072
+  --group-query-attention
+  --num-query-groups 8
+  --position-embedding-type rope
+  --normalization RMSNorm
+  --swiglu
+  --disable-bias-linear
+  --untie-embeddings-and-output-weights
+  --attention-dropout 0
+  --hidden-dropout 0
+  --bf16
+  --attention-backend flash
+  --train-iters "$TRAIN_ITERS"
+  --lr 3e-4
+  --min-lr 3e-5
+  --lr-decay-style cosine
+  --lr-warmup-iters 10
+  --weight-decay 0.1
+  --adam-beta1 0.9
+  --adam-beta2 0.95
+  --clip-grad 1.0
+  --init-method-std 0.02
+  --log-interval 1
+  --log-throughput
+  --eval-iters 0
+  --tokenizer-type NullTokenizer
+  --vocab-size 128256
+  $DATA_ARGS
+)
+
+MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+export MASTER_ADDR
+export MASTER_PORT=${MASTER_PORT:-29500}
+
+srun --nodes=8 --ntasks-per-node=8 bash -c 'export RANK=$SLURM_PROCID LOCAL_RANK=$SLURM_LOCALID WORLD_SIZE=$SLURM_NTASKS; exec python "$@"' python "$MEGATRON_DIR/pretrain_gpt.py" "${ARGS[@]}" "$@"
