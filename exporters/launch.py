@@ -11,7 +11,7 @@ adds the ROCm/RCCL and Slingshot environment OLCF documents.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sysplan.exporters.base import ExportRequest, comment_block
 
@@ -26,7 +26,6 @@ class Script:
     environment: tuple[tuple[str, str, str], ...] = ()  # (name, value, why)
     preamble: tuple[str, ...] = ()  # bash lines before the environment (checkout variables)
     launcher: str = "torchrun"  # "torchrun" or "deepspeed" on one node
-    extra_files: tuple[str, ...] = field(default=())
 
 
 #: Frontier (OLCF): modules and variables of the OLCF PyTorch guide (olcf-user-docs

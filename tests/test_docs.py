@@ -157,6 +157,17 @@ def test_readme_cli_commands_run() -> None:
 
 
 @needs_planner
+def test_readme_export_commands_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # they write out/
+    lines = commands("Export")
+    assert lines
+    for line in lines:
+        result = CliRunner().invoke(app, shlex.split(line)[1:])
+        assert result.exit_code == 0, f"{line}: {result.stderr}"
+    assert (tmp_path / "out/deepspeed/ds_config.json").is_file()
+
+
+@needs_planner
 def test_readme_python_example_runs() -> None:
     for block in code_blocks("Library"):
         namespace: dict = {}
