@@ -16,6 +16,7 @@ from sysplan.core.errors import InputError
 from sysplan.costmodels.estimate import balanced_stage_layers
 from sysplan.costmodels.layers import uses_dropout
 from sysplan.costmodels.types import ParallelConfig
+from sysplan.exporters import megatron
 from sysplan.exporters.base import (
     ExportFile,
     ExportRequest,
@@ -88,38 +89,19 @@ def megatron_deepspeed_arguments(request: ExportRequest) -> list[str]:
         args.append("--sequence-parallel")
     args += ["--zero-stage", str(p.zero), "--deepspeed", "--deepspeed_config",
              "$EXPORT_DIR/ds_config.json"]
-    args += _recompute(p)
+    # the block method (partial recompute) only at PP 1: the rules refuse it with PP
+    args += megatron.recompute_arguments(p)
     args += ["--micro-batch-size", str(p.micro_batch), "--global-batch-size", str(p.global_batch)]
     args += _model(model, job)
     args += ["--fp16"] if job.precision == "fp16" else ["--bf16"]
-    args += ["--use-flash-attn-v2", "--train-iters", "$TRAIN_ITERS", "--lr", "3e-4",
-             "--min-lr", "3e-5", "--lr-decay-style", "cosine", "--lr-warmup-iters", "10",
-             "--weight-decay", "0.1", "--adam-beta1", "0.9", "--adam-beta2", "0.95",
-             "--clip-grad", "1.0", "--init-method-std", "0.02", "--log-interval", "1",
-             "--eval-iters", "0", "--tokenizer-type", "NullTokenizer",
-             "--vocab-size", str(model.vocab_size), "--data-path", "$DATA_PATH",
+    args += ["--use-flash-attn-v2", *megatron.run_arguments(model), "--data-path", "$DATA_PATH",
              "--data-impl", "mmap", "--split", "100,0,0"]
     return args
 
 
-def _recompute(p: ParallelConfig) -> list[str]:
-    if p.recompute == "selective":
-        return ["--recompute-granularity", "selective"]
-    if p.recompute == "full" and p.recompute_layers:  # PP 1 only (the rules refuse PP > 1)
-        return ["--recompute-granularity", "full", "--recompute-method", "block",
-                "--recompute-num-layers", str(p.recompute_layers)]
-    if p.recompute == "full":
-        return ["--recompute-granularity", "full", "--recompute-method", "uniform",
-                "--recompute-num-layers", "1"]
-    return []
-
-
 def _model(model: ModelSpec, job: TrainJob) -> list[str]:
-    args = ["--num-layers", str(model.num_layers), "--hidden-size", str(model.hidden_size),
-            "--ffn-hidden-size", str(model.ffn_hidden),
-            "--num-attention-heads", str(model.num_heads),
-            "--seq-length", str(job.seq_len),
-            "--max-position-embeddings", str(max(model.max_seq_len, job.seq_len))]
+    """The architecture in Megatron-DeepSpeed's (older Megatron) flag names."""
+    args = megatron.shape_arguments(model, job)
     if model.num_kv_heads < model.num_heads:
         args += ["--num-key-value-heads", str(model.num_kv_heads)]
     if not model.learned_positions:

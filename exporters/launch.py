@@ -85,8 +85,7 @@ def _argument_lines(arguments: tuple[str, ...]) -> list[str]:
     """One ``--flag value...`` group per line, values quoted for bash."""
     groups: list[list[str]] = []
     for token in arguments:
-        standalone = token.startswith("$") and groups and len(groups[-1]) > 1
-        if token.startswith("--") or not groups or standalone:
+        if token.startswith("--") or not groups or token in SPLIT_VARIABLES:
             groups.append([token])
         else:
             groups[-1].append(token)

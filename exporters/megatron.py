@@ -98,13 +98,18 @@ def recompute_arguments(p: ParallelConfig) -> list[str]:
     return []
 
 
-def model_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
-    """The architecture as Megatron's GPT model flags."""
-    args = ["--num-layers", str(model.num_layers), "--hidden-size", str(model.hidden_size),
+def shape_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
+    """Layers, widths, heads and sequence (the same flags in Megatron-DeepSpeed)."""
+    return ["--num-layers", str(model.num_layers), "--hidden-size", str(model.hidden_size),
             "--ffn-hidden-size", str(model.ffn_hidden),
             "--num-attention-heads", str(model.num_heads),
             "--seq-length", str(job.seq_len),
             "--max-position-embeddings", str(max(model.max_seq_len, job.seq_len))]
+
+
+def model_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
+    """The architecture as Megatron's GPT model flags."""
+    args = shape_arguments(model, job)
     if model.mla is None and model.head_dim * model.num_heads != model.hidden_size:
         args += ["--kv-channels", str(model.head_dim)]
     if model.mla is None and model.num_kv_heads < model.num_heads:
@@ -170,20 +175,21 @@ def precision_arguments(job: TrainJob) -> list[str]:
 
 
 def run_arguments(model: ModelSpec) -> list[str]:
-    """A short measured run: mock data, Llama-style AdamW settings, per-step logging."""
+    """A short measured run: Llama-style AdamW settings, per-step logging, the NullTokenizer
+    (token ids only; the same flags in Megatron-DeepSpeed)."""
     return ["--train-iters", "$TRAIN_ITERS", "--lr", "3e-4", "--min-lr", "3e-5",
             "--lr-decay-style", "cosine", "--lr-warmup-iters", "10", "--weight-decay", "0.1",
             "--adam-beta1", "0.9", "--adam-beta2", "0.95", "--clip-grad", "1.0",
-            "--init-method-std", "0.02", "--log-interval", "1", "--log-throughput",
-            "--eval-iters", "0", "--tokenizer-type", "NullTokenizer",
-            "--vocab-size", str(model.vocab_size), "$DATA_ARGS"]
+            "--init-method-std", "0.02", "--log-interval", "1", "--eval-iters", "0",
+            "--tokenizer-type", "NullTokenizer", "--vocab-size", str(model.vocab_size)]
 
 
 def arguments(request: ExportRequest) -> list[str]:
     """The whole ``pretrain_gpt.py`` argument list for the plan."""
     p, model, job = request.plan.parallel, request.model, request.job
     return (parallel_arguments(p, model, job) + model_arguments(model, job)
-            + precision_arguments(job) + run_arguments(model))
+            + precision_arguments(job) + run_arguments(model)
+            + ["--log-throughput", "$DATA_ARGS"])
 
 
 def environment(request: ExportRequest) -> list[tuple[str, str, str]]:

@@ -114,8 +114,8 @@ MEGATRON = Runtime(
 DEEPSPEED = Runtime(
     name="deepspeed",
     title="Megatron-DeepSpeed",
-    version="deepspeedai/DeepSpeed edaa7221 (2026-08-22) with microsoft/Megatron-DeepSpeed "
-            "f4157bea (2024-12-24)",
+    version="DeepSpeed 0.19.6 (edaa7221, 2026-08-22) with Megatron-DeepSpeed f4157bea "
+            "(2024-12-24)",
     context_parallel_comms=("a2a",),
     rules=(
         # deepspeed/runtime/pipe/engine.py asserts zero stage < 2 in its pipeline engine

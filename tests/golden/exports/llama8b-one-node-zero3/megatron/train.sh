@@ -52,10 +52,10 @@ ARGS=(
   --clip-grad 1.0
   --init-method-std 0.02
   --log-interval 1
-  --log-throughput
   --eval-iters 0
   --tokenizer-type NullTokenizer
   --vocab-size 128256
+  --log-throughput
   $DATA_ARGS
 )
 

@@ -61,10 +61,10 @@ ARGS=(
   --clip-grad 1.0
   --init-method-std 0.02
   --log-interval 1
-  --log-throughput
   --eval-iters 0
   --tokenizer-type NullTokenizer
   --vocab-size 32000
+  --log-throughput
   $DATA_ARGS
 )
 
