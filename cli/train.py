@@ -17,6 +17,7 @@ from rich.console import Console
 
 from sysplan.cli import render
 from sysplan.exporters import plan_json
+from sysplan.planners.runtimes import RUNTIMES
 
 HELP = """Rank the best parallel configurations for training a model on a cluster.
 
@@ -26,7 +27,7 @@ Example: sysplan train --model 70b --cluster frontier.yaml
 _PINNED = "Pinned knobs (fix one dimension; all pinned = evaluate one configuration)"
 _RUNTIME = "Runtime behaviour"
 _EXPORT = "Export (launch files for the top plan)"
-RUNTIME_NAMES = ("megatron", "deepspeed", "torchtitan")
+RUNTIME_NAMES = tuple(RUNTIMES)
 
 
 def _choice(*accepted: str, convert: Callable[[str], object] = str) -> Callable[[object], object]:

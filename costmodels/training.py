@@ -144,11 +144,11 @@ def _layer_comm(model, job, cluster, shapes, fwd: LayerTime, tokens, tp, cp, ep,
         # the communication stays exposed, the rest hides behind GEMM time (3 x fwd GEMMs)
         hidden = np.minimum(tp_total * (tp - 1.0) / tp, 3.0 * fwd.gemm_s)
         tp_total = tp_total - hidden
-    # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice that
-    # backward, each hidden behind one attention tile (training-formulas 4.8)
     if job.context_parallel_comm == "a2a":
         cp_total = _ulysses_seconds(model, cluster, shapes, tokens, tp, cp)
     else:
+        # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice
+        # that backward, each hidden behind one attention tile (training-formulas 4.8)
         kv_bytes = tokens * shapes.kv_bytes_dims * 2.0 / tp
         ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp)
         cp_total = (np.maximum(0.0, ring - fwd.attention_s)
