@@ -14,7 +14,6 @@ from typing import Any
 
 from sysplan.core.errors import InputError
 from sysplan.costmodels.estimate import balanced_stage_layers
-from sysplan.costmodels.layers import uses_dropout
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.exporters import megatron
 from sysplan.exporters.base import (
@@ -106,18 +105,7 @@ def _model(model: ModelSpec, job: TrainJob) -> list[str]:
         args += ["--num-key-value-heads", str(model.num_kv_heads)]
     if not model.learned_positions:
         args += ["--use-rotary-position-embeddings", "--no-position-embedding"]
-    args += ["--normalization", model.norm]
-    if model.gated_mlp:
-        args.append("--swiglu")
-    elif model.activation == "relu2":
-        args.append("--squared-relu")
-    if not model.linear_bias:
-        args.append("--disable-bias-linear")
-    if not model.tied_embeddings:
-        args.append("--untie-embeddings-and-output-weights")
-    if not uses_dropout(model):
-        args += ["--attention-dropout", "0", "--hidden-dropout", "0"]
-    return args
+    return [*args, "--normalization", model.norm, *megatron.layer_arguments(model)]
 
 
 def _environment(p: ParallelConfig) -> tuple[tuple[str, str, str], ...]:

@@ -117,21 +117,29 @@ def model_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
     args += ["--position-embedding-type",
              "learned_absolute" if model.learned_positions else "rope"]
     args += ["--normalization", "RMSNorm" if model.norm == "rmsnorm" else "LayerNorm"]
+    args += layer_arguments(model)
+    if model.qkv_bias:
+        args.append("--add-qkv-bias")
+    if model.qk_norm:
+        args.append("--qk-layernorm")
+    return args + _moe_arguments(model) + _mla_arguments(model)
+
+
+def layer_arguments(model: ModelSpec) -> list[str]:
+    """MLP activation, biases, output embedding and dropout (the same flags in
+    Megatron-DeepSpeed)."""
+    args = []
     if model.gated_mlp:
         args.append("--swiglu")
     elif model.activation == "relu2":
         args.append("--squared-relu")
     if not model.linear_bias:
         args.append("--disable-bias-linear")
-    if model.qkv_bias:
-        args.append("--add-qkv-bias")
-    if model.qk_norm:
-        args.append("--qk-layernorm")
     if not model.tied_embeddings:
         args.append("--untie-embeddings-and-output-weights")
     if not uses_dropout(model):
         args += ["--attention-dropout", "0", "--hidden-dropout", "0"]
-    return args + _moe_arguments(model) + _mla_arguments(model)
+    return args
 
 
 def _moe_arguments(model: ModelSpec) -> list[str]:
