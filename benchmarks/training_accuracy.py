@@ -147,7 +147,7 @@ def naive_memory(r: dict, model: ModelSpec) -> float:
     return 16 * param_counts(model).total / shards
 
 
-def evaluate(r: dict) -> dict:
+def evaluate(r: dict, bundled_profile: bool = True) -> dict:
     model, cluster, job, pins = model_from_row(r), cluster_for(r), job_for(r), pins_for(r)
     gpus = int(r["num_gpus"])
     out = {"id": r["id"], "source": _short_source(r), "quality": r["quality"], "model": r["model"]}
@@ -157,11 +157,11 @@ def evaluate(r: dict) -> dict:
     key, truth = metric
     try:
         result = plan_training(model, cluster, job, num_gpus=gpus, pins=pins, top=1,
-                               memory_headroom_bytes=0.0)
+                               memory_headroom_bytes=0.0, bundled_profile=bundled_profile)
     except NoPlanFits:
         # the stated layout ran, so price it anyway; the memory columns show the miss
         result = plan_training(model, cluster, job, num_gpus=gpus, pins=pins, top=1,
-                               memory_headroom_bytes=-(2**40))
+                               memory_headroom_bytes=-(2**40), bundled_profile=bundled_profile)
         out["over_memory"] = True
     except SysplanError as exc:
         return {**out, "metric": key, "truth": truth, "error": str(exc)[:90]}
@@ -171,7 +171,8 @@ def evaluate(r: dict) -> dict:
     ours = predicted(key, r, model, step, gpus, peak)
     base = predicted(key, r, model, naive_step(r, model, cluster, job.precision), gpus, peak)
     out.update(metric=key, truth=truth, ours=ours, naive=base, err=ours / truth - 1,
-               naive_err=base / truth - 1, layout=_layout(plan.parallel))
+               naive_err=base / truth - 1, layout=_layout(plan.parallel),
+               profile=result.profile.name)
     if _float(r["peak_mem_gib"]) is not None:
         mem_truth = float(r["peak_mem_gib"])
         out.update(mem_truth=mem_truth, mem_ours=plan.estimate.memory.total_bytes / GIB,
@@ -192,9 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
     parser.add_argument("--quality", default="AB", help="quality letters to include in MAPE")
+    parser.add_argument("--no-profile", action="store_true",
+                        help="price with the uncalibrated defaults, not the bundled profiles")
     args = parser.parse_args(argv)
     rows = list(csv.DictReader(args.csv.open()))
-    results = [evaluate(r) for r in rows]
+    results = [evaluate(r, bundled_profile=not args.no_profile) for r in rows]
     print(f"{'id':5} {'q':1} {'model':20} {'metric':20} {'published':>10} {'sysplan':>9} "
           f"{'err':>7} {'naive':>9} {'err':>7}  layout")
     for x in results:
@@ -204,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{x['id']:5} {x['quality']:1} {x['model'][:20]:20} {x['metric']:20} "
               f"{x['truth']:>10.4g} {x['ours']:>9.4g} {x['err']:>+7.1%} {x['naive']:>9.4g} "
-              f"{x['naive_err']:>+7.1%}  {x['layout']}{' (over memory)' if x.get('over_memory') else ''}")
+              f"{x['naive_err']:>+7.1%}  {x['layout']}{' (over memory)' if x.get('over_memory') else ''}"
+              f"  [{x['profile']}]")
     _summary(results, set(args.quality))
     return 0
 

@@ -15,6 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from sysplan.costmodels.efficiency import TERMS
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.hardware.types import Cluster
 from sysplan.planners.types import Plan, TrainingResult
@@ -81,6 +82,19 @@ def billions(count: float) -> str:
 def tflops(flops_per_s: float) -> str:
     """FLOP/s as ``989.4 TFLOP/s``."""
     return f"{flops_per_s / 1e12:,.1f} TFLOP/s"
+
+
+def flop_rate(flops_per_s: float) -> str:
+    """FLOP/s as TFLOP/s, or as ``94.5 GFLOP/s`` below 1 TFLOP/s (a CPU)."""
+    return tflops(flops_per_s) if flops_per_s >= 1e12 else f"{flops_per_s / 1e9:,.1f} GFLOP/s"
+
+
+def size(num_bytes: float) -> str:
+    """Bytes in the largest binary unit that keeps the number at least 1: ``4 MiB``."""
+    for unit, scale in (("GiB", GIB), ("MiB", 2**20), ("KiB", 2**10)):
+        if num_bytes >= scale:
+            return f"{num_bytes / scale:,.3g} {unit}"
+    return f"{num_bytes:,.0f} B"
 
 
 def percent(fraction: float) -> str:
@@ -193,11 +207,14 @@ def objective_label(objective: str) -> str:
 def profile_line(result: TrainingResult) -> str:
     """Profile name and which terms are uncalibrated or extrapolated."""
     profile = result.profile
-    parts = [] if profile.uncalibrated_terms or not profile.calibrated else ["calibrated"]
+    parts = []
+    if profile.calibrated:
+        measured = [t for t in TERMS if t not in profile.uncalibrated_terms]
+        parts.append("measured: " + ", ".join(measured))
+    if profile.fitted_on:
+        parts.append(f"calibrated on {profile.fitted_on}")
     if profile.uncalibrated_terms:
         parts.append("uncalibrated: " + ", ".join(profile.uncalibrated_terms))
-    elif not profile.calibrated:
-        parts.append("uncalibrated")
     if profile.extrapolated_terms:
         parts.append("extrapolated: " + ", ".join(profile.extrapolated_terms))
     return f"{profile.name} ({'; '.join(parts)})"
@@ -331,6 +348,9 @@ def plan_detail(plan: Plan, context: TrainContext, context_gpus: int, *, explain
         parts.append(Text(stages))
     if plan.why and explain:
         parts.append(Text(f"why: {plan.why}"))
+    if estimate.extrapolated_terms and explain:
+        parts.append(Text("extrapolated beyond the profile's measurements: "
+                          + ", ".join(estimate.extrapolated_terms)))
     return Group(*parts)
 
 

@@ -140,6 +140,11 @@ _TpCommOverlap = Annotated[bool, _opt(
     help="Overlap TP collectives with GEMMs (Megatron --tp-comm-overlap, torchtitan AsyncTP).")]
 
 
+_Profile = Annotated[str | None, _opt(
+    "--profile", metavar="FILE|NAME|none",
+    help="Measured profile pricing the plans (sysplan profile / calibrate output, or a bundled "
+    "name); default: the bundled profile of the cluster's GPU if any; none: the uncalibrated "
+    "defaults.")]
 _Runtime = Annotated[str | None, _opt(
     "--runtime", metavar="[megatron|deepspeed|torchtitan]", panel=_EXPORT,
     parser=_choice(*RUNTIME_NAMES),
@@ -170,6 +175,7 @@ def train(
     json_out: _Json = False,
     explain: _Explain = False,
     memory_headroom: _Headroom = "4GiB",
+    profile: _Profile = None,
     tp: _Tp = None,
     pp: _Pp = None,
     vpp: _Vpp = None,
@@ -199,6 +205,7 @@ def train(
         model=model, cluster=cluster, gpus=gpus, seq_len=seq_len, global_batch=global_batch,
         precision=precision, objective=objective, train_tokens=train_tokens,
         gpu_hour_cost=gpu_hour_cost, top=top, memory_headroom=memory_headroom, pins=pins,
+        profile=profile,
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
     )
@@ -220,6 +227,7 @@ class TrainRequest:
     gpu_hour_cost: float | None = None
     top: int = 5
     memory_headroom: str = "4GiB"
+    profile: str | None = None
     pins: dict[str, object] = field(default_factory=dict)
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
@@ -252,6 +260,11 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     tokens = None
     if request.train_tokens is not None:
         tokens = parse_count(request.train_tokens, "--train-tokens")
+    measured = None
+    if request.profile not in (None, "none"):
+        from sysplan.profiles.loader import load_profile
+
+        measured = load_profile(request.profile)
     spec, model_note = resolve_model(request.model)
     cluster, cluster_notes = load_cluster(request.cluster)
     job, job_notes = make_train_job(
@@ -268,6 +281,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
             spec, cluster, job, num_gpus=request.gpus, pins=Pins(**request.pins),
             objective=request.objective, top=request.top, memory_headroom_bytes=headroom,
             train_tokens=tokens, gpu_hour_cost=request.gpu_hour_cost, runtimes=runtimes,
+            profile=measured, bundled_profile=request.profile != "none",
         )
     if request.export is not None:
         _export_top_plan(err, result, request)

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from sysplan.costmodels.efficiency import collective_fraction
+from sysplan.costmodels.efficiency import Efficiency
 from sysplan.hardware.types import Cluster
 
 
-def _levels(cluster: Cluster, size: np.ndarray, stride: np.ndarray):
+def _levels(cluster: Cluster, size: np.ndarray, stride: np.ndarray, eff: Efficiency | None):
     """Yield (members_at_level, bandwidth_bytes_per_s, latency_s) per tier, innermost first.
 
     members_at_level multiply to ``size``; a level with 1 member costs nothing.
     """
+    eff = eff or Efficiency.default(cluster)
     size = np.asarray(size, dtype=float)
     stride = np.asarray(stride, dtype=float)
     below = np.ones_like(size)
@@ -27,22 +28,23 @@ def _levels(cluster: Cluster, size: np.ndarray, stride: np.ndarray):
         inside = size if last else np.clip(np.floor(tier.domain_size / stride), 1.0, size)
         inside = np.maximum(inside, below)
         members = inside / below
-        fraction = collective_fraction(np.full(size.shape, index), len(cluster.tiers))
+        fraction = eff.collective_fraction(np.full(size.shape, index), len(cluster.tiers))
         bandwidth = tier.effective_bandwidth_bytes_per_s * fraction
         yield members, bandwidth, tier.latency_s
         below = inside
 
 
-def all_reduce_time(cluster: Cluster, message_bytes, size, stride) -> np.ndarray:
+def all_reduce_time(cluster: Cluster, message_bytes, size, stride, eff: Efficiency | None = None) -> np.ndarray:
     """Hierarchical ring all-reduce: sum over tiers of 2(k-1)/k * S_l/BW + 2(k-1)*alpha.
 
     Ring all-reduce T = 2(n-1)alpha + 2(n-1)/n S/BW (Thakur et al. 2005; training-formulas
     4.6); the shard S_l = S / (members below) travels at each outer level.
     """
-    return 2.0 * reduce_scatter_time(cluster, message_bytes, size, stride)
+    return 2.0 * reduce_scatter_time(cluster, message_bytes, size, stride, eff)
 
 
-def reduce_scatter_time(cluster: Cluster, message_bytes, size, stride) -> np.ndarray:
+def reduce_scatter_time(cluster: Cluster, message_bytes, size, stride,
+                        eff: Efficiency | None = None) -> np.ndarray:
     """Hierarchical ring reduce-scatter (equal to all-gather): (k-1)/k * S_l/BW + (k-1)alpha.
 
     S is the full (unsharded) size (training-formulas 4.6, nccl-tests busbw convention).
@@ -50,7 +52,7 @@ def reduce_scatter_time(cluster: Cluster, message_bytes, size, stride) -> np.nda
     message = np.asarray(message_bytes, dtype=float)
     total = np.zeros(np.broadcast(message, size, stride).shape)
     shard = message * np.ones_like(total)
-    for members, bandwidth, latency in _levels(cluster, size, stride):
+    for members, bandwidth, latency in _levels(cluster, size, stride, eff):
         total = total + (members - 1.0) / members * shard / bandwidth + (members - 1.0) * latency
         shard = shard / members
     return total
@@ -59,7 +61,7 @@ def reduce_scatter_time(cluster: Cluster, message_bytes, size, stride) -> np.nda
 all_gather_time = reduce_scatter_time
 
 
-def all_to_all_time(cluster: Cluster, message_bytes, size, stride) -> np.ndarray:
+def all_to_all_time(cluster: Cluster, message_bytes, size, stride, eff: Efficiency | None = None) -> np.ndarray:
     """All-to-all where each rank holds S and sends S/n to each peer.
 
     T = (n-1)/n * S/BW + (n-1)alpha (training-formulas 4.6); the traffic leaving a domain
@@ -69,7 +71,7 @@ def all_to_all_time(cluster: Cluster, message_bytes, size, stride) -> np.ndarray
     size = np.asarray(size, dtype=float)
     worst = np.zeros(np.broadcast(message, size, stride).shape)
     below = np.ones_like(worst)
-    for members, bandwidth, latency in _levels(cluster, size, stride):
+    for members, bandwidth, latency in _levels(cluster, size, stride, eff):
         inside = below * members
         # share of a rank's S that goes to peers inside this level but outside the one below
         share = (inside - below) / size
@@ -78,12 +80,12 @@ def all_to_all_time(cluster: Cluster, message_bytes, size, stride) -> np.ndarray
     return worst
 
 
-def p2p_time(cluster: Cluster, message_bytes, distance) -> np.ndarray:
+def p2p_time(cluster: Cluster, message_bytes, distance, eff: Efficiency | None = None) -> np.ndarray:
     """Point-to-point send of S between ranks ``distance`` apart: alpha + S/BW (4.6)."""
     distance = np.asarray(distance, dtype=float)
     spans = np.array([t.domain_size for t in cluster.tiers], dtype=float)
     index = np.minimum(np.searchsorted(spans, distance + 1.0), len(spans) - 1)
     bandwidth = np.array([t.effective_bandwidth_bytes_per_s for t in cluster.tiers])[index]
     latency = np.array([t.latency_s for t in cluster.tiers])[index]
-    fraction = collective_fraction(index, len(spans))
+    fraction = (eff or Efficiency.default(cluster)).collective_fraction(index, len(spans))
     return latency + np.asarray(message_bytes, dtype=float) / (bandwidth * fraction)

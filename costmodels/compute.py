@@ -1,7 +1,9 @@
 """Per-micro-batch compute time of one layer on one GPU, vectorised over configurations.
 
-GEMM time = FLOPs / (peak x efficiency(GEMM size)); backward = 2 x forward (dgrad + wgrad,
-Narayanan et al. 2021 section 3.5). Attention core priced as fused (flash) attention;
+Each GEMM is priced three times, as the three GEMMs autograd runs for a linear layer:
+forward Y = X W^T (m, n, k), data gradient (m, k, n) and weight gradient (n, k, m)
+(Narayanan et al. 2021 section 3.5: backward = 2 x forward FLOPs), each at the efficiency
+the ``Efficiency`` gives its shape. Attention core priced as fused (flash) attention;
 memory-bound element-wise work priced by bytes moved over HBM bandwidth.
 """
 
@@ -11,39 +13,53 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sysplan.costmodels.efficiency import MEMORY_BOUND_FRACTION, attention_fraction, gemm_fraction
-from sysplan.costmodels.layers import LayerShapes, uses_dropout
-from sysplan.hardware.types import GPU
+from sysplan.costmodels.efficiency import ATTENTION_BWD_FLOPS, Efficiency
+from sysplan.costmodels.layers import Gemm, LayerShapes, uses_dropout
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
 
 
 @dataclass(frozen=True)
 class LayerTime:
-    """Forward-pass seconds of one layer for one micro-batch (arrays over configurations)."""
+    """Seconds of one layer for one micro-batch (arrays over configurations)."""
 
-    gemm_s: np.ndarray
-    attention_s: np.ndarray
-    elementwise_s: np.ndarray
+    gemm_s: np.ndarray  # forward GEMMs
+    attention_s: np.ndarray  # forward attention core
+    elementwise_s: np.ndarray  # forward memory-bound work
     flops: np.ndarray  # forward matmul + attention FLOPs actually executed on this GPU
     attention_flops: np.ndarray  # the attention-core part of ``flops``
+    gemm_bwd_s: np.ndarray  # data- and weight-gradient GEMMs
+    attention_bwd_s: np.ndarray  # attention backward
 
     @property
     def total_s(self) -> np.ndarray:
+        """Forward seconds."""
         return self.gemm_s + self.attention_s + self.elementwise_s
 
 
-def gemm_seconds(flops: np.ndarray, peak: float) -> np.ndarray:
-    """Time of one GEMM of ``flops`` on a GPU of dense ``peak`` FLOP/s."""
-    return flops / (peak * gemm_fraction(flops))
+def linear_seconds(eff: Efficiency, m, n, k, peak: float) -> tuple[np.ndarray, np.ndarray]:
+    """(forward, backward) seconds of a linear layer's GEMMs: fwd (m, n, k); dgrad (m, k, n)
+    and wgrad (n, k, m), the layouts autograd uses."""
+    forward = eff.gemm_seconds(m, n, k, peak)
+    return forward, eff.gemm_seconds(m, k, n, peak) + eff.gemm_seconds(n, k, m, peak)
 
 
-def layer_forward(model: ModelSpec, job: TrainJob, gpu: GPU, shapes: LayerShapes, *,
+def _split_dims(g: Gemm, n, k, divisor):
+    """Column-parallel linears split their outputs, row-parallel ones (the attention output
+    and MLP down projections) their inputs (Shoeybi et al. 2019, Megatron-LM, section 3)."""
+    if g.name == "attn_out" or g.name.endswith("_down"):
+        return n, k / divisor
+    return n / divisor, k
+
+
+def layer_forward(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: LayerShapes, *,
                   tokens: np.ndarray, tp: np.ndarray, etp: np.ndarray, ep: np.ndarray,
                   sp: np.ndarray, cp: np.ndarray, imbalance: float) -> LayerTime:
-    """Forward time of one layer over ``tokens`` local tokens (micro-batch x seq / cp)."""
+    """Time of one layer over ``tokens`` local tokens (micro-batch x seq / cp)."""
+    gpu = eff.gpu
     linear_peak = gpu.peak("fp8" if job.precision == "fp8" else "bf16")
     gemm = np.zeros_like(tokens, dtype=float)
+    gemm_bwd = np.zeros_like(gemm)
     flops_total = np.zeros_like(gemm)
     cast_elements = np.zeros_like(gemm)
     for g in shapes.gemms:
@@ -53,29 +69,33 @@ def layer_forward(model: ModelSpec, job: TrainJob, gpu: GPU, shapes: LayerShapes
             # tokens reaching one local expert: top_k x tokens x ep / E (uniform routing),
             # the slowest rank sees `imbalance` times the mean (training-formulas 4.9)
             per_expert = tokens * moe.top_k * ep / moe.num_experts * imbalance
-            flops_one = 2.0 * per_expert * (g.n / moe.num_experts) * g.k / etp
-            gemm += experts_local * gemm_seconds(flops_one, linear_peak)
-            flops_total += experts_local * flops_one
+            n, k = _split_dims(g, g.n / moe.num_experts, g.k, etp)
+            fwd, bwd = linear_seconds(eff, per_expert, n, k, linear_peak)
+            gemm += experts_local * fwd
+            gemm_bwd += experts_local * bwd
+            flops_total += experts_local * 2.0 * per_expert * n * k
             cast_elements += tokens * moe.top_k * g.k
             continue
-        divisor = tp if g.split == "tp" else 1.0
-        flops = 2.0 * tokens * g.n * g.k / divisor  # 2MNK
+        n, k = _split_dims(g, g.n, g.k, tp if g.split == "tp" else 1.0)
         peak = linear_peak if g.name != "router" else gpu.peak("bf16")
-        gemm += gemm_seconds(flops, peak)
-        flops_total += flops
+        fwd, bwd = linear_seconds(eff, tokens, n, k, peak)
+        gemm += fwd
+        gemm_bwd += bwd
+        flops_total += 2.0 * tokens * n * k  # 2MNK
         cast_elements += tokens * g.k
-    attention, attn_flops = _attention(model, job, gpu, shapes, tokens, tp, cp)
+    attention, attention_bwd, attn_flops = _attention(model, job, eff, shapes, tokens, tp, cp)
     elementwise = _elementwise_bytes(model, job, shapes, tokens, tp, sp)
     if job.precision == "fp8":
         # FP8 casts: read bf16 input, write fp8 copy (3 bytes/element) per GEMM input
         # (Micikevicius et al. 2022, "FP8 Formats for Deep Learning", per-tensor scaling)
         elementwise = elementwise + 3.0 * cast_elements
-    elementwise_s = elementwise / (gpu.hbm_bandwidth_bytes_per_s * MEMORY_BOUND_FRACTION)
-    return LayerTime(gemm, attention, elementwise_s, flops_total + attn_flops, attn_flops)
+    elementwise_s = elementwise / eff.memory_bytes_per_s
+    return LayerTime(gemm, attention, elementwise_s, flops_total + attn_flops, attn_flops,
+                     gemm_bwd, attention_bwd)
 
 
-def _attention(model, job, gpu, shapes, tokens, tp, cp):
-    """Core attention forward time and FLOPs on one GPU."""
+def _attention(model, job, eff: Efficiency, shapes, tokens, tp, cp):
+    """Core attention forward and backward seconds, and forward FLOPs, on one GPU."""
     heads = model.num_heads / tp
     seq = float(job.seq_len)
     dims = shapes.attn_qk_dim + shapes.attn_v_dim
@@ -83,11 +103,14 @@ def _attention(model, job, gpu, shapes, tokens, tp, cp):
         # causal: each local query attends to s/2 keys on average; QK^T and AV are 2 FLOPs
         # per MAC (FlashAttention-2, Dao 2023, section 4.1 FLOP count, causal = half)
         flops = 2.0 * tokens * (seq / 2.0) * heads * dims
-        fraction = attention_fraction(gpu, seq / cp, job.attention_backend)
-        return flops / (gpu.peak("bf16") * fraction), flops
+        batch_heads = tokens / (seq / cp) * heads
+        forward, backward = eff.attention_seconds(flops, batch_heads, seq / cp,
+                                                  job.attention_backend)
+        return forward, backward, flops
     # unfused: full s x s scores as batched GEMMs (Korthikanti et al. 2022, 4 B s^2 h per layer)
     flops = 2.0 * tokens * seq * heads * dims
-    return gemm_seconds(flops, gpu.peak("bf16")), flops
+    forward = eff.gemm_seconds(tokens, seq, heads * dims, eff.gpu.peak("bf16"))
+    return forward, ATTENTION_BWD_FLOPS * forward, flops
 
 
 def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,

@@ -1,17 +1,27 @@
-"""Default (uncalibrated) efficiency curves, used until a measured profile prices a term.
+"""How fast each kind of work runs: default curves, or a measured profile's tables.
 
-Every curve is a fraction of the GPU's datasheet peak. The shapes come from the one node we
-have measured (``shared/data/measured/h100``, H100 SXM 80GB at 700 W, 2026-11-22);
-``benchmarks/derive_default_efficiency.py`` recomputes the tables below from those CSVs.
-GPUs we have not measured reuse the H100 fractions of their own datasheet peak, and the
-output marks those terms as uncalibrated. Nothing here is fitted to published training runs.
+``Efficiency`` answers, for arrays of operations, the seconds a GEMM, a fused attention or a
+memory-bound pass takes and the share of link bandwidth a collective reaches. Built with
+``Efficiency.default(cluster)`` it uses the uncalibrated curves below; built with
+``Efficiency.from_profile(profile, cluster)`` it interpolates the profile's measurements and
+applies its calibration factors. Outside the measured points it falls back to the roofline at
+the nearest measured efficiency and, when tracking, records the term as extrapolated.
+
+The default curves are fractions of datasheet peak whose shapes come from the one node we
+measured (``shared/data/measured/h100``, H100 SXM 80GB at 700 W, 2026-11-22);
+``benchmarks/derive_default_efficiency.py`` recomputes them. GPUs we have not measured reuse
+the H100 fractions of their own datasheet peak. Nothing here is fitted to published runs.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field, replace
+
 import numpy as np
 
-from sysplan.hardware.types import GPU
+from sysplan.costmodels.lookup import ScatteredTable
+from sysplan.hardware.types import GPU, Cluster
+from sysplan.profiles.schema import Calibration, Profile
 
 # measured/h100/gemm.csv: median bf16 TFLOP/s of the layer-shape GEMMs per log2(FLOPs) bucket,
 # divided by the datasheet dense peak (989.4 TFLOP/s), made monotone.
@@ -40,25 +50,185 @@ MEMORY_BOUND_FRACTION = 3013.0 / 3350.0
 COLLECTIVE_FRACTION_INNER = 0.78
 COLLECTIVE_FRACTION_NETWORK = 0.90
 
-#: Terms priced by the defaults above (shown as uncalibrated in the output).
-UNCALIBRATED_TERMS = ("gemm", "attention", "elementwise", "communication")
+#: Fused attention's backward does 2.5 x the forward FLOPs (FlashAttention-2, Dao 2023, 4.1).
+ATTENTION_BWD_FLOPS = 2.5
+
+#: The terms an efficiency prices; a profile without the matching table leaves it
+#: uncalibrated ("communication" needs its collectives table).
+TERMS = {"gemm": "gemm", "attention": "attention", "elementwise": "memory",
+         "communication": "collectives"}
+UNCALIBRATED_TERMS = tuple(TERMS)
+
+#: Messages at least this large set a tier's measured bus bandwidth (the bandwidth term;
+#: latency stays the tier's alpha).
+LARGE_MESSAGE_BYTES = 16 * 2**20
 
 
-def gemm_fraction(flops: np.ndarray) -> np.ndarray:
+def default_gemm_fraction(flops: np.ndarray) -> np.ndarray:
     """Fraction of dense peak one GEMM of ``flops`` reaches (H100-measured shape)."""
     log2 = np.log2(np.maximum(flops, 1.0))
     return np.interp(log2, _GEMM_LOG2_FLOPS, _GEMM_FRACTION)
 
 
-def attention_fraction(gpu: GPU, seq_len: np.ndarray, backend: str) -> np.ndarray:
+def default_attention_fraction(gpu: GPU, seq_len: np.ndarray, backend: str) -> np.ndarray:
     """Fraction of dense bf16 peak causal fused attention reaches at ``seq_len`` keys."""
     log2 = np.log2(np.maximum(seq_len, 1.0))
     if gpu.gpu_class == "ampere":
         return np.interp(log2, _ATTN_AMPERE_LOG2_SEQ, _ATTN_AMPERE_FRACTION)
-    return np.interp(log2, _ATTN_LOG2_SEQ, _ATTN_FRACTION[backend])
+    return np.interp(log2, _ATTN_LOG2_SEQ, _ATTN_FRACTION.get(backend, _ATTN_FRACTION["flash"]))
 
 
-def collective_fraction(tier_index: np.ndarray, num_tiers: int) -> np.ndarray:
-    """Share of link bandwidth a collective reaches on tier ``tier_index``."""
-    outer = tier_index >= num_tiers - 1
-    return np.where(outer & (num_tiers > 1), COLLECTIVE_FRACTION_NETWORK, COLLECTIVE_FRACTION_INNER)
+@dataclass(frozen=True)
+class Efficiency:
+    """Seconds per operation on one cluster's GPUs (defaults, or a profile's measurements)."""
+
+    name: str
+    gpu: GPU
+    calibration: Calibration = field(default_factory=Calibration)
+    gemm: ScatteredTable | None = None  # efficiency over (log2 m, log2 n k)
+    attention: dict[str, tuple[ScatteredTable, ScatteredTable]] | None = None  # fwd, bwd
+    memory_fraction: float = MEMORY_BOUND_FRACTION
+    collective: dict[str, float] | None = None  # "node"/"network" -> share of link bandwidth
+    uncalibrated: tuple[str, ...] = UNCALIBRATED_TERMS
+    seen: set[str] | None = None  # extrapolated terms, when tracking
+
+    @classmethod
+    def default(cls, cluster: Cluster) -> Efficiency:
+        """The uncalibrated curves, as fractions of this cluster's datasheet peaks."""
+        return cls(name=f"default-{cluster.gpu.gpu_class}", gpu=cluster.gpu)
+
+    @classmethod
+    def from_profile(cls, profile: Profile, cluster: Cluster) -> Efficiency:
+        """Lookups built from ``profile``'s tables, relative to this cluster's datasheet
+        (built once per profile and cluster: the grids take tens of milliseconds)."""
+        return _from_profile(profile, cluster)
+
+    @classmethod
+    def _build(cls, profile: Profile, cluster: Cluster) -> Efficiency:
+        gpu = cluster.gpu
+        attention = None
+        if profile.attention is not None:
+            attention = _attention_tables(profile, gpu.peak("bf16"))
+        memory = MEMORY_BOUND_FRACTION
+        if profile.memory is not None:
+            best = max(b / t for op, b, t in profile.memory.rows if op == "copy") \
+                if any(r[0] == "copy" for r in profile.memory.rows) else None
+            memory = min(1.0, best / gpu.hbm_bandwidth_bytes_per_s) if best else memory
+        return cls(
+            name=profile.name, gpu=gpu, calibration=profile.calibration or Calibration(),
+            gemm=_gemm_table(profile, gpu) if profile.gemm is not None else None,
+            attention=attention, memory_fraction=memory,
+            collective=_collective_fractions(profile, cluster),
+            uncalibrated=tuple(t for t, table in TERMS.items() if getattr(profile, table) is None),
+        )
+
+    def tracking(self) -> Efficiency:
+        """A copy that records which terms left the measured range."""
+        return replace(self, seen=set())
+
+    def _note(self, term: str, outside: np.ndarray | bool) -> None:
+        if self.seen is not None and np.any(outside):
+            self.seen.add(term)
+
+    def gemm_seconds(self, m, n, k, peak: float) -> np.ndarray:
+        """Seconds of GEMMs [m, k] x [k, n] on a GPU of dense ``peak`` FLOP/s."""
+        flops = 2.0 * np.asarray(m, dtype=float) * n * k
+        if self.gemm is None:
+            fraction = default_gemm_fraction(flops)
+        else:
+            fraction, outside = self.gemm(np.log2(np.maximum(m, 1.0)),
+                                          np.log2(np.maximum(np.asarray(n, float) * k, 1.0)))
+            self._note("gemm", outside)
+        return flops / (peak * fraction * self.calibration.gemm_scale)
+
+    def attention_seconds(self, flops_fwd, batch_heads, seq, backend: str):
+        """(forward, backward) seconds of causal fused attention of ``flops_fwd``."""
+        peak = self.gpu.peak("bf16") * self.calibration.attention_scale
+        if self.attention is None:
+            fraction = default_attention_fraction(self.gpu, seq, backend)
+            forward = flops_fwd / (peak * fraction)
+            return forward, ATTENTION_BWD_FLOPS * forward
+        tables = self.attention.get(backend)
+        self._note("attention", tables is None)
+        fwd_table, bwd_table = tables or next(iter(self.attention.values()))
+        x, y = np.log2(np.maximum(batch_heads, 1.0)), np.log2(np.maximum(seq, 1.0))
+        (fwd, out_f), (bwd, out_b) = fwd_table(x, y), bwd_table(x, y)
+        self._note("attention", out_f | out_b)
+        return flops_fwd / (peak * fwd), ATTENTION_BWD_FLOPS * flops_fwd / (peak * bwd)
+
+    @property
+    def memory_bytes_per_s(self) -> float:
+        """HBM bandwidth memory-bound kernels reach."""
+        scale = self.calibration.elementwise_scale
+        return self.gpu.hbm_bandwidth_bytes_per_s * self.memory_fraction * scale
+
+    def collective_fraction(self, tier_index, num_tiers: int) -> np.ndarray:
+        """Share of link bandwidth a collective reaches on tier ``tier_index``."""
+        outer = (np.asarray(tier_index) >= num_tiers - 1) & (num_tiers > 1)
+        c = self.calibration
+        node = COLLECTIVE_FRACTION_INNER if not self.collective else \
+            self.collective.get("node", COLLECTIVE_FRACTION_INNER)
+        network = COLLECTIVE_FRACTION_NETWORK if not self.collective else \
+            self.collective.get("network", COLLECTIVE_FRACTION_NETWORK)
+        return np.where(outer, network * c.comm_scale_network, node * c.comm_scale_node)
+
+
+_BUILT: dict[tuple[int, str], Efficiency] = {}
+
+
+def _from_profile(profile: Profile, cluster: Cluster) -> Efficiency:
+    key = (hash(profile), cluster.model_dump_json())
+    if key not in _BUILT:
+        if len(_BUILT) > 16:
+            _BUILT.clear()
+        _BUILT[key] = Efficiency._build(profile, cluster)
+    return _BUILT[key]
+
+
+def _gemm_table(profile: Profile, gpu: GPU) -> ScatteredTable:
+    """GEMM efficiency (FLOP/s over the datasheet peak of the table's dtype) per shape."""
+    rows = np.array([r[:4] for r in profile.gemm.rows], dtype=float)
+    m, n, k, t = rows.T
+    peak = gpu.peak(profile.gemm.dtype)
+    return ScatteredTable(np.log2(m), np.log2(n * k), 2.0 * m * n * k / t / peak)
+
+
+def _attention_tables(profile: Profile, peak: float) -> dict[str, tuple[ScatteredTable, ...]]:
+    """Per backend, forward and backward efficiency over (log2 batch x heads, log2 seq)."""
+    tables = {}
+    for backend in sorted({r[0] for r in profile.attention.rows}):
+        rows = [r for r in profile.attention.rows if r[0] == backend]
+        bh = np.array([r[1] for r in rows], dtype=float)
+        seq = np.array([r[2] for r in rows], dtype=float)
+        dim = np.array([r[3] for r in rows], dtype=float)
+        # causal forward FLOPs 4 b h s^2 d / 2 (FlashAttention-2, Dao 2023, section 4.1)
+        flops = 4.0 * bh * seq**2 * dim / 2.0
+        fwd = flops / np.array([r[5] for r in rows]) / peak
+        bwd = ATTENTION_BWD_FLOPS * flops / np.array([r[6] for r in rows]) / peak
+        x, y = np.log2(bh), np.log2(seq)
+        tables[backend] = (ScatteredTable(x, y, fwd), ScatteredTable(x, y, bwd))
+    return tables
+
+
+def _collective_fractions(profile: Profile, cluster: Cluster) -> dict[str, float] | None:
+    """Per tier, the median large-message bus bandwidth over the tier's link bandwidth."""
+    if profile.collectives is None:
+        return None
+    inner, outer = cluster.tiers[0], cluster.tiers[-1]
+    fractions = {}
+    for tier, link in (("node", inner), ("network", outer)):
+        rows = [r for r in profile.collectives.rows
+                if r[1] == tier and r[3] >= LARGE_MESSAGE_BYTES and r[0] != "send_recv"]
+        if rows:
+            busbw = np.median([bus_bandwidth(op, n, size, t) for op, _, n, size, t in rows])
+            fractions[tier] = float(min(1.0, busbw / link.effective_bandwidth_bytes_per_s))
+    return fractions or None
+
+
+def bus_bandwidth(op: str, ranks: int, message_bytes: float, seconds: float) -> float:
+    """nccl-tests bus bandwidth (doc/PERFORMANCE.md): algbw x 2(n-1)/n for all-reduce,
+    x (n-1)/n for all-gather, reduce-scatter and all-to-all, x 1 for send/recv."""
+    algorithm = message_bytes / seconds
+    factor = {"all_reduce": 2.0 * (ranks - 1) / ranks, "send_recv": 1.0}.get(
+        op, (ranks - 1) / ranks)
+    return algorithm * factor

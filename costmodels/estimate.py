@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sysplan.costmodels.candidates import Candidates
+from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.training import MEMORY_TERMS, TIME_TERMS, Priced, price_training
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.hardware.types import Cluster
@@ -86,10 +87,14 @@ def build_estimate(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candida
 
 
 def estimate_config(model: ModelSpec, job: TrainJob, cluster: Cluster, config: ParallelConfig,
-                    usable_bytes: float | None = None) -> Estimate:
-    """Price one explicit configuration (library entry point)."""
+                    usable_bytes: float | None = None,
+                    efficiency: Efficiency | None = None) -> Estimate:
+    """Price one explicit configuration (library entry point); the estimate names the terms
+    priced outside the profile's measured range."""
+    eff = (efficiency or Efficiency.default(cluster)).tracking()
     c = Candidates.from_configs([config])
-    priced = price_training(model, job, cluster, c)
+    priced = price_training(model, job, cluster, c, eff)
     rates = throughput_arrays(model, job, cluster, c, priced)
     usable = cluster.gpu.memory_bytes if usable_bytes is None else usable_bytes
-    return build_estimate(model, job, cluster, c, priced, rates, 0, usable)[1]
+    estimate = build_estimate(model, job, cluster, c, priced, rates, 0, usable)[1]
+    return estimate.model_copy(update={"extrapolated_terms": tuple(sorted(eff.seen))})

@@ -16,8 +16,8 @@ import numpy as np
 
 from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.compute import LayerTime, gemm_seconds, layer_forward
-from sysplan.costmodels.efficiency import MEMORY_BOUND_FRACTION
+from sysplan.costmodels.compute import LayerTime, layer_forward, linear_seconds
+from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.layers import LayerShapes, layer_shapes
 from sysplan.costmodels.memory import (
     ALLOCATOR_RESERVE_FRACTION,
@@ -65,9 +65,13 @@ def _layer_params(shapes: LayerShapes, h: int) -> tuple[float, float, float]:
     return float(split), float(replicated), float(shapes.params_expert)
 
 
-def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
-                   c: Candidates) -> Priced:
-    """Price every configuration in ``c`` for one training step of ``job``."""
+def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates,
+                   efficiency: Efficiency | None = None) -> Priced:
+    """Price every configuration in ``c`` for one training step of ``job``.
+
+    ``efficiency`` (default: the uncalibrated curves) says how fast each kind of work runs;
+    ``Efficiency.from_profile`` makes one from a measured profile.
+    """
     f = {k: getattr(c, k).astype(float) for k in
          ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "sp", "zero", "mb", "recompute")}
     tp, pp, vpp, dp, cp, ep, etp, sp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "sp"))
@@ -79,7 +83,7 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
     kinds = [(layer_shapes(model, False), dense_stage)]
     if model.moe is not None:
         kinds.append((layer_shapes(model, True), moe_stage))
-    gpu = cluster.gpu
+    eff = efficiency or Efficiency.default(cluster)
     # share of the stage's layers fully recomputed: all of them, or Megatron's
     # --recompute-num-layers N (block method: the first N layers of each stage)
     rc_layers = c.rc_layers.astype(float)
@@ -92,12 +96,12 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
               ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep", "fwd", "bwd")}
     hw_recompute_flops = np.zeros_like(tp)
     for shapes, count in kinds:
-        fwd = layer_forward(model, job, gpu, shapes, tokens=tokens, tp=tp, etp=etp, ep=ep,
+        fwd = layer_forward(model, job, eff, shapes, tokens=tokens, tp=tp, etp=etp, ep=ep,
                             sp=sp, cp=cp, imbalance=job.moe_load_imbalance)
-        comm = _layer_comm(model, job, cluster, shapes, fwd, tokens, tp, cp, ep, etp)
+        comm = _layer_comm(model, job, cluster, eff, shapes, fwd, tokens, tp, cp, ep, etp)
         _accumulate(per_mb, fwd, comm, count, full, selective)
         hw_recompute_flops += count * (full * fwd.flops + selective * fwd.attention_flops)
-    head = _lm_head_seconds(model, job, gpu, tokens, tp)
+    head = _lm_head_seconds(model, eff, tokens, tp)
 
     stage_mb = sum(per_mb[k] for k in ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep"))
     worst = stage_mb + head  # the last stage also runs the LM head and loss
@@ -110,34 +114,36 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster,
         # bubble (p - 1)/v x stage time (Narayanan et al. 2021, section 2.2.2)
         "pp_bubble": (pp - 1.0) / vpp * mean,
     }
-    time["pp_p2p"] = _p2p_seconds(model, cluster, tokens, tp, cp, dp, pp, vpp, m)
+    time["pp_p2p"] = _p2p_seconds(model, cluster, eff, tokens, tp, cp, dp, pp, vpp, m)
     params = _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp)
-    dp_s, opt_s = _data_parallel_seconds(job, cluster, f, params, m, per_mb, worst, layers_stage)
+    dp_s, opt_s = _data_parallel_seconds(job, cluster, eff, f, params, m, per_mb, worst,
+                                         layers_stage)
     time["dp_comm"], time["optimizer"] = dp_s, opt_s
-    memory = _memory(model, job, f, params, kinds, tokens, layers_stage, m, full, selective)
+    memory = _memory(model, job, eff, f, params, kinds, tokens, layers_stage, m, full,
+                     selective)
     return Priced(time, memory, hw_recompute_flops * m)
 
 
 def _accumulate(per_mb, fwd: LayerTime, comm, count, full, selective) -> None:
     """Add ``count`` layers of one kind: forward + backward (2x) + recompute per micro-batch."""
-    per_mb["gemm"] += count * 3.0 * fwd.gemm_s
-    per_mb["attn"] += count * 3.5 * fwd.attention_s  # FA bwd = 2.5 x fwd FLOPs (Dao 2023)
+    per_mb["gemm"] += count * (fwd.gemm_s + fwd.gemm_bwd_s)
+    per_mb["attn"] += count * (fwd.attention_s + fwd.attention_bwd_s)
     per_mb["elem"] += count * 3.0 * fwd.elementwise_s
     per_mb["tp"] += count * comm["tp"] * (1.0 + 0.5 * full)  # recompute repeats the fwd half
     per_mb["cp"] += count * comm["cp"]
     per_mb["ep"] += count * comm["ep"] * (1.0 + 0.5 * full)
     recompute = full * fwd.total_s + selective * fwd.attention_s
     per_mb["recompute"] += count * recompute
-    per_mb["bwd"] += count * 2.0 * fwd.total_s
+    per_mb["bwd"] += count * (fwd.gemm_bwd_s + fwd.attention_bwd_s + 2.0 * fwd.elementwise_s)
     per_mb["fwd"] += count * fwd.total_s
 
 
-def _layer_comm(model, job, cluster, shapes, fwd: LayerTime, tokens, tp, cp, ep, etp):
+def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, tokens, tp, cp, ep, etp):
     """Exposed communication seconds of one layer per micro-batch (forward + backward)."""
     act_bytes = tokens * model.hidden_size * 2.0
     # 2 all-reduces forward + 2 backward per layer (or AG + RS with SP, same volume):
     # Korthikanti et al. 2022, section 4.2.2 / Narayanan et al. 2021, section 3.3
-    tp_one = coll.all_reduce_time(cluster, act_bytes, tp, 1)
+    tp_one = coll.all_reduce_time(cluster, act_bytes, tp, 1, eff)
     tp_total = 4.0 * np.where(tp > 1, tp_one, 0.0)
     if job.tp_comm_overlap:
         # chunked overlap with the layer's GEMMs (TE userbuffers / AsyncTP): one chunk of
@@ -145,12 +151,12 @@ def _layer_comm(model, job, cluster, shapes, fwd: LayerTime, tokens, tp, cp, ep,
         hidden = np.minimum(tp_total * (tp - 1.0) / tp, 3.0 * fwd.gemm_s)
         tp_total = tp_total - hidden
     if job.context_parallel_comm == "a2a":
-        cp_total = _ulysses_seconds(model, cluster, shapes, tokens, tp, cp)
+        cp_total = _ulysses_seconds(model, cluster, eff, shapes, tokens, tp, cp)
     else:
         # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice
         # that backward, each hidden behind one attention tile (training-formulas 4.8)
         kv_bytes = tokens * shapes.kv_bytes_dims * 2.0 / tp
-        ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp)
+        ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp, eff)
         cp_total = (np.maximum(0.0, ring - fwd.attention_s)
                     + np.maximum(0.0, 2 * ring - 2.5 * fwd.attention_s))
     cp_total = np.where(cp > 1, cp_total, 0.0)
@@ -159,37 +165,38 @@ def _layer_comm(model, job, cluster, shapes, fwd: LayerTime, tokens, tp, cp, ep,
         # dispatch + combine all-to-all forward and backward, top_k copies of each token
         # (training-formulas 4.9), slowest rank carries the load imbalance
         a2a_bytes = tokens * model.moe.top_k * model.hidden_size * 2.0 * job.moe_load_imbalance
-        ep_total = 4.0 * np.where(ep > 1, coll.all_to_all_time(cluster, a2a_bytes, ep, etp), 0.0)
+        ep_total = 4.0 * np.where(ep > 1, coll.all_to_all_time(cluster, a2a_bytes, ep, etp, eff), 0.0)
     return {"tp": tp_total, "cp": cp_total, "ep": ep_total}
 
 
-def _ulysses_seconds(model, cluster, shapes, tokens, tp, cp) -> np.ndarray:
+def _ulysses_seconds(model, cluster, eff, shapes, tokens, tp, cp) -> np.ndarray:
     """All-to-all CP (DeepSpeed-Ulysses, Jacobs et al. 2023, section 3.1): Q, K, V and the
     attention output are re-split between sequence and heads, forward and again backward;
     each all-to-all moves (c-1)/c of the local tensor and is not overlapped."""
     heads = model.num_heads
     features = heads * shapes.attn_qk_dim + shapes.kv_bytes_dims + heads * shapes.attn_v_dim
-    one_way = coll.all_to_all_time(cluster, tokens * features * 2.0 / tp, cp, tp)
+    one_way = coll.all_to_all_time(cluster, tokens * features * 2.0 / tp, cp, tp, eff)
     return 2.0 * one_way
 
 
-def _lm_head_seconds(model, job, gpu, tokens, tp) -> np.ndarray:
-    """LM head GEMM (fwd + 2x bwd) and the fp32 cross-entropy over the padded vocab."""
+def _lm_head_seconds(model, eff, tokens, tp) -> np.ndarray:
+    """LM head GEMMs (fwd, dgrad, wgrad) and the fp32 cross-entropy over the padded vocab."""
     vocab = padded_vocab(model, tp)
-    flops = 2.0 * tokens * model.hidden_size * vocab / tp  # logits = 2 b s h V (Narayanan 2021)
-    gemm = 3.0 * gemm_seconds(flops, gpu.peak("bf16"))
+    # logits = 2 b s h V FLOPs (Narayanan 2021): a [tokens, h] x [h, V / t] GEMM
+    forward, backward = linear_seconds(eff, tokens, vocab / tp, model.hidden_size,
+                                       eff.gpu.peak("bf16"))
     # softmax + loss + its gradient touch the fp32 logits about three times (read/write)
     loss_bytes = 3.0 * 2.0 * 4.0 * tokens * vocab / tp
-    return gemm + loss_bytes / (gpu.hbm_bandwidth_bytes_per_s * MEMORY_BOUND_FRACTION)
+    return forward + backward + loss_bytes / eff.memory_bytes_per_s
 
 
-def _p2p_seconds(model, cluster, tokens, tp, cp, dp, pp, vpp, m) -> np.ndarray:
+def _p2p_seconds(model, cluster, eff, tokens, tp, cp, dp, pp, vpp, m) -> np.ndarray:
     """Pipeline sends on the critical path: 2 (m v + p - 1) sends of b s h / t bytes.
 
     Scatter/gather splits each send over the TP ranks (Narayanan et al. 2021, section 4.1);
     stages are tp x cp x dp ranks apart (Megatron rank order tp-cp-dp-pp).
     """
-    send = coll.p2p_time(cluster, tokens * model.hidden_size * 2.0 / tp, tp * cp * dp)
+    send = coll.p2p_time(cluster, tokens * model.hidden_size * 2.0 / tp, tp * cp * dp, eff)
     return np.where(pp > 1, 2.0 * (m * vpp + pp - 1.0) * send, 0.0)
 
 
@@ -227,7 +234,8 @@ def _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp) -> LocalParams
     return LocalParams(dense + ends, expert, largest)
 
 
-def _data_parallel_seconds(job, cluster, f, params: LocalParams, m, per_mb, worst, layers_stage):
+def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb, worst,
+                           layers_stage):
     """Exposed DP/ZeRO communication and the optimizer step.
 
     Gradients are reduced over the DP x CP group (CP ranks hold the same weights); ZeRO-1/2
@@ -243,7 +251,7 @@ def _data_parallel_seconds(job, cluster, f, params: LocalParams, m, per_mb, wors
 
     def reduce(nbytes, size, all_reduce):
         fn = coll.all_reduce_time if all_reduce else coll.reduce_scatter_time
-        return np.where(size > 1, fn(cluster, nbytes, size, stride), 0.0)
+        return np.where(size > 1, fn(cluster, nbytes, size, stride, eff), 0.0)
 
     sharded = zero >= 1
     grads = np.where(sharded, reduce(params.dense * grad_bytes, group, False),
@@ -253,24 +261,26 @@ def _data_parallel_seconds(job, cluster, f, params: LocalParams, m, per_mb, wors
     gather = np.where(sharded, reduce(params.dense * 2.0, group, False)
                       + reduce(params.expert * 2.0, expert_group, False), 0.0)
     bwd_mb, fwd_mb = per_mb["bwd"], per_mb["fwd"]
-    window_bwd = bwd_mb if job.overlap_grad_reduce else 0.0
-    window_fwd = fwd_mb if job.overlap_param_gather else 0.0
+    overlap = eff.calibration.overlap  # share of the compute window that hides traffic
+    window_bwd = overlap * bwd_mb if job.overlap_grad_reduce else 0.0
+    window_fwd = overlap * fwd_mb if job.overlap_param_gather else 0.0
     exposed = np.maximum(0.0, grads - window_bwd) + np.maximum(0.0, gather - window_fwd)
     # ZeRO-3 / FSDP: per micro-batch all-gather (fwd), all-gather (bwd) and reduce-scatter,
     # prefetched behind compute; the first layer's gather is never hidden
     zero3 = m * (2.0 * gather + grads)
-    compute = m * worst
+    compute = overlap * m * worst
     exposed3 = np.maximum(0.0, zero3 - compute) + zero3 / np.maximum(m, 1.0) / layers_stage
     exposed = np.where(zero >= 3, exposed3, exposed)
     # Adam: read fp32 master, m, v, gradient; write master, m, v and the 16-bit weight
     # (30 bytes per parameter, memory-bound; ZeRO shards it over DP)
     opt_params = np.where(sharded, params.dense / group + params.expert / expert_group,
                           params.total)
-    optimizer = 30.0 * opt_params / (cluster.gpu.hbm_bandwidth_bytes_per_s * MEMORY_BOUND_FRACTION)
+    optimizer = 30.0 * opt_params / eff.memory_bytes_per_s
     return exposed, optimizer
 
 
-def _memory(model, job, f, params: LocalParams, kinds, tokens, layers_stage, m, full, selective):
+def _memory(model, job, eff, f, params: LocalParams, kinds, tokens, layers_stage, m, full,
+            selective):
     """Per-GPU bytes of the worst stage (the first, which holds the most micro-batches)."""
     tp, pp, vpp, dp, cp, zero, sp, etp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp", "zero", "sp", "etp"))
     w_b, g_b, o_b = state_bytes_per_param(job.precision)
@@ -300,7 +310,10 @@ def _memory(model, job, f, params: LocalParams, kinds, tokens, layers_stage, m, 
     logits = np.where(pp > 1, np.maximum(0.0, stored_per_mb + logits - activations), logits)
     groups = sum((x > 1).astype(float) for x in (tp, cp, dp, pp, f["ep"]))
     comm_buffers = groups * NCCL_BYTES_PER_COMMUNICATOR
-    reserve = ALLOCATOR_RESERVE_FRACTION * (activations + logits)
+    reserve_fraction = eff.calibration.allocator_reserve
+    if reserve_fraction is None:
+        reserve_fraction = ALLOCATOR_RESERVE_FRACTION
+    reserve = reserve_fraction * (activations + logits)
     return {"weights": weights, "gradients": gradients, "optimizer": optimizer,
             "activations": activations, "logits": logits, "comm_buffers": comm_buffers,
             "allocator_reserve": reserve}

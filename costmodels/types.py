@@ -100,3 +100,6 @@ class Estimate(Frozen):
     breakdown: dict[str, float] = Field(
         description="Seconds per named term; the terms sum to step_time_s."
     )
+    extrapolated_terms: tuple[str, ...] = Field(
+        default=(), description="Terms priced outside the profile's measured points (roofline "
+        "at the nearest measured efficiency).")

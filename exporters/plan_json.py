@@ -51,6 +51,7 @@ def training_document(result: TrainingResult) -> dict[str, Any]:
             "calibrated": profile.calibrated,
             "extrapolated_terms": list(profile.extrapolated_terms),
             "uncalibrated_terms": list(profile.uncalibrated_terms),
+            "fitted_on": profile.fitted_on,
         },
         "job": result.job.model_dump() if result.job else None,
         "runtimes": list(result.runtimes),
@@ -85,6 +86,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "why": plan.why,
         "memory": estimate.memory.model_dump(mode="json"),
         "breakdown": dict(estimate.breakdown),
+        "extrapolated_terms": list(estimate.extrapolated_terms),
     }
 
 

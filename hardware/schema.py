@@ -17,8 +17,10 @@ from sysplan.core.errors import InputError
 from sysplan.core.units import parse_bandwidth, parse_bytes, parse_flops, parse_power, parse_time
 from sysplan.hardware.types import DTYPES, GPU, Cluster, FabricTier
 
-#: Efficiency classes the compute model knows; a GPU must name one of them.
-GPU_CLASSES = ("volta", "ampere", "ada", "hopper", "blackwell", "cdna2", "cdna3", "cdna4")
+#: Efficiency classes the compute model knows; a GPU must name one of them. "cpu" is a CPU
+#: process standing in for a GPU (the local-cpu cluster `sysplan profile` writes).
+GPU_CLASSES = ("volta", "ampere", "ada", "hopper", "blackwell", "cdna2", "cdna3", "cdna4",
+               "cpu")
 
 #: Vendors a GPU may name.
 VENDORS = ("nvidia", "amd", "intel", "other")

@@ -25,7 +25,7 @@ class GPU(Frozen):
     power_w: float = Field(gt=0, description="Board power (TDP) in watts.")
     gpu_class: str = Field(
         description="Efficiency class used by the default (uncalibrated) compute model, "
-        "e.g. 'hopper', 'ampere', 'blackwell', 'cdna2', 'cdna3', 'ada'."
+        "e.g. 'hopper', 'ampere', 'blackwell', 'cdna2', 'cdna3', 'ada'; 'cpu' for a CPU process."
     )
     source: str = Field(description="Where the datasheet numbers come from.")
 

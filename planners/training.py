@@ -8,7 +8,7 @@ import numpy as np
 
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.efficiency import UNCALIBRATED_TERMS
+from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.estimate import build_estimate, throughput_arrays
 from sysplan.costmodels.training import price_training
 from sysplan.hardware.types import Cluster
@@ -17,6 +17,8 @@ from sysplan.planners.explain import describe_layout, explain_winner, why_line
 from sysplan.planners.runtimes import Runtime, get_runtime, job_for
 from sysplan.planners.space import check_pins, enumerate_space
 from sysplan.planners.types import Objective, Pins, Plan, ProfileInfo, TrainingResult
+from sysplan.profiles.loader import bundled_for_gpu
+from sysplan.profiles.schema import Profile
 from sysplan.workloads.training import TrainJob
 
 NEAR_TIE = 0.02
@@ -56,11 +58,14 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
                   pins: Pins | None = None, objective: Objective = "throughput", top: int = 5,
                   memory_headroom_bytes: float = 4 * GIB, train_tokens: float | None = None,
                   gpu_hour_cost: float | None = None,
-                  runtimes: tuple[str, ...] = ()) -> TrainingResult:
+                  runtimes: tuple[str, ...] = (), profile: Profile | None = None,
+                  bundled_profile: bool = True) -> TrainingResult:
     """Rank every configuration of ``job`` on ``cluster`` and return the best ``top``.
 
     ``runtimes`` (names in ``planners.runtimes.RUNTIMES``) keeps only configurations every
-    one of them can run. Raises InputError for a question that cannot be asked (bad pins,
+    one of them can run. ``profile`` prices the work with measured efficiencies; without
+    one, the bundled profile of the cluster's GPU is used when there is one (unless
+    ``bundled_profile`` is False), else the uncalibrated defaults. Raises InputError for a question that cannot be asked (bad pins,
     missing objective inputs, a model or pins a runtime cannot run) and NoPlanFits when no
     configuration fits in memory.
     """
@@ -89,7 +94,10 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         raise InputError(f"no layout of {gpus} GPUs satisfies the pinned knobs and the "
                          f"global batch of {job.global_batch} sequences")
     c = _runnable(c, targets, model, job)
-    priced = price_training(model, job, cluster, c)
+    if profile is None and bundled_profile:
+        profile = bundled_for_gpu(cluster.gpu.name)
+    eff = Efficiency.from_profile(profile, cluster) if profile else Efficiency.default(cluster)
+    priced = price_training(model, job, cluster, c, eff)
     rates = throughput_arrays(model, job, cluster, c, priced)
     memory = priced.memory_bytes
     fits = memory <= usable
@@ -99,23 +107,44 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
     value = _objective_values(objective, rates, c.gpus, train_tokens, gpu_hour_cost)
     order = _rank(c, value, memory, fits)
     plans = _plans(model, job, cluster, c, priced, rates, value, order[:top], usable)
-    result_plans = tuple(plans)
+    result_plans = tuple(_with_extrapolation(plan, model, job, cluster, eff) for plan in plans)
+    extrapolated = sorted({t for plan in result_plans for t in plan.estimate.extrapolated_terms})
     return TrainingResult(
         model=model.name, cluster=cluster.name, num_gpus=gpus, objective=objective,
         searched=len(c), feasible=int(fits.sum()), search_time_s=elapsed,
-        profile=ProfileInfo(name=f"default-{cluster.gpu.gpu_class}", calibrated=False,
-                            uncalibrated_terms=UNCALIBRATED_TERMS),
+        profile=ProfileInfo(name=eff.name, calibrated=profile is not None,
+                            extrapolated_terms=tuple(extrapolated),
+                            uncalibrated_terms=eff.uncalibrated,
+                            fitted_on=eff.calibration.fitted_on or (
+                                "given factors" if profile and profile.calibration else "")),
         plans=result_plans, job=job, runtimes=tuple(runtimes), model_spec=model,
         cluster_spec=cluster,
         explanation=explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable),
-        notes=_notes(model, cluster),
+        notes=_notes(model, cluster, profile),
     )
 
 
-def _notes(model: ModelSpec, cluster: Cluster) -> tuple[str, ...]:
+def _notes(model: ModelSpec, cluster: Cluster, profile: Profile | None) -> tuple[str, ...]:
     """Assumptions a reader should know about this search."""
-    notes = [(f"efficiencies are uncalibrated defaults for {cluster.gpu.gpu_class} GPUs "
-              "(H100-measured fractions of datasheet peak) until a profile is given")]
+    if profile is None:
+        notes = [(f"efficiencies are uncalibrated defaults for {cluster.gpu.gpu_class} GPUs "
+                  "(H100-measured fractions of datasheet peak) until a profile is given")]
+    else:
+        measured = profile.device.name if profile.device else profile.name
+        missing = [t for t in ("gemm", "attention", "memory", "collectives")
+                   if t not in profile.tables]
+        notes = [f"profile {profile.name} (measured on {measured}) prices "
+                 f"{', '.join(profile.tables)}"
+                 + (f"; {', '.join(missing)} use the uncalibrated defaults" if missing else "")]
+        if profile.calibration is not None:
+            factors = ", ".join(f"{k} {v:.3g}" for k, v in profile.calibration.model_dump().items()
+                                if isinstance(v, float))
+            fitted = f" fitted on {profile.calibration.fitted_on}" if profile.calibration.fitted_on \
+                else ""
+            notes.append(f"calibration{fitted}: {factors}")
+        if profile.device and profile.device.gpu and profile.device.gpu != cluster.gpu.name:
+            notes.append(f"profile measured on {profile.device.gpu}, applied to "
+                         f"{cluster.gpu.name} as fractions of its datasheet peaks")
     if model.num_layers % 2 and model.num_layers > 1:
         notes.append(f"{model.num_layers} layers do not split evenly over every PP degree; "
                      "uneven stages put the extra layers on middle stages")
@@ -135,6 +164,17 @@ def _runnable(c: Candidates, targets: list[Runtime], model: ModelSpec,
                              f"needs a feature {runtime.title} lacks: {'; '.join(blocked)}")
         c = c.take(ok)
     return c
+
+
+def _with_extrapolation(plan: Plan, model: ModelSpec, job: TrainJob, cluster: Cluster,
+                        eff: Efficiency) -> Plan:
+    """The plan, its estimate naming the terms priced outside the profile's points."""
+    if eff.gemm is None and eff.attention is None:
+        return plan
+    tracked = eff.tracking()
+    price_training(model, job, cluster, Candidates.from_configs([plan.parallel]), tracked)
+    estimate = plan.estimate.model_copy(update={"extrapolated_terms": tuple(sorted(tracked.seen))})
+    return plan.model_copy(update={"estimate": estimate})
 
 
 def _concat(spaces: list[Candidates]) -> Candidates | None:

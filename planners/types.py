@@ -50,6 +50,8 @@ class ProfileInfo(Frozen):
     calibrated: bool
     extrapolated_terms: tuple[str, ...] = ()
     uncalibrated_terms: tuple[str, ...] = ()
+    fitted_on: str = Field(default="", description="What sysplan calibrate fitted the profile's "
+                           "factors to (empty: not calibrated to measured steps).")
 
 
 class TrainingResult(Frozen):

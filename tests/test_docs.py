@@ -30,6 +30,8 @@ needs_planner = pytest.mark.skipif(
 TABLES = {
     "train": ("Options", ["--model", "x", "--cluster", "y"]),
     "export": ("Export", ["plan.json", "--to", "json"]),
+    "calibrate": ("Calibrate", ["runs.csv", "--cluster", "x"]),
+    "profile": ("Profile", []),
 }
 
 

@@ -1,0 +1,147 @@
+"""`sysplan profile`: measure this node with torch and write a profile (and, on a CPU, a cluster).
+
+The written paths and a few headline numbers go to stdout (they are the result); a progress
+bar (on a terminal only) and notes go to stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sysplan.cli import render
+from sysplan.cli.train import _choice, _opt, _positive_int
+
+HELP = """Measure this node (GEMMs, attention, copy bandwidth, collectives) and write a profile.
+
+On a CPU it also writes a cluster file, so `sysplan train --cluster local-cpu.yaml` plans for
+this machine. Needs torch (pip install -e '.[torch]').
+
+Example: sysplan profile --quick -o my-node.yaml
+"""
+
+_Device = Annotated[str, _opt(
+    "--device", metavar="[auto|cuda|cpu]", parser=_choice("auto", "cuda", "cpu"),
+    help="What to measure: auto is the GPUs when torch sees one (ROCm counts as cuda).")]
+_Quick = Annotated[bool, _opt(
+    "--quick", help="A short sweep (well under 2 minutes on a 2-core CPU).")]
+_Model = Annotated[str | None, _opt(
+    "--model", metavar="NAME|PATH", help="Time the layer GEMMs of this model (catalog name or "
+    "config.json) instead of the standard sweep.")]
+_Tp = Annotated[str, _opt(
+    "--tp", metavar="LIST", help="Tensor-parallel degrees whose --model GEMM shapes to time "
+    "(comma-separated, e.g. 1,2,4,8).")]
+_World = Annotated[int | None, _opt(
+    "--world", metavar="N", parser=_positive_int, help="Processes (devices) the collectives "
+    "span (default: every GPU, or min(cores, 4) CPU processes, at least 2).")]
+_Output = Annotated[str | None, _opt(
+    "--output", "-o", metavar="FILE", help="Profile file to write (default: profile-cpu.yaml "
+    "or profile-gpu.yaml; .json writes JSON).")]
+_ClusterOutput = Annotated[str | None, _opt(
+    "--cluster-output", metavar="FILE", help="CPU only: the cluster file to write (default: "
+    "local-cpu.yaml beside the profile).")]
+
+
+def profile(
+    device: _Device = "auto",
+    quick: _Quick = False,
+    model: _Model = None,
+    tp: _Tp = "1",
+    world: _World = None,
+    output: _Output = None,
+    cluster_output: _ClusterOutput = None,
+) -> None:
+    """Measure this node and write a profile."""
+    from sysplan.profiles.device import memory_bytes
+    from sysplan.profiles.loader import write_atomic, write_profile
+    from sysplan.profiles.measure import MeasureRequest, measure_node
+    from sysplan.profiles.summary import local_cpu_cluster_yaml
+
+    request = MeasureRequest(device=device, quick=quick, model=model, tp=parse_tp(tp),
+                             world=world)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    with _progress(err) as bar:
+        result = measure_node(request, progress=bar)
+    if result.rank != 0:  # under torchrun/srun only rank 0 writes
+        return
+    for note in result.notes:
+        err.print(f"note: {note}", markup=False)
+    measured = result.profile
+    assert measured.device is not None
+    path = Path(output or f"profile-{measured.device.kind}.yaml")
+    cluster_path = None
+    if measured.device.kind == "cpu":
+        cluster_path = Path(cluster_output) if cluster_output else path.with_name("local-cpu.yaml")
+        write_atomic(cluster_path, local_cpu_cluster_yaml(measured, memory_bytes(),
+                                                          name=cluster_path.stem))
+    elif cluster_output:
+        err.print("note: --cluster-output ignored: only a CPU profile writes a cluster file")
+    write_profile(measured, path)
+    print_summary(measured, path, cluster_path)
+
+
+def parse_tp(text: str) -> tuple[int, ...]:
+    """``1,2,4,8`` as whole numbers of at least 1; InputError naming a bad entry."""
+    from sysplan.core.errors import InputError
+
+    degrees = []
+    for part in text.split(","):
+        if not part.strip().isdigit() or int(part) < 1:
+            raise InputError(f"--tp {text}: {part.strip()!r} is not a whole number of at least "
+                             "1 (write e.g. 1,2,4,8)")
+        degrees.append(int(part))
+    return tuple(sorted(set(degrees)))
+
+
+def print_summary(measured, path: Path, cluster_path: Path | None) -> None:
+    """What was written and the headline numbers, against the datasheet where there is one."""
+    from sysplan.hardware import load_gpu
+    from sysplan.profiles.summary import best_gemm, copy_bandwidth, largest_bus_bandwidths
+
+    device = measured.device
+    tables = ", ".join(f"{name} {len(getattr(measured, name).rows)}" for name in measured.tables)
+    typer.echo(f"wrote {path}: {measured.name} ({device.name}, {device.count} devices; "
+               f"rows: {tables})")
+    if cluster_path is not None:
+        typer.echo(f"wrote {cluster_path}: {device.count} CPU processes as a cluster "
+                   f"(sysplan train --cluster {cluster_path} --gpus {device.count})")
+    datasheet = load_gpu(device.gpu) if device.gpu else None
+    missing = "a CPU has no datasheet" if device.kind == "cpu" else \
+        f"{device.name} is not in the GPU catalog: no datasheet"
+    if measured.gemm is not None:
+        rate, (m, n, k) = best_gemm(measured.gemm)
+        peak = datasheet.peak_flops.get(measured.gemm.dtype) if datasheet else None
+        versus = f"{render.percent(rate / peak)} of the {datasheet.name} datasheet " \
+            f"({render.flop_rate(peak)})" if peak else missing
+        typer.echo(f"GEMM: best {render.flop_rate(rate)} {measured.gemm.dtype} at "
+                   f"{m}x{n}x{k}; {versus}")
+    copy = copy_bandwidth(measured.memory) if measured.memory is not None else None
+    if copy is not None:
+        versus = f"{render.percent(copy / datasheet.hbm_bandwidth_bytes_per_s)} of the " \
+            f"datasheet {render.bandwidth(datasheet.hbm_bandwidth_bytes_per_s)}" \
+            if datasheet else missing
+        typer.echo(f"copy: {render.bandwidth(copy)}; {versus}")
+    if measured.collectives is not None:
+        for bus in largest_bus_bandwidths(measured.collectives):
+            typer.echo(f"{bus.op}: bus bandwidth {render.bandwidth(bus.bytes_per_s)} at "
+                       f"{render.size(bus.message_bytes)} over {bus.group_size} devices "
+                       f"({bus.tier})")
+
+
+@contextmanager
+def _progress(err: Console) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A progress bar on stderr (only on a terminal), yielding the callback measure_node takes."""
+    if not err.is_terminal:
+        yield None
+        return
+    with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("measuring", total=None)
+        yield lambda step, done, total: bar.update(task, description=step, completed=done,
+                                                   total=total)

@@ -1,0 +1,153 @@
+"""The profile file: what one node measured, as tables the cost models interpolate.
+
+A profile (YAML or JSON) names the device and software it was measured on and holds up to
+four tables, each optional: GEMM times, attention forward/backward times, memory-bound
+bandwidth, and collective times per fabric tier. A table is written as ``columns`` plus
+``rows`` (one list per measurement) so a 400-point sweep stays readable. A ``calibration``
+block holds the factors ``sysplan calibrate`` fitted; a profile with only that block and a
+``base`` is an overlay on another profile. Times are seconds, sizes bytes (SI inside).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from sysplan.core.types import Frozen
+
+SCHEMA_VERSION = "1.0"
+
+COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
+#: Where a collective ran: inside one node, or across nodes.
+TIERS = ("node", "network")
+
+
+class Device(Frozen):
+    """The machine and software a profile was measured on."""
+
+    name: str = Field(description="Device name as the driver reports it (NVIDIA H100 80GB HBM3).")
+    kind: Literal["gpu", "cpu"] = Field(default="gpu", description="Accelerator or CPU cores.")
+    gpu: str = Field(default="", description="Catalog GPU this device is (H100-SXM), if any.")
+    count: int = Field(default=1, ge=1, description="Devices on the node that were measured.")
+    driver: str = Field(default="", description="Driver version.")
+    runtime: str = Field(default="", description="CUDA / ROCm runtime, or 'cpu'.")
+    torch: str = Field(default="", description="torch version that ran the kernels.")
+    date: str = Field(description="UTC date and time of the measurement (ISO 8601).")
+    notes: str = Field(default="", description="Clocks, power limit, anything that matters.")
+
+
+def _check_rows(rows: tuple[tuple, ...], width: int, positive: tuple[int, ...], table: str):
+    for index, row in enumerate(rows):
+        if len(row) != width:
+            raise ValueError(f"{table}.rows[{index}]: {len(row)} values, expected {width}")
+        for column in positive:
+            value = row[column]
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ValueError(f"{table}.rows[{index}][{column}]: {value!r} must be a "
+                                 "positive number")
+    return rows
+
+
+class GemmTable(Frozen):
+    """Median time of one GEMM C[m, n] = A[m, k] B[k, n] per shape."""
+
+    dtype: str = Field(default="bf16", description="Operand dtype of every row.")
+    columns: tuple[Literal["m"], Literal["n"], Literal["k"], Literal["time_s"]] = (
+        "m", "n", "k", "time_s")
+    rows: tuple[tuple[int, int, int, float], ...] = Field(min_length=1)
+
+    @field_validator("rows")
+    @classmethod
+    def _positive(cls, rows):
+        return _check_rows(rows, 4, (0, 1, 2, 3), "gemm")
+
+
+class AttentionTable(Frozen):
+    """Fused causal attention over [batch x heads, seq, head_dim] per backend."""
+
+    columns: tuple[Literal["backend"], Literal["batch_heads"], Literal["seq"],
+                   Literal["head_dim"], Literal["causal"], Literal["fwd_s"],
+                   Literal["bwd_s"]] = (
+        "backend", "batch_heads", "seq", "head_dim", "causal", "fwd_s", "bwd_s")
+    rows: tuple[tuple[str, int, int, int, bool, float, float], ...] = Field(min_length=1)
+
+    @field_validator("rows")
+    @classmethod
+    def _positive(cls, rows):
+        return _check_rows(rows, 7, (1, 2, 3, 5, 6), "attention")
+
+
+class MemoryTable(Frozen):
+    """Memory-bound kernels: bytes moved (read + write) and the time they took."""
+
+    columns: tuple[Literal["op"], Literal["bytes"], Literal["time_s"]] = ("op", "bytes", "time_s")
+    rows: tuple[tuple[Literal["copy", "elementwise"], int, float], ...] = Field(min_length=1)
+
+    @field_validator("rows")
+    @classmethod
+    def _positive(cls, rows):
+        return _check_rows(rows, 3, (1, 2), "memory")
+
+
+class CollectiveTable(Frozen):
+    """Collective time per op, fabric tier, group size and message size (the full tensor:
+    nccl-tests' size convention, so bus bandwidth follows from it)."""
+
+    columns: tuple[Literal["op"], Literal["tier"], Literal["group_size"],
+                   Literal["message_bytes"], Literal["time_s"]] = (
+        "op", "tier", "group_size", "message_bytes", "time_s")
+    rows: tuple[tuple[Literal[COLLECTIVE_OPS], Literal[TIERS], int, int, float], ...] = Field(
+        min_length=1)
+
+    @field_validator("rows")
+    @classmethod
+    def _positive(cls, rows):
+        return _check_rows(rows, 5, (2, 3, 4), "collectives")
+
+
+class Calibration(Frozen):
+    """Factors fitted to measured training steps by ``sysplan calibrate`` (1 = unchanged)."""
+
+    gemm_scale: float = Field(default=1.0, gt=0, description="Multiplies GEMM efficiency.")
+    attention_scale: float = Field(default=1.0, gt=0, description="Multiplies attention "
+                                   "efficiency.")
+    elementwise_scale: float = Field(default=1.0, gt=0, description="Multiplies memory-bound "
+                                     "bandwidth.")
+    comm_scale_node: float = Field(default=1.0, gt=0, description="Multiplies collective "
+                                   "bandwidth inside a node.")
+    comm_scale_network: float = Field(default=1.0, gt=0, description="Multiplies collective "
+                                      "bandwidth across nodes.")
+    overlap: float = Field(default=1.0, ge=0, le=1, description="Share of the compute window "
+                           "that hides data-parallel and ZeRO communication.")
+    allocator_reserve: float | None = Field(default=None, ge=0, description="Allocator reserve "
+                                            "as a fraction of activations (None: default).")
+    fitted_on: str = Field(default="", description="What the factors were fitted to.")
+
+
+class Profile(Frozen):
+    """One node's measured op costs (every table optional) and calibration factors."""
+
+    schema_version: str = Field(description="Profile format version, 1.x.")
+    name: str = Field(description="Short name shown in the output (h100-sxm-2026-11-22).")
+    device: Device | None = Field(default=None, description="Where it was measured; None only "
+                                  "in an overlay.")
+    base: str | None = Field(default=None, description="Profile this one overlays (a bundled "
+                             "name or a path); its tables are used where this one has none.")
+    gemm: GemmTable | None = None
+    attention: AttentionTable | None = None
+    memory: MemoryTable | None = None
+    collectives: CollectiveTable | None = None
+    calibration: Calibration | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Profile:
+        if self.device is None and self.base is None:
+            raise ValueError("a profile names its device, or the base profile it overlays")
+        return self
+
+    @property
+    def tables(self) -> tuple[str, ...]:
+        """Names of the tables present."""
+        return tuple(t for t in ("gemm", "attention", "memory", "collectives")
+                     if getattr(self, t) is not None)
