@@ -21,6 +21,7 @@ import numpy as np
 
 from sysplan.costmodels.lookup import ScatteredTable
 from sysplan.hardware.types import GPU, Cluster
+from sysplan.profiles.loader import bundled_for_gpu
 from sysplan.profiles.schema import Calibration, Profile
 
 # measured/h100/gemm.csv: median bf16 TFLOP/s of the layer-shape GEMMs per log2(FLOPs) bucket,
@@ -121,6 +122,12 @@ class Efficiency:
             collective=_collective_fractions(profile, cluster),
             uncalibrated=tuple(t for t, table in TERMS.items() if getattr(profile, table) is None),
         )
+
+    @classmethod
+    def for_cluster(cls, cluster: Cluster) -> Efficiency:
+        """The bundled profile of the cluster's GPU when sysplan ships one, else defaults."""
+        profile = bundled_for_gpu(cluster.gpu.name)
+        return cls.from_profile(profile, cluster) if profile else cls.default(cluster)
 
     def tracking(self) -> Efficiency:
         """A copy that records which terms left the measured range."""

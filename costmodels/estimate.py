@@ -89,9 +89,10 @@ def build_estimate(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candida
 def estimate_config(model: ModelSpec, job: TrainJob, cluster: Cluster, config: ParallelConfig,
                     usable_bytes: float | None = None,
                     efficiency: Efficiency | None = None) -> Estimate:
-    """Price one explicit configuration (library entry point); the estimate names the terms
-    priced outside the profile's measured range."""
-    eff = (efficiency or Efficiency.default(cluster)).tracking()
+    """Price one explicit configuration (library entry point) with ``efficiency`` (default:
+    the bundled profile of the cluster's GPU, else the uncalibrated curves); the estimate
+    names the terms priced outside the profile's measured range."""
+    eff = (efficiency or Efficiency.for_cluster(cluster)).tracking()
     c = Candidates.from_configs([config])
     priced = price_training(model, job, cluster, c, eff)
     rates = throughput_arrays(model, job, cluster, c, priced)
