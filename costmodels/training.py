@@ -69,7 +69,8 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candida
                    efficiency: Efficiency | None = None) -> Priced:
     """Price every configuration in ``c`` for one training step of ``job``.
 
-    ``efficiency`` (default: the uncalibrated curves) says how fast each kind of work runs;
+    ``efficiency`` (default: the bundled profile of the GPU, else the uncalibrated curves) says
+    how fast each kind of work runs;
     ``Efficiency.from_profile`` makes one from a measured profile.
     """
     f = {k: getattr(c, k).astype(float) for k in
@@ -83,7 +84,7 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candida
     kinds = [(layer_shapes(model, False), dense_stage)]
     if model.moe is not None:
         kinds.append((layer_shapes(model, True), moe_stage))
-    eff = efficiency or Efficiency.default(cluster)
+    eff = efficiency or Efficiency.for_cluster(cluster)
     # share of the stage's layers fully recomputed: all of them, or Megatron's
     # --recompute-num-layers N (block method: the first N layers of each stage)
     rc_layers = c.rc_layers.astype(float)
