@@ -1,0 +1,101 @@
+"""Engine-knob tuning of a chosen deployment with Optuna (TPE, fixed seed, constraints).
+
+Each trial picks ``max_num_seqs``, ``max_num_batched_tokens`` and ``gpu_memory_utilization``,
+simulates the deployment, and reports a constraint with ``trial.set_constraint`` (feasible when
+the worst SLO percentile is within its bound). The objective is goodput at a target rate, or
+output tokens/s otherwise. With a fixed number of trials, one worker and in-memory or SQLite
+storage the result is the same run to run (TPE seeded, trials sequential); a PostgreSQL
+storage URL lets several machines share one study, and SQLite resumes an interrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Any
+
+from sysplan.core.errors import InputError
+from sysplan.costmodels.deployment import Deployment
+
+SEED = 0
+BATCHED_TOKENS = (2048, 4096, 8192, 16384)
+
+
+def storage_for(url: str | None) -> Any:
+    """Optuna storage for ``url``: in-memory (None), or an RDB URL (sqlite:///, postgresql://)."""
+    import optuna
+
+    if url is None:
+        return optuna.storages.InMemoryStorage()
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if not url.startswith(("sqlite:///", "postgresql+psycopg://", "mysql")):
+        raise InputError(f"--storage {url}: expected sqlite:///FILE or postgresql://USER:PASS@HOST/DB")
+    try:
+        return optuna.storages.RDBStorage(url)
+    except Exception as error:  # noqa: BLE001 - any driver error is the user's URL or server
+        raise InputError(f"--storage {url}: cannot open ({str(error).splitlines()[0]})") from None
+
+
+def study_name(search, deployment: Deployment, rate: float | None) -> str:
+    """A name that is the same for the same question, so a storage resumes the right study."""
+    q = search.q
+    key = "|".join([q.model.name, q.cluster.name, q.engine, str(q.slos), str(rate),
+                    q.workload.model_dump_json(), deployment.model_dump_json()])
+    return "sysplan-serve-" + hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def tune(search, deployment: Deployment, rate: float | None, trials: int,
+         timeout_s: float | None, storage: str | None) -> tuple:
+    """(deployment with the best feasible knobs, rate, objective) after ``trials`` trials."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=SEED),
+        storage=storage_for(storage), study_name=study_name(search, deployment, rate),
+        load_if_exists=True)
+
+    def objective(trial) -> float:
+        candidate = _with_knobs(deployment, trial)
+        summary = search.run(candidate, rate)
+        ratios = [c.observed_s / c.slo.bound_s for c in summary.slo_checks]
+        worst = max((math.inf if math.isnan(r) else r for r in ratios), default=0.0)
+        trial.set_constraint("slo", (worst - 1.0) if math.isfinite(worst) else 1e6)
+        return summary.goodput_rps if rate is not None else summary.output_tokens_per_s
+
+    study.enqueue_trial(_knobs(deployment), skip_if_exists=True)  # the untuned knobs first
+    study.optimize(objective, n_trials=trials, timeout=timeout_s, n_jobs=1)
+    feasible = [t for t in study.trials if t.value is not None and _feasible(t)]
+    if not feasible:
+        return deployment, rate, 0.0
+    best = max(feasible, key=lambda t: (t.value, -t.number))
+    return _with_knobs(deployment, best), rate, best.value
+
+
+def _feasible(trial) -> bool:
+    """All constraint values <= 0 (Optuna keeps them by name, or as a sequence)."""
+    values = trial.constraints or {}
+    values = values.values() if isinstance(values, dict) else values
+    return all(v <= 0 for v in values)
+
+
+def _knobs(d: Deployment) -> dict[str, Any]:
+    return {"max_num_seqs": d.engine.max_num_seqs,
+            "max_num_batched_tokens": d.engine.max_num_batched_tokens,
+            "gpu_memory_utilization": d.engine.gpu_memory_utilization}
+
+
+def _with_knobs(d: Deployment, trial) -> Deployment:
+    """``d`` with the knobs a trial suggests (or holds, for a finished trial)."""
+    if hasattr(trial, "suggest_int"):
+        values = {
+            "max_num_seqs": trial.suggest_int("max_num_seqs", 8, 1024, log=True),
+            "max_num_batched_tokens": trial.suggest_categorical("max_num_batched_tokens",
+                                                                BATCHED_TOKENS),
+            "gpu_memory_utilization": trial.suggest_float("gpu_memory_utilization", 0.80,
+                                                          0.95, step=0.01),
+        }
+    else:
+        values = dict(trial.params)
+    return d.model_copy(update={"engine": d.engine.model_copy(update=values)})

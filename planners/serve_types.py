@@ -1,0 +1,64 @@
+"""What the serving planner takes and returns."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from sysplan.core.types import Frozen
+from sysplan.costmodels.deployment import Deployment
+
+
+class ServePins(Frozen):
+    """Dimensions of the serving search the user fixed; None leaves one to the search."""
+
+    tp: int | None = None
+    pp: int | None = None
+    replicas: int | None = None
+    disagg: bool | None = None
+    prefill_tp: int | None = None
+    prefill_replicas: int | None = None
+    decode_tp: int | None = None
+    decode_replicas: int | None = None
+    weights_precision: Literal["bf16", "fp8"] | None = None
+    kv_precision: Literal["bf16", "fp8"] | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+
+
+class ServePlan(Frozen):
+    """One deployment with its simulated latencies at the load asked about."""
+
+    rank: int
+    deployment: Deployment
+    num_gpus: int
+    max_rate_rps: float | None = Field(description="Highest request rate meeting the SLO "
+                                       "(None when not searched).")
+    rate_rps: float | None = Field(description="Rate the summary was simulated at (None: the "
+                                   "workload's own arrivals or closed loop).")
+    summary: dict[str, Any] = Field(description="ServeSummary.to_dict() at that rate.")
+    kv_cache_bytes_per_gpu: float
+    kv_tokens_per_replica: int
+    weight_bytes_per_gpu: float
+    objective_value: float = Field(description="Higher is better: minus GPUs (or dollars per "
+                                   "hour) with a rate, output tokens/s per GPU without.")
+    cost_per_hour: float | None = None
+    why: str = ""
+
+
+class ServeResult(Frozen):
+    """Everything `sysplan serve` prints, as data."""
+
+    model: str
+    cluster: str
+    engine: str
+    max_gpus: int
+    workload: dict[str, Any]
+    slos: tuple[str, ...]
+    searched: int = Field(description="Deployments considered after the analytic bound.")
+    simulated: int = Field(description="Simulations run.")
+    search_time_s: float
+    deterministic: bool
+    plans: tuple[ServePlan, ...]
+    notes: tuple[str, ...] = ()

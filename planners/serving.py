@@ -1,0 +1,462 @@
+"""Serving planner: which deployment serves a workload within its SLO at the lowest cost.
+
+In stages, so a full search fits in seconds:
+1. enumerate replica layouts (TP, PP, weight and KV precision) whose weights fit, and
+   deployments of them (aggregated replicas, or prefill/decode pools);
+2. prune with an analytic bound: a replica's TTFT is at least one prefill, its TPOT at least
+   one decode step, and its sustainable rate at most 1 / (prefill + OSL x step(B) / B) with B
+   the batch its KV cache holds (serving-formulas 4.2-4.4; Little's law);
+3. simulate the survivors (``costmodels.simulator``): with a target rate, the cheapest
+   deployment meeting the SLO at that rate; without one, the highest SLO-meeting rate per GPU
+   found by bisection on short simulations;
+4. tune engine knobs of the best few with Optuna (``planners.serve_tuning``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sysplan.core.errors import InputError, NoPlanFits
+from sysplan.costmodels.deployment import Deployment, EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving import ServingCost
+from sysplan.costmodels.simulator import simulate, to_request_metrics
+from sysplan.hardware.types import Cluster
+from sysplan.models.spec import ModelSpec
+from sysplan.planners.serve_types import ServePins, ServePlan, ServeResult
+from sysplan.workloads.serving import ServeWorkload, make_requests
+from sysplan.workloads.slo import ServeSummary, Slo, summarize
+
+SEARCH_REQUESTS = 400  # requests per simulation while searching (the final check uses all)
+BISECTION_STEPS = 5
+MAX_REPLICAS = 64
+
+
+@dataclass(frozen=True)
+class ServeQuestion:
+    """Everything `sysplan serve` asks."""
+
+    model: ModelSpec
+    cluster: Cluster
+    workload: ServeWorkload
+    slos: tuple[Slo, ...]
+    max_gpus: int
+    engine: str = "vllm"
+    pins: ServePins = field(default_factory=ServePins)
+    gpu_hour_cost: float | None = None
+    top: int = 3
+    trials: int = 0
+    timeout_s: float | None = None
+    storage: str | None = None
+
+
+# --- stage 1: layouts and deployments ----------------------------------------------------------
+
+
+def replica_layouts(q: ServeQuestion, cost: ServingCost, knobs: EngineKnobs) -> list[ReplicaLayout]:
+    """Layouts whose weights fit and whose KV cache holds one full-length request."""
+    pins, model, gpu = q.pins, q.model, q.cluster.gpu
+    tps = [pins.tp] if pins.tp else [t for t in (1, 2, 4, 8, 16, 32)
+                                      if t <= q.cluster.gpus_per_node and model.num_heads % t == 0]
+    pps = [pins.pp] if pins.pp else [1, 2, 4]
+    fp8 = "fp8" in gpu.peak_flops
+    weights = [pins.weights_precision] if pins.weights_precision else (
+        ["bf16", "fp8"] if fp8 else ["bf16"])
+    kvs = [pins.kv_precision] if pins.kv_precision else (["bf16", "fp8"] if fp8 else ["bf16"])
+    longest = _longest_request(q.workload)
+    layouts = []
+    for tp in tps:
+        for pp in pps:
+            for w in weights:
+                for kv in kvs:
+                    layout = ReplicaLayout(tp=tp, pp=pp, weights_precision=w, kv_precision=kv)
+                    if layout.gpus <= q.max_gpus and cost.kv_capacity_tokens(layout, knobs) >= longest:
+                        layouts.append(layout)
+    # a pipeline adds latency and no throughput to one batch: keep PP only where nothing
+    # smaller fits (vLLM runs one batch through the stages at a time)
+    if not pins.pp and any(lay.pp == 1 for lay in layouts):
+        layouts = [lay for lay in layouts if lay.pp == 1]
+    return layouts
+
+
+def _longest_request(workload: ServeWorkload) -> int:
+    update = {"num_requests": min(workload.num_requests, 2000)}
+    if workload.rate is None and workload.concurrency is None:
+        update["rate"] = 1.0  # lengths do not depend on the rate
+    requests = make_requests(workload.model_copy(update=update))
+    return int(np.max(requests.input_tokens + requests.output_tokens))
+
+
+# --- stage 2: the analytic bound ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Bound:
+    """Analytic best case of one replica layout."""
+
+    layout: ReplicaLayout
+    ttft_s: float  # one prefill of the mean prompt, no queueing
+    tpot_s: float  # one decode step at batch 1
+    rate_rps: float  # sustainable requests/s at full batch
+    batch: int  # concurrent sequences the KV cache holds
+
+
+def analytic_bound(cost: ServingCost, layout: ReplicaLayout, knobs: EngineKnobs,
+                   isl: float, osl: float) -> Bound:
+    """Roofline latency floors and the rate ceiling of one replica."""
+    capacity = cost.kv_capacity_tokens(layout, knobs)
+    batch = max(1, min(knobs.max_num_seqs, int(capacity // max(isl + osl, 1.0))))
+    prefill = cost.prefill_seconds(layout, int(isl))
+    step_one = cost.decode_step_seconds(layout, 1, int(isl))
+    step_full = cost.decode_step_seconds(layout, batch, int(isl + osl / 2))  # per sequence
+    # per request: one prefill plus its share of OSL full-batch steps (Little's law)
+    rate = 1.0 / (prefill + osl * step_full / batch)
+    return Bound(layout, prefill, step_one, rate, batch)
+
+
+def passes_bound(bound: Bound, slos: tuple[Slo, ...]) -> bool:
+    """Whether the floors leave room for the SLO (a floor above a bound rules it out)."""
+    for slo in slos:
+        floor = {"ttft": bound.ttft_s, "tpot": bound.tpot_s, "itl": bound.tpot_s,
+                 "e2e": bound.ttft_s}.get(slo.metric, 0.0)
+        if floor > slo.bound_s:
+            return False
+    return True
+
+
+# --- stage 3: simulation -----------------------------------------------------------------------
+
+
+def evaluate(q: ServeQuestion, cost: ServingCost, deployment: Deployment, rate: float | None,
+             num_requests: int) -> ServeSummary:
+    """Simulate ``deployment`` at ``rate`` (None: the workload's own arrivals)."""
+    update = {"num_requests": num_requests}
+    if rate is not None:
+        update["rate"] = rate
+    workload = q.workload.model_copy(update=update)
+    requests = make_requests(workload)
+    horizon = float(requests.arrival_s[-1]) * 1.5 + 120.0
+    result = simulate(deployment, cost, requests.arrival_s, requests.input_tokens,
+                      requests.output_tokens, concurrency=workload.concurrency,
+                      max_time_s=horizon)
+    return summarize(to_request_metrics(result), q.slos)
+
+
+def max_rate(q: ServeQuestion, cost: ServingCost, deployment: Deployment, ceiling: float,
+             num_requests: int = SEARCH_REQUESTS) -> float:
+    """Highest rate meeting the SLO, by bisection between 0 and the analytic ceiling."""
+    low, high = 0.0, ceiling
+    if evaluate(q, cost, deployment, high, num_requests).meets_slo:
+        return high
+    for _ in range(BISECTION_STEPS):
+        mid = (low + high) / 2
+        if evaluate(q, cost, deployment, mid, num_requests).meets_slo:
+            low = mid
+        else:
+            high = mid
+    return low
+
+
+def aggregated(layout: ReplicaLayout, replicas: int, knobs: EngineKnobs) -> Deployment:
+    return Deployment(replica=layout, replicas=replicas, engine=knobs)
+
+
+def disaggregated(prefill: ReplicaLayout, x: int, decode: ReplicaLayout, y: int,
+                  knobs: EngineKnobs) -> Deployment:
+    return Deployment(disaggregated=True, prefill=prefill, prefill_replicas=x, decode=decode,
+                      decode_replicas=y, engine=knobs)
+
+
+def candidate_deployments(q: ServeQuestion, bounds: list[Bound], rate: float | None,
+                          knobs: EngineKnobs) -> list[Deployment]:
+    """Aggregated and (unless pinned off) disaggregated deployments within the GPU budget,
+    cheapest first; with a rate, only replica counts whose analytic ceiling reaches it."""
+    pins = q.pins
+    found: list[Deployment] = []
+    if pins.disagg is not True:
+        for b in bounds:
+            counts = [pins.replicas] if pins.replicas else range(1, MAX_REPLICAS + 1)
+            for n in counts:
+                if n * b.layout.gpus > q.max_gpus:
+                    break
+                if rate is not None and n * b.rate_rps < rate and not pins.replicas:
+                    continue
+                found.append(aggregated(b.layout, n, knobs))
+                if rate is None and not pins.replicas:
+                    continue  # throughput mode keeps the largest count (below)
+                if rate is not None:
+                    break
+            if rate is None and not pins.replicas:
+                # throughput on the given GPUs: as many replicas as fit
+                n = q.max_gpus // b.layout.gpus
+                found = [d for d in found if d.replica != b.layout] + [aggregated(b.layout, n, knobs)]
+    if pins.disagg is not False and q.max_gpus >= 2:
+        found += _disaggregated_candidates(q, bounds, rate, knobs)
+    return sorted(found, key=lambda d: (d.num_gpus, d.disaggregated, d.replica.tp))
+
+
+def _disaggregated_candidates(q, bounds, rate, knobs) -> list[Deployment]:
+    """xPyD pools of the same precision: x prefill replicas matched to y decode replicas by
+    their rates (DistServe rate matching, serving-formulas 4.4)."""
+    pins, found = q.pins, []
+    isl = q.workload.isl.mean
+    by_precision: dict[tuple[str, str], list[Bound]] = {}
+    for b in bounds:
+        by_precision.setdefault((b.layout.weights_precision, b.layout.kv_precision), []).append(b)
+    for group in by_precision.values():
+        for p in group:
+            if pins.prefill_tp and p.layout.tp != pins.prefill_tp:
+                continue
+            prefill_rate = 1.0 / p.ttft_s if p.ttft_s > 0 else math.inf
+            for d in group:
+                if pins.decode_tp and d.layout.tp != pins.decode_tp:
+                    continue
+                decode_rate = d.rate_rps / max(1e-9, 1.0 - d.rate_rps * p.ttft_s * 0.0)
+                for x in [pins.prefill_replicas] if pins.prefill_replicas else range(1, 9):
+                    for y in [pins.decode_replicas] if pins.decode_replicas else range(1, 9):
+                        gpus = x * p.layout.gpus + y * d.layout.gpus
+                        if gpus > q.max_gpus or (rate is None and gpus < q.max_gpus):
+                            continue  # throughput mode: pools that use the GPU budget
+                        if rate is not None and min(x * prefill_rate, y * decode_rate) < rate:
+                            continue
+                        found.append(disaggregated(p.layout, x, d.layout, y, knobs))
+    del isl
+    return found[:200]
+
+
+# --- the search --------------------------------------------------------------------------------
+
+MAX_SIMULATIONS = 80
+
+
+def base_knobs(q: ServeQuestion) -> EngineKnobs:
+    """The engine's knobs as pinned, else the engine defaults for this GPU (vLLM
+    arg_utils: >= 70 GiB GPUs get max_num_seqs 1024 and 8192 batched tokens when serving)."""
+    big = q.cluster.gpu.memory_bytes >= 70 * 2**30
+    seqs = q.pins.max_num_seqs or (1024 if big else 256)
+    tokens = q.pins.max_num_batched_tokens or (8192 if big else 2048)
+    return EngineKnobs(engine=q.engine, max_num_seqs=seqs, max_num_batched_tokens=tokens)
+
+
+def plan_serving(q: ServeQuestion) -> ServeResult:
+    """Rank deployments of ``q.model`` on up to ``q.max_gpus`` GPUs for ``q.workload``.
+
+    Raises NoPlanFits (exit 1) when nothing fits or nothing meets the SLO, saying what came
+    closest, and InputError for a question that cannot be asked.
+    """
+    started = time.perf_counter()
+    cost = ServingCost(q.model, q.cluster)
+    knobs = base_knobs(q)
+    layouts = replica_layouts(q, cost, knobs)
+    if not layouts:
+        raise NoPlanFits(_nothing_fits(q, cost, knobs))
+    isl, osl = q.workload.isl.mean, q.workload.osl.mean
+    bounds = [analytic_bound(cost, layout, knobs, isl, osl) for layout in layouts]
+    feasible = [b for b in bounds if passes_bound(b, q.slos)]
+    if not feasible:
+        best = min(bounds, key=lambda b: b.ttft_s)
+        raise NoPlanFits(f"no layout can meet {', '.join(map(str, q.slos))}: even unloaded, "
+                         f"the best ({_layout_text(best.layout)}) needs TTFT "
+                         f"{best.ttft_s * 1e3:.0f} ms and TPOT {best.tpot_s * 1e3:.1f} ms")
+    rate = q.workload.rate if q.workload.rate and math.isfinite(q.workload.rate) else None
+    candidates = candidate_deployments(q, feasible, rate, knobs)
+    search = _Search(q, cost, {b.layout: b for b in feasible})
+    found = search.at_rate(candidates, rate) if rate is not None else search.best_rate(candidates)
+    if not found:
+        raise NoPlanFits(search.closest_text())
+    if q.trials:
+        from sysplan.planners.serve_tuning import tune
+
+        found.sort(key=lambda item: (-item[2], item[0].num_gpus))
+        tuned = [tune(search, d, r, q.trials, q.timeout_s, q.storage)[:2] for d, r, _ in found[:2]]
+        if rate is None and not q.workload.concurrency and q.workload.rate is None:
+            # the tuned knobs may sustain more: bisect again up to half as much again
+            tuned = [(d, max_rate(q, cost, d, 1.5 * r) if r else r) for d, r in tuned]
+        found = [(d, r, search.objective(d, r)) for d, r in tuned] + found[2:]
+    found.sort(key=lambda item: (-item[2], item[0].num_gpus))
+    built = [_plan(search, rank, d, r, value) for rank, (d, r, value)
+             in enumerate(found[:q.top], start=1)]
+    built.sort(key=lambda p: (not p.summary["meets_slo"], -p.objective_value, p.num_gpus))
+    plans = tuple(p.model_copy(update={"rank": rank}) for rank, p in enumerate(built, start=1))
+    return ServeResult(
+        model=q.model.name, cluster=q.cluster.name, engine=q.engine, max_gpus=q.max_gpus,
+        workload=_workload_dict(q.workload), slos=tuple(str(s) for s in q.slos),
+        searched=len(candidates), simulated=search.simulations,
+        search_time_s=time.perf_counter() - started,
+        deterministic=q.timeout_s is None, plans=plans, notes=_notes(q, knobs))
+
+
+class _Search:
+    """Simulations of one question, counted, remembering the closest miss."""
+
+    def __init__(self, q: ServeQuestion, cost: ServingCost, bounds: dict) -> None:
+        self.q, self.cost, self.bounds = q, cost, bounds
+        self.simulations = 0
+        self.closest: tuple[float, Deployment, ServeSummary] | None = None
+
+    def run(self, d: Deployment, rate: float | None, n: int = SEARCH_REQUESTS) -> ServeSummary:
+        """Simulate ``d`` at ``rate`` and remember how close it came."""
+        self.simulations += 1
+        summary = evaluate(self.q, self.cost, d, rate, n)
+        score = _worst_ratio(summary)
+        if self.closest is None or score < self.closest[0]:
+            self.closest = (score, d, summary)
+        return summary
+
+    def objective(self, d: Deployment, rate: float | None) -> float:
+        """Higher is better: minus the deployment's cost with a target rate, else output
+        tokens/s per GPU at the rate it sustains."""
+        if self.q.workload.rate is not None and math.isfinite(self.q.workload.rate):
+            return -d.num_gpus * (self.q.gpu_hour_cost or 1.0)
+        osl = self.q.workload.osl.mean
+        if rate is None:
+            summary = self.run(d, None)
+            return summary.output_tokens_per_s / d.num_gpus
+        return rate * osl / d.num_gpus
+
+    def at_rate(self, candidates: list[Deployment], rate: float) -> list[tuple]:
+        """Cheapest deployments meeting the SLO at ``rate`` (up to ``top`` per GPU count)."""
+        kept: list[tuple] = []
+        for d in candidates:
+            if self.simulations >= MAX_SIMULATIONS:
+                break
+            if len(kept) >= self.q.top and d.num_gpus > kept[-1][0].num_gpus:
+                break
+            if self.run(d, rate).meets_slo:
+                kept.append((d, rate, self.objective(d, rate)))
+        return kept
+
+    def best_rate(self, candidates: list[Deployment]) -> list[tuple]:
+        """Without a target rate: each deployment's highest SLO-meeting rate (bisection), or
+        its closed-loop / offline throughput when the workload says so."""
+        kept: list[tuple] = []
+        offline = self.q.workload.rate is not None and math.isinf(self.q.workload.rate)
+        for d in candidates[:8]:
+            if self.q.workload.concurrency or offline:
+                summary = self.run(d, None)
+                if summary.meets_slo or offline:
+                    kept.append((d, None, summary.output_tokens_per_s / d.num_gpus))
+                continue
+            ceiling = 1.2 * self.ceiling(d)
+            self.simulations += BISECTION_STEPS + 1
+            rate = max_rate(self.q, self.cost, d, ceiling)
+            if rate > 0:
+                kept.append((d, rate, self.objective(d, rate)))
+        return kept
+
+    def ceiling(self, d: Deployment) -> float:
+        """Analytic rate ceiling of a deployment (sum over replicas, or the slower pool)."""
+        if not d.disaggregated:
+            return d.replicas * self.bounds[d.replica].rate_rps
+        prefill = self.bounds[d.prefill]
+        return min(d.prefill_replicas / prefill.ttft_s,
+                   d.decode_replicas * self.bounds[d.decode].rate_rps)
+
+    def closest_text(self) -> str:
+        if self.closest is None:
+            return "no deployment was simulated"
+        _, d, summary = self.closest
+        checks = "; ".join(f"{c.slo} observed {c.observed_s * 1e3:.0f} ms"
+                           for c in summary.slo_checks)
+        state = " (saturated)" if summary.saturated else ""
+        return (f"no deployment of up to {self.q.max_gpus} GPUs meets the SLO; closest: "
+                f"{describe(d)}{state}: {checks}")
+
+
+def _worst_ratio(summary: ServeSummary) -> float:
+    ratios = [c.observed_s / c.slo.bound_s for c in summary.slo_checks]
+    ratios = [math.inf if math.isnan(r) else r for r in ratios]  # NaN (unfinished) is a miss
+    return max(ratios, default=0.0) + (10.0 if summary.saturated else 0.0)
+
+
+def _layout_text(layout: ReplicaLayout) -> str:
+    text = f"tp{layout.tp}" + (f" pp{layout.pp}" if layout.pp > 1 else "")
+    if layout.weights_precision != "bf16" or layout.kv_precision != "bf16":
+        text += f" w:{layout.weights_precision} kv:{layout.kv_precision}"
+    return text
+
+
+def describe(d: Deployment) -> str:
+    """A deployment in one short phrase: 'tp8 x2' or 'prefill tp4 x1 + decode tp8 x1'."""
+    if d.disaggregated:
+        return (f"prefill {_layout_text(d.prefill)} x{d.prefill_replicas} + decode "
+                f"{_layout_text(d.decode)} x{d.decode_replicas}")
+    return f"{_layout_text(d.replica)} x{d.replicas}"
+
+
+def _plan(search: _Search, rank: int, d: Deployment, rate: float | None,
+          value: float) -> ServePlan:
+    """The final, full-length simulation of one chosen deployment."""
+    q, cost = search.q, search.cost
+    target = q.workload.rate if q.workload.rate is not None else rate
+    summary = search.run(d, target, q.workload.num_requests)
+    if rate is not None and q.workload.rate is None:
+        # the full-length run may miss where the short search runs passed: step down
+        for _ in range(4):
+            if summary.meets_slo:
+                break
+            rate = target = 0.93 * target
+            summary = search.run(d, target, q.workload.num_requests)
+        value = search.objective(d, rate)
+    layout = d.decode if d.disaggregated else d.replica
+    max_rate_rps = rate if q.workload.rate is None else None
+    return ServePlan(
+        rank=rank, deployment=d, num_gpus=d.num_gpus, max_rate_rps=max_rate_rps,
+        rate_rps=target if target is None or math.isfinite(target) else None,
+        summary=summary.to_dict(),
+        kv_cache_bytes_per_gpu=cost.kv_cache_bytes_per_gpu(layout, d.engine),
+        kv_tokens_per_replica=cost.kv_capacity_tokens(layout, d.engine),
+        weight_bytes_per_gpu=cost.weight_bytes_per_gpu(layout), objective_value=value,
+        cost_per_hour=d.num_gpus * q.gpu_hour_cost if q.gpu_hour_cost else None,
+        why=_why(summary))
+
+
+def _why(summary: ServeSummary) -> str:
+    if not summary.slo_checks:
+        return ""
+    tightest = max(summary.slo_checks, key=lambda c: math.inf if math.isnan(c.observed_s)
+                   else c.observed_s / c.slo.bound_s)
+    return (f"tightest: {tightest.slo} at {tightest.observed_s * 1e3:.0f} ms "
+            f"({tightest.observed_s / tightest.slo.bound_s:.0%} of the bound)")
+
+
+def _nothing_fits(q: ServeQuestion, cost: ServingCost, knobs: EngineKnobs) -> str:
+    tp = min(q.cluster.gpus_per_node, q.max_gpus)
+    layout = ReplicaLayout(tp=tp, weights_precision="fp8" if "fp8" in q.cluster.gpu.peak_flops
+                           else "bf16")
+    weights = cost.weight_bytes_per_gpu(layout) / 2**30
+    return (f"{q.model.name} does not fit on up to {q.max_gpus} {q.cluster.gpu.name}: even at "
+            f"{_layout_text(layout)} its weights take {weights:.1f} GiB per GPU of "
+            f"{q.cluster.gpu.memory_bytes / 2**30:.0f} GiB and one request's KV cache no longer "
+            "fits; add GPUs (--gpus) or allow pipeline parallelism (--pp)")
+
+
+def _workload_dict(workload: ServeWorkload) -> dict:
+    data = workload.model_dump(mode="json")
+    data["isl"], data["osl"] = str(workload.isl), str(workload.osl)
+    return data
+
+
+def _notes(q: ServeQuestion, knobs: EngineKnobs) -> tuple[str, ...]:
+    notes = [(f"engine {q.engine}: max_num_seqs {knobs.max_num_seqs}, max_num_batched_tokens "
+             f"{knobs.max_num_batched_tokens} unless tuned")]
+    if q.workload.rate is not None and math.isinf(q.workload.rate) and q.slos:
+        notes.append("--rate inf is the offline case: plans are ranked by throughput and the "
+                     "SLO is reported, not required")
+    if q.timeout_s is not None:
+        notes.append("--timeout makes the knob search depend on machine speed: not deterministic")
+    return tuple(notes)
+
+
+def check_question(q: ServeQuestion) -> None:
+    """InputError for a question that cannot be asked."""
+    if q.max_gpus < 1:
+        raise InputError(f"--gpus {q.max_gpus}: must be at least 1")
+    if q.pins.tp and q.model.num_heads % q.pins.tp:
+        raise InputError(f"--tp {q.pins.tp}: does not divide the {q.model.num_heads} heads of "
+                         f"{q.model.name}")
+    if q.engine not in ("vllm", "sglang", "trtllm"):
+        raise InputError(f"--engine {q.engine}: not accepted; choose vllm, sglang, trtllm or all")

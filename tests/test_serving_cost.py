@@ -1,0 +1,151 @@
+"""Serving cost model: KV bytes and capacity, roofline iteration times (serving-formulas 4.1-4.3)."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sysplan.costmodels.deployment import EngineKnobs, ReplicaLayout, StepCost
+from sysplan.costmodels.efficiency import Efficiency
+from sysplan.costmodels.serving import ServingCost
+from sysplan.hardware import load_cluster
+from sysplan.models import resolve_model
+from sysplan.models.counting import param_counts
+
+H100, _ = load_cluster("dgx-h100")
+H200, _ = load_cluster("dgx-h200")
+A100, _ = load_cluster("dgx-a100")
+LLAMA70, _ = resolve_model("70b")
+DSV3, _ = resolve_model("deepseek-v3")
+COST = ServingCost(LLAMA70, H100)
+KNOBS = EngineKnobs()
+TP4, TP8 = ReplicaLayout(tp=4), ReplicaLayout(tp=8)
+
+
+def test_serving_cost_is_a_step_cost():
+    cost: StepCost = COST
+    assert cost.iteration_seconds(TP8, 0, 0, 0, 0) == 0.0
+
+
+def test_gqa_kv_bytes_per_token_for_llama_70b():
+    # 2 (K, V) x 80 layers x 8 KV heads x 128 x 2 bytes = 320 KiB (serving-formulas 4.1)
+    assert COST.kv_bytes_per_token(ReplicaLayout()) == 2 * 80 * 8 * 128 * 2 == 320 * 1024
+    assert COST.kv_bytes_per_token(TP8) == 320 * 1024 / 8
+    assert COST.kv_bytes_per_token(ReplicaLayout(tp=8, kv_precision="fp8")) == 160 * 1024 / 8
+    # tp > n_kv replicates heads: TP16 holds as much per GPU as TP8
+    assert COST.kv_bytes_per_token(ReplicaLayout(tp=16)) == 320 * 1024 / 8
+    assert COST.kv_bytes_per_token(ReplicaLayout(tp=4, pp=2)) == 320 * 1024 / 8
+
+
+def test_mla_kv_bytes_per_token_for_deepseek_v3():
+    # 61 layers x (kv_lora_rank 512 + rope 64) x 2 bytes, the same on every TP rank
+    cost = ServingCost(DSV3, H200)
+    assert cost.kv_bytes_per_token(ReplicaLayout(tp=1)) == 61 * (512 + 64) * 2
+    assert cost.kv_bytes_per_token(TP8) == 61 * 576 * 2
+    assert cost.kv_bytes_per_token(ReplicaLayout(tp=8, kv_precision="fp8")) == 61 * 576
+
+
+def test_weight_bytes_per_gpu():
+    counts = param_counts(LLAMA70)
+    assert math.isclose(COST.weight_bytes_per_gpu(TP8), counts.total * 2 / 8, rel_tol=1e-3)
+    # fp8 linears, 16-bit embedding and LM head
+    head = counts.embedding + counts.lm_head
+    fp8 = COST.weight_bytes_per_gpu(ReplicaLayout(tp=8, weights_precision="fp8"))
+    assert math.isclose(fp8, ((counts.total - head) + 2 * head) / 8, rel_tol=1e-3)
+    pp2 = COST.weight_bytes_per_gpu(ReplicaLayout(tp=4, pp=2))
+    assert math.isclose(pp2, COST.weight_bytes_per_gpu(TP8), rel_tol=0.02)
+
+
+def test_kv_capacity_matches_the_worked_example():
+    # serving-formulas 4.1: f = 0.9, 4 GB activations + other: TP4 0.40 M, TP8 1.23 M tokens
+    tp8 = COST.kv_capacity_tokens(TP8, KNOBS)
+    assert tp8 == pytest.approx(1.23e6, rel=0.25)
+    assert COST.kv_capacity_tokens(TP4, KNOBS) == pytest.approx(0.40e6, rel=0.25)
+    assert COST.kv_capacity_tokens(ReplicaLayout(tp=2), KNOBS) < 0.02 * tp8  # ~ does not fit
+    assert COST.kv_capacity_tokens(ReplicaLayout(tp=1), KNOBS) == 0
+    assert tp8 % KNOBS.block_size == 0
+    assert COST.kv_cache_bytes_per_gpu(TP8, KNOBS) == tp8 * COST.kv_bytes_per_token(TP8)
+    fp8_kv = ReplicaLayout(tp=8, kv_precision="fp8")
+    assert COST.kv_capacity_tokens(fp8_kv, KNOBS) == pytest.approx(2 * tp8, rel=1e-3)
+
+
+def test_kv_capacity_follows_the_knobs():
+    big_batch = KNOBS.model_copy(update={"max_num_batched_tokens": 32768})
+    less_memory = KNOBS.model_copy(update={"gpu_memory_utilization": 0.8})
+    tp8 = COST.kv_capacity_tokens(TP8, KNOBS)
+    assert COST.kv_capacity_tokens(TP8, big_batch) < tp8
+    assert COST.kv_capacity_tokens(TP8, less_memory) < tp8
+
+
+def test_deepseek_v3_fp8_needs_more_than_eight_h100s():
+    layout = ReplicaLayout(tp=8, weights_precision="fp8")
+    assert ServingCost(DSV3, H100).kv_capacity_tokens(layout, KNOBS) == 0
+    assert ServingCost(DSV3, H200).kv_capacity_tokens(layout, KNOBS) > 100_000
+
+
+def test_decode_step_near_the_roofline():
+    # serving-formulas 4.3, TP8, c = 4250: 6.7 ms at B = 1 and 10.7 ms at B = 64 (eta_m 0.8)
+    assert COST.decode_step_seconds(TP8, 1, 4250) == pytest.approx(6.7e-3, rel=0.4)
+    assert COST.decode_step_seconds(TP8, 64, 4250) == pytest.approx(10.7e-3, rel=0.4)
+    assert COST.decode_step_seconds(TP4, 1, 4250) == pytest.approx(13.3e-3, rel=0.4)
+
+
+def test_prefill_between_ideal_and_measured_tools():
+    # ideal 71.9 ms, 119.8 ms at 60 % of peak; AIConfigurator 169 ms, Vidur ~190 ms
+    assert 0.070 < COST.prefill_seconds(TP8, 4000) < 0.250
+
+
+def test_times_grow_with_work():
+    prefill = [COST.prefill_seconds(TP8, t) for t in (1, 16, 100, 512, 2048, 8192, 20000, 200000)]
+    assert prefill == sorted(prefill)
+    decode = [COST.decode_step_seconds(TP8, b, 4000) for b in (1, 2, 8, 64, 256, 1024)]
+    assert decode == sorted(decode)
+    context = [COST.decode_step_seconds(TP8, 32, c) for c in (1, 100, 1000, 10000, 100000)]
+    assert context == sorted(context)
+    assert COST.decode_step_seconds(TP4, 64, 4000) > COST.decode_step_seconds(TP8, 64, 4000)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 20000), st.integers(0, 4000), st.integers(0, 512),
+       st.integers(0, 2000), st.sampled_from([TP4, TP8, ReplicaLayout(tp=2, pp=2)]))
+def test_breakdown_adds_up_and_mixing_costs_more(prefill, cached, seqs, context, layout):
+    args = (layout, prefill, prefill + cached, seqs, seqs * context)
+    total = COST.iteration_seconds(*args)
+    assert math.isclose(COST.iteration_breakdown(*args).total_s, total, rel_tol=1e-12)
+    assert total >= COST.iteration_seconds(layout, 0, 0, seqs, seqs * context)
+    assert total >= COST.iteration_seconds(layout, prefill, prefill + cached, 0, 0)
+
+
+def test_pipeline_parallel_adds_latency_not_throughput():
+    pp = ReplicaLayout(tp=4, pp=2)
+    assert COST.prefill_seconds(pp, 4000) > COST.prefill_seconds(TP4, 4000)
+    assert COST.decode_step_seconds(pp, 64, 4000) > COST.decode_step_seconds(TP4, 64, 4000)
+
+
+def test_fp8_weights_speed_up_memory_bound_decode():
+    fp8 = ReplicaLayout(tp=8, weights_precision="fp8")
+    assert COST.decode_step_seconds(fp8, 1, 4000) < 0.75 * COST.decode_step_seconds(TP8, 1, 4000)
+
+
+def test_moe_decode_reads_more_experts_as_the_batch_grows():
+    cost = ServingCost(DSV3, H200)
+    layout = ReplicaLayout(tp=8, weights_precision="fp8")
+    one = cost.iteration_breakdown(layout, 0, 0, 1, 4000).gemm_s
+    many = cost.iteration_breakdown(layout, 0, 0, 64, 64 * 4000).gemm_s
+    assert many > 3 * one
+
+
+def test_kv_transfer_over_the_network_tier():
+    # 4000 tokens x 320 KiB over 8 NICs of 50 GB/s at the network collective fraction
+    got = COST.kv_transfer_seconds(TP8, TP8, 4000)
+    network = H100.tiers[-1]
+    expected = network.latency_s + 4000 * 327680 / (8 * network.bandwidth_bytes_per_s * 0.9)
+    assert math.isclose(got, expected, rel_tol=1e-9)
+    assert COST.kv_transfer_seconds(TP4, TP8, 4000) == pytest.approx(2 * got, rel=1e-3)
+
+
+def test_uncalibrated_curves_price_other_gpus():
+    cost = ServingCost(LLAMA70, A100, Efficiency.default(A100))
+    step = cost.decode_step_seconds(TP8, 32, 4000)
+    assert COST.decode_step_seconds(TP8, 32, 4000) < step < 0.1

@@ -1,0 +1,294 @@
+"""Serving SLOs, per-request latency metrics and their steady-state summary.
+
+Definitions (serving-formulas section 4.4): TTFT = arrival -> first output token; TPOT =
+(E2E - TTFT) / (O - 1) per request (``vllm bench serve``); ITL = every gap between consecutive
+output tokens of a request (TBT in Vidur/Splitwise); E2E = arrival -> last token; queueing
+delay = arrival -> first scheduled. Attainment and goodput count the requests that meet every
+bound at once (DistServe, Zhong et al. OSDI'24, section 2; ``vllm bench serve --goodput``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+import numpy as np
+from pydantic import Field
+
+from sysplan.core.errors import InputError
+from sysplan.core.types import Frozen
+from sysplan.core.units import parse_time
+
+Metric = Literal["ttft", "tpot", "itl", "e2e"]
+METRICS: tuple[str, ...] = get_args(Metric)
+#: Default SLO percentile: DistServe states attainment targets at 90 % (section 2).
+DEFAULT_PERCENTILE = 90.0
+#: Other spellings: vllm bench's ``e2el``; Vidur/Splitwise call ITL "time between tokens".
+_ALIASES = {"e2el": "e2e", "tbt": "itl"}
+_SLO_FORM = re.compile(
+    r"^(?P<metric>[A-Za-z0-9]+)(?::[pP](?P<percentile>\d+(?:\.\d+)?))?=(?P<bound>.+)$"
+)
+_ACCEPTED_SLO = (
+    "expected METRIC[:pPCT]=TIME with METRIC one of ttft, tpot, itl, e2e "
+    "(e.g. ttft=200ms, ttft:p99=200ms; default p90)"
+)
+
+
+class Slo(Frozen):
+    """One latency objective: the ``percentile`` of ``metric`` must be at most ``bound_s``."""
+
+    metric: Metric = Field(description="ttft, tpot, itl (each token gap) or e2e.")
+    percentile: float = Field(
+        default=DEFAULT_PERCENTILE, gt=0, le=100, description="Percentile the bound applies to."
+    )
+    bound_s: float = Field(gt=0, description="Upper bound on that percentile, in seconds.")
+
+    def __str__(self) -> str:
+        return f"{self.metric}:p{self.percentile:g}={self.bound_s * 1000:g}ms"
+
+
+def _parse_one_slo(text: str, field: str) -> Slo:
+    match = _SLO_FORM.match(text)
+    if match is None:
+        raise InputError(f"{field} {text!r}: {_ACCEPTED_SLO}")
+    metric = _ALIASES.get(match["metric"].lower(), match["metric"].lower())
+    if metric not in METRICS:
+        raise InputError(f"{field} {text!r}: unknown metric {match['metric']!r}; {_ACCEPTED_SLO}")
+    percentile = float(match["percentile"] or DEFAULT_PERCENTILE)
+    if not 0 < percentile <= 100:
+        raise InputError(f"{field} {text!r}: percentile must be in (0, 100], e.g. p99")
+    bound_s = parse_time(match["bound"].strip(), f"{field} {metric}")
+    if bound_s <= 0:
+        raise InputError(f"{field} {text!r}: the bound must be positive, e.g. {metric}=200ms")
+    return Slo(metric=metric, percentile=percentile, bound_s=bound_s)
+
+
+def parse_slos(values: str | Sequence[str] | None, field: str = "--slo") -> tuple[Slo, ...]:
+    """SLOs from ``'ttft=200ms'``, ``['ttft:p99=200ms', 'tpot=50ms']`` or ``'ttft=1s,e2e=9s'``."""
+    if values is None:
+        return ()
+    items = [values] if isinstance(values, str) else list(values)
+    slos: list[Slo] = []
+    for item in items:
+        for part in str(item).split(","):
+            slo = _parse_one_slo(part.strip(), field)
+            if any((s.metric, s.percentile) == (slo.metric, slo.percentile) for s in slos):
+                raise InputError(f"{field} {part.strip()!r}: {slo.metric} p{slo.percentile:g} "
+                                 "is given twice; give each metric and percentile once")
+            slos.append(slo)
+    return tuple(slos)
+
+
+def _array(values: object, dtype: type) -> np.ndarray:
+    array = np.array(values, dtype=dtype)
+    array.setflags(write=False)
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class RequestMetrics:
+    """Per-request timings of one simulated run, in seconds, one entry per request.
+
+    A request that never finished has NaN ``finish_s``, ``e2e_s``, ``tpot_s`` and ``itl_max_s``.
+    ``itl_all_s`` concatenates every token gap, request by request in array order; request i
+    contributed ``itl_counts[i]`` gaps (``None``: every request finished, so output_tokens - 1).
+    """
+
+    arrival_s: np.ndarray
+    first_token_s: np.ndarray
+    finish_s: np.ndarray
+    ttft_s: np.ndarray
+    tpot_s: np.ndarray
+    itl_max_s: np.ndarray
+    itl_all_s: np.ndarray
+    e2e_s: np.ndarray
+    queue_s: np.ndarray
+    output_tokens: np.ndarray
+    itl_counts: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name == "itl_counts" and value is None:
+                value = np.maximum(np.asarray(self.output_tokens) - 1, 0)
+            dtype = np.int64 if name in ("output_tokens", "itl_counts") else np.float64
+            object.__setattr__(self, name, _array(value, dtype))
+        sizes = {getattr(self, name).shape for name in self.__dataclass_fields__
+                 if name != "itl_all_s"}
+        assert sizes == {self.arrival_s.shape}, f"per-request arrays differ in length: {sizes}"
+        assert self.itl_counts.sum() == self.itl_all_s.size, "itl_counts must add up to itl_all_s"
+
+    def __len__(self) -> int:
+        return self.arrival_s.size
+
+    @classmethod
+    def from_token_times(
+        cls,
+        arrival_s: Sequence[float],
+        scheduled_s: Sequence[float],
+        token_times_s: Sequence[Sequence[float]],
+        output_tokens: Sequence[int],
+    ) -> RequestMetrics:
+        """Metrics from each request's output-token times (fewer than O: it never finished)."""
+        arrival = np.asarray(arrival_s, dtype=float)
+        rows = [_request_row(arrival[i], np.asarray(times, dtype=float), int(output_tokens[i]))
+                for i, times in enumerate(token_times_s)]
+        first, finish, tpot, itl_max = np.array(rows, dtype=float).reshape(-1, 4).T
+        gaps = [np.diff(np.asarray(times, dtype=float)) for times in token_times_s]
+        return cls(
+            arrival_s=arrival, first_token_s=first, finish_s=finish, ttft_s=first - arrival,
+            tpot_s=tpot, itl_max_s=itl_max,
+            itl_all_s=np.concatenate(gaps) if gaps else np.zeros(0),
+            e2e_s=finish - arrival, queue_s=np.asarray(scheduled_s, dtype=float) - arrival,
+            output_tokens=np.asarray(output_tokens), itl_counts=[gap.size for gap in gaps],
+        )
+
+
+def _request_row(arrival: float, times: np.ndarray, output_tokens: int) -> tuple[float, ...]:
+    """(first token, finish, tpot, largest gap) of one request; NaN where it never got there."""
+    first = times[0] if times.size else math.nan
+    if times.size < output_tokens:
+        return first, math.nan, math.nan, math.nan
+    # TPOT = (E2E - TTFT) / (O - 1), vllm bench serve; 0 for a single output token
+    tpot = (times[-1] - first) / (output_tokens - 1) if output_tokens > 1 else 0.0
+    return first, times[-1], tpot, float(np.diff(times).max()) if times.size > 1 else 0.0
+
+
+class LatencyPercentiles(Frozen):
+    """P50/P90/P99 of one latency, in seconds (NaN when no request has a value)."""
+
+    p50: float = Field(description="Median, seconds.")
+    p90: float = Field(description="90th percentile, seconds.")
+    p99: float = Field(description="99th percentile, seconds.")
+
+
+class SloCheck(Frozen):
+    """One SLO and what the run achieved on it."""
+
+    slo: Slo = Field(description="The objective.")
+    observed_s: float = Field(description="The run's value of that percentile, seconds.")
+    met: bool = Field(description="observed_s <= slo.bound_s.")
+
+
+class ServeSummary(Frozen):
+    """Steady-state latency, throughput and SLO figures of one run (SI units)."""
+
+    num_requests: int = Field(description="Steady-state requests (after warm-up).")
+    num_warmup: int = Field(description="Earliest-arriving requests left out as warm-up.")
+    num_finished: int = Field(description="Steady-state requests that finished.")
+    duration_s: float = Field(description="First steady-state arrival to last finish.")
+    ttft_s: LatencyPercentiles = Field(description="Time to first token.")
+    tpot_s: LatencyPercentiles = Field(description="Time per output token (O > 1 requests).")
+    itl_s: LatencyPercentiles = Field(description="Inter-token latency over every gap.")
+    e2e_s: LatencyPercentiles = Field(description="End-to-end latency.")
+    queue_s: LatencyPercentiles = Field(description="Arrival to first scheduled.")
+    throughput_rps: float = Field(description="Finished requests per second.")
+    output_tokens_per_s: float = Field(description="Output tokens of finished requests per s.")
+    goodput_rps: float = Field(description="Requests meeting every SLO bound per second.")
+    slo_attainment: float = Field(description="Share of requests meeting every bound at once.")
+    slo_checks: tuple[SloCheck, ...] = Field(description="Each stated SLO and its value.")
+    meets_slo: bool = Field(description="Every stated percentile within bound, unsaturated.")
+    saturated: bool = Field(description="The queue kept growing or requests never finished.")
+    saturation_reason: str = Field(default="", description="Why it counts as saturated.")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict; NaN (no value) becomes None."""
+        return _nan_to_none(self.model_dump(mode="json"))
+
+
+def _nan_to_none(value: object) -> object:
+    if isinstance(value, dict):
+        return {key: _nan_to_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nan_to_none(item) for item in value]
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _percentile(values: np.ndarray, percentile: float) -> float:
+    """numpy's linear-interpolation percentile (as vllm bench) over the finite values."""
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, percentile)) if finite.size else math.nan
+
+
+def _percentiles(values: np.ndarray) -> LatencyPercentiles:
+    return LatencyPercentiles(**{f"p{p}": _percentile(values, p) for p in (50, 90, 99)})
+
+
+def saturation(metrics: RequestMetrics, steady: np.ndarray, floor_s: float = 1.0) -> str:
+    """Why the run is saturated, or "" if it is not.
+
+    Saturated when (a) any request never finished (NaN ``finish_s``), or (b) the queue keeps
+    growing: split the steady-state requests (``steady``, indices in arrival order) into
+    quarters by arrival; the median queueing delay of the last quarter exceeds both twice that
+    of the second quarter and ``floor_s``. Test (b) is skipped when all steady-state requests
+    arrive at once (offline, ``rate=inf``: the queue grows by construction) or fewer than 8.
+    """
+    unfinished = int(np.count_nonzero(~np.isfinite(metrics.finish_s)))
+    if unfinished:
+        return f"{unfinished} of {len(metrics)} requests never finished"
+    arrivals, count = metrics.arrival_s[steady], steady.size
+    if count < 8 or arrivals.max() == arrivals.min():
+        return ""
+    queue = metrics.queue_s[steady]
+    second = float(np.median(queue[count // 4 : count // 2]))
+    last = float(np.median(queue[3 * count // 4 :]))
+    if last > 2 * second and last > floor_s:
+        return (f"median queueing delay grew from {second:.3g} s (second quarter) to "
+                f"{last:.3g} s (last quarter)")
+    return ""
+
+
+def _request_values(metrics: RequestMetrics, metric: str) -> np.ndarray:
+    """The per-request value a bound applies to (ITL: the request's largest gap)."""
+    return {"ttft": metrics.ttft_s, "tpot": metrics.tpot_s, "itl": metrics.itl_max_s,
+            "e2e": metrics.e2e_s}[metric]
+
+
+def summarize(
+    metrics: RequestMetrics, slos: Sequence[Slo] = (), warmup_fraction: float = 0.1,
+    saturation_floor_s: float = 1.0,
+) -> ServeSummary:
+    """Steady-state summary: drop the first ``warmup_fraction`` of requests by arrival.
+
+    Percentiles are numpy's linear ones over the steady-state requests (ITL over all of their
+    token gaps; TPOT over requests with more than one output token, as vllm bench). ``meets_slo``:
+    every stated percentile within its bound and not saturated (see ``saturation``).
+    """
+    assert 0 <= warmup_fraction < 1 and len(metrics) > 0, "need requests and a fraction in [0,1)"
+    order = np.argsort(metrics.arrival_s, kind="stable")
+    num_warmup = math.floor(len(metrics) * warmup_fraction)
+    steady = order[num_warmup:]
+    in_steady = np.zeros(len(metrics), dtype=bool)
+    in_steady[steady] = True
+    gaps = metrics.itl_all_s[np.repeat(in_steady, metrics.itl_counts)]
+    tpot = metrics.tpot_s[steady][metrics.output_tokens[steady] > 1]
+    distributions = {"ttft": metrics.ttft_s[steady], "tpot": tpot, "itl": gaps,
+                     "e2e": metrics.e2e_s[steady]}
+    finished = np.isfinite(metrics.finish_s[steady])
+    start = float(metrics.arrival_s[steady].min())
+    duration = float(metrics.finish_s[steady][finished].max()) - start if finished.any() else 0.0
+    ok = finished.copy()
+    for slo in slos:
+        with np.errstate(invalid="ignore"):
+            ok &= _request_values(metrics, slo.metric)[steady] <= slo.bound_s
+    checks = []
+    for slo in slos:
+        observed = _percentile(distributions[slo.metric], slo.percentile)
+        checks.append(SloCheck(slo=slo, observed_s=observed, met=observed <= slo.bound_s))
+    reason = saturation(metrics, steady, saturation_floor_s)
+    # rates over the steady-state window, as vllm bench divides by the benchmark duration
+    per_s = 1 / duration if duration > 0 else (math.nan if finished.any() else 0.0)
+    return ServeSummary(
+        num_requests=steady.size, num_warmup=num_warmup, num_finished=int(finished.sum()),
+        duration_s=duration, ttft_s=_percentiles(distributions["ttft"]),
+        tpot_s=_percentiles(tpot), itl_s=_percentiles(gaps),
+        e2e_s=_percentiles(distributions["e2e"]), queue_s=_percentiles(metrics.queue_s[steady]),
+        throughput_rps=finished.sum() * per_s,
+        output_tokens_per_s=float(metrics.output_tokens[steady][finished].sum()) * per_s,
+        goodput_rps=ok.sum() * per_s, slo_attainment=float(ok.mean()),
+        slo_checks=tuple(checks), meets_slo=all(c.met for c in checks) and not reason,
+        saturated=bool(reason), saturation_reason=reason,
+    )
