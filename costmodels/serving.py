@@ -122,6 +122,8 @@ class ServingCost:
                  efficiency: Efficiency | None = None) -> None:
         self.model, self.cluster = model, cluster
         self.eff = efficiency or Efficiency.for_cluster(cluster)
+        overhead = self.eff.calibration.serve_iteration_overhead_s
+        self.iteration_overhead_s = self.ITERATION_OVERHEAD_S if overhead is None else overhead
         self._counts = param_counts(model)
         self._moe_layer = tuple(model.is_moe_layer(i) for i in range(model.num_layers))
         self._shapes = {kind: layer_shapes(model, kind) for kind in set(self._moe_layer)}
@@ -275,7 +277,7 @@ class ServingCost:
         return (_interp(c.gemm, tokens), _interp(c.lm_head, emitting), attention,
                 _interp(c.elementwise, tokens),
                 _interp(c.communication, tokens) + _interp(c.logits_gather, emitting),
-                self.ITERATION_OVERHEAD_S)
+                self.iteration_overhead_s)
 
     def _layout(self, layout: ReplicaLayout) -> _LayoutCost:
         cost = self._cache.get(layout)

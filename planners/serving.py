@@ -142,7 +142,8 @@ def evaluate(q: ServeQuestion, cost: ServingCost, deployment: Deployment, rate: 
     result = simulate(deployment, cost, requests.arrival_s, requests.input_tokens,
                       requests.output_tokens, concurrency=workload.concurrency,
                       max_time_s=horizon)
-    return summarize(to_request_metrics(result), q.slos)
+    overhead = cost.eff.calibration.serve_request_overhead_s
+    return summarize(to_request_metrics(result).with_request_overhead(overhead), q.slos)
 
 
 def max_rate(q: ServeQuestion, cost: ServingCost, deployment: Deployment, ceiling: float,
@@ -255,6 +256,9 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
         raise NoPlanFits(_nothing_fits(q, cost, knobs))
     isl, osl = q.workload.isl.mean, q.workload.osl.mean
     bounds = [analytic_bound(cost, layout, knobs, isl, osl) for layout in layouts]
+    pinned = pinned_deployment(q, knobs)
+    if pinned is not None:
+        return _evaluate_pinned(q, cost, pinned, {b.layout: b for b in bounds}, started)
     feasible = [b for b in bounds if passes_bound(b, q.slos)]
     if not feasible:
         best = min(bounds, key=lambda b: b.ttft_s)
@@ -460,3 +464,40 @@ def check_question(q: ServeQuestion) -> None:
                          f"{q.model.name}")
     if q.engine not in ("vllm", "sglang", "trtllm"):
         raise InputError(f"--engine {q.engine}: not accepted; choose vllm, sglang, trtllm or all")
+
+
+def pinned_deployment(q: ServeQuestion, knobs: EngineKnobs) -> Deployment | None:
+    """The one deployment the pins describe completely, if they do (precisions default to
+    bf16): --tp and --replicas, or every prefill/decode pin with --disagg."""
+    p = q.pins
+    weights, kv = p.weights_precision or "bf16", p.kv_precision or "bf16"
+    if p.disagg and p.prefill_tp and p.prefill_replicas and p.decode_tp and p.decode_replicas:
+        return disaggregated(ReplicaLayout(tp=p.prefill_tp, pp=1, weights_precision=weights,
+                                           kv_precision=kv), p.prefill_replicas,
+                             ReplicaLayout(tp=p.decode_tp, pp=1, weights_precision=weights,
+                                           kv_precision=kv), p.decode_replicas, knobs)
+    if not p.disagg and p.tp and p.replicas:
+        layout = ReplicaLayout(tp=p.tp, pp=p.pp or 1, weights_precision=weights, kv_precision=kv)
+        return aggregated(layout, p.replicas, knobs)
+    return None
+
+
+def _evaluate_pinned(q: ServeQuestion, cost: ServingCost, d: Deployment, bounds: dict,
+                     started: float) -> ServeResult:
+    """Simulate the one deployment asked about at the given load, SLO met or not."""
+    search = _Search(q, cost, bounds)
+    rate = q.workload.rate if q.workload.rate is not None and math.isfinite(q.workload.rate) \
+        else None
+    layouts = [d.prefill, d.decode] if d.disaggregated else [d.replica]
+    if any(lay not in bounds for lay in layouts):
+        raise NoPlanFits(f"{describe(d)} does not fit: the weights and one request's KV cache "
+                         f"exceed {q.cluster.gpu.name} memory")
+    if rate is None and q.workload.rate is None and not q.workload.concurrency:
+        rate = max_rate(q, cost, d, 1.2 * search.ceiling(d))
+    plan = _plan(search, 1, d, rate, search.objective(d, rate))
+    return ServeResult(
+        model=q.model.name, cluster=q.cluster.name, engine=q.engine, max_gpus=q.max_gpus,
+        workload=_workload_dict(q.workload), slos=tuple(str(s) for s in q.slos), searched=1,
+        simulated=search.simulations, search_time_s=time.perf_counter() - started,
+        deterministic=True, plans=(plan,),
+        notes=(*_notes(q, d.engine), "every dimension pinned: one deployment simulated"))

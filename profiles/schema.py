@@ -122,6 +122,12 @@ class Calibration(Frozen):
                            "that hides data-parallel and ZeRO communication.")
     allocator_reserve: float | None = Field(default=None, ge=0, description="Allocator reserve "
                                             "as a fraction of activations (None: default).")
+    serve_iteration_overhead_s: float | None = Field(
+        default=None, ge=0, description="Serving: fixed seconds per engine iteration "
+        "(scheduler, launches); None: the cost model's default.")
+    serve_request_overhead_s: float = Field(
+        default=0.0, ge=0, description="Serving: fixed seconds a request spends outside the "
+        "engine (HTTP, tokenizer, detokenizer), added to its TTFT and end-to-end latency.")
     fitted_on: str = Field(default="", description="What the factors were fitted to.")
 
 

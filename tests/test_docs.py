@@ -31,6 +31,7 @@ TABLES = {
     "train": ("Options", ["--model", "x", "--cluster", "y"]),
     "export": ("Export", ["plan.json", "--to", "json"]),
     "calibrate": ("Calibrate", ["runs.csv", "--cluster", "x"]),
+    "serve": ("Serve", ["--model", "x", "--cluster", "y"]),
     "profile": ("Profile", []),
 }
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
 import numpy as np
@@ -123,6 +123,15 @@ class RequestMetrics:
 
     def __len__(self) -> int:
         return self.arrival_s.size
+
+    def with_request_overhead(self, seconds: float) -> RequestMetrics:
+        """The same run seen from a client ``seconds`` away (HTTP, tokenizer, detokenizer):
+        first token, finish, TTFT and end-to-end latency all later by that much."""
+        if not seconds:
+            return self
+        return replace(self, first_token_s=self.first_token_s + seconds,
+                       finish_s=self.finish_s + seconds, ttft_s=self.ttft_s + seconds,
+                       e2e_s=self.e2e_s + seconds, itl_counts=self.itl_counts)
 
     @classmethod
     def from_token_times(

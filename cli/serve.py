@@ -1,0 +1,132 @@
+"""`sysplan serve`: parse options, call ``plan_serving`` once per engine, render the result.
+
+Results go to stdout (a table, or one JSON object with ``--json``); notes and written files go
+to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from sysplan.cli.train import _choice, _opt, _positive_float, _positive_int
+
+HELP = """Find the cheapest deployment that serves a workload within its latency SLO.
+
+Example: sysplan serve --model 70b --cluster dgx-h100 --isl 4000 --osl 500 --rate 4 --slo ttft=300ms --slo tpot=50ms
+"""
+
+_PINNED = "Pinned deployment (fix one dimension; all pinned = evaluate one deployment)"
+_LOAD = "Workload"
+_SEARCH = "Search"
+
+
+def _bool_choice(value: object) -> bool:
+    return str(value) == "1"
+
+
+_Model = Annotated[str, _opt("--model", metavar="NAME|PATH", help="Model: catalog name or "
+                             "alias (70b, 8b) or a Hugging Face config.json path.")]
+_Cluster = Annotated[str, _opt("--cluster", metavar="NAME|PATH", help="Cluster: catalog name "
+                               "(dgx-h100, ...) or a cluster YAML file.")]
+_Gpus = Annotated[int | None, _opt("--gpus", metavar="N", parser=_positive_int, help="GPU budget "
+                                   "(default: one node).")]
+_Isl = Annotated[str, _opt("--isl", metavar="SPEC", panel=_LOAD, help="Input tokens: 4000, "
+                           "normal:4000,800, lognormal:4000,0.5 or uniform:1000,4000.")]
+_Osl = Annotated[str, _opt("--osl", metavar="SPEC", panel=_LOAD, help="Output tokens, same "
+                           "forms as --isl.")]
+_Trace = Annotated[str | None, _opt("--trace", metavar="FILE", panel=_LOAD, help="CSV/JSONL "
+                                    "trace (arrival_s, input_tokens, output_tokens).")]
+_Rate = Annotated[str | None, _opt("--rate", metavar="RPS|inf", panel=_LOAD, help="Requests/s "
+                                   "to serve (the fewest GPUs meeting the SLO win); inf: all "
+                                   "queued at once (offline throughput). Without it: the most "
+                                   "SLO-meeting throughput per GPU on --gpus.")]
+_Arrival = Annotated[str, _opt("--arrival", metavar="KIND", panel=_LOAD, help="poisson, "
+                               "gamma:cv=2 (bursty), constant, or trace.")]
+_Concurrency = Annotated[int | None, _opt("--concurrency", metavar="N", parser=_positive_int,
+                                          panel=_LOAD, help="Closed loop: N requests in flight.")]
+_Requests = Annotated[int, _opt("--num-requests", metavar="N", parser=_positive_int,
+                                panel=_LOAD, help="Requests simulated (first 10 % are warm-up).")]
+_Slo = Annotated[list[str] | None, _opt("--slo", metavar="METRIC[:pXX]=TIME", panel=_LOAD,
+                                        help="Latency bound, repeatable: ttft=200ms, "
+                                        "tpot:p99=50ms, itl, e2e (default percentile p90).")]
+_Engine = Annotated[str, _opt("--engine", metavar="[vllm|sglang|trtllm|all]", panel=_SEARCH,
+                              parser=_choice("vllm", "sglang", "trtllm", "all"),
+                              help="Scheduler simulated and default export; all compares them.")]
+_Top = Annotated[int, _opt("--top", metavar="N", parser=_positive_int, panel=_SEARCH,
+                           help="Deployments to show.")]
+_Trials = Annotated[int, _opt("--trials", metavar="N", panel=_SEARCH, parser=lambda v: int(v),
+                              help="Optuna trials tuning the engine knobs of the best two "
+                              "deployments (0: no tuning).")]
+_Timeout = Annotated[float | None, _opt("--timeout", metavar="S", parser=_positive_float,
+                                        panel=_SEARCH, help="Stop tuning after this many "
+                                        "seconds (not deterministic).")]
+_Storage = Annotated[str | None, _opt("--storage", metavar="URL", panel=_SEARCH, help="Optuna "
+                                      "storage: sqlite:///study.db to resume, "
+                                      "postgresql://... to share (default: in memory).")]
+_GpuCost = Annotated[float | None, _opt("--gpu-cost", metavar="DOLLARS", parser=_positive_float,
+                                        panel=_SEARCH, help="Dollars per GPU-hour; ranks by "
+                                        "cost and shows it.")]
+_Json = Annotated[bool, _opt("--json", help="Write one JSON object to stdout instead of tables.")]
+_Export = Annotated[str | None, _opt("--export", metavar="ENGINES", help="Write launch files "
+                                     "for the top deployment: vllm, sglang, trtllm "
+                                     "(comma-separated) into --output.")]
+_Output = Annotated[str, _opt("--output", "-o", metavar="DIR", help="Folder for --export.")]
+
+
+def _degree(name: str, help: str):
+    return Annotated[int | None, _opt(name, metavar="N", parser=_positive_int, panel=_PINNED,
+                                      help=help)]
+
+
+_Tp = _degree("--tp", "Tensor-parallel degree of each replica.")
+_Pp = _degree("--pp", "Pipeline stages of each replica.")
+_Replicas = _degree("--replicas", "Aggregated replicas.")
+_PrefillTp = _degree("--prefill-tp", "Disaggregated: TP of a prefill replica.")
+_PrefillReplicas = _degree("--prefill-replicas", "Disaggregated: prefill replicas.")
+_DecodeTp = _degree("--decode-tp", "Disaggregated: TP of a decode replica.")
+_DecodeReplicas = _degree("--decode-replicas", "Disaggregated: decode replicas.")
+_MaxSeqs = _degree("--max-num-seqs", "Sequences batched at once.")
+_MaxTokens = _degree("--max-num-batched-tokens", "Tokens per engine iteration.")
+_Disagg = Annotated[bool | None, _opt("--disagg/--no-disagg", panel=_PINNED, help="Separate "
+                                      "prefill and decode pools (default: searched).")]
+_Weights = Annotated[str | None, _opt("--weights-precision", metavar="[bf16|fp8]", panel=_PINNED,
+                                      parser=_choice("bf16", "fp8"), help="Weight dtype.")]
+_Kv = Annotated[str | None, _opt("--kv-precision", metavar="[bf16|fp8]", panel=_PINNED,
+                                 parser=_choice("bf16", "fp8"), help="KV-cache dtype.")]
+
+
+def serve(
+    model: _Model, cluster: _Cluster, gpus: _Gpus = None, isl: _Isl = "4000",
+    osl: _Osl = "500", trace: _Trace = None, rate: _Rate = None, arrival: _Arrival = "poisson",
+    concurrency: _Concurrency = None, num_requests: _Requests = 2000, slo: _Slo = None,
+    engine: _Engine = "vllm", top: _Top = 3, trials: _Trials = 12, timeout: _Timeout = None,
+    storage: _Storage = None, gpu_cost: _GpuCost = None, json_out: _Json = False,
+    export: _Export = None, output: _Output = "sysplan-serve", tp: _Tp = None, pp: _Pp = None,
+    replicas: _Replicas = None, disagg: _Disagg = None, prefill_tp: _PrefillTp = None,
+    prefill_replicas: _PrefillReplicas = None, decode_tp: _DecodeTp = None,
+    decode_replicas: _DecodeReplicas = None, weights_precision: _Weights = None,
+    kv_precision: _Kv = None, max_num_seqs: _MaxSeqs = None,
+    max_num_batched_tokens: _MaxTokens = None,
+) -> None:
+    """Find the cheapest deployment that serves a workload within its latency SLO."""
+    from sysplan.cli import serve_run
+
+    pins = {"tp": tp, "pp": pp, "replicas": replicas, "disagg": disagg,
+            "prefill_tp": prefill_tp, "prefill_replicas": prefill_replicas,
+            "decode_tp": decode_tp, "decode_replicas": decode_replicas,
+            "weights_precision": weights_precision, "kv_precision": kv_precision,
+            "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
+    results = serve_run.run(
+        model=model, cluster=cluster, gpus=gpus, isl=isl, osl=osl, trace=trace, rate=rate,
+        arrival=arrival, concurrency=concurrency, num_requests=num_requests, slo=slo or [],
+        engine=engine, top=top, trials=trials, timeout=timeout, storage=storage,
+        gpu_cost=gpu_cost, pins=pins, export=export, output=output)
+    if json_out:
+        document = serve_run.document(results)
+        typer.echo(json.dumps(document if len(results) > 1 else document["results"][0],
+                              indent=2))
+        return
+    serve_run.render(results)

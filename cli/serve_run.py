@@ -1,0 +1,206 @@
+"""The work behind `sysplan serve`: build the question, plan per engine, export, render."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from sysplan.cli.render import stdout_console
+from sysplan.core.errors import InputError
+from sysplan.core.version import __version__
+from sysplan.planners.serve_types import ServePins, ServePlan, ServeResult
+
+ENGINES = ("vllm", "sglang", "trtllm")
+SCHEMA_VERSION = "1.0"
+
+
+def _rate(text: str | None) -> float | None:
+    if text is None:
+        return None
+    if text.strip().lower() == "inf":
+        return math.inf
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise InputError(f"--rate {text}: expected requests per second (e.g. 4.5) or inf")
+    return value
+
+
+def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, num_requests,
+        slo, engine, top, trials, timeout, storage, gpu_cost, pins, export,
+        output) -> list[ServeResult]:
+    """Plan for each engine asked; write the --export files of the first engine's best plan."""
+    from sysplan.hardware import load_cluster
+    from sysplan.models import resolve_model
+    from sysplan.planners.serving import ServeQuestion, check_question, plan_serving
+    from sysplan.workloads.serving import ServeWorkload
+    from sysplan.workloads.slo import parse_slos
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    spec, model_note = resolve_model(model)
+    machine, cluster_notes = load_cluster(cluster)
+    for note in (model_note, *cluster_notes):
+        if note:
+            err.print(f"note: {note}", markup=False)
+    workload_fields: dict[str, Any] = {"arrival": arrival, "rate": _rate(rate),
+                                       "concurrency": concurrency, "num_requests": num_requests}
+    if trace:
+        workload_fields |= {"trace": Path(trace), "arrival": "trace" if arrival == "poisson"
+                            else arrival}
+    else:
+        workload_fields |= {"isl": isl, "osl": osl}
+    workload = ServeWorkload(**workload_fields)
+    slos = parse_slos(slo)
+    results = []
+    for name in (ENGINES if engine == "all" else (engine,)):
+        question = ServeQuestion(
+            model=spec, cluster=machine, workload=workload, slos=slos,
+            max_gpus=gpus or machine.gpus_per_node, engine=name, pins=ServePins(**pins),
+            gpu_hour_cost=gpu_cost, top=top, trials=trials, timeout_s=timeout, storage=storage)
+        check_question(question)
+        results.append(plan_serving(question))
+    if export:
+        _export(err, results[0], spec, machine, export, Path(output))
+    return results
+
+
+def _export(err: Console, result: ServeResult, spec, machine, engines: str, folder: Path) -> None:
+    from sysplan.costmodels.serving import ServingCost
+    from sysplan.exporters.base import write_files
+    from sysplan.exporters.serving import serve_files
+
+    plan = result.plans[0]
+    request = export_request(plan, spec, machine, ServingCost(spec, machine), result)
+    names = [e.strip() for e in engines.split(",") if e.strip()]
+    for path in write_files(serve_files(request, names), folder):
+        err.print(f"wrote {path}", markup=False)
+
+
+def export_request(plan: ServePlan, spec, machine, cost, result: ServeResult):
+    """The exporters' view of one plan."""
+    from sysplan.exporters.serving import ServeExportRequest
+
+    summary = plan.summary
+    predicted = {"ttft_p90_s": summary["ttft_s"]["p90"], "tpot_p90_s": summary["tpot_s"]["p90"],
+                 "output_tokens_per_s": summary["output_tokens_per_s"]}
+    if plan.max_rate_rps:
+        predicted["max_rate_rps"] = plan.max_rate_rps
+    workload = result.workload
+    longest = int(workload.get("max_len") or 0) or spec.max_seq_len
+    return ServeExportRequest(
+        deployment=plan.deployment, model=spec, cluster=machine,
+        kv_cache_bytes_per_gpu=plan.kv_cache_bytes_per_gpu,
+        weight_bytes_per_gpu=plan.weight_bytes_per_gpu,
+        max_model_len=min(spec.max_seq_len, longest), predicted=predicted)
+
+
+# --- JSON --------------------------------------------------------------------------------------
+
+
+def document(results: list[ServeResult]) -> dict[str, Any]:
+    """{"schema_version", "sysplan_version", "results": [one per engine]}."""
+    return {"schema_version": SCHEMA_VERSION, "sysplan_version": __version__,
+            "results": [result_document(r) for r in results]}
+
+
+def result_document(result: ServeResult) -> dict[str, Any]:
+    """One engine's answer: the question, the search, and the ranked plans (SI units)."""
+    return {
+        "schema_version": SCHEMA_VERSION, "sysplan_version": __version__,
+        "model": result.model, "cluster": result.cluster, "engine": result.engine,
+        "max_gpus": result.max_gpus, "workload": result.workload, "slos": list(result.slos),
+        "searched": result.searched, "simulated": result.simulated,
+        "search_time_s": result.search_time_s, "deterministic": result.deterministic,
+        "notes": list(result.notes), "plans": [plan_document(p) for p in result.plans],
+    }
+
+
+def plan_document(plan: ServePlan) -> dict[str, Any]:
+    d, s = plan.deployment, plan.summary
+    layout = d.decode if d.disaggregated else d.replica
+
+    def pool(lay, n):
+        return {"tp": lay.tp, "pp": lay.pp, "replicas": n} if lay is not None else None
+
+    return {
+        "rank": plan.rank, "gpus": plan.num_gpus,
+        "layout": {"tp": None if d.disaggregated else d.replica.tp,
+                   "pp": None if d.disaggregated else d.replica.pp,
+                   "replicas": None if d.disaggregated else d.replicas,
+                   "disaggregated": d.disaggregated,
+                   "prefill": pool(d.prefill, d.prefill_replicas) if d.disaggregated else None,
+                   "decode": pool(d.decode, d.decode_replicas) if d.disaggregated else None},
+        "precision": {"weights": layout.weights_precision, "kv": layout.kv_precision},
+        "engine": {"name": d.engine.engine, "max_num_seqs": d.engine.max_num_seqs,
+                   "max_num_batched_tokens": d.engine.max_num_batched_tokens,
+                   "gpu_memory_utilization": d.engine.gpu_memory_utilization,
+                   "kv_cache_bytes_per_gpu": plan.kv_cache_bytes_per_gpu,
+                   "kv_tokens_per_replica": plan.kv_tokens_per_replica},
+        "routing": d.routing, "max_rate_rps": plan.max_rate_rps, "rate_rps": plan.rate_rps,
+        "output_tokens_per_s": s["output_tokens_per_s"],
+        "output_tokens_per_s_per_gpu": s["output_tokens_per_s"] / plan.num_gpus,
+        "latency_s": {k: s[f"{k}_s"] for k in ("ttft", "tpot", "itl", "e2e", "queue")},
+        "slo_attainment": s["slo_attainment"], "goodput_rps": s["goodput_rps"],
+        "meets_slo": s["meets_slo"], "saturated": s["saturated"],
+        "cost_per_hour": plan.cost_per_hour, "why": plan.why,
+    }
+
+
+# --- tables ------------------------------------------------------------------------------------
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value * 1e3:,.0f}"
+
+
+def _short(d) -> str:
+    """'tp8 x2', or 'P tp2x4 + D tp2x2' for prefill and decode pools."""
+    if d.disaggregated:
+        return (f"P tp{d.prefill.tp}x{d.prefill_replicas} + "
+                f"D tp{d.decode.tp}x{d.decode_replicas}")
+    return f"tp{d.replica.tp}" + (f" pp{d.replica.pp}" if d.replica.pp > 1 else "") + \
+        f" x{d.replicas}"
+
+
+def render(results: list[ServeResult]) -> None:
+    """One table per engine, best deployment first; latencies in ms."""
+    console = stdout_console()
+    for result in results:
+        console.print(f"{result.model} on {result.cluster} (up to {result.max_gpus} GPUs), "
+                      f"engine {result.engine}; SLO {', '.join(result.slos) or 'none'}; "
+                      f"{result.searched} deployments, {result.simulated} simulations in "
+                      f"{result.search_time_s:.1f} s", markup=False, highlight=False)
+        table = Table("#", "GPUs", "deployment", "w/kv", "rate/s", "TTFT p90", "TTFT p99",
+                      "TPOT p90", "ITL p99", "goodput/s", "tok/s/GPU", box=None, pad_edge=False)
+        for plan in result.plans:
+            d, s = plan.deployment, plan.summary
+            lay = d.decode if d.disaggregated else d.replica
+            rate = plan.max_rate_rps or plan.rate_rps
+            flag = "" if s["meets_slo"] else ("!" if s["saturated"] else "*")
+            table.add_row(f"{plan.rank}{flag}", str(plan.num_gpus), _short(d),
+                          f"{lay.weights_precision}/{lay.kv_precision}",
+                          "-" if rate is None else f"{rate:.2f}", _ms(s["ttft_s"]["p90"]),
+                          _ms(s["ttft_s"]["p99"]), _ms(s["tpot_s"]["p90"]),
+                          _ms(s["itl_s"]["p99"]), f"{s['goodput_rps']:.2f}",
+                          f"{s['output_tokens_per_s'] / plan.num_gpus:,.0f}")
+        console.print(table)
+        if any(not p.summary["meets_slo"] for p in result.plans):
+            console.print("* misses the SLO   ! saturated (the queue keeps growing)",
+                          markup=False, highlight=False)
+        if result.plans:
+            best = result.plans[0]
+            knobs = best.deployment.engine
+            console.print(f"#1 knobs: max_num_seqs {knobs.max_num_seqs}, max_num_batched_tokens "
+                          f"{knobs.max_num_batched_tokens}, gpu_memory_utilization "
+                          f"{knobs.gpu_memory_utilization:.2f}; KV "
+                          f"{best.kv_cache_bytes_per_gpu / 2**30:.1f} GiB/GPU "
+                          f"({best.kv_tokens_per_replica:,} tokens per replica); {best.why}",
+                          markup=False, highlight=False)
+        for note in result.notes:
+            Console(stderr=True).print(f"note: {note}", markup=False, highlight=False)

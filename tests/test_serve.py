@@ -1,0 +1,145 @@
+"""`sysplan serve`: the planner's answers, one-line errors, determinism, Optuna storages."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from test_cli import invoke, stderr_lines
+
+from sysplan.core.errors import NoPlanFits
+from sysplan.hardware import load_cluster
+from sysplan.models import resolve_model
+from sysplan.planners.serve_types import ServePins
+from sysplan.planners.serving import ServeQuestion, plan_serving
+from sysplan.workloads.serving import ServeWorkload
+from sysplan.workloads.slo import parse_slos
+
+LLAMA8, _ = resolve_model("8b")
+H100, _ = load_cluster("dgx-h100")
+SMALL = ("serve", "--model", "8b", "--cluster", "dgx-h100", "--isl", "1000", "--osl", "100",
+         "--num-requests", "300", "--top", "2")
+
+
+def question(**changes) -> ServeQuestion:
+    fields = {"model": LLAMA8, "cluster": H100, "max_gpus": 2, "trials": 0, "top": 2,
+              "workload": ServeWorkload(isl="1000", osl="100", rate=10.0, num_requests=300),
+              "slos": parse_slos(["ttft=200ms", "tpot=40ms"])}
+    return ServeQuestion(**{**fields, **changes})
+
+
+def test_with_a_rate_the_cheapest_deployment_meeting_the_slo_wins() -> None:
+    result = plan_serving(question())
+    best = result.plans[0]
+    assert best.summary["meets_slo"] and best.rate_rps == 10.0
+    assert best.num_gpus == min(p.num_gpus for p in result.plans)
+    checks = best.summary["slo_checks"]
+    assert len(checks) == 2 and all(c["met"] for c in checks)
+    assert best.kv_tokens_per_replica > 0 and best.weight_bytes_per_gpu > 0
+
+
+def test_without_a_rate_the_highest_slo_meeting_rate_per_gpu_is_found() -> None:
+    result = plan_serving(question(workload=ServeWorkload(isl="1000", osl="100",
+                                                          num_requests=300)))
+    best = result.plans[0]
+    assert best.max_rate_rps and best.max_rate_rps > 1.0 and best.summary["meets_slo"]
+    assert best.objective_value == pytest.approx(best.max_rate_rps * 100 / best.num_gpus)
+
+
+def test_a_higher_rate_needs_at_least_as_many_gpus() -> None:
+    low = plan_serving(question(max_gpus=8, workload=ServeWorkload(
+        isl="1000", osl="100", rate=5.0, num_requests=300)))
+    high = plan_serving(question(max_gpus=8, workload=ServeWorkload(
+        isl="1000", osl="100", rate=80.0, num_requests=300)))
+    assert high.plans[0].num_gpus >= low.plans[0].num_gpus
+
+
+def test_an_impossible_slo_exits_1_with_what_came_closest() -> None:
+    with pytest.raises(NoPlanFits, match="TTFT"):
+        plan_serving(question(slos=parse_slos(["ttft=1ms"])))
+    result = invoke(*SMALL, "--rate", "10", "--slo", "ttft=1ms")
+    assert result.exit_code == 1
+    assert "even unloaded" in stderr_lines(result)[-1]
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["--slo", "ttft=fast"], ["--slo ttft", "fast"]),
+    (["--slo", "latency=2s"], ["latency"]),
+    (["--isl", "normal:4000"], ["--isl normal:4000", "normal:MEAN,STD"]),
+    (["--rate", "-3"], ["--rate -3", "inf"]),
+    (["--engine", "tgi"], ["--engine tgi", "vllm"]),
+    (["--rate", "2", "--concurrency", "4"], ["concurrency"]),
+])
+def test_bad_input_is_one_line_exit_2(args, words) -> None:
+    result = invoke(*SMALL, *args)
+    assert result.exit_code == 2, result.stdout
+    line = [line for line in stderr_lines(result) if line.startswith("error:")]
+    assert len(line) == 1 and all(w in line[0] for w in words), stderr_lines(result)
+
+
+def test_a_fully_pinned_deployment_is_simulated_even_when_it_misses() -> None:
+    pins = ServePins(tp=1, replicas=1)
+    result = plan_serving(question(pins=pins, slos=parse_slos(["ttft=20ms"])))
+    (plan,) = result.plans
+    assert plan.deployment.replica.tp == 1 and not plan.summary["meets_slo"]
+    assert "every dimension pinned" in result.notes[-1]
+
+
+def _document(*extra: str) -> dict:
+    result = invoke(*SMALL, "--rate", "8", "--gpus", "2", "--slo", "ttft=300ms", "--json", *extra)
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    document.pop("search_time_s")
+    return document
+
+
+def test_json_has_the_documented_fields_and_is_byte_identical_run_to_run() -> None:
+    first, second = _document("--trials", "3"), _document("--trials", "3")
+    assert first == second and first["deterministic"]
+    plan = first["plans"][0]
+    for key in ("gpus", "layout", "precision", "engine", "max_rate_rps", "output_tokens_per_s",
+                "output_tokens_per_s_per_gpu", "latency_s", "slo_attainment", "goodput_rps",
+                "saturated"):
+        assert key in plan
+    assert set(plan["latency_s"]["ttft"]) == {"p50", "p90", "p99"}
+    assert {"tp", "pp", "replicas", "disaggregated", "prefill", "decode"} <= set(plan["layout"])
+    assert plan["engine"]["kv_cache_bytes_per_gpu"] > 0
+
+
+def test_sqlite_storage_resumes_the_study(tmp_path: Path) -> None:
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    q = question(trials=2, storage=url)
+    plan_serving(q)
+    plan_serving(q)
+    summaries = optuna.get_all_study_summaries(storage=url)
+    assert summaries and max(s.n_trials for s in summaries) >= 4  # the second run resumed
+
+
+def test_postgresql_storage_shares_one_study() -> None:
+    url = os.environ.get("SYSPLAN_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("SYSPLAN_REQUIRE_RUNTIMES") == "1":
+            pytest.fail("CI must provide SYSPLAN_TEST_POSTGRES_URL (see .ci/run)")
+        pytest.skip("no PostgreSQL server: set SYSPLAN_TEST_POSTGRES_URL=postgresql://... "
+                    "(.ci/run starts one)")
+    import optuna
+
+    q = question(trials=2, storage=url)
+    plan_serving(q)
+    plan_serving(q)  # a second searcher joins the same study
+    storage = url.replace("postgresql://", "postgresql+psycopg://", 1)
+    summaries = optuna.get_all_study_summaries(storage=storage)
+    assert max(s.n_trials for s in summaries) >= 4
+
+
+def test_export_writes_the_engine_commands(tmp_path: Path) -> None:
+    result = invoke(*SMALL, "--rate", "8", "--gpus", "2", "--slo", "ttft=300ms", "--trials", "0",
+                    "--export", "vllm,sglang", "-o", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    script = (tmp_path / "serve/vllm/launch.sh").read_text()
+    assert "vllm serve" in script and "--max-num-seqs" in script
+    assert (tmp_path / "serve/sglang/launch.sh").is_file()
