@@ -17,7 +17,7 @@ Expert parallelism is not modelled: routed experts are split over the TP ranks l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -121,7 +121,12 @@ class ServingCost:
     def __init__(self, model: ModelSpec, cluster: Cluster,
                  efficiency: Efficiency | None = None) -> None:
         self.model, self.cluster = model, cluster
-        self.eff = efficiency or Efficiency.for_cluster(cluster)
+        eff = efficiency or Efficiency.for_cluster(cluster)
+        cal = eff.calibration
+        # the serve_* scales apply to serving only, on top of the shared ones
+        self.eff = replace(eff, calibration=cal.model_copy(update={
+            "gemm_scale": cal.gemm_scale * cal.serve_gemm_scale,
+            "elementwise_scale": cal.elementwise_scale * cal.serve_memory_scale}))
         overhead = self.eff.calibration.serve_iteration_overhead_s
         self.iteration_overhead_s = self.ITERATION_OVERHEAD_S if overhead is None else overhead
         self._counts = param_counts(model)
@@ -331,14 +336,16 @@ class ServingCost:
         ring = collectives.all_reduce_time(self.cluster, message, tp, 1, self.eff)
         inner = self.cluster.tiers[0]
         if tp > inner.domain_size or tp not in (2, 4, 6, 8):  # its _SUPPORTED_WORLD_SIZES
-            return ring
+            return ring + self.eff.calibration.serve_collective_latency_s
         bandwidth = inner.effective_bandwidth_bytes_per_s * float(
             self.eff.collective_fraction(0, len(self.cluster.tiers)))
         one_shot = 2 * inner.latency_s + (tp - 1) * message / bandwidth
         two_shot = 4 * inner.latency_s + 2 * (tp - 1) / tp * message / bandwidth
         custom = np.minimum(one_shot, two_shot)
+        # plus a calibrated fixed cost per all-reduce (launch and synchronisation)
+        extra = self.eff.calibration.serve_collective_latency_s
         return np.where(message <= self.CUSTOM_ALL_REDUCE_MAX_BYTES,
-                        np.minimum(custom, ring), ring)
+                        np.minimum(custom, ring), ring) + extra
 
     def _token_rows(self, layout: ReplicaLayout) -> tuple[np.ndarray, ...]:
         """GEMM, element-wise and communication seconds of all layers over T tokens."""

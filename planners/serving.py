@@ -188,8 +188,8 @@ def candidate_deployments(q: ServeQuestion, bounds: list[Bound], rate: float | N
                 found.append(aggregated(b.layout, n, knobs))
                 if rate is None and not pins.replicas:
                     continue  # throughput mode keeps the largest count (below)
-                if rate is not None:
-                    break
+                if rate is not None and n >= math.ceil(rate / b.rate_rps) + 2:
+                    break  # the analytic minimum and two more (the bound is optimistic)
             if rate is None and not pins.replicas:
                 # throughput on the given GPUs: as many replicas as fit
                 n = q.max_gpus // b.layout.gpus
@@ -231,6 +231,7 @@ def _disaggregated_candidates(q, bounds, rate, knobs) -> list[Deployment]:
 # --- the search --------------------------------------------------------------------------------
 
 MAX_SIMULATIONS = 80
+PER_GPU_COUNT = 4  # simulations per GPU count with a target rate
 
 
 def base_knobs(q: ServeQuestion) -> EngineKnobs:
@@ -324,13 +325,17 @@ class _Search:
     def at_rate(self, candidates: list[Deployment], rate: float) -> list[tuple]:
         """Cheapest deployments meeting the SLO at ``rate`` (up to ``top`` per GPU count)."""
         kept: list[tuple] = []
+        by_gpus: dict[int, list[Deployment]] = {}
         for d in candidates:
-            if self.simulations >= MAX_SIMULATIONS:
+            by_gpus.setdefault(d.num_gpus, []).append(d)
+        for gpus in sorted(by_gpus):
+            if len(kept) >= self.q.top or self.simulations >= MAX_SIMULATIONS:
                 break
-            if len(kept) >= self.q.top and d.num_gpus > kept[-1][0].num_gpus:
-                break
-            if self.run(d, rate).meets_slo:
-                kept.append((d, rate, self.objective(d, rate)))
+            # within one GPU count, the most analytic headroom first, a few of them
+            group = sorted(by_gpus[gpus], key=lambda d: -self.ceiling(d))[:PER_GPU_COUNT]
+            for d in group:
+                if self.run(d, rate).meets_slo:
+                    kept.append((d, rate, self.objective(d, rate)))
         return kept
 
     def best_rate(self, candidates: list[Deployment]) -> list[tuple]:

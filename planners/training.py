@@ -115,8 +115,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         profile=ProfileInfo(name=eff.name, calibrated=profile is not None,
                             extrapolated_terms=tuple(extrapolated),
                             uncalibrated_terms=eff.uncalibrated,
-                            fitted_on=eff.calibration.fitted_on or (
-                                "given factors" if profile and profile.calibration else "")),
+                            fitted_on=eff.calibration.fitted_on),
         plans=result_plans, job=job, runtimes=tuple(runtimes), model_spec=model,
         cluster_spec=cluster,
         explanation=explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable),
@@ -136,9 +135,9 @@ def _notes(model: ModelSpec, cluster: Cluster, profile: Profile | None) -> tuple
         notes = [f"profile {profile.name} (measured on {measured}) prices "
                  f"{', '.join(profile.tables)}"
                  + (f"; {', '.join(missing)} use the uncalibrated defaults" if missing else "")]
-        if profile.calibration is not None:
+        if profile.calibration is not None and profile.calibration.fitted_on:
             factors = ", ".join(f"{k} {v:.3g}" for k, v in profile.calibration.model_dump().items()
-                                if isinstance(v, float))
+                                if isinstance(v, float) and not k.startswith("serve_"))
             fitted = f" fitted on {profile.calibration.fitted_on}" if profile.calibration.fitted_on \
                 else ""
             notes.append(f"calibration{fitted}: {factors}")

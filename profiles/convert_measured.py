@@ -1,7 +1,8 @@
 """Turn a folder of op-level measurements (gemm.csv, attention.csv, env.json, as in
 ``shared/data/measured/h100``) into a sysplan profile.
 
-This is how the bundled H100 profile was made and how it is remade:
+This is how the bundled H100 profile was made and how it is remade (an existing file's
+``calibration`` block, fitted separately, is kept):
 
     python -m sysplan.profiles.convert_measured ../shared/data/measured/h100 \\
         --gpu H100-SXM -o profiles/bundled/h100-sxm.yaml
@@ -14,7 +15,7 @@ import csv
 import json
 from pathlib import Path
 
-from sysplan.profiles.loader import write_profile
+from sysplan.profiles.loader import load_profile, write_profile
 from sysplan.profiles.schema import (
     SCHEMA_VERSION,
     AttentionTable,
@@ -84,7 +85,12 @@ def main() -> None:
     parser.add_argument("--gpu", required=True, help="catalog GPU name the device is")
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
-    write_profile(convert(args.folder, args.gpu), args.output)
+    profile = convert(args.folder, args.gpu)
+    if args.output.exists():
+        # keep the calibration block an earlier fit wrote into the bundled file
+        previous = load_profile(args.output)
+        profile = profile.model_copy(update={"calibration": previous.calibration})
+    write_profile(profile, args.output)
     print(args.output)
 
 

@@ -122,13 +122,22 @@ class Calibration(Frozen):
                            "that hides data-parallel and ZeRO communication.")
     allocator_reserve: float | None = Field(default=None, ge=0, description="Allocator reserve "
                                             "as a fraction of activations (None: default).")
+    serve_gemm_scale: float = Field(default=1.0, gt=0, description="Serving only: multiplies "
+                                    "GEMM efficiency in the serving cost model.")
+    serve_memory_scale: float = Field(default=1.0, gt=0, description="Serving only: multiplies "
+                                      "the memory bandwidth decode steps reach.")
     serve_iteration_overhead_s: float | None = Field(
         default=None, ge=0, description="Serving: fixed seconds per engine iteration "
         "(scheduler, launches); None: the cost model's default.")
+    serve_collective_latency_s: float = Field(
+        default=0.0, ge=0, description="Serving: fixed seconds added to every TP all-reduce "
+        "(kernel launch and synchronisation beyond the fabric's latency).")
     serve_request_overhead_s: float = Field(
         default=0.0, ge=0, description="Serving: fixed seconds a request spends outside the "
         "engine (HTTP, tokenizer, detokenizer), added to its TTFT and end-to-end latency.")
-    fitted_on: str = Field(default="", description="What the factors were fitted to.")
+    fitted_on: str = Field(default="", description="What the training factors were fitted to.")
+    serve_fitted_on: str = Field(default="", description="What the serve_* factors were "
+                                 "fitted to, and what they were judged on.")
 
 
 class Profile(Frozen):

@@ -143,3 +143,28 @@ def test_export_writes_the_engine_commands(tmp_path: Path) -> None:
     script = (tmp_path / "serve/vllm/launch.sh").read_text()
     assert "vllm serve" in script and "--max-num-seqs" in script
     assert (tmp_path / "serve/sglang/launch.sh").is_file()
+
+
+def test_serving_factors_act_on_serving_only() -> None:
+    from dataclasses import replace
+
+    from sysplan.costmodels.deployment import ReplicaLayout
+    from sysplan.costmodels.efficiency import Efficiency
+    from sysplan.costmodels.serving import ServingCost
+    from sysplan.costmodels.types import ParallelConfig
+    from sysplan.profiles.schema import Calibration
+    from sysplan.workloads.training import TrainJob
+
+    base = replace(Efficiency.for_cluster(H100), calibration=Calibration())
+    slow = replace(base, calibration=Calibration(serve_iteration_overhead_s=0.011,
+                                                 serve_memory_scale=0.5))
+    layout = ReplicaLayout(tp=1)
+    plain = ServingCost(LLAMA8, H100, base).decode_step_seconds(layout, 1, 1000)
+    tuned = ServingCost(LLAMA8, H100, slow).decode_step_seconds(layout, 1, 1000)
+    assert tuned > plain + 0.010  # 10 ms more overhead, and half the bandwidth
+    from sysplan.costmodels.estimate import estimate_config
+
+    job = TrainJob(seq_len=2048, global_batch=16)
+    config = ParallelConfig(dp=8, global_batch=16)
+    assert (estimate_config(LLAMA8, job, H100, config, efficiency=base).step_time_s
+            == estimate_config(LLAMA8, job, H100, config, efficiency=slow).step_time_s)
