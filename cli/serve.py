@@ -66,6 +66,9 @@ _Timeout = Annotated[float | None, _opt("--timeout", metavar="S", parser=_positi
 _Storage = Annotated[str | None, _opt("--storage", metavar="URL", panel=_SEARCH, help="Optuna "
                                       "storage: sqlite:///study.db to resume, "
                                       "postgresql://... to share (default: in memory).")]
+_Routing = Annotated[str, _opt("--routing", metavar="[least-loaded|round-robin]", panel=_SEARCH,
+                               parser=_choice("least-loaded", "round-robin"),
+                               help="How requests pick a replica (simulated and exported).")]
 _GpuCost = Annotated[float | None, _opt("--gpu-cost", metavar="DOLLARS", parser=_positive_float,
                                         panel=_SEARCH, help="Dollars per GPU-hour; ranks by "
                                         "cost and shows it.")]
@@ -103,7 +106,8 @@ def serve(
     osl: _Osl = "500", trace: _Trace = None, rate: _Rate = None, arrival: _Arrival = "poisson",
     concurrency: _Concurrency = None, num_requests: _Requests = 2000, slo: _Slo = None,
     engine: _Engine = "vllm", top: _Top = 3, trials: _Trials = 12, timeout: _Timeout = None,
-    storage: _Storage = None, gpu_cost: _GpuCost = None, json_out: _Json = False,
+    storage: _Storage = None, routing: _Routing = "least-loaded", gpu_cost: _GpuCost = None,
+    json_out: _Json = False,
     export: _Export = None, output: _Output = "sysplan-serve", tp: _Tp = None, pp: _Pp = None,
     replicas: _Replicas = None, disagg: _Disagg = None, prefill_tp: _PrefillTp = None,
     prefill_replicas: _PrefillReplicas = None, decode_tp: _DecodeTp = None,
@@ -119,13 +123,13 @@ def serve(
             "decode_tp": decode_tp, "decode_replicas": decode_replicas,
             "weights_precision": weights_precision, "kv_precision": kv_precision,
             "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
-    results = serve_run.run(
+    results, spec, machine = serve_run.run(
         model=model, cluster=cluster, gpus=gpus, isl=isl, osl=osl, trace=trace, rate=rate,
         arrival=arrival, concurrency=concurrency, num_requests=num_requests, slo=slo or [],
         engine=engine, top=top, trials=trials, timeout=timeout, storage=storage,
-        gpu_cost=gpu_cost, pins=pins, export=export, output=output)
+        routing=routing, gpu_cost=gpu_cost, pins=pins, export=export, output=output)
     if json_out:
-        document = serve_run.document(results)
+        document = serve_run.document(results, spec, machine)
         typer.echo(json.dumps(document if len(results) > 1 else document["results"][0],
                               indent=2))
         return

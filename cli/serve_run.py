@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,8 @@ def _rate(text: str | None) -> float | None:
 
 
 def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, num_requests,
-        slo, engine, top, trials, timeout, storage, gpu_cost, pins, export,
-        output) -> list[ServeResult]:
+        slo, engine, top, trials, timeout, storage, routing, gpu_cost, pins, export,
+        output) -> tuple[list[ServeResult], Any, Any]:
     """Plan for each engine asked; write the --export files of the first engine's best plan."""
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
@@ -62,12 +63,16 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
         question = ServeQuestion(
             model=spec, cluster=machine, workload=workload, slos=slos,
             max_gpus=gpus or machine.gpus_per_node, engine=name, pins=ServePins(**pins),
-            gpu_hour_cost=gpu_cost, top=top, trials=trials, timeout_s=timeout, storage=storage)
+            gpu_hour_cost=gpu_cost, top=top, trials=trials, timeout_s=timeout, storage=storage,
+            routing=routing)
         check_question(question)
-        results.append(plan_serving(question))
+        status = (err.status(f"simulating deployments of {spec.name} on {name} ...")
+                  if err.is_terminal else nullcontext())
+        with status:
+            results.append(plan_serving(question))
     if export:
         _export(err, results[0], spec, machine, export, Path(output))
-    return results
+    return results, spec, machine
 
 
 def _export(err: Console, result: ServeResult, spec, machine, engines: str, folder: Path) -> None:
@@ -103,13 +108,33 @@ def export_request(plan: ServePlan, spec, machine, cost, result: ServeResult):
 # --- JSON --------------------------------------------------------------------------------------
 
 
-def document(results: list[ServeResult]) -> dict[str, Any]:
+def plan_exports(plan: ServePlan, result: ServeResult, spec, machine, cost) -> dict[str, Any]:
+    """Per engine, the launch script the plan exports to, or why the engine refuses it."""
+    from sysplan.exporters.serving import SERVE_EXPORTERS
+
+    request = export_request(plan, spec, machine, cost, result)
+    exports: dict[str, Any] = {}
+    for name, exporter in SERVE_EXPORTERS.items():
+        try:
+            files = exporter(request)
+            exports[name] = {"files": {f.path: f.content for f in files}}
+        except InputError as error:
+            exports[name] = {"error": str(error)}
+    return exports
+
+
+def document(results: list[ServeResult], spec, machine) -> dict[str, Any]:
     """{"schema_version", "sysplan_version", "results": [one per engine]}."""
+    from sysplan.costmodels.serving import ServingCost
+
+    cost = ServingCost(spec, machine)
     return {"schema_version": SCHEMA_VERSION, "sysplan_version": __version__,
-            "results": [result_document(r) for r in results]}
+            "results": [result_document(r, lambda p, r=r: plan_exports(p, r, spec, machine,
+                                                                        cost))
+                        for r in results]}
 
 
-def result_document(result: ServeResult) -> dict[str, Any]:
+def result_document(result: ServeResult, exports=None) -> dict[str, Any]:
     """One engine's answer: the question, the search, and the ranked plans (SI units)."""
     return {
         "schema_version": SCHEMA_VERSION, "sysplan_version": __version__,
@@ -117,7 +142,9 @@ def result_document(result: ServeResult) -> dict[str, Any]:
         "max_gpus": result.max_gpus, "workload": result.workload, "slos": list(result.slos),
         "searched": result.searched, "simulated": result.simulated,
         "search_time_s": result.search_time_s, "deterministic": result.deterministic,
-        "notes": list(result.notes), "plans": [plan_document(p) for p in result.plans],
+        "notes": list(result.notes),
+        "plans": [{**plan_document(p), **({"exports": exports(p)} if exports else {})}
+                  for p in result.plans],
     }
 
 

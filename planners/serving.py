@@ -51,6 +51,7 @@ class ServeQuestion:
     trials: int = 0
     timeout_s: float | None = None
     storage: str | None = None
+    routing: str = "least-loaded"
 
 
 # --- stage 1: layouts and deployments ----------------------------------------------------------
@@ -259,6 +260,7 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
     bounds = [analytic_bound(cost, layout, knobs, isl, osl) for layout in layouts]
     pinned = pinned_deployment(q, knobs)
     if pinned is not None:
+        pinned = pinned.model_copy(update={"routing": q.routing})
         return _evaluate_pinned(q, cost, pinned, {b.layout: b for b in bounds}, started)
     feasible = [b for b in bounds if passes_bound(b, q.slos)]
     if not feasible:
@@ -267,7 +269,8 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
                          f"the best ({_layout_text(best.layout)}) needs TTFT "
                          f"{best.ttft_s * 1e3:.0f} ms and TPOT {best.tpot_s * 1e3:.1f} ms")
     rate = q.workload.rate if q.workload.rate and math.isfinite(q.workload.rate) else None
-    candidates = candidate_deployments(q, feasible, rate, knobs)
+    candidates = [d.model_copy(update={"routing": q.routing})
+                  for d in candidate_deployments(q, feasible, rate, knobs)]
     search = _Search(q, cost, {b.layout: b for b in feasible})
     found = search.at_rate(candidates, rate) if rate is not None else search.best_rate(candidates)
     if not found:

@@ -106,6 +106,8 @@ def test_json_has_the_documented_fields_and_is_byte_identical_run_to_run() -> No
     assert set(plan["latency_s"]["ttft"]) == {"p50", "p90", "p99"}
     assert {"tp", "pp", "replicas", "disaggregated", "prefill", "decode"} <= set(plan["layout"])
     assert plan["engine"]["kv_cache_bytes_per_gpu"] > 0
+    assert set(plan["exports"]) == {"vllm", "sglang", "trtllm"}
+    assert "vllm serve" in plan["exports"]["vllm"]["files"]["serve/vllm/launch.sh"]
 
 
 def test_sqlite_storage_resumes_the_study(tmp_path: Path) -> None:
