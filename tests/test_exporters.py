@@ -76,15 +76,10 @@ def test_every_file_says_where_it_came_from_and_is_deterministic(
 
 
 @pytest.mark.parametrize("pair", [p for p in PAIRS if p[1] in p[0].accepted], ids=_id)
-def test_golden_files(pair: tuple[Case, str], update_golden: bool) -> None:
+def test_golden_files(pair: tuple[Case, str], golden) -> None:
     case, target = pair
     for item in EXPORTERS[target](case.request()):
-        path = GOLDEN / case.name / item.path
-        if update_golden:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(normalised(item.content))
-        assert path.exists(), f"no golden file {path}: run with --update-golden"
-        assert normalised(item.content) == path.read_text(), f"{path} differs"
+        golden(GOLDEN / case.name / item.path, normalised(item.content))
 
 
 # --- names the runtimes accept ---------------------------------------------------------------

@@ -160,15 +160,10 @@ def test_files_say_where_they_came_from_and_are_deterministic(
 
 
 @pytest.mark.parametrize("pair", ACCEPTED, ids=_id)
-def test_golden_files(pair: tuple[ServeCase, str], update_golden: bool) -> None:
+def test_golden_files(pair: tuple[ServeCase, str], golden) -> None:
     case, engine = pair
     for item in SERVE_EXPORTERS[engine](case.request()):
-        path = GOLDEN / case.name / item.path
-        if update_golden:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(normalised(item.content))
-        assert path.exists(), f"no golden file {path}: run with --update-golden"
-        assert normalised(item.content) == path.read_text(), f"{path} differs"
+        golden(GOLDEN / case.name / item.path, normalised(item.content))
 
 
 @pytest.mark.parametrize("pair", ACCEPTED, ids=_id)
