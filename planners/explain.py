@@ -79,6 +79,7 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
             f"Memory binds: the fastest layout overall, {describe_layout(c, fastest)}, "
             f"would be {value[fastest] / value[w] - 1:.0%} better but needs {need:.1f} GiB "
             f"of the {usable / GIB:.1f} GiB usable.")
+    text.append(_communication_sentence(cluster, c, priced, w, step))
     shown = set()
     for field, label in (("tp", "TP"), ("pp", "PP"), ("recompute", "recompute")):
         alt = _alternative(c, value, fits, w, field)
@@ -88,7 +89,37 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
         loss = 1.0 - value[alt] / value[w] if value[w] > 0 else value[w] / value[alt] - 1.0
         delta = {k: float(priced.time[k][alt] - priced.time[k][w]) for k in TIME_TERMS}
         cause = max(delta, key=delta.get)
+        where = _tier_phrase(cluster, c, alt, cause)
         text.append(
             f"The best plan with other {label} ({describe_layout(c, alt)}) is {loss:.1%} "
-            f"worse, mostly from more {_TERM_WORDS[cause]}.")
-    return " ".join(text)
+            f"worse, mostly from more {_TERM_WORDS[cause]}{where}.")
+    return " ".join(t for t in text if t)
+
+
+def _communication_sentence(cluster, c: Candidates, priced, i: int, step: float) -> str:
+    """Which fabric tier carries the winner's largest communication term, and its share."""
+    terms = {k: float(priced.time[k][i]) for k in _SPANS}
+    term = max(terms, key=terms.get)
+    if terms[term] <= 0.0:
+        return "Its groups need no communication."
+    return (f"Its largest communication is {_TERM_WORDS[term]}"
+            f"{_tier_phrase(cluster, c, i, term)} ({terms[term] / step:.1%} of the step).")
+
+
+#: Consecutive ranks a communication term's group spans (ranks are placed tp, cp, dp, pp
+#: innermost first), as a function of the layout.
+_SPANS = {
+    "tp_comm": lambda c, i: c.tp[i],
+    "cp_comm": lambda c, i: c.tp[i] * c.cp[i],
+    "ep_comm": lambda c, i: c.etp[i] * c.ep[i],
+    "dp_comm": lambda c, i: c.tp[i] * c.cp[i] * c.dp[i],
+    "pp_p2p": lambda c, i: c.tp[i] * c.cp[i] * c.dp[i] * c.pp[i],
+}
+
+
+def _tier_phrase(cluster, c: Candidates, i: int, term: str) -> str:
+    """' over <tier>' for a communication term: the fabric tier its group crosses."""
+    if term not in _SPANS or not cluster.tiers:
+        return ""
+    tier = cluster.tiers[cluster.tier_index_for_span(int(_SPANS[term](c, i)))]
+    return f" over {tier.name}"

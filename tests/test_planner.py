@@ -114,3 +114,17 @@ def test_explanation_names_each_alternative_once():
     sentences = [s for s in result.explanation.split(". ") if s.startswith("The best plan with")]
     layouts = [s[s.index("(") + 1:s.index(")")] for s in sentences]
     assert len(layouts) == len(set(layouts)) >= 1
+
+
+def test_the_fabric_alone_changes_the_winner_and_the_explanation_names_the_tier():
+    h100, _ = load_cluster("dgx-h100")
+    frontier, _ = load_cluster("frontier")
+    swapped = h100.model_copy(update={"tiers": frontier.tiers, "name": "h100-frontier-fabric"})
+    job = TrainJob(seq_len=8192, global_batch=512)
+    model, _ = resolve_model("70b")
+    native = plan_training(model, h100, job, num_gpus=64, top=1)
+    other = plan_training(model, swapped, job, num_gpus=64, top=1)
+    a, b = native.plans[0].parallel, other.plans[0].parallel
+    assert (a.tp, a.pp) != (b.tp, b.pp)
+    assert "over NVLink4" in native.explanation
+    assert any(f"over {tier.name}" in other.explanation for tier in frontier.tiers)
