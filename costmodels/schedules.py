@@ -68,13 +68,15 @@ def step_time_zb_h1(f: Sequence[float], b: Sequence[float], w: Sequence[float], 
     (Qi et al. 2023, section 2.1), i.e. ``(p - 1)(f + b - 2 w)``; DeepSeek-V3 Table 2 writes
     the same ``(PP - 1)(F + B - 2W)`` with full-backward B.
 
-    Non-uniform stages (our generalisation): every stage but the last fills its cooldown
-    bubble with its deferred W passes, ``T = max(m max_i t_i, sum_i t_i - 2 sum_{i<p-1} w_i
-    + (m - 1) max_i t_i)``; equal to the paper's formula for uniform stages.
+    Non-uniform stages (our generalisation): the W passes deferred into the bubbles are
+    credited evenly, ``T = max(m max_i t_i, sum_i (t_i - 2 (p - 1)/p w_i) + (m - 1) max_i t_i)``;
+    equal to the paper's formula for uniform stages, and sum-separable so the stage DP stays
+    exact for it.
     """
     f, b, w = _arrays(f, b, w)
     t = f + b
-    bubble_form = t.sum() - 2.0 * w[:-1].sum() + (m - 1) * t.max()
+    p = len(t)
+    bubble_form = (t - 2.0 * (p - 1) / p * w).sum() + (m - 1) * t.max()
     return float(max(m * t.max(), bubble_form))
 
 
@@ -138,35 +140,27 @@ def in_flight(schedule: str, p: int, m: int, stage: int) -> float:
     return in_flight_1f1b(p, m, stage)
 
 
-def interleaved_chunk_peaks(p: int, m: int, vpp: int, rank: int) -> tuple[float, ...]:
-    """Peak in-flight micro-batches of each of ``rank``'s ``vpp`` chunks under Megatron's
-    interleaved order: ``2 (p - r - 1) + (v - 1) p`` warm-up forwards, forwards in groups of
-    ``p`` micro-batches per chunk (chunk 0, 1, ...), backwards in the mirrored order
-    (``megatron/core/pipeline_parallel/schedules.py``, microbatch_group_size_per_vp_stage = p).
+def interleaved_trace(p: int, m: int, vpp: int, rank: int) -> np.ndarray:
+    """(steps, vpp): micro-batches each of ``rank``'s chunks holds after every step of
+    Megatron's interleaved order: ``2 (p - r - 1) + (v - 1) p`` warm-up forwards, then one
+    forward one backward, forwards in groups of ``p`` micro-batches per chunk (chunk 0, 1,
+    ...), backwards in the mirrored chunk order (``megatron/core/pipeline_parallel/
+    schedules.py``, microbatch_group_size_per_vp_stage = p).
 
-    Simulated forward by forward; summed with equal chunks, the first rank's peak is
-    ``p + (p - 1)/v`` rank-micro-batches (Korthikanti et al. 2022, section 4.2.3).
+    The peak of the row sums over ``v`` is ``p + (p - 1)/v`` rank-micro-batches on the first
+    rank with ``m >= p`` (Korthikanti et al. 2022, section 4.2.3).
     """
     total = m * vpp
     warmup = min(2 * (p - rank - 1) + (vpp - 1) * p, total)
-
-    def chunk(k: int, backward: bool) -> int:
-        c = (k // p) % vpp
-        return vpp - 1 - c if backward else c
-
-    held = [0] * vpp
-    peak = [0] * vpp
-    forwards = backwards = 0
-    order = ["F"] * warmup + ["F", "B"] * (total - warmup) + ["B"] * warmup
+    order = [1] * warmup + [1, -1] * (total - warmup) + [-1] * warmup
+    held, rows, done = np.zeros(vpp), [], [0, 0]
     for op in order:
-        if op == "F":
-            held[chunk(forwards, False)] += 1
-            forwards += 1
-        else:
-            held[chunk(backwards, True)] -= 1
-            backwards += 1
-        peak = [max(a, c) for a, c in zip(peak, held)]
-    return tuple(float(x) for x in peak)
+        backward = op < 0
+        group = (done[backward] // p) % vpp
+        held[vpp - 1 - group if backward else group] += op
+        done[backward] += 1
+        rows.append(held.copy())
+    return np.array(rows)
 
 
 def zb_v_chunk_peaks(p: int, m: int) -> tuple[float, float]:
