@@ -1,0 +1,172 @@
+"""ILP planners (planners/ilp.py): equal to exhaustive search on small instances, true status."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from sysplan.core.errors import InputError, NoPlanFits
+from sysplan.costmodels.candidates import Candidates
+from sysplan.costmodels.training import price_training
+from sysplan.costmodels.types import ParallelConfig
+from sysplan.hardware import load_cluster
+from sysplan.models import resolve_model
+from sysplan.planners import ilp, ilp_sharding, ilp_stages
+from sysplan.workloads.training import TrainJob
+
+GIB = 2**30
+
+
+def _synthetic_sharding(seed: int, budget: float) -> ilp_sharding.ShardingCosts:
+    rng = np.random.default_rng(seed)
+    combos = itertools.product(ilp.SHARD_GROUPS, repeat=3)
+    step = {c: float(rng.uniform(1.0, 2.0)) for c in combos}
+    state = {s: dict(zip(ilp.SHARD_GROUPS, sorted(rng.uniform(1.0, 10.0, 3), reverse=True)))
+             for s in ilp.STATES}
+    return ilp_sharding.ShardingCosts(step, state, other_bytes=5.0, budget_bytes=budget)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("nested", [True, False])
+def test_sharding_ilp_equals_enumeration_on_synthetic_costs(seed: int, nested: bool) -> None:
+    costs = _synthetic_sharding(seed, budget=5.0 + 4.0 * (4 + seed))
+    enumerated = ilp_sharding.enumerate_sharding(costs, nested=nested)
+    solved = ilp_sharding.plan_sharding_ilp(costs, nested=nested)
+    assert solved.ilp is not None and solved.ilp.status == "optimal"
+    assert solved.step_time_s == pytest.approx(enumerated.step_time_s, rel=1e-9)
+    assert solved.memory_bytes <= costs.budget_bytes
+
+
+def _llama_layout():
+    model, _ = resolve_model("8b")
+    cluster, _ = load_cluster("dgx-h100")
+    job = TrainJob(seq_len=4096, global_batch=64)
+    config = ParallelConfig(tp=2, dp=8, micro_batch=1, global_batch=64, sequence_parallel=True)
+    return model, job, cluster, config
+
+
+def test_sharding_costs_reproduce_price_training_for_zero_stages() -> None:
+    model, job, cluster, config = _llama_layout()
+    costs = ilp_sharding.sharding_costs(model, job, cluster, config, budget_bytes=76 * GIB)
+    for zero, combo in ilp.ZERO_AS_GROUPS.items():
+        priced = price_training(model, job, cluster,
+                                Candidates.from_configs([config.model_copy(update={"zero": zero})]))
+        plan = ilp_sharding.enumerate_sharding(ilp_sharding.ShardingCosts(
+            {c: (t if c == combo else 1e9) for c, t in costs.step_time_s.items()},
+            costs.state_bytes, costs.other_bytes, 1e30))
+        assert plan.memory_bytes == pytest.approx(float(priced.memory_bytes[0]), rel=1e-12)
+        if zero != 2:  # ZeRO-2 here reduce-scatters every micro-batch (documented difference)
+            assert plan.step_time_s == pytest.approx(float(priced.step_time_s[0]), rel=1e-12)
+
+
+@pytest.mark.parametrize("budget_gib", [20, 40, 76])
+def test_sharding_ilp_equals_enumeration_on_real_layout(budget_gib: int) -> None:
+    model, job, cluster, config = _llama_layout()
+    costs = ilp_sharding.sharding_costs(model, job, cluster, config, budget_bytes=budget_gib * GIB)
+    enumerated = ilp_sharding.enumerate_sharding(costs)
+    solved = ilp_sharding.plan_sharding_ilp(costs, warm_start=ilp.ZERO_AS_GROUPS[3])
+    assert solved.step_time_s == pytest.approx(enumerated.step_time_s, rel=1e-9)
+
+
+def test_sharding_that_cannot_fit_says_so() -> None:
+    costs = _synthetic_sharding(0, budget=1.0)
+    with pytest.raises(NoPlanFits):
+        ilp_sharding.enumerate_sharding(costs)
+    with pytest.raises(NoPlanFits, match="no feasible assignment"):
+        ilp_sharding.plan_sharding_ilp(costs)
+
+
+def _synthetic_stages(seed: int, layers: int, stages: int, budget: float) -> ilp_stages.StageProblem:
+    """Mixed layers; ``budget`` in [0, 1] places the memory limit between the uniform plan
+    with full recompute (0) and without recompute (1); below 0 nothing uniform fits."""
+    rng = np.random.default_rng(seed)
+    kind = rng.integers(0, 2, layers)  # mixed "dense" and "MoE" layers
+    time = np.where(kind[:, None] == 1, 1.6, 1.0) * np.array([1.0, 1.04, 1.33])
+    kept = np.where(kind[:, None] == 1, 1.5, 1.0) * np.array([1.0, 0.7, 0.12])
+    arrays = {
+        "layer_time_s": time * rng.uniform(0.9, 1.1, (layers, 1)), "activation_bytes": kept,
+        "state_bytes": np.where(kind == 1, 2.5, 1.0), "stages": stages, "microbatches": 8,
+        "recompute_peak_bytes": kept[:, 0], "stage_time_s": np.eye(stages)[-1] * 0.5,
+        "stage_bytes": np.eye(stages)[0] * 0.7}
+    probe = ilp_stages.StageProblem(**arrays, budget_bytes=np.inf)
+    counts = [len(part) for part in np.array_split(np.arange(layers), stages)]
+    low, high = (max(ilp_stages.evaluate_stages(probe, counts, [mode] * layers).stage_memory_bytes)
+                 for mode in (2, 0))
+    return ilp_stages.StageProblem(**arrays, budget_bytes=low + budget * (high - low))
+
+
+@pytest.mark.parametrize(("seed", "layers", "stages"),
+                         [(0, 4, 2), (1, 5, 2), (2, 5, 3), (3, 6, 3), (4, 6, 2), (5, 6, 1)])
+def test_stage_ilp_equals_brute_force(seed: int, layers: int, stages: int) -> None:
+    problem = _synthetic_stages(seed, layers, stages, budget=0.15 * (seed + 1))
+    exact = ilp_stages.brute_force_stages(problem)
+    solved = ilp_stages.plan_stages_ilp(problem, time_limit_s=30)
+    assert solved.ilp is not None and solved.ilp.status == "optimal"
+    assert solved.ilp.describe().startswith("optimal")
+    assert solved.pipeline_time_s == pytest.approx(exact.pipeline_time_s, rel=1e-7)
+    assert max(solved.stage_memory_bytes) <= problem.budget_bytes * (1 + 1e-9)
+    baseline = ilp_stages.uniform_stages(problem)
+    assert baseline is None or solved.pipeline_time_s <= baseline.pipeline_time_s * (1 + 1e-9)
+
+
+def test_stage_problem_that_cannot_fit_says_so() -> None:
+    problem = _synthetic_stages(0, 4, 2, budget=-2.0)
+    assert ilp_stages.uniform_stages(problem) is None
+    with pytest.raises(NoPlanFits):
+        ilp_stages.brute_force_stages(problem)
+    with pytest.raises(NoPlanFits):
+        ilp_stages.plan_stages_ilp(problem)
+
+
+def test_stage_problem_checks_its_shapes() -> None:
+    with pytest.raises(InputError, match="stages 5"):
+        ilp_stages.StageProblem(np.ones((3, 3)), np.ones((3, 3)), np.ones(3), 5, 4, 10.0)
+    with pytest.raises(InputError, match="layer_time_s"):
+        ilp_stages.StageProblem(np.ones((3, 2)), np.ones((3, 3)), np.ones(3), 2, 4, 10.0)
+
+
+def test_true_status_reads_sol_status_not_status() -> None:
+    import pulp
+
+    # a time-limited CBC run with an incumbent: status Optimal, sol_status integer-feasible
+    assert ilp.true_status(pulp.LpStatusOptimal, pulp.LpSolutionIntegerFeasible) == "feasible"
+    assert ilp.true_status(pulp.LpStatusOptimal, pulp.LpSolutionOptimal) == "optimal"
+    assert ilp.true_status(pulp.LpStatusNotSolved, pulp.LpSolutionNoSolutionFound) == "no-solution"
+    assert ilp.true_status(pulp.LpStatusInfeasible, pulp.LpSolutionInfeasible) == "infeasible"
+
+
+def test_feasible_result_describes_its_gap_and_time() -> None:
+    result = ilp.IlpResult(status="feasible", objective=10.0, gap=0.0123, solve_time_s=2.04,
+                           time_limit_s=2.0)
+    assert result.describe() == "best found in 2.0 s (limit 2 s), gap 1.23 %"
+    log = "Result - Stopped on time limit\n\nObjective value:   10.0\nLower bound:   9.5\n"
+    assert ilp._cbc_gap(log) == pytest.approx(0.05)
+
+
+def test_time_limited_solve_reports_feasible_not_optimal() -> None:
+    """A 61-layer, 8-stage instance is far from proven in 0.5 s: the result must say so."""
+    problem = _synthetic_stages(7, 61, 8, budget=0.4)
+    solved = ilp_stages.plan_stages_ilp(problem, time_limit_s=0.5)
+    assert solved.ilp is not None
+    if solved.ilp.status == "feasible":  # CBC may prove it on a fast machine
+        assert solved.ilp.describe().startswith("best found in")
+    assert max(solved.stage_memory_bytes) <= problem.budget_bytes * (1 + 1e-9)
+
+
+def test_stage_problem_from_the_cost_model_is_consistent() -> None:
+    model, _ = resolve_model("mixtral-8x7b")
+    cluster, _ = load_cluster("dgx-h100")
+    job = TrainJob(seq_len=4096, global_batch=64)
+    config = ParallelConfig(tp=2, pp=4, dp=2, ep=2, micro_batch=1, global_batch=64,
+                            sequence_parallel=True, zero=1)
+    problem = ilp_stages.stage_problem(model, job, cluster, config, budget_bytes=60 * GIB)
+    assert problem.layer_time_s.shape == (model.num_layers, 3)
+    # full recompute costs time and saves memory; selective sits between
+    assert (np.diff(problem.layer_time_s, axis=1) >= 0).all()
+    assert (np.diff(problem.activation_bytes, axis=1) <= 0).all()
+    with pytest.raises(InputError, match="vpp"):
+        ilp_stages.stage_problem(model, job, cluster,
+                          config.model_copy(update={"vpp": 2, "schedule": "interleaved-1f1b"}),
+                          budget_bytes=60 * GIB)
