@@ -180,21 +180,15 @@ def candidate_deployments(q: ServeQuestion, bounds: list[Bound], rate: float | N
     found: list[Deployment] = []
     if pins.disagg is not True:
         for b in bounds:
-            counts = [pins.replicas] if pins.replicas else range(1, MAX_REPLICAS + 1)
-            for n in counts:
-                if n * b.layout.gpus > q.max_gpus:
-                    break
-                if rate is not None and n * b.rate_rps < rate and not pins.replicas:
-                    continue
-                found.append(aggregated(b.layout, n, knobs))
-                if rate is None and not pins.replicas:
-                    continue  # throughput mode keeps the largest count (below)
-                if rate is not None and n >= math.ceil(rate / b.rate_rps) + 2:
-                    break  # the analytic minimum and two more (the bound is optimistic)
-            if rate is None and not pins.replicas:
-                # throughput on the given GPUs: as many replicas as fit
-                n = q.max_gpus // b.layout.gpus
-                found = [d for d in found if d.replica != b.layout] + [aggregated(b.layout, n, knobs)]
+            if pins.replicas:
+                counts: range | list[int] = [pins.replicas]
+            elif rate is None:  # throughput on the given GPUs: as many replicas as fit
+                counts = [q.max_gpus // b.layout.gpus]
+            else:  # the analytic minimum and two more (the bound is optimistic)
+                low = max(1, math.ceil(rate / b.rate_rps))
+                counts = range(low, low + 3)
+            found += [aggregated(b.layout, n, knobs) for n in counts
+                      if n >= 1 and n * b.layout.gpus <= q.max_gpus]
     if pins.disagg is not False and q.max_gpus >= 2:
         found += _disaggregated_candidates(q, bounds, rate, knobs)
     return sorted(found, key=lambda d: (d.num_gpus, d.disaggregated, d.replica.tp))
@@ -204,7 +198,6 @@ def _disaggregated_candidates(q, bounds, rate, knobs) -> list[Deployment]:
     """xPyD pools of the same precision: x prefill replicas matched to y decode replicas by
     their rates (DistServe rate matching, serving-formulas 4.4)."""
     pins, found = q.pins, []
-    isl = q.workload.isl.mean
     by_precision: dict[tuple[str, str], list[Bound]] = {}
     for b in bounds:
         by_precision.setdefault((b.layout.weights_precision, b.layout.kv_precision), []).append(b)
@@ -216,7 +209,9 @@ def _disaggregated_candidates(q, bounds, rate, knobs) -> list[Deployment]:
             for d in group:
                 if pins.decode_tp and d.layout.tp != pins.decode_tp:
                     continue
-                decode_rate = d.rate_rps / max(1e-9, 1.0 - d.rate_rps * p.ttft_s * 0.0)
+                # a decode-only replica spends OSL x step(B) / B per request: the bound's
+                # time per request without its prefill
+                decode_rate = 1.0 / max(1e-9, 1.0 / d.rate_rps - d.ttft_s)
                 for x in [pins.prefill_replicas] if pins.prefill_replicas else range(1, 9):
                     for y in [pins.decode_replicas] if pins.decode_replicas else range(1, 9):
                         gpus = x * p.layout.gpus + y * d.layout.gpus
@@ -225,7 +220,6 @@ def _disaggregated_candidates(q, bounds, rate, knobs) -> list[Deployment]:
                         if rate is not None and min(x * prefill_rate, y * decode_rate) < rate:
                             continue
                         found.append(disaggregated(p.layout, x, d.layout, y, knobs))
-    del isl
     return found[:200]
 
 
