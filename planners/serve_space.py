@@ -66,12 +66,25 @@ def replica_layouts(q: ServeQuestion, cost: ServingCost, knobs: EngineKnobs) -> 
     return layouts
 
 
-def _longest_request(workload: ServeWorkload) -> int:
+def _sample(workload: ServeWorkload):
+    """Up to 2,000 of the workload's requests (their lengths do not depend on the rate)."""
     update = {"num_requests": min(workload.num_requests, 2000)}
     if workload.rate is None and workload.concurrency is None:
-        update["rate"] = 1.0  # lengths do not depend on the rate
-    requests = make_requests(workload.model_copy(update=update))
+        update["rate"] = 1.0
+    return make_requests(workload.model_copy(update=update))
+
+
+def _longest_request(workload: ServeWorkload) -> int:
+    requests = _sample(workload)
     return int(np.max(requests.input_tokens + requests.output_tokens))
+
+
+def mean_lengths(workload: ServeWorkload) -> tuple[float, float]:
+    """Mean input and output tokens: the length specs', or a trace's."""
+    if workload.isl is not None and workload.osl is not None:
+        return workload.isl.mean, workload.osl.mean
+    requests = _sample(workload)
+    return float(np.mean(requests.input_tokens)), float(np.mean(requests.output_tokens))
 
 
 @dataclass(frozen=True)

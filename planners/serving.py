@@ -29,6 +29,7 @@ from sysplan.planners.serve_space import (
     candidate_deployments,
     check_question,
     describe,
+    mean_lengths,
     passes_bound,
     pinned_deployment,
     replica_layouts,
@@ -92,7 +93,7 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
     layouts = replica_layouts(q, cost, knobs)
     if not layouts:
         raise NoPlanFits(_nothing_fits(q, cost, knobs))
-    isl, osl = q.workload.isl.mean, q.workload.osl.mean
+    isl, osl = mean_lengths(q.workload)
     bounds = [analytic_bound(cost, layout, knobs, isl, osl) for layout in layouts]
     pinned = pinned_deployment(q, knobs)
     if pinned is not None:
@@ -156,7 +157,7 @@ class _Search:
         tokens/s per GPU at the rate it sustains."""
         if self.q.workload.rate is not None and math.isfinite(self.q.workload.rate):
             return -d.num_gpus * (self.q.gpu_hour_cost or 1.0)
-        osl = self.q.workload.osl.mean
+        osl = mean_lengths(self.q.workload)[1]
         if rate is None:
             summary = self.run(d, None)
             return summary.output_tokens_per_s / d.num_gpus

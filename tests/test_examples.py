@@ -22,3 +22,13 @@ def test_cluster_file_example_plans():
                str(EXAMPLES / "frontier.yaml"), "--top", "1")
     assert out.returncode == 0, out.stderr
     assert "frontier" in out.stdout
+
+
+def test_serving_trace_example_plans():
+    from test_cli import invoke
+
+    result = invoke("serve", "--model", "8b", "--cluster", "dgx-h100", "--trace",
+                    str(EXAMPLES / "traces" / "chat_bursty.jsonl"), "--slo", "ttft=500ms",
+                    "--gpus", "2", "--trials", "0")
+    assert result.exit_code == 0, result.stderr
+    assert "tp1 x2" in result.stdout or "tp2 x1" in result.stdout
