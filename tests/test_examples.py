@@ -32,3 +32,15 @@ def test_serving_trace_example_plans():
                     "--gpus", "2", "--trials", "0")
     assert result.exit_code == 0, result.stderr
     assert "tp1 x2" in result.stdout or "tp2 x1" in result.stdout
+
+
+def test_calibration_example_recovers_its_factors(tmp_path):
+    from test_cli import invoke
+
+    from sysplan.profiles.loader import load_profile
+
+    out = tmp_path / "calibrated.yaml"
+    result = invoke("calibrate", str(EXAMPLES / "calibration" / "runs.csv"), "--cluster",
+                    "dgx-h100", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    assert abs(load_profile(out).calibration.gemm_scale - 0.9) < 0.05
