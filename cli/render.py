@@ -370,11 +370,28 @@ def print_training(
         blocks += ["", plan_detail(plan, context, result.num_gpus, explain=explain)]
     if result.explanation:
         blocks += ["", Text(result.explanation)]
+    if result.sequence_mix:
+        blocks += ["", Text(sequence_mix_line(result.sequence_mix))]
     for plan in result.plans[1:] if explain else ():
         blocks += ["", plan_detail(plan, context, result.num_gpus, explain=explain)]
     if explain and result.notes:
         blocks += ["", notes_section(result.notes)]
     emit(console, *blocks)
+
+
+def sequence_mix_line(mix: dict) -> str:
+    """One paragraph: what mixed CP groups make of a sampled step of --lengths data."""
+    lengths = mix["lengths"]
+    groups = sorted({g["degree"] for g in mix["groups"]}, reverse=True)
+    text = (f"Variable-length data ({mix['source']}): a sampled step of {len(lengths):,} "
+            f"sequences ({min(lengths):,}-{max(lengths):,} tokens) on the top plan's "
+            f"{mix['ranks']} dp x cp ranks runs in {mix['step_time_s']:.2f} s with "
+            f"{len(mix['groups'])} CP groups of degree {', '.join(map(str, groups))} "
+            f"({mix['method']}, {mix['status']}, gap {mix['gap']:.1%})")
+    if mix["uniform_step_time_s"] is not None:
+        text += (f", against {mix['uniform_step_time_s']:.2f} s with uniform cp"
+                 f"{mix['uniform_degree']}: {mix['speedup']:.2f}x")
+    return text + " (sequence work only; --json lists the groups)."
 
 
 def emit(console: Console, *renderables: object) -> None:

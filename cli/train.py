@@ -145,6 +145,11 @@ _Profile = Annotated[str | None, _opt(
     help="Measured profile pricing the plans (sysplan profile / calibrate output, or a bundled "
     "name); default: the bundled profile of the cluster's GPU if any; none: the uncalibrated "
     "defaults.")]
+_Lengths = Annotated[str | None, _opt(
+    "--lengths", metavar="FILE|DIST", panel=_RUNTIME,
+    help="Variable-length data: a length file (one per line, or length,count CSV) or a "
+    "distribution (lognormal:8192,1.0,max=131072); shows what mixed context-parallel groups "
+    "gain over uniform CP on the top plan.")]
 _Runtime = Annotated[str | None, _opt(
     "--runtime", metavar="[megatron|deepspeed|torchtitan]", panel=_EXPORT,
     parser=_choice(*RUNTIME_NAMES),
@@ -176,6 +181,7 @@ def train(
     explain: _Explain = False,
     memory_headroom: _Headroom = "4GiB",
     profile: _Profile = None,
+    lengths: _Lengths = None,
     tp: _Tp = None,
     pp: _Pp = None,
     vpp: _Vpp = None,
@@ -205,7 +211,7 @@ def train(
         model=model, cluster=cluster, gpus=gpus, seq_len=seq_len, global_batch=global_batch,
         precision=precision, objective=objective, train_tokens=train_tokens,
         gpu_hour_cost=gpu_hour_cost, top=top, memory_headroom=memory_headroom, pins=pins,
-        profile=profile,
+        profile=profile, lengths=lengths,
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
     )
@@ -228,6 +234,7 @@ class TrainRequest:
     top: int = 5
     memory_headroom: str = "4GiB"
     profile: str | None = None
+    lengths: str | None = None
     pins: dict[str, object] = field(default_factory=dict)
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
@@ -283,6 +290,8 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
             train_tokens=tokens, gpu_hour_cost=request.gpu_hour_cost, runtimes=runtimes,
             profile=measured, bundled_profile=request.profile != "none",
         )
+    if request.lengths is not None:
+        result = _with_sequence_mix(result, spec, cluster, job, request, headroom)
     if request.export is not None:
         _export_top_plan(err, result, request)
     if json_out:
@@ -296,6 +305,19 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if not explain:
         _notes(err, list(result.notes))
     render.print_training(render.stdout_console(), result, context, explain=explain)
+
+
+def _with_sequence_mix(result, spec, cluster, job, request: TrainRequest, headroom: float):
+    """The result with ``sequence_mix``: a sampled step of --lengths data on the top plan."""
+    from sysplan.planners.sp_mix import mix_for_plan
+
+    plan = result.plans[0]
+    mix, lengths = mix_for_plan(spec, result.job or job, cluster, plan.parallel, request.lengths,
+                                memory_headroom_bytes=headroom)
+    data = mix.model_dump(mode="json")
+    data |= {"source": request.lengths, "speedup": mix.speedup, "lengths": lengths.tolist(),
+             "ranks": plan.parallel.dp * plan.parallel.cp}
+    return result.model_copy(update={"sequence_mix": data})
 
 
 def _export_top_plan(err: Console, result, request: TrainRequest) -> None:

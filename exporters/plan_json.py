@@ -57,6 +57,7 @@ def training_document(result: TrainingResult) -> dict[str, Any]:
         "runtimes": list(result.runtimes),
         "model_spec": _dump(result.model_spec),
         "cluster_spec": _dump(result.cluster_spec),
+        "sequence_mix": result.sequence_mix,
         "notes": list(result.notes),
         "explanation": result.explanation,
         "plans": [plan_document(plan) for plan in result.plans],

@@ -298,3 +298,22 @@ def _groups(costs: SequenceCosts, assignment: _Assignment) -> tuple[Group, ...]:
                     time_s=float(loads[g])) for g, d in enumerate(assignment.degrees)]
     groups = [g for g in groups if g.sequence_indices]
     return tuple(sorted(groups, key=lambda g: (-g.degree, -g.time_s, g.sequence_indices)))
+
+
+def mix_for_plan(model: ModelSpec, job: TrainJob, cluster: Cluster, parallel, lengths,
+                 memory_headroom_bytes: float = 4 * GIB, seed: int = 0,
+                 time_limit_s: float = 2.0) -> tuple[SpMixPlan, np.ndarray]:
+    """One sampled step of variable-length data on a chosen plan's ranks: its sequences split
+    into CP groups over the plan's dp x cp ranks (per TP group), against the best uniform CP.
+
+    Returns the mix plan and the step's sequence lengths. Sequences are priced as one
+    pipeline stage (sequence work only; a pipeline scales every group alike)."""
+    from sysplan.workloads.lengths import parse_lengths, sample_step
+
+    slots = parallel.dp * parallel.cp
+    degrees = [d for d in (2**i for i in range(8)) if d <= slots and slots % d == 0]
+    sample = sample_step(parse_lengths(lengths), job.tokens_per_step, seed=seed)
+    costs = sequence_costs(model, job, cluster, sample, degrees, job.context_parallel_comm,
+                           tp=parallel.tp, zero=max(parallel.zero, 1), pool_slots=slots,
+                           memory_headroom_bytes=memory_headroom_bytes)
+    return plan_sp_mix(costs, slots, time_limit_s=time_limit_s), sample

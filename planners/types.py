@@ -75,5 +75,8 @@ class TrainingResult(Frozen):
         default=None, description="The model's architecture, so exporters need no catalog.")
     cluster_spec: Cluster | None = Field(
         default=None, description="The cluster planned for (launch scripts read its nodes).")
+    sequence_mix: dict | None = Field(
+        default=None, description="With --lengths: one sampled step of variable-length data "
+        "on the top plan's ranks, CP groups vs the best uniform CP (planners.sp_mix).")
     explanation: str = Field(default="", description="One paragraph: why the winner wins.")
     notes: tuple[str, ...] = Field(default=(), description="Assumptions and resolutions.")
