@@ -310,6 +310,9 @@ def mix_for_plan(model: ModelSpec, job: TrainJob, cluster: Cluster, parallel, le
     pipeline stage (sequence work only; a pipeline scales every group alike)."""
     from sysplan.workloads.lengths import parse_lengths, sample_step
 
+    if parallel.pp > 1:
+        raise InputError(f"--lengths: the top plan has pp {parallel.pp}; the sequence-parallel "
+                         "mix is priced for pp 1 layouts only (pin --pp 1)")
     slots = parallel.dp * parallel.cp
     degrees = [d for d in (2**i for i in range(8)) if d <= slots and slots % d == 0]
     sample = sample_step(parse_lengths(lengths), job.tokens_per_step, seed=seed)

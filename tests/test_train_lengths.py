@@ -35,3 +35,10 @@ def test_a_length_file_works_and_a_bad_one_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 2
     (line,) = [line for line in stderr_lines(result) if line.startswith("error:")]
     assert str(bad) in line and "lots" in line
+
+
+def test_a_pipelined_top_plan_says_the_mix_needs_pp_1() -> None:
+    result = invoke(*TRAIN, "--pp", "2", "--lengths", "lognormal:8192,1.0,max=32768")
+    assert result.exit_code == 2
+    (line,) = [line for line in stderr_lines(result) if line.startswith("error:")]
+    assert "pp 2" in line and "--pp 1" in line
