@@ -81,8 +81,11 @@ def _cbc_gap(log: str) -> float | None:
     return abs(incumbent - best) / max(abs(incumbent), 1e-30)
 
 
-def _solve(problem, time_limit_s: float, warm_start: bool, what: str) -> IlpResult:
-    """Solve with CBC (one thread: deterministic), raising NoPlanFits when nothing is found."""
+def _solve(problem, time_limit_s: float, warm_start: bool, what: str,
+           gap_rel: float | None = None) -> IlpResult:
+    """Solve with CBC (one thread: deterministic), raising NoPlanFits when nothing is found;
+    ``gap_rel`` stops the search once incumbent and bound are that close (then "optimal"
+    means optimal within it)."""
     import pulp
 
     if time_limit_s <= 0:
@@ -92,7 +95,8 @@ def _solve(problem, time_limit_s: float, warm_start: bool, what: str) -> IlpResu
         with warnings.catch_warnings():  # PuLP 3.3 deprecates PULP_CBC_CMD for 4.0
             warnings.simplefilter("ignore", DeprecationWarning)
             solver = pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit_s, warmStart=warm_start,
-                                       threads=1, timeMode="elapsed", logPath=str(log_path))
+                                       threads=1, timeMode="elapsed", logPath=str(log_path),
+                                       gapRel=gap_rel)
         started = time.perf_counter()
         problem.solve(solver)
         elapsed = time.perf_counter() - started
