@@ -71,6 +71,7 @@ def test_an_impossible_slo_exits_1_with_what_came_closest() -> None:
     (["--rate", "-3"], ["--rate -3", "inf"]),
     (["--engine", "tgi"], ["--engine tgi", "vllm"]),
     (["--rate", "2", "--concurrency", "4"], ["concurrency"]),
+    (["--rate", "2", "--arrival", "weird"], ["--arrival weird", "gamma:cv="]),
 ])
 def test_bad_input_is_one_line_exit_2(args, words) -> None:
     result = invoke(*SMALL, *args)

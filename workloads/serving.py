@@ -297,7 +297,9 @@ class ServeWorkload(Frozen):
         for name in ("isl", "osl"):
             if isinstance(data.get(name), (str, int)):
                 data[name] = parse_length(data[name], f"--{name}")
-        if isinstance(data.get("arrival"), str) and ":" in data["arrival"]:
+        # every spelling goes through parse_arrival (one-line errors), except a bare "gamma"
+        # whose cv comes as its own field
+        if isinstance(data.get("arrival"), str) and data["arrival"].strip().lower() != "gamma":
             kind, cv = parse_arrival(data["arrival"])
             if data.get("cv") not in (None, cv):
                 raise InputError(f"--arrival {data['arrival']} and cv={data['cv']} disagree")
