@@ -57,7 +57,15 @@ _Engine = Annotated[str, _opt("--engine", metavar="[vllm|sglang|trtllm|all]", pa
                               help="Scheduler simulated and default export; all compares them.")]
 _Top = Annotated[int, _opt("--top", metavar="N", parser=_positive_int, panel=_SEARCH,
                            help="Deployments to show.")]
-_Trials = Annotated[int, _opt("--trials", metavar="N", panel=_SEARCH, parser=lambda v: int(v),
+def _non_negative_int(value: object) -> int:
+    """A whole number of at least 0."""
+    text = str(value).strip()
+    if not text.isdigit():
+        raise typer.BadParameter(f"{value}: expected a whole number of at least 0")
+    return int(text)
+
+
+_Trials = Annotated[int, _opt("--trials", metavar="N", panel=_SEARCH, parser=_non_negative_int,
                               help="Optuna trials tuning the engine knobs of the best two "
                               "deployments (0: no tuning).")]
 _Timeout = Annotated[float | None, _opt("--timeout", metavar="S", parser=_positive_float,

@@ -210,9 +210,11 @@ def check_question(q: ServeQuestion) -> None:
     """InputError for a question that cannot be asked."""
     if q.max_gpus < 1:
         raise InputError(f"--gpus {q.max_gpus}: must be at least 1")
-    if q.pins.tp and q.model.num_heads % q.pins.tp:
-        raise InputError(f"--tp {q.pins.tp}: does not divide the {q.model.num_heads} heads of "
-                         f"{q.model.name}")
+    for flag, tp in (("--tp", q.pins.tp), ("--prefill-tp", q.pins.prefill_tp),
+                     ("--decode-tp", q.pins.decode_tp)):
+        if tp and q.model.num_heads % tp:
+            raise InputError(f"{flag} {tp}: does not divide the {q.model.num_heads} heads of "
+                             f"{q.model.name}")
     if q.engine not in ("vllm", "sglang", "trtllm"):
         raise InputError(f"--engine {q.engine}: not accepted; choose vllm, sglang, trtllm or all")
 

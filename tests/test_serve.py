@@ -72,6 +72,8 @@ def test_an_impossible_slo_exits_1_with_what_came_closest() -> None:
     (["--engine", "tgi"], ["--engine tgi", "vllm"]),
     (["--rate", "2", "--concurrency", "4"], ["concurrency"]),
     (["--rate", "2", "--arrival", "weird"], ["--arrival weird", "gamma:cv="]),
+    (["--rate", "2", "--trials", "-1"], ["--trials -1", "at least 0"]),
+    (["--rate", "2", "--disagg", "--prefill-tp", "3"], ["--prefill-tp 3", "heads"]),
 ])
 def test_bad_input_is_one_line_exit_2(args, words) -> None:
     result = invoke(*SMALL, *args)
