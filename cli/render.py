@@ -18,6 +18,8 @@ from rich.text import Text
 from sysplan.costmodels.efficiency import TERMS
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.hardware.types import Cluster
+from sysplan.costmodels.estimate import balanced_stage_layers
+from sysplan.planners.restage import runs_text
 from sysplan.planners.types import Plan, TrainingResult
 from sysplan.workloads.training import TrainJob
 
@@ -135,7 +137,10 @@ def layout(config: ParallelConfig) -> str:
 
 
 def recompute_label(config: ParallelConfig) -> str:
-    """``none``, ``selective``, ``full`` or ``full x12`` (layers per stage)."""
+    """``none``, ``selective``, ``full``, ``full x12`` (layers per stage) or, when stages
+    differ (--stages dp), ``full x3/none x13`` per stage."""
+    if config.stage_recompute:
+        return runs_text(config.stage_recompute)
     if config.recompute == "full" and config.recompute_layers is not None:
         return f"full x{config.recompute_layers}"
     return config.recompute
@@ -339,6 +344,9 @@ def plan_detail(plan: Plan, context: TrainContext, context_gpus: int, *, explain
     title.append(": no recompute, " if recompute == "none" else f": {recompute} recompute, ")
     if plan.parallel.pp > 1:
         title.append(f"{plan.parallel.schedule} schedule, ")
+        split = plan.parallel.stage_layers
+        if split and split != balanced_stage_layers(sum(split), plan.parallel.pp):
+            title.append(f"stages {runs_text(plan.parallel.stage_layers)}, ")
     if plan.num_gpus != context_gpus:
         title.append(f"{plan.num_gpus:,} {device_word(context.cluster)}, ")
     title.append(f"HFU {percent(estimate.hfu)}")

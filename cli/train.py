@@ -150,6 +150,10 @@ _Lengths = Annotated[str | None, _opt(
     help="Variable-length data: a length file (one per line, or length,count CSV) or a "
     "distribution (lognormal:8192,1.0,max=131072); shows what mixed context-parallel groups "
     "gain over uniform CP on the top plan.")]
+_Stages = Annotated[str, _opt(
+    "--stages", metavar="[uniform|dp]", parser=_choice("uniform", "dp"),
+    help="Pipeline stages: uniform (even split, one recompute mode) or dp (the stage DP re-splits "
+    "the best 1F1B plans: layers and recompute per stage, exact for 1F1B).")]
 _Runtime = Annotated[str | None, _opt(
     "--runtime", metavar="[megatron|deepspeed|torchtitan]", panel=_EXPORT,
     parser=_choice(*RUNTIME_NAMES),
@@ -182,6 +186,7 @@ def train(
     memory_headroom: _Headroom = "4GiB",
     profile: _Profile = None,
     lengths: _Lengths = None,
+    stages: _Stages = "uniform",
     tp: _Tp = None,
     pp: _Pp = None,
     vpp: _Vpp = None,
@@ -211,7 +216,7 @@ def train(
         model=model, cluster=cluster, gpus=gpus, seq_len=seq_len, global_batch=global_batch,
         precision=precision, objective=objective, train_tokens=train_tokens,
         gpu_hour_cost=gpu_hour_cost, top=top, memory_headroom=memory_headroom, pins=pins,
-        profile=profile, lengths=lengths,
+        profile=profile, lengths=lengths, stages=stages,
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
     )
@@ -235,6 +240,7 @@ class TrainRequest:
     memory_headroom: str = "4GiB"
     profile: str | None = None
     lengths: str | None = None
+    stages: str = "uniform"
     pins: dict[str, object] = field(default_factory=dict)
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
@@ -289,6 +295,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
             objective=request.objective, top=request.top, memory_headroom_bytes=headroom,
             train_tokens=tokens, gpu_hour_cost=request.gpu_hour_cost, runtimes=runtimes,
             profile=measured, bundled_profile=request.profile != "none",
+            stages=request.stages,
         )
     if request.lengths is not None:
         result = _with_sequence_mix(result, spec, cluster, job, request, headroom)

@@ -41,7 +41,12 @@ class ParallelConfig(Frozen):
     )
     schedule: Schedule = Field(default="1f1b", description="Pipeline schedule.")
     stage_layers: tuple[int, ...] = Field(
-        default=(), description="Transformer layers per pipeline stage (uniform for now)."
+        default=(), description="Transformer layers per pipeline stage (even split, or the "
+        "stage DP's with --stages dp)."
+    )
+    stage_recompute: tuple[Literal["none", "selective", "full"], ...] = Field(
+        default=(), description="Recompute mode per pipeline stage when the stage DP gives "
+        "stages different modes (empty: `recompute` on every stage)."
     )
     offload: Literal["none"] = Field(default="none", description="Optimizer/parameter offload.")
 
@@ -49,6 +54,9 @@ class ParallelConfig(Frozen):
     def _check(self) -> ParallelConfig:
         if self.vpp > 1 and self.pp == 1:
             raise ValueError("vpp > 1 needs pp > 1")
+        if self.stage_recompute and len(self.stage_recompute) != self.pp:
+            raise ValueError(f"stage_recompute has {len(self.stage_recompute)} modes for "
+                             f"{self.pp} pipeline stages")
         if self.global_batch % (self.dp * self.micro_batch):
             raise ValueError(
                 f"global batch {self.global_batch} does not divide by dp x micro-batch "

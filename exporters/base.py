@@ -67,6 +67,11 @@ def check_runnable(request: ExportRequest, runtime_name: str) -> None:
     """InputError naming every feature of the plan the runtime lacks (exit 2)."""
     runtime = get_runtime(runtime_name)
     missing = runtime.unsupported(request.plan.parallel, request.model, request.job)
+    if len(set(request.plan.parallel.stage_recompute)) > 1:
+        # --recompute-granularity (Megatron), activation_checkpoint.mode (torchtitan) and
+        # DeepSpeed's checkpointing each take one mode for every stage
+        missing.append(f"a recompute mode per stage "
+                       f"({'/'.join(request.plan.parallel.stage_recompute)})")
     if missing:
         raise InputError(
             f"--to {runtime_name}: {runtime.title} cannot run this plan: {'; '.join(missing)} "

@@ -1,7 +1,7 @@
 """`--json`: the plan document (a public contract, exporters/plan_schema.json) and its reader.
 
-Writers emit ``schema_version`` 1.1 (1.1 added ``runtimes``, ``model_spec`` and
-``cluster_spec``). Readers accept any 1.x and ignore keys they do not know (later issues add
+Writers emit ``schema_version`` 1.2 (1.1 added ``runtimes``, ``model_spec`` and
+``cluster_spec``; 1.2 ``parallel.stage_recompute`` from ``--stages dp``). Readers accept any 1.x and ignore keys they do not know (later issues add
 keys, never rename them); 2.x, a missing version or a garbled file is refused with an
 InputError (exit 2). All values are SI: seconds, bytes, FLOPs, fractions.
 """
@@ -23,7 +23,7 @@ from sysplan.models.spec import ModelSpec
 from sysplan.planners.types import Plan, ProfileInfo, TrainingResult
 from sysplan.workloads.training import TrainJob
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SCHEMA_PATH = Path(__file__).with_name("plan_schema.json")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 

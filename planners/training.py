@@ -14,6 +14,7 @@ from sysplan.costmodels.training import price_training
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.explain import describe_layout, explain_winner, why_line
+from sysplan.planners.restage import POOL, STAGE_CHOICES, restage_plans, restaged_winner
 from sysplan.planners.runtimes import Runtime, get_runtime, job_for
 from sysplan.planners.space import check_pins, enumerate_space
 from sysplan.planners.types import Objective, Pins, Plan, ProfileInfo, TrainingResult
@@ -59,13 +60,14 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
                   memory_headroom_bytes: float = 4 * GIB, train_tokens: float | None = None,
                   gpu_hour_cost: float | None = None,
                   runtimes: tuple[str, ...] = (), profile: Profile | None = None,
-                  bundled_profile: bool = True) -> TrainingResult:
+                  bundled_profile: bool = True, stages: str = "uniform") -> TrainingResult:
     """Rank every configuration of ``job`` on ``cluster`` and return the best ``top``.
 
     ``runtimes`` (names in ``planners.runtimes.RUNTIMES``) keeps only configurations every
     one of them can run. ``profile`` prices the work with measured efficiencies; without
     one, the bundled profile of the cluster's GPU is used when there is one (unless
-    ``bundled_profile`` is False), else the uncalibrated defaults. Raises InputError for a question that cannot be asked (bad pins,
+    ``bundled_profile`` is False), else the uncalibrated defaults. ``stages="dp"`` re-splits
+    the pipeline stages of the best plans by DP (``planners.restage``). Raises InputError for a question that cannot be asked (bad pins,
     missing objective inputs, a model or pins a runtime cannot run) and NoPlanFits when no
     configuration fits in memory.
     """
@@ -76,6 +78,9 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
     if top < 1:
         raise InputError(f"--top {top}: must be at least 1")
     _check_objective(objective, train_tokens, gpu_hour_cost)
+    if stages not in STAGE_CHOICES:
+        raise InputError(f"--stages {stages}: not accepted; choose one of "
+                         f"{', '.join(STAGE_CHOICES)}")
     check_pins(model, job, gpus, pins)
     targets = [get_runtime(name) for name in runtimes]
     for runtime in targets:
@@ -106,7 +111,13 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         raise NoPlanFits(_closest_miss(c, memory, usable, model, cluster))
     value = _objective_values(objective, rates, c.gpus, train_tokens, gpu_hour_cost)
     order = _rank(c, value, memory, fits)
-    plans = _plans(model, job, cluster, c, priced, rates, value, order[:top], usable)
+    pool = order[:max(top, POOL)] if stages == "dp" else order[:top]
+    plans = _plans(model, job, cluster, c, priced, rates, value, pool, usable)
+    stage_notes: tuple[str, ...] = ()
+    if stages == "dp":
+        restaged = restage_plans(plans, model, job, cluster, eff, usable, targets,
+                                 maximise_value=objective == "throughput")
+        plans, stage_notes = list(restaged.plans[:top]), restaged.notes
     result_plans = tuple(_with_extrapolation(plan, model, job, cluster, eff) for plan in plans)
     extrapolated = sorted({t for plan in result_plans for t in plan.estimate.extrapolated_terms})
     return TrainingResult(
@@ -118,8 +129,10 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
                             fitted_on=eff.calibration.fitted_on),
         plans=result_plans, job=job, runtimes=tuple(runtimes), model_spec=model,
         cluster_spec=cluster,
-        explanation=explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable),
-        notes=_notes(model, cluster, profile),
+        explanation=("Among even stage splits: " if stages == "dp" else "")
+        + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable)
+        + (restaged_winner(result_plans[0]) if stages == "dp" else ""),
+        notes=_notes(model, cluster, profile) + stage_notes,
     )
 
 

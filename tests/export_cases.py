@@ -75,6 +75,12 @@ CASES = [
          {"tp": 1, "pp": 16, "dp": 64, "ep": 64, "zero": 1, "global_batch": 4096, "schedule": "1f1b",
               "stage_layers": (3, 5, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 2)},
          frozenset({"megatron"})),
+    # what `sysplan train --stages dp` gives without --runtime: no runtime takes a mode per stage
+    Case("llama70b-per-stage-recompute", "70b", "dgx-h100",
+         {"tp": 8, "pp": 4, "dp": 2, "sequence_parallel": True, "zero": 1, "global_batch": 64,
+              "recompute": "full", "stage_recompute": ("full", "full", "selective", "none"),
+              "stage_layers": (19, 20, 20, 21), "schedule": "1f1b"},
+         frozenset()),
     Case("llama8b-fp8-tp", "8b", "dgx-h100",
          {"tp": 4, "sequence_parallel": True, "dp": 2, "zero": 0, "global_batch": 32}, frozenset({"megatron", "torchtitan"}),
          precision="fp8"),
