@@ -35,7 +35,7 @@ def test_sharding_ilp_equals_enumeration_on_synthetic_costs(seed: int, nested: b
     enumerated = ilp_sharding.enumerate_sharding(costs, nested=nested)
     solved = ilp_sharding.plan_sharding_ilp(costs, nested=nested)
     assert solved.ilp is not None and solved.ilp.status == "optimal"
-    assert solved.step_time_s == pytest.approx(enumerated.step_time_s, rel=1e-4)  # its gap_rel
+    assert solved.step_time_s == pytest.approx(enumerated.step_time_s, rel=1e-3)  # its gap_rel
     assert solved.memory_bytes <= costs.budget_bytes
 
 
@@ -67,7 +67,7 @@ def test_sharding_ilp_equals_enumeration_on_real_layout(budget_gib: int) -> None
     costs = ilp_sharding.sharding_costs(model, job, cluster, config, budget_bytes=budget_gib * GIB)
     enumerated = ilp_sharding.enumerate_sharding(costs)
     solved = ilp_sharding.plan_sharding_ilp(costs, warm_start=ilp.ZERO_AS_GROUPS[3])
-    assert solved.step_time_s == pytest.approx(enumerated.step_time_s, rel=1e-4)  # its gap_rel
+    assert solved.step_time_s == pytest.approx(enumerated.step_time_s, rel=1e-3)  # its gap_rel
 
 
 def test_sharding_that_cannot_fit_says_so() -> None:
