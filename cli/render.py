@@ -16,9 +16,9 @@ from rich.table import Table
 from rich.text import Text
 
 from sysplan.costmodels.efficiency import TERMS
+from sysplan.costmodels.estimate import balanced_stage_layers
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.hardware.types import Cluster
-from sysplan.costmodels.estimate import balanced_stage_layers
 from sysplan.planners.restage import runs_text
 from sysplan.planners.types import Plan, TrainingResult
 from sysplan.workloads.training import TrainJob

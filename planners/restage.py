@@ -53,8 +53,9 @@ def restage_plans(plans: list[Plan], model: ModelSpec, job: TrainJob, cluster: C
     """
     notes = []
     if any(r.name == "deepspeed" for r in runtimes):
-        return Restaged(tuple(plans), ("--stages dp: Megatron-DeepSpeed splits layers evenly "
-                                       "over stages, so every plan keeps the even split",))
+        note = ("--stages dp: Megatron-DeepSpeed splits layers evenly over stages, so every "
+                "plan keeps the even split")
+        return Restaged(tuple(plans), (note,))
     one_mode = bool(runtimes)
     out, changed, skipped = [], 0, set()
     for plan in plans:
