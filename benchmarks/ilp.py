@@ -4,10 +4,14 @@
 
 (a) AMSP model-state sharding on Llama 3.1 70B, dgx-h100, 128 GPUs: the ILP's choice against
     ZeRO stages 0-3 (our sharding model, and price_training's step time beside it).
-(b) Per-layer recompute + stage boundaries on DeepSeek-V3 (61 layers: 3 dense + 58 MoE),
-    1F1B: the ILP against the naive baseline (uniform stages, one recompute mode). Brute force
-    over C(L-1, p-1) splits x 3^L modes is timed on one split with 10 of the 61 layers'
-    modes free (3^10 assignments) and extrapolated (an estimate, not a run).
+(b) Per-layer recompute + stage boundaries, 1F1B: first a 14-layer cut of DeepSeek-V3
+    (3 dense + 11 MoE layers) on 3 stages, where brute force over C(13, 2) splits x 3^14 modes
+    runs (over a minute) and the ILP proves the same optimum in about a second; then the whole
+    model (61 layers: 3 dense + 58 MoE) on 8 stages against the naive baseline (uniform stages,
+    one recompute mode), brute force there timed on one split with 10 of the 61 layers' modes
+    free (3^10 assignments) and extrapolated (an estimate, not a run).
+
+    python benchmarks/ilp.py [TIME_LIMIT_S] [--skip-brute-force]
 """
 
 from __future__ import annotations
@@ -72,6 +76,35 @@ def _brute_force_rate(problem: ilp_stages.StageProblem, free: int) -> float:
     return 3.0**free / (time.perf_counter() - started)
 
 
+def small_stages(time_limit_s: float) -> None:
+    """Brute force that runs to the end against the ILP on the same instance."""
+    model, _ = resolve_model("deepseek-v3")
+    model = model.model_copy(update={"num_layers": 14, "mtp_layers": 0})
+    cluster, _ = load_cluster("dgx-h100")
+    job = TrainJob(seq_len=4096, global_batch=1024)
+    config = ParallelConfig(tp=2, pp=3, dp=64, ep=64, micro_batch=1, global_batch=1024,
+                            sequence_parallel=True, zero=1)
+    budget = 20 * GIB  # tight: every layer cannot skip recompute
+    problem = ilp_stages.stage_problem(model, job, cluster, config, budget)
+    print(f"\n(b1) recompute + stage boundaries, DeepSeek-V3 cut to 14 layers (3 dense + 11 "
+          f"MoE), tp2 pp3 dp64 ep64, budget {budget / GIB:.0f} GiB")
+    started = time.perf_counter()
+    solved = ilp_stages.plan_stages_ilp(problem, time_limit_s=time_limit_s)
+    ilp_s = time.perf_counter() - started
+    baseline = ilp_stages.uniform_stages(problem)
+    print(f"  baseline (uniform, {baseline.recompute[0]} everywhere): "
+          f"{baseline.pipeline_time_s:.4f} s")
+    print(f"  ILP: {solved.pipeline_time_s:.4f} s, stages {solved.stage_layers}, "
+          f"{solved.ilp.describe()}, wall {ilp_s:.1f} s")
+    started = time.perf_counter()
+    brute = ilp_stages.brute_force_stages(problem)
+    brute_s = time.perf_counter() - started
+    count = math.comb(13, 2) * 3**14
+    print(f"  brute force: {brute.pipeline_time_s:.4f} s, stages {brute.stage_layers}, "
+          f"{count:.2e} assignments in {brute_s:.1f} s "
+          f"({'equal' if abs(brute.pipeline_time_s - solved.pipeline_time_s) <= 1e-9 * brute.pipeline_time_s else 'DIFFERENT'})")
+
+
 def stages(time_limit_s: float) -> None:
     model, _ = resolve_model("deepseek-v3")
     cluster, _ = load_cluster("dgx-h100")
@@ -100,8 +133,11 @@ def stages(time_limit_s: float) -> None:
 
 
 def main() -> int:
-    limit = float(sys.argv[1]) if len(sys.argv) > 1 else 20.0
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    limit = float(args[0]) if args else 20.0
     sharding(limit)
+    if "--skip-brute-force" not in sys.argv:
+        small_stages(limit)
     stages(limit)
     return 0
 
