@@ -271,7 +271,12 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
     zero3 = m * (2.0 * gather + grads)
     compute = overlap * m * worst
     exposed3 = np.maximum(0.0, zero3 - compute) + zero3 / np.maximum(m, 1.0) / layers_stage
-    exposed = np.where(zero >= 3, exposed3, exposed)
+    # ZeRO-2: the accumulated gradient exists only as a shard, so every micro-batch
+    # reduce-scatters its gradients (ZeRO paper, Rajbhandari et al. 2020, section 5.2;
+    # DeepSpeed reduces each micro-step, FSDP2 each backward), hidden behind the step's
+    # compute like ZeRO-3's; the parameter all-gather stays once per step
+    exposed2 = np.maximum(0.0, m * grads - compute) + np.maximum(0.0, gather - window_fwd)
+    exposed = np.where(zero >= 3, exposed3, np.where(zero == 2, exposed2, exposed))
     # Adam: read fp32 master, m, v, gradient; write master, m, v and the 16-bit weight
     # (30 bytes per parameter, memory-bound; ZeRO shards it over DP)
     opt_params = np.where(sharded, params.dense / group + params.expert / expert_group,
