@@ -15,6 +15,7 @@ import numpy as np
 
 from sysplan.costmodels.efficiency import ATTENTION_BWD_FLOPS, Efficiency
 from sysplan.costmodels.layers import Gemm, LayerShapes, uses_dropout
+from sysplan.costmodels.memory import linear_dtype
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
 
@@ -57,7 +58,7 @@ def layer_forward(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: Laye
                   sp: np.ndarray, cp: np.ndarray, imbalance: float) -> LayerTime:
     """Time of one layer over ``tokens`` local tokens (micro-batch x seq / cp)."""
     gpu = eff.gpu
-    linear_peak = gpu.peak("fp8" if job.precision == "fp8" else "bf16")
+    linear_peak = gpu.peak(linear_dtype(job.precision))
     gemm = np.zeros_like(tokens, dtype=float)
     gemm_bwd = np.zeros_like(gemm)
     flops_total = np.zeros_like(gemm)

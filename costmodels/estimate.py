@@ -6,6 +6,7 @@ import numpy as np
 
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.efficiency import Efficiency
+from sysplan.costmodels.memory import linear_dtype
 from sysplan.costmodels.training import MEMORY_TERMS, TIME_TERMS, Priced, price_training
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.hardware.types import Cluster
@@ -30,7 +31,7 @@ def throughput_arrays(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Cand
     step = priced.step_time_s
     tokens_per_s = c.global_batch * job.seq_len / step
     gpus = c.gpus.astype(float)
-    peak = cluster.gpu.peak("fp8" if job.precision == "fp8" else "bf16")
+    peak = cluster.gpu.peak(linear_dtype(job.precision))
     flops_per_token = model_flops_per_token(model, job.seq_len)
     # MFU: model FLOPs x tokens/s / (GPUs x dense peak) (PaLM, Chowdhery et al. 2022, App. B)
     mfu = flops_per_token * tokens_per_s / (gpus * peak)

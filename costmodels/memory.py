@@ -26,7 +26,23 @@ def state_bytes_per_param(precision: str) -> tuple[float, float, float]:
     """
     if precision == "fp16":
         return 2.0, 2.0, 16.0
+    if precision == "fp32":  # fp32 weights and gradients, Adam m and v (ZeRO paper, 3.1)
+        return 4.0, 4.0, 8.0
     return 2.0, 4.0, 12.0
+
+
+def element_bytes(precision: str) -> float:
+    """Bytes of one activation element: 4 in fp32 training, else 2 (bf16/fp16 activations;
+    FP8 recipes keep 16-bit activations between layers, Micikevicius et al. 2022, section 4)."""
+    return 4.0 if precision == "fp32" else 2.0
+
+
+def linear_dtype(precision: str, head: bool = False) -> str:
+    """The peak (``GPU.peak`` key) the linear layers run at; the LM head stays in 16 bits
+    under FP8 (Transformer Engine keeps the output layer in bf16)."""
+    if head and precision == "fp8":
+        return "bf16"
+    return {"fp8": "fp8", "fp32": "fp32"}.get(precision, "bf16")
 
 
 def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
@@ -59,7 +75,9 @@ def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerSha
             else:
                 mlp += width - 2.0 * h  # the MLP input is counted in `replicated`
     shared = np.where(sp > 0, replicated / tp, replicated)
-    return shared + (qkv_out + scores + mlp) / tp + expert / etp
+    # the counts above are in 16-bit bytes; fp32 training keeps 4-byte elements
+    scale = element_bytes(job.precision) / 2.0
+    return (shared + (qkv_out + scores + mlp) / tp + expert / etp) * scale
 
 
 def in_flight_microbatches(pp, vpp, m) -> np.ndarray:

@@ -23,7 +23,9 @@ from sysplan.costmodels.memory import (
     ALLOCATOR_RESERVE_FRACTION,
     NCCL_BYTES_PER_COMMUNICATOR,
     activation_bytes_per_token,
+    element_bytes,
     in_flight_microbatches,
+    linear_dtype,
     state_bytes_per_param,
 )
 from sysplan.hardware.types import Cluster
@@ -102,7 +104,7 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candida
         comm = _layer_comm(model, job, cluster, eff, shapes, fwd, tokens, tp, cp, ep, etp)
         _accumulate(per_mb, fwd, comm, count, full, selective)
         hw_recompute_flops += count * (full * fwd.flops + selective * fwd.attention_flops)
-    head = _lm_head_seconds(model, eff, tokens, tp)
+    head = _lm_head_seconds(model, eff, tokens, tp, job.precision)
 
     stage_mb = sum(per_mb[k] for k in ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep"))
     worst = stage_mb + head  # the last stage also runs the LM head and loss
@@ -115,7 +117,7 @@ def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candida
         # bubble (p - 1)/v x stage time (Narayanan et al. 2021, section 2.2.2)
         "pp_bubble": (pp - 1.0) / vpp * mean,
     }
-    time["pp_p2p"] = _p2p_seconds(model, cluster, eff, tokens, tp, cp, dp, pp, vpp, m)
+    time["pp_p2p"] = _p2p_seconds(model, job, cluster, eff, tokens, tp, cp, dp, pp, vpp, m)
     params = _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp)
     dp_s, opt_s = _data_parallel_seconds(job, cluster, eff, f, params, m, per_mb, worst,
                                          layers_stage)
@@ -141,7 +143,7 @@ def _accumulate(per_mb, fwd: LayerTime, comm, count, full, selective) -> None:
 
 def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, tokens, tp, cp, ep, etp):
     """Exposed communication seconds of one layer per micro-batch (forward + backward)."""
-    act_bytes = tokens * model.hidden_size * 2.0
+    act_bytes = tokens * model.hidden_size * element_bytes(job.precision)
     # 2 all-reduces forward + 2 backward per layer (or AG + RS with SP, same volume):
     # Korthikanti et al. 2022, section 4.2.2 / Narayanan et al. 2021, section 3.3
     tp_one = coll.all_reduce_time(cluster, act_bytes, tp, 1, eff)
@@ -152,11 +154,11 @@ def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, tokens, tp, cp
         hidden = np.minimum(tp_total * (tp - 1.0) / tp, 3.0 * fwd.gemm_s)
         tp_total = tp_total - hidden
     if job.context_parallel_comm == "a2a":
-        cp_total = _ulysses_seconds(model, cluster, eff, shapes, tokens, tp, cp)
+        cp_total = _ulysses_seconds(model, job, cluster, eff, shapes, tokens, tp, cp)
     else:
         # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice
         # that backward, each hidden behind one attention tile (training-formulas 4.8)
-        kv_bytes = tokens * shapes.kv_bytes_dims * 2.0 / tp
+        kv_bytes = tokens * shapes.kv_bytes_dims * element_bytes(job.precision) / tp
         ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp, eff)
         cp_total = (np.maximum(0.0, ring - fwd.attention_s)
                     + np.maximum(0.0, 2 * ring - 2.5 * fwd.attention_s))
@@ -165,39 +167,42 @@ def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, tokens, tp, cp
     if any(g.expert for g in shapes.gemms):
         # dispatch + combine all-to-all forward and backward, top_k copies of each token
         # (training-formulas 4.9), slowest rank carries the load imbalance
-        a2a_bytes = tokens * model.moe.top_k * model.hidden_size * 2.0 * job.moe_load_imbalance
+        a2a_bytes = (tokens * model.moe.top_k * model.hidden_size * element_bytes(job.precision)
+                     * job.moe_load_imbalance)
         ep_total = 4.0 * np.where(ep > 1, coll.all_to_all_time(cluster, a2a_bytes, ep, etp, eff), 0.0)
     return {"tp": tp_total, "cp": cp_total, "ep": ep_total}
 
 
-def _ulysses_seconds(model, cluster, eff, shapes, tokens, tp, cp) -> np.ndarray:
+def _ulysses_seconds(model, job, cluster, eff, shapes, tokens, tp, cp) -> np.ndarray:
     """All-to-all CP (DeepSpeed-Ulysses, Jacobs et al. 2023, section 3.1): Q, K, V and the
     attention output are re-split between sequence and heads, forward and again backward;
     each all-to-all moves (c-1)/c of the local tensor and is not overlapped."""
     heads = model.num_heads
     features = heads * shapes.attn_qk_dim + shapes.kv_bytes_dims + heads * shapes.attn_v_dim
-    one_way = coll.all_to_all_time(cluster, tokens * features * 2.0 / tp, cp, tp, eff)
+    one_way = coll.all_to_all_time(cluster, tokens * features * element_bytes(job.precision) / tp,
+                                   cp, tp, eff)
     return 2.0 * one_way
 
 
-def _lm_head_seconds(model, eff, tokens, tp) -> np.ndarray:
+def _lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16") -> np.ndarray:
     """LM head GEMMs (fwd, dgrad, wgrad) and the fp32 cross-entropy over the padded vocab."""
     vocab = padded_vocab(model, tp)
     # logits = 2 b s h V FLOPs (Narayanan 2021): a [tokens, h] x [h, V / t] GEMM
     forward, backward = linear_seconds(eff, tokens, vocab / tp, model.hidden_size,
-                                       eff.gpu.peak("bf16"))
+                                       eff.gpu.peak(linear_dtype(precision, head=True)))
     # softmax + loss + its gradient touch the fp32 logits about three times (read/write)
     loss_bytes = 3.0 * 2.0 * 4.0 * tokens * vocab / tp
     return forward + backward + loss_bytes / eff.memory_bytes_per_s
 
 
-def _p2p_seconds(model, cluster, eff, tokens, tp, cp, dp, pp, vpp, m) -> np.ndarray:
+def _p2p_seconds(model, job, cluster, eff, tokens, tp, cp, dp, pp, vpp, m) -> np.ndarray:
     """Pipeline sends on the critical path: 2 (m v + p - 1) sends of b s h / t bytes.
 
     Scatter/gather splits each send over the TP ranks (Narayanan et al. 2021, section 4.1);
     stages are tp x cp x dp ranks apart (Megatron rank order tp-cp-dp-pp).
     """
-    send = coll.p2p_time(cluster, tokens * model.hidden_size * 2.0 / tp, tp * cp * dp, eff)
+    send = coll.p2p_time(cluster, tokens * model.hidden_size * element_bytes(job.precision) / tp,
+                         tp * cp * dp, eff)
     return np.where(pp > 1, 2.0 * (m * vpp + pp - 1.0) * send, 0.0)
 
 
@@ -246,7 +251,7 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
     micro-batch's backward, the parameter gather behind the next step's first forward.
     """
     tp, dp, cp, zero = f["tp"], f["dp"], f["cp"], f["zero"]
-    _, grad_bytes, _ = state_bytes_per_param(job.precision)
+    weight_bytes, grad_bytes, _ = state_bytes_per_param(job.precision)
     group, stride = dp * cp, tp
     expert_group = np.maximum(1.0, dp * cp * tp / (f["ep"] * f["etp"]))
 
@@ -259,8 +264,8 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
                      reduce(params.dense * grad_bytes, group, True))
     grads += np.where(sharded, reduce(params.expert * grad_bytes, expert_group, False),
                       reduce(params.expert * grad_bytes, expert_group, True))
-    gather = np.where(sharded, reduce(params.dense * 2.0, group, False)
-                      + reduce(params.expert * 2.0, expert_group, False), 0.0)
+    gather = np.where(sharded, reduce(params.dense * weight_bytes, group, False)
+                      + reduce(params.expert * weight_bytes, expert_group, False), 0.0)
     bwd_mb, fwd_mb = per_mb["bwd"], per_mb["fwd"]
     overlap = eff.calibration.overlap  # share of the compute window that hides traffic
     window_bwd = overlap * bwd_mb if job.overlap_grad_reduce else 0.0
@@ -304,7 +309,8 @@ def _memory(model, job, eff, f, params: LocalParams, kinds, tokens, layers_stage
     layer_bytes = per_layer * tokens
     # full recompute keeps only each layer's input (2 b s h, / t with SP) plus one layer's
     # activations while it is recomputed (Korthikanti et al. 2022, Table 2)
-    input_bytes = 2.0 * model.hidden_size * tokens / np.where(sp > 0, tp, 1.0)
+    input_bytes = (element_bytes(job.precision) * model.hidden_size * tokens
+                   / np.where(sp > 0, tp, 1.0))
     stored_per_mb = layers_stage * (full * input_bytes + (1.0 - full) * layer_bytes)
     in_flight = in_flight_microbatches(pp, vpp, m)
     activations = stored_per_mb * in_flight + np.where(full > 0, layer_bytes, 0.0)

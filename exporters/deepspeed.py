@@ -47,7 +47,7 @@ def ds_config(request: ExportRequest) -> dict[str, Any]:
     }
     if job.precision == "fp16":
         config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
-    else:
+    elif job.precision != "fp32":  # fp32: neither section
         config["bf16"] = {"enabled": True}
     return config
 
@@ -92,7 +92,7 @@ def megatron_deepspeed_arguments(request: ExportRequest) -> list[str]:
     args += megatron.recompute_arguments(p)
     args += ["--micro-batch-size", str(p.micro_batch), "--global-batch-size", str(p.global_batch)]
     args += _model(model, job)
-    args += ["--fp16"] if job.precision == "fp16" else ["--bf16"]
+    args += {"fp16": ["--fp16"], "fp32": []}.get(job.precision, ["--bf16"])
     args += ["--use-flash-attn-v2", *megatron.run_arguments(model), "--data-path", "$DATA_PATH",
              "--data-impl", "mmap", "--split", "100,0,0"]
     return args

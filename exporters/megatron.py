@@ -174,8 +174,9 @@ def _mla_arguments(model: ModelSpec) -> list[str]:
 
 
 def precision_arguments(job: TrainJob) -> list[str]:
-    """bf16 (or fp16) everywhere; fp8 GEMMs through Transformer Engine (hybrid E4M3/E5M2)."""
-    args = ["--fp16"] if job.precision == "fp16" else ["--bf16"]
+    """bf16 (or fp16, or no flag: fp32) everywhere; fp8 GEMMs through Transformer Engine
+    (hybrid E4M3/E5M2)."""
+    args = {"fp16": ["--fp16"], "fp32": []}.get(job.precision, ["--bf16"])
     if job.precision == "fp8":
         args += ["--fp8-format", "hybrid", "--fp8-recipe", "delayed"]
     backend = "fused" if job.attention_backend == "cudnn" else "flash"

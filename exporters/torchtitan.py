@@ -109,7 +109,7 @@ def module_text(request: ExportRequest) -> str:
         "local_batch": p.micro_batch * p.num_microbatches if p.pp > 1 else p.micro_batch,
         "pp_microbatches": _PP_MICROBATCHES.format(size=p.micro_batch, count=p.num_microbatches)
         if p.pp > 1 else "",
-        "param_dtype": "float32" if job.precision == "fp16" else "bfloat16",
+        "param_dtype": "float32" if job.precision in ("fp16", "fp32") else "bfloat16",
     }
     return _MODULE_TEMPLATE.format(**values)
 

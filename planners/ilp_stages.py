@@ -17,6 +17,7 @@ from sysplan.costmodels.layers import layer_shapes
 from sysplan.costmodels.memory import (
     ALLOCATOR_RESERVE_FRACTION,
     activation_bytes_per_token,
+    element_bytes,
 )
 from sysplan.costmodels.training import (
     _accumulate,
@@ -290,7 +291,7 @@ def stage_problem(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Par
     stage_bytes[-1] += (1.0 + reserve) * 4.0 * tokens * (h + vocab / tp)
     stage_time = np.zeros(p)
     stage_time[-1] = float(_lm_head_seconds(model, eff, np.array([tokens]),
-                                            np.array([float(tp)]))[0])
+                                            np.array([float(tp)]), job.precision)[0])
     return StageProblem(
         layer_time_s=np.array([k["seconds"] for k in per_layer]),
         activation_bytes=np.array([k["kept"] for k in per_layer]),
@@ -317,7 +318,8 @@ def _layer_kind(model, job, cluster, eff, config, moe_layer, reserve, fd, fe) ->
     layer_bytes = tokens * activation_bytes_per_token(model, job, shapes, arrays["tp"],
                                                       arrays["sp"], arrays["etp"], selective)
     # full recompute keeps only the layer input, 2 b s h (/ t with SP) (Korthikanti 2022, T. 2)
-    inputs = 2.0 * model.hidden_size * tokens / (config.tp if config.sequence_parallel else 1)
+    inputs = (element_bytes(job.precision) * model.hidden_size * tokens
+              / (config.tp if config.sequence_parallel else 1))
     kept = (1.0 + reserve) * np.where(full > 0, inputs, layer_bytes)
     split, replicated, routed = _layer_params(shapes, model.hidden_size)
     dense, expert = split / config.tp + replicated, routed / (config.ep * config.etp)

@@ -21,6 +21,7 @@ from sysplan.costmodels.memory import (
     ALLOCATOR_RESERVE_FRACTION,
     NCCL_BYTES_PER_COMMUNICATOR,
     activation_bytes_per_token,
+    element_bytes,
 )
 from sysplan.models.counting import padded_vocab
 from sysplan.planners.pipeline_dp import RECOMPUTE_MODES, StagePlan, optimal_stages
@@ -92,7 +93,8 @@ def layer_costs(model, job, cluster, config, efficiency=None) -> LayerCosts:
         layer_bytes = [float(activation_bytes_per_token(model, job, shapes, tp, sp, etp, s)[0]
                              * tokens[0]) for s in (False, True)]
         # full recompute keeps the layer input (Korthikanti et al. 2022, Table 2), as _memory
-        kept = float(2.0 * h * tokens[0] / (tp[0] if sp[0] > 0 else 1.0))
+        kept = float(element_bytes(job.precision) * h * tokens[0]
+                     / (tp[0] if sp[0] > 0 else 1.0))
         split, replicated, routed = tr._layer_params(shapes, h)
         dense, expert = split / tp[0] + replicated, routed / (ep[0] * etp[0])
         largest = max(largest, dense + expert)
@@ -108,7 +110,7 @@ def layer_costs(model, job, cluster, config, efficiency=None) -> LayerCosts:
     vocab = float(padded_vocab(model, int(tp[0])))
     embedding = vocab * h / tp[0] + (model.max_seq_len * h if model.learned_positions else 0.0)
     head = (0.0 if model.tied_embeddings else vocab * h / tp[0]) + h
-    head_s = float(tr._lm_head_seconds(model, eff, tokens, tp)[0])
+    head_s = float(tr._lm_head_seconds(model, eff, tokens, tp, job.precision)[0])
     logits = 4.0 * tokens[0] * (h + vocab / tp[0]) * reserve  # _memory's last-stage logits
     last = [head_s, states(head, 0.0) + logits, 0.0]
     if model.mtp_layers:  # DeepSeek-V3 section 2.2: a layer, eh_proj (2h -> h), the shared head

@@ -13,7 +13,7 @@ from sysplan.core.units import parse_count
 if TYPE_CHECKING:
     from sysplan.models.spec import ModelSpec
 
-Precision = Literal["bf16", "fp16", "fp8"]
+Precision = Literal["bf16", "fp16", "fp8", "fp32"]
 
 
 class TrainJob(Frozen):
@@ -22,7 +22,8 @@ class TrainJob(Frozen):
     seq_len: int = Field(gt=0, description="Tokens per sequence.")
     global_batch: int = Field(gt=0, description="Sequences per optimizer step.")
     precision: Precision = Field(
-        default="bf16", description="Compute precision of the linear layers (fp8: FP8 GEMMs)."
+        default="bf16", description="Compute precision of the linear layers (fp8: FP8 GEMMs; "
+        "fp32: full-precision training, e.g. the reference executor)."
     )
     optimizer: Literal["adam"] = Field(default="adam", description="Mixed-precision Adam(W).")
     overlap_grad_reduce: bool = Field(
