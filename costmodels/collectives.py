@@ -4,6 +4,10 @@ A group of ``size`` ranks whose members are ``stride`` ranks apart (ranks are pl
 innermost-first: TP, then CP, then DP, then PP) is split level by level: at each tier the
 members that share one domain form a sub-ring, and the algorithm is hierarchical
 (reduce-scatter inside, all-reduce of the 1/k shard outside, all-gather inside).
+
+With a CPU profile (``eff.measured_collectives``) every function here returns the measured
+table's time instead (costmodels/measured_collectives.py): gloo is not a ring, and on one
+node ``stride`` and ``distance`` do not matter.
 """
 
 from __future__ import annotations
@@ -34,13 +38,28 @@ def _levels(cluster: Cluster, size: np.ndarray, stride: np.ndarray, eff: Efficie
         below = inside
 
 
+def _measured(eff: Efficiency | None, op: str, message_bytes, size, *others) -> np.ndarray | None:
+    """The measured seconds of ``op`` when ``eff`` has a CPU profile's table, else None;
+    broadcast with ``others`` (stride, distance) like the ring formulas' results."""
+    if eff is None or eff.measured_collectives is None:
+        return None
+    seconds, outside = eff.measured_collectives.seconds(op, message_bytes, size)
+    eff._note("communication", outside)
+    # sysplan calibrate fits comm_scale_node as a bandwidth multiplier: it divides the time
+    seconds = seconds / eff.calibration.comm_scale_node
+    return np.broadcast_to(seconds, np.broadcast(seconds, *others).shape).copy()
+
+
 def all_reduce_time(cluster: Cluster, message_bytes, size, stride, eff: Efficiency | None = None) -> np.ndarray:
     """Hierarchical ring all-reduce: sum over tiers of 2(k-1)/k * S_l/BW + 2(k-1)*alpha.
 
     Ring all-reduce T = 2(n-1)alpha + 2(n-1)/n S/BW (Thakur et al. 2005; training-formulas
     4.6); the shard S_l = S / (members below) travels at each outer level.
     """
-    return 2.0 * reduce_scatter_time(cluster, message_bytes, size, stride, eff)
+    measured = _measured(eff, "all_reduce", message_bytes, size, stride)
+    if measured is not None:
+        return measured
+    return 2.0 * _ring_reduce_scatter(cluster, message_bytes, size, stride, eff)
 
 
 def reduce_scatter_time(cluster: Cluster, message_bytes, size, stride,
@@ -49,6 +68,25 @@ def reduce_scatter_time(cluster: Cluster, message_bytes, size, stride,
 
     S is the full (unsharded) size (training-formulas 4.6, nccl-tests busbw convention).
     """
+    measured = _measured(eff, "reduce_scatter", message_bytes, size, stride)
+    if measured is not None:
+        return measured
+    return _ring_reduce_scatter(cluster, message_bytes, size, stride, eff)
+
+
+def all_gather_time(cluster: Cluster, message_bytes, size, stride,
+                    eff: Efficiency | None = None) -> np.ndarray:
+    """Hierarchical ring all-gather of the full size S: the reduce-scatter's time (the ring
+    runs the same steps in reverse, Thakur et al. 2005), or the measured all_gather."""
+    measured = _measured(eff, "all_gather", message_bytes, size, stride)
+    if measured is not None:
+        return measured
+    return _ring_reduce_scatter(cluster, message_bytes, size, stride, eff)
+
+
+def _ring_reduce_scatter(cluster: Cluster, message_bytes, size, stride,
+                         eff: Efficiency | None) -> np.ndarray:
+    """Sum over tiers of (k-1)/k * S_l/BW + (k-1)alpha, S_l the shard reaching that tier."""
     message = np.asarray(message_bytes, dtype=float)
     total = np.zeros(np.broadcast(message, size, stride).shape)
     shard = message * np.ones_like(total)
@@ -58,15 +96,15 @@ def reduce_scatter_time(cluster: Cluster, message_bytes, size, stride,
     return total
 
 
-all_gather_time = reduce_scatter_time
-
-
 def all_to_all_time(cluster: Cluster, message_bytes, size, stride, eff: Efficiency | None = None) -> np.ndarray:
     """All-to-all where each rank holds S and sends S/n to each peer.
 
     T = (n-1)/n * S/BW + (n-1)alpha (training-formulas 4.6); the traffic leaving a domain
     is limited by that tier's bandwidth, tiers working concurrently (time = slowest tier).
     """
+    measured = _measured(eff, "all_to_all", message_bytes, size, stride)
+    if measured is not None:
+        return measured
     message = np.asarray(message_bytes, dtype=float)
     size = np.asarray(size, dtype=float)
     worst = np.zeros(np.broadcast(message, size, stride).shape)
@@ -82,6 +120,10 @@ def all_to_all_time(cluster: Cluster, message_bytes, size, stride, eff: Efficien
 
 def p2p_time(cluster: Cluster, message_bytes, distance, eff: Efficiency | None = None) -> np.ndarray:
     """Point-to-point send of S between ranks ``distance`` apart: alpha + S/BW (4.6)."""
+    # a send is one pair of ranks: the measured send_recv (group 2), wherever they are
+    measured = _measured(eff, "send_recv", message_bytes, 2.0, distance)
+    if measured is not None:
+        return measured
     distance = np.asarray(distance, dtype=float)
     spans = np.array([t.domain_size for t in cluster.tiers], dtype=float)
     index = np.minimum(np.searchsorted(spans, distance + 1.0), len(spans) - 1)

@@ -5,7 +5,9 @@ memory-bound pass takes and the share of link bandwidth a collective reaches. Bu
 ``Efficiency.default(cluster)`` it uses the uncalibrated curves below; built with
 ``Efficiency.from_profile(profile, cluster)`` it interpolates the profile's measurements and
 applies its calibration factors. Outside the measured points it falls back to the roofline at
-the nearest measured efficiency and, when tracking, records the term as extrapolated.
+the nearest measured efficiency and, when tracking, records the term as extrapolated. A CPU
+profile's collectives are not ring-shaped (gloo): they are priced from the measured times
+themselves (``measured_collectives``), not from a bandwidth fraction.
 
 The default curves are fractions of datasheet peak whose shapes come from the one node we
 measured (``shared/data/measured/h100``, H100 SXM 80GB at 700 W, 2026-11-22);
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from sysplan.costmodels.lookup import ScatteredTable
+from sysplan.costmodels.measured_collectives import MeasuredCollectives
 from sysplan.hardware.types import GPU, Cluster
 from sysplan.profiles.loader import bundled_for_gpu
 from sysplan.profiles.schema import Calibration, Profile
@@ -90,6 +93,7 @@ class Efficiency:
     attention: dict[str, tuple[ScatteredTable, ScatteredTable]] | None = None  # fwd, bwd
     memory_fraction: float = MEMORY_BOUND_FRACTION
     collective: dict[str, float] | None = None  # "node"/"network" -> share of link bandwidth
+    measured_collectives: MeasuredCollectives | None = None  # CPU profiles: seconds per op
     uncalibrated: tuple[str, ...] = UNCALIBRATED_TERMS
     seen: set[str] | None = None  # extrapolated terms, when tracking
 
@@ -120,6 +124,7 @@ class Efficiency:
             gemm=_gemm_table(profile, gpu) if profile.gemm is not None else None,
             attention=attention, memory_fraction=memory,
             collective=_collective_fractions(profile, cluster),
+            measured_collectives=_measured_collectives(profile),
             uncalibrated=tuple(t for t, table in TERMS.items() if getattr(profile, table) is None),
         )
 
@@ -230,6 +235,14 @@ def _collective_fractions(profile: Profile, cluster: Cluster) -> dict[str, float
             busbw = np.median([bus_bandwidth(op, n, size, t) for op, _, n, size, t in rows])
             fractions[tier] = float(min(1.0, busbw / link.effective_bandwidth_bytes_per_s))
     return fractions or None
+
+
+def _measured_collectives(profile: Profile) -> MeasuredCollectives | None:
+    """A CPU profile's collectives table as a lookup of seconds (gloo is not NCCL's ring, so
+    a ring formula at a bus-bandwidth fraction mis-prices it); None for a GPU profile."""
+    if profile.device is None or profile.device.kind != "cpu" or profile.collectives is None:
+        return None
+    return MeasuredCollectives.from_table(profile.collectives)
 
 
 def bus_bandwidth(op: str, ranks: int, message_bytes: float, seconds: float) -> float:
