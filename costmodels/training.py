@@ -321,7 +321,9 @@ def _memory(model, job, eff, f, params: LocalParams, kinds, tokens, layers_stage
     # pp > 1: the last stage holds one micro-batch plus the logits; report the worse stage
     logits = np.where(pp > 1, np.maximum(0.0, stored_per_mb + logits - activations), logits)
     groups = sum((x > 1).astype(float) for x in (tp, cp, dp, pp, f["ep"]))
-    comm_buffers = groups * NCCL_BYTES_PER_COMMUNICATOR
+    # NCCL keeps a buffer pool per communicator; gloo (CPU processes) allocates per call
+    per_group = 0.0 if eff.gpu.gpu_class == "cpu" else NCCL_BYTES_PER_COMMUNICATOR
+    comm_buffers = groups * per_group
     reserve_fraction = eff.calibration.allocator_reserve
     if reserve_fraction is None:
         reserve_fraction = ALLOCATOR_RESERVE_FRACTION

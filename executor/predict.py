@@ -1,0 +1,100 @@
+"""What the cost model predicts for a layout the executor runs, term by term.
+
+The tiny decoder becomes a ``ModelSpec`` (Llama-style: GQA, SwiGLU, RMSNorm, untied head), the
+layout a ``ParallelConfig`` and the run an fp32 ``TrainJob`` without overlap (the executor
+reduces gradients after the backward and gathers parameters in line), priced by
+``estimate_config`` on the given cluster and efficiency (for a CPU: the ``local-cpu.yaml`` and
+profile ``sysplan profile --device cpu`` wrote, whose measured gloo table prices the
+collectives). Terms are grouped as the executor can measure them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from sysplan.costmodels.efficiency import Efficiency
+from sysplan.costmodels.estimate import estimate_config
+from sysplan.costmodels.types import Estimate, ParallelConfig
+from sysplan.executor.layout import ExecLayout, chunk_layers
+from sysplan.executor.model import TinyConfig
+from sysplan.hardware.types import Cluster
+from sysplan.models.spec import ModelSpec, MoESpec
+from sysplan.workloads.training import TrainJob
+
+#: Measured groups and the cost-model terms each one sums.
+TERM_GROUPS = {
+    "compute": ("compute_gemm", "compute_attention", "compute_elementwise", "recompute",
+                "lm_head", "ep_comm", "optimizer"),
+    "tp": ("tp_comm",),
+    "cp": ("cp_comm",),
+    "dp": ("dp_comm",),
+    "pipeline": ("pp_bubble", "pp_p2p"),
+}
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The cost model's step time, memory and grouped terms for one executor layout."""
+
+    step_time_s: float
+    tokens_per_s: float
+    memory_bytes: float  # worst stage
+    terms_s: dict[str, float]  # TERM_GROUPS -> seconds per step
+    estimate: Estimate
+
+
+def tiny_model_spec(tiny: TinyConfig) -> ModelSpec:
+    """The executor's decoder as the cost model sees it."""
+    moe = (MoESpec(num_experts=tiny.moe_experts, top_k=tiny.moe_top_k,
+                   expert_ffn_hidden=tiny.ffn) if tiny.moe_experts else None)
+    return ModelSpec(
+        name=f"tiny decoder (h={tiny.hidden}, {tiny.layers} layers)", family="sysplan-run",
+        num_layers=tiny.layers, hidden_size=tiny.hidden, num_heads=tiny.heads,
+        num_kv_heads=tiny.kv_heads, head_dim=tiny.hidden // tiny.heads, ffn_hidden=tiny.ffn,
+        vocab_size=tiny.vocab, max_seq_len=tiny.seq_len, moe=moe,
+        source="sysplan run (executor/model.py)")
+
+
+def parallel_config(tiny: TinyConfig, layout: ExecLayout) -> ParallelConfig:
+    """The layout in the cost model's terms; stage layers summed per rank over its chunks."""
+    chunks = [len(r) for r in chunk_layers(tiny, layout)]
+    per_rank = tuple(sum(chunks[v * layout.pp + r] for v in range(layout.vpp))
+                     for r in range(layout.pp))
+    return ParallelConfig(
+        tp=layout.tp, pp=layout.pp, vpp=layout.vpp, dp=layout.dp, cp=layout.cp,
+        etp=layout.tp if tiny.moe_experts else 1,
+        sequence_parallel=layout.sequence_parallel, zero=layout.zero,
+        micro_batch=layout.micro_batch, global_batch=layout.global_batch,
+        recompute=layout.recompute, recompute_layers=layout.recompute_layers,
+        schedule="interleaved-1f1b" if layout.vpp > 1 else ("1f1b" if layout.pp > 1 else "none"),
+        stage_layers=per_rank)
+
+
+def shared_cores(efficiency: Efficiency, cluster: Cluster, world: int) -> Efficiency:
+    """``efficiency`` when ``world`` CPU processes share the cores the profile measured with
+    fewer processes: each gets devices / world of the compute and memory rate (time slicing).
+    GPUs are never shared (one rank per GPU)."""
+    devices = cluster.gpus_per_node * (cluster.max_nodes or cluster.default_nodes)
+    if cluster.gpu.gpu_class != "cpu" or world <= devices:
+        return efficiency
+    share = devices / world
+    c = efficiency.calibration
+    calibration = c.model_copy(update={"gemm_scale": c.gemm_scale * share,
+                                       "attention_scale": c.attention_scale * share,
+                                       "elementwise_scale": c.elementwise_scale * share})
+    return replace(efficiency, calibration=calibration)
+
+
+def predict(tiny: TinyConfig, layout: ExecLayout, cluster: Cluster,
+            efficiency: Efficiency) -> Prediction:
+    """Price ``layout`` of ``tiny`` on ``cluster`` (CPU processes beyond the measured ones
+    share its cores: ``shared_cores``)."""
+    efficiency = shared_cores(efficiency, cluster, layout.world_size)
+    job = TrainJob(seq_len=tiny.seq_len, global_batch=layout.global_batch, precision="fp32",
+                   flash_attention=False, overlap_grad_reduce=False, overlap_param_gather=False)
+    estimate = estimate_config(tiny_model_spec(tiny), job, cluster,
+                               parallel_config(tiny, layout), efficiency=efficiency)
+    terms = {group: sum(estimate.breakdown.get(t, 0.0) for t in names)
+             for group, names in TERM_GROUPS.items()}
+    return Prediction(step_time_s=estimate.step_time_s, tokens_per_s=estimate.tokens_per_s,
+                      memory_bytes=estimate.memory.total_bytes, terms_s=terms, estimate=estimate)

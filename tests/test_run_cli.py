@@ -1,0 +1,150 @@
+"""`sysplan run`: plans mapped onto this machine, run, and compared with the prediction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import invoke, stderr_lines
+
+pytest.importorskip("torch")
+
+from sysplan.costmodels.efficiency import Efficiency
+from sysplan.executor.predict import parallel_config, predict, tiny_model_spec
+from sysplan.executor.scale import as_written, scale_down
+from sysplan.exporters import request_for
+from sysplan.exporters.plan_json import load_plan_json
+from sysplan.hardware import load_cluster
+from sysplan.profiles.loader import write_profile
+from sysplan.profiles.schema import (
+    SCHEMA_VERSION,
+    CollectiveTable,
+    Device,
+    GemmTable,
+    MemoryTable,
+    Profile,
+)
+from sysplan.profiles.summary import local_cpu_cluster_yaml
+
+TRAIN = ("train", "--model", "8b", "--cluster", "dgx-h100", "--gpus", "16", "--top", "2",
+         "--json")
+
+
+@pytest.fixture(scope="module")
+def plans(tmp_path_factory) -> dict[str, Path]:
+    """Saved plans of distinct layouts, and a profile + local-cpu cluster to price them."""
+    folder = tmp_path_factory.mktemp("run")
+    layouts = {"tp2pp2": ("--tp", "2", "--pp", "2"),
+               "dp_zero1": ("--tp", "1", "--pp", "1", "--cp", "1", "--zero", "1"),
+               "pp2vpp2": ("--tp", "1", "--pp", "2", "--vpp", "2"),
+               "tp8": ("--tp", "8")}
+    out = {}
+    for name, pins in layouts.items():
+        result = invoke(*TRAIN, *pins)
+        assert result.exit_code == 0, result.stderr
+        out[name] = folder / f"{name}.json"
+        out[name].write_text(result.stdout)
+    profile = _cpu_profile()
+    write_profile(profile, folder / "profile-cpu.yaml")
+    (folder / "local-cpu.yaml").write_text(local_cpu_cluster_yaml(profile, 8 * 2**30))
+    return out
+
+
+def _cpu_profile() -> Profile:
+    """Two CPU processes as `sysplan profile --device cpu` measures them (round numbers)."""
+    collectives = tuple((op, "node", 2, size, 1e-4 + size / 1e9)
+                        for op in ("all_reduce", "all_gather", "send_recv")
+                        for size in (4096, 2**20, 2**24))
+    return Profile(
+        schema_version=SCHEMA_VERSION, name="test-cpu",
+        device=Device(name="test cpu", kind="cpu", count=2, runtime="cpu",
+                      date="2026-01-01T00:00:00Z"),
+        gemm=GemmTable(dtype="fp32", rows=((128, 128, 128, 1e-4), (512, 512, 512, 4e-3),
+                                           (1024, 1024, 1024, 3e-2))),
+        memory=MemoryTable(rows=(("copy", 2**27, 1e-2),)),
+        collectives=CollectiveTable(rows=collectives))
+
+
+def _sources(paths):
+    sources = []
+    for path in paths:
+        result = load_plan_json(path)
+        plan = result.plans[0]
+        request = request_for(result, plan, str(path))
+        sources.append((path.name, plan, request.model, request.job))
+    return sources
+
+
+def test_scale_down_keeps_the_layout_on_one_shared_tiny_model(plans) -> None:
+    scaled = scale_down(_sources([plans["tp2pp2"], plans["dp_zero1"], plans["pp2vpp2"]]), 4)
+    assert len({s.tiny for s in scaled}) == 1  # one model for a fair comparison
+    tiny = scaled[0].tiny
+    for s in scaled:
+        p, lay = s.plan.parallel, s.layout
+        assert (lay.tp, lay.pp, lay.vpp, lay.cp, lay.zero, lay.recompute,
+                lay.sequence_parallel) == (p.tp, p.pp, p.vpp, p.cp, p.zero, p.recompute,
+                                           p.sequence_parallel)
+        assert lay.world_size <= 4 and lay.dp == min(p.dp, 4 // (p.tp * p.pp * p.cp))
+        assert lay.micro_batches % lay.pp == 0
+        assert tiny.heads % lay.tp == 0 and tiny.kv_heads % lay.tp == 0
+        assert tiny.layers % (lay.pp * lay.vpp) == 0 or lay.stage_layers
+    assert len({s.layout.global_batch for s in scaled}) == 1
+
+
+def test_plans_that_cannot_run_here_are_one_line_errors(plans, tmp_path) -> None:
+    with pytest.raises(Exception, match="tp x pp x cp = 8 x 1 x 1 = 8 processes; --nproc 4"):
+        scale_down(_sources([plans["tp8"]]), 4)
+    with pytest.raises(Exception, match="the plan needs 16 processes"):
+        as_written(*_sources([plans["tp2pp2"]])[0], 4)
+    bad_field = json.loads(plans["tp2pp2"].read_text())
+    bad_field["plans"][0]["parallel"]["offload_ratio"] = 0.5
+    (tmp_path / "bad.json").write_text(json.dumps(bad_field))
+    cases = [((str(plans["tp8"]),), "8 processes; --nproc 4"),
+             ((str(plans["tp2pp2"]), "--compare"), "--compare with 1 plan"),
+             ((f"{plans['tp2pp2']}#x",), "FILE#RANK"),
+             ((f"{plans['tp2pp2']}#9",), "--rank 9"),
+             ((str(tmp_path / "bad.json"),), "offload_ratio"),
+             ((str(plans["tp2pp2"]), "--steps", "2", "--warmup", "2"), "--warmup 2")]
+    for args, words in cases:
+        result = invoke("run", *args, "--profile", str(plans["tp2pp2"].parent / "profile-cpu.yaml"))
+        assert result.exit_code == 2, (args, result.stderr)
+        lines = stderr_lines(result)
+        assert len(lines) == 1 and words in lines[0], (args, lines)
+    missing = invoke("run", str(plans["tp2pp2"]), "--profile", str(tmp_path / "none.yaml"))
+    assert missing.exit_code == 2 and "none.yaml" in missing.stderr
+
+
+def test_prediction_prices_the_layout_that_runs(plans) -> None:
+    scaled = scale_down(_sources([plans["tp2pp2"], plans["dp_zero1"]]), 4)
+    cluster, _ = load_cluster(str(plans["tp2pp2"].parent / "local-cpu.yaml"))
+    from sysplan.profiles.loader import load_profile
+
+    efficiency = Efficiency.from_profile(
+        load_profile(str(plans["tp2pp2"].parent / "profile-cpu.yaml")), cluster)
+    tp_pp, dp = (predict(s.tiny, s.layout, cluster, efficiency) for s in scaled)
+    assert tp_pp.terms_s["tp"] > 0 and tp_pp.terms_s["pipeline"] > 0
+    assert dp.terms_s["tp"] == 0 and dp.terms_s["pipeline"] == 0 and dp.terms_s["dp"] > 0
+    assert tp_pp.step_time_s == pytest.approx(sum(tp_pp.terms_s.values()))
+    config = parallel_config(scaled[0].tiny, scaled[0].layout)
+    assert sum(config.stage_layers) == scaled[0].tiny.layers
+    assert tiny_model_spec(scaled[0].tiny).num_layers == scaled[0].tiny.layers
+
+
+def test_run_compare_reports_measured_and_predicted(plans) -> None:
+    args = ("run", str(plans["tp2pp2"]), str(plans["dp_zero1"]), "--compare", "--steps", "3",
+            "--warmup", "1", "--nproc", "4",
+            "--profile", str(plans["tp2pp2"].parent / "profile-cpu.yaml"))
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["backend"] == "gloo" and len(report["runs"]) == 2
+    assert sorted(report["measured_order"]) == sorted(report["predicted_order"])
+    assert report["rankings_agree"] == (report["measured_order"] == report["predicted_order"])
+    for run in report["runs"]:
+        measured = run["measured"]
+        assert len(measured["losses"]) == 3 and measured["median_step_s"] > 0
+        assert run["predicted_step_s"] > 0 and {t["name"] for t in run["terms"]} >= {"compute"}
+    tp_pp = report["runs"][0]
+    assert {t["name"] for t in tp_pp["terms"]} >= {"tp", "pipeline"}
+    assert "dp 4 capped at 1 (--nproc 4)" in result.stderr or tp_pp["notes"]
