@@ -28,6 +28,7 @@ from sysplan.executor.predict import predict, tiny_model_spec
 from sysplan.executor.runner import run_cases
 from sysplan.hardware import load_cluster
 from sysplan.models.counting import param_counts
+from sysplan.profiles.device import cpu_cores
 from sysplan.profiles.loader import load_profile
 
 TINY = TinyConfig(vocab=256, hidden=128, layers=8, heads=8, kv_heads=4, ffn=512, seq_len=128)
@@ -84,7 +85,8 @@ def main() -> int:
     results = run_cases([RunCase(tiny=TINY, layout=LAYOUTS[n]) for n in names], args.steps, 3,
                         max_procs=args.nproc)
     print(f"ran {len(names)} layouts x {args.steps} steps in {time.perf_counter() - started:.0f} s "
-          f"({results[0].backend}); priced on {cluster.name} with {efficiency.name}")
+          f"({results[-1].backend}, {cpu_cores()} cores); priced on {cluster.name} with "
+          f"{efficiency.name}")
     # naive: 6 N tokens at 40 % of the measured GEMM peak of every process (Kaplan 2020)
     params = param_counts(tiny_model_spec(TINY)).total
     tokens = BATCH * TINY.seq_len
@@ -95,7 +97,7 @@ def main() -> int:
         p = predict(TINY, LAYOUTS[name], cluster, efficiency)
         m = result.median_step_s
         world = LAYOUTS[name].world_size
-        share = min(1.0, cluster.gpus_per_node / world)
+        share = min(1.0, cpu_cores() / world)  # processes share this machine's cores
         base = 6.0 * params * tokens / (0.4 * cluster.gpu.peak("fp32") * share * world)
         ours.append(abs(p.step_time_s / m - 1))
         naive.append(abs(base / m - 1))

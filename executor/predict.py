@@ -19,6 +19,7 @@ from sysplan.executor.layout import ExecLayout, chunk_layers
 from sysplan.executor.model import TinyConfig
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec, MoESpec
+from sysplan.profiles.device import cpu_cores
 from sysplan.workloads.training import TrainJob
 
 #: Measured groups and the cost-model terms each one sums.
@@ -71,13 +72,13 @@ def parallel_config(tiny: TinyConfig, layout: ExecLayout) -> ParallelConfig:
 
 
 def shared_cores(efficiency: Efficiency, cluster: Cluster, world: int) -> Efficiency:
-    """``efficiency`` when ``world`` CPU processes share the cores the profile measured with
-    fewer processes: each gets devices / world of the compute and memory rate (time slicing).
-    GPUs are never shared (one rank per GPU)."""
-    devices = cluster.gpus_per_node * (cluster.max_nodes or cluster.default_nodes)
-    if cluster.gpu.gpu_class != "cpu" or world <= devices:
+    """``efficiency`` when ``world`` single-threaded CPU processes share fewer cores of this
+    machine: each gets cores / world of the rate the profile measured for one process alone
+    (time slicing). GPUs are never shared (one rank per GPU)."""
+    cores = cpu_cores()
+    if cluster.gpu.gpu_class != "cpu" or world <= cores:
         return efficiency
-    share = devices / world
+    share = cores / world
     c = efficiency.calibration
     calibration = c.model_copy(update={"gemm_scale": c.gemm_scale * share,
                                        "attention_scale": c.attention_scale * share,

@@ -33,6 +33,7 @@ TABLES = {
     "calibrate": ("Calibrate", ["runs.csv", "--cluster", "x"]),
     "serve": ("Serve", ["--model", "x", "--cluster", "y"]),
     "profile": ("Profile", []),
+    "run": ("Run", ["plan.json"]),
 }
 
 

@@ -148,3 +148,18 @@ def test_run_compare_reports_measured_and_predicted(plans) -> None:
     tp_pp = report["runs"][0]
     assert {t["name"] for t in tp_pp["terms"]} >= {"tp", "pipeline"}
     assert "dp 4 capped at 1 (--nproc 4)" in result.stderr or tp_pp["notes"]
+
+
+def test_readme_run_commands_run(tmp_path, monkeypatch) -> None:
+    from test_docs import commands
+
+    monkeypatch.chdir(tmp_path)  # they write profile-cpu.yaml, local-cpu.yaml, plans.json
+    lines = [line for line in commands("Run") if line.startswith("sysplan ")]
+    assert len(lines) == 3
+    for line in lines:
+        words, _, target = line.split(" # ")[0].partition(" > ")
+        result = invoke(*words.split()[1:])
+        assert result.exit_code == 0, f"{line}: {result.stderr}"
+        if target:
+            Path(target.strip()).write_text(result.stdout)
+    assert "ranking by step time: measured" in result.stdout
