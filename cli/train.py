@@ -153,7 +153,8 @@ _Lengths = Annotated[str | None, _opt(
 _Stages = Annotated[str, _opt(
     "--stages", metavar="[uniform|dp]", parser=_choice("uniform", "dp"),
     help="Pipeline stages: uniform (even split, one recompute mode) or dp (the stage DP re-splits "
-    "the best 1F1B plans: layers and recompute per stage, exact for 1F1B).")]
+    "the best pipelined plans: layers and recompute per stage, exact for 1F1B, heuristic for "
+    "interleaved).")]
 _Runtime = Annotated[str | None, _opt(
     "--runtime", metavar="[megatron|deepspeed|torchtitan]", panel=_EXPORT,
     parser=_choice(*RUNTIME_NAMES),

@@ -276,6 +276,17 @@ def evaluate_stages(stage_layers: Sequence[int], stage_recompute: Sequence[str],
     return _contiguous_plan(prob, pp, m, schedule, cuts, times, mems, "given split")
 
 
+def evaluate_ranks(rank_layers: Sequence[int], m: int, schedule: str, vpp: int = 2,
+                   **layer_arrays) -> StagePlan:
+    """Price given layers per rank for a schedule whose ranks hold non-adjacent chunks
+    (interleaved 1F1B, ZB-V, DualPipe), each rank in the fastest of the given recompute
+    options (one option: that mode everywhere). Memory is reported, not checked."""
+    prob = _problem(**{**_DEFAULTS, **layer_arrays})
+    lay = _Layout(schedule, len(rank_layers), vpp if schedule == "interleaved-1f1b" else 2, m)
+    assert sum(rank_layers) == prob.layers, (rank_layers, prob.layers)
+    return _layout_plan(prob, lay, list(rank_layers), math.inf, "given split", exact=False)
+
+
 # --- heuristic for schedules whose ranks hold non-adjacent chunks ------------------------------
 
 @dataclass(frozen=True)
@@ -406,18 +417,27 @@ def _heuristic(prob: _Problem, pp: int, m: int, schedule: str, vpp: int,
         if best is None:
             break
         current, counts, moves = best, best_counts, moves + 1
-    overflow, step, modes, rank_t, rank_mem, chunks = current
-    if overflow > 0:
+    if current[0] > 0:
         raise NoPlanFits(f"no split of {prob.layers} layers for {schedule} on {pp} ranks fits "
                          f"{limit / 2**30:.1f} GiB per GPU (best found is "
-                         f"{max(rank_mem) / 2**30:.1f} GiB on its fullest rank)")
-    per_rank = [modes[h[0]] for h in lay.rank_chunks()]
+                         f"{max(current[4]) / 2**30:.1f} GiB on its fullest rank)")
     unit = "stages (rank r holds stages r and p-1-r)" if schedule == "dualpipe" else "ranks"
-    return StagePlan(
-        stage_layers=tuple(counts), stage_recompute=tuple(prob.modes[r] for r in per_rank),
-        step_time_s=float(step), stage_times_s=tuple(float(x) for x in rank_t),
-        stage_memory_bytes=tuple(float(x) for x in rank_mem), exact=False,
+    return _layout_plan(
+        prob, lay, counts, limit, exact=False,
         note=(f"heuristic: {schedule} places non-adjacent chunks on a rank; steepest descent "
               f"over layers per {unit} from the balanced split ({moves} moves), recompute per "
-              "rank, each rank's memory summed over its chunks and checked exactly"),
+              "rank, each rank's memory summed over its chunks and checked exactly"))
+
+
+def _layout_plan(prob: _Problem, lay: _Layout, counts, limit: float, note: str,
+                 exact: bool) -> StagePlan:
+    """The StagePlan of per-rank ``counts`` under ``lay`` (modes as _evaluate_layout picks)."""
+    _, step, modes, rank_t, rank_mem, chunks = _evaluate_layout(
+        prob, lay, counts, prob.prefix(), prob.range_max_transient(), lay.charge(), limit)
+    per_rank = [modes[h[0]] for h in lay.rank_chunks()]
+    return StagePlan(
+        stage_layers=tuple(int(n) for n in counts),
+        stage_recompute=tuple(prob.modes[r] for r in per_rank),
+        step_time_s=float(step), stage_times_s=tuple(float(x) for x in rank_t),
+        stage_memory_bytes=tuple(float(x) for x in rank_mem), exact=exact, note=note,
         chunk_layers=tuple(chunks))

@@ -1,8 +1,9 @@
 """``sysplan train --stages dp``: re-split the pipeline stages of the best enumerated plans.
 
 Enumeration prices every layout with even stages and one recompute mode. For the best
-``POOL`` plans that pipeline with plain 1F1B, the stage DP (``planners.pipeline_dp``, exact
-for 1F1B) picks each stage's layer count and recompute mode from the per-layer costs of
+``POOL`` plans that pipeline, the stage DP (``planners.pipeline_dp``: exact for 1F1B; for
+interleaved 1F1B, whose ranks hold non-adjacent chunks, a steepest descent with each rank's
+memory checked exactly) picks each stage's layer count and recompute mode from the costs of
 ``planners.stage_costs``; the plan keeps the enumerated estimate with its pipeline terms
 (compute, recompute, LM head, TP/CP/EP traffic, bubble) scaled by the DP's pipeline time over
 the even split's, both priced by the same per-layer model, and its memory scaled likewise.
@@ -19,7 +20,12 @@ from sysplan.costmodels.estimate import estimate_config
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.explain import why_line
-from sysplan.planners.pipeline_dp import RECOMPUTE_MODES, StagePlan, evaluate_stages
+from sysplan.planners.pipeline_dp import (
+    RECOMPUTE_MODES,
+    StagePlan,
+    evaluate_ranks,
+    evaluate_stages,
+)
 from sysplan.planners.runtimes import Runtime
 from sysplan.planners.stage_costs import layer_costs, plan_stages
 from sysplan.planners.types import Plan
@@ -44,7 +50,7 @@ class Restaged:
 def restage_plans(plans: list[Plan], model: ModelSpec, job: TrainJob, cluster: Cluster,
                   eff: Efficiency, usable: float, runtimes: list[Runtime],
                   maximise_value: bool) -> Restaged:
-    """Each plan with PP > 1 and VPP 1 re-split by the stage DP when that is faster.
+    """Each plan with PP > 1 re-split by the stage DP when that is faster (heuristic for VPP > 1).
 
     With a target runtime every stage keeps one recompute mode (no runtime takes a mode per
     stage) and Megatron-DeepSpeed, which splits layers evenly, keeps the even split.
@@ -57,14 +63,14 @@ def restage_plans(plans: list[Plan], model: ModelSpec, job: TrainJob, cluster: C
                 "plan keeps the even split")
         return Restaged(tuple(plans), (note,))
     one_mode = bool(runtimes)
-    out, changed, skipped = [], 0, set()
+    out, changed, skipped = [], 0, False
     for plan in plans:
         p = plan.parallel
         if p.pp == 1:
             out.append(plan)
             continue
-        if p.vpp > 1 or p.recompute_layers:
-            skipped.add("interleaved" if p.vpp > 1 else "partial-recompute")
+        if p.recompute_layers:
+            skipped = True
             out.append(plan)
             continue
         new = _restage(plan, model, job, cluster, eff, usable, one_mode, maximise_value)
@@ -85,17 +91,15 @@ def restage_plans(plans: list[Plan], model: ModelSpec, job: TrainJob, cluster: C
         ranked.append(plan.model_copy(update={"rank": rank, "near_tie": rank > 1 and gap <= 0.02,
                                               "why": line}))
     pipelined = sum(plan.parallel.pp > 1 for plan in plans)
-    notes.append(f"--stages dp: the stage DP (exact for 1F1B) re-split {changed} of the "
+    notes.append(f"--stages dp: the stage DP (exact for 1F1B, heuristic for interleaved) "
+                 f"re-split {changed} of the "
                  f"{pipelined} pipelined plans among the best {len(plans)}; their pipeline "
                  "terms and memory are scaled by the DP's per-layer model"
                  + ("; one recompute mode per plan (the target runtimes take no per-stage "
                     "mode)" if one_mode else ""))
     if skipped:
-        notes.append("--stages dp leaves "
-                     + " and ".join(sorted({"interleaved": "interleaved (vpp > 1)",
-                                            "partial-recompute": "full-recompute-of-N-layers"}
-                                           [s] for s in skipped))
-                     + " plans on their even split (the DP is exact for plain 1F1B only)")
+        notes.append("--stages dp leaves plans that fully recompute N layers per stage on their "
+                     "even split (the DP chooses one mode per stage)")
     return Restaged(tuple(ranked), tuple(notes))
 
 
@@ -114,8 +118,14 @@ def restaged_winner(plan: Plan) -> str:
 def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_value) -> Plan:
     p = plan.parallel
     costs = layer_costs(model, job, cluster, p, eff)
-    even = {mode: evaluate_stages(p.stage_layers, (mode,) * p.pp, costs.microbatches, "1f1b",
-                                  **costs.arrays()) for mode in RECOMPUTE_MODES}
+    schedule = "interleaved-1f1b" if p.vpp > 1 else "1f1b"
+    if p.vpp > 1:  # ranks hold non-adjacent chunks: the heuristic's evaluator, one mode each
+        even = {mode: evaluate_ranks(p.stage_layers, costs.microbatches, schedule, p.vpp,
+                                     **_with_modes(costs, (mode,)).arrays())
+                for mode in RECOMPUTE_MODES}
+    else:
+        even = {mode: evaluate_stages(p.stage_layers, (mode,) * p.pp, costs.microbatches,
+                                      schedule, **costs.arrays()) for mode in RECOMPUTE_MODES}
     # the DP's per-layer memory is exact per stage; the enumerated estimate charges the worst
     # stage's layers with the first stage's in-flight micro-batches, so scale to stay on its side
     memory_scale = plan.estimate.memory.total_bytes / (
@@ -124,8 +134,8 @@ def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_va
     found: list[StagePlan] = []
     for modes in options:
         try:
-            found.append(plan_stages(_with_modes(costs, modes), p.pp, "1f1b",
-                                     usable / memory_scale))
+            found.append(plan_stages(_with_modes(costs, modes), p.pp, schedule,
+                                     usable / memory_scale, vpp=p.vpp))
         except NoPlanFits:
             continue
     if not found:

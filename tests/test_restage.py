@@ -92,3 +92,14 @@ def test_no_runtime_exports_a_recompute_mode_per_stage() -> None:
     for target in ("megatron", "deepspeed", "torchtitan"):
         with pytest.raises(InputError, match="a recompute mode per stage"):
             EXPORTERS[target](request)
+
+
+def test_interleaved_plans_are_re_split_by_the_heuristic() -> None:
+    model, even = _plan("deepseek-v3", 1024, "uniform", pp=8, vpp=2)
+    _, split = _plan("deepseek-v3", 1024, "dp", pp=8, vpp=2)
+    top = split.plans[0]
+    assert top.parallel.vpp == 2 and sum(top.parallel.stage_layers) == model.num_layers
+    assert "by DP (heuristic)" in top.why
+    assert all(n >= 2 for n in top.parallel.stage_layers)  # every chunk keeps a layer
+    assert top.estimate.step_time_s < even.plans[0].estimate.step_time_s
+    assert top.estimate.memory.total_bytes <= 76 * GIB
