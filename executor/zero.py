@@ -64,8 +64,12 @@ class ParamUnit:
     def params(self) -> dict[str, torch.Tensor]:
         """The unit's parameters as views of the (under ZeRO-3, freshly gathered) buffer."""
         flat = gather_params(self.data, self.comm) if self.zero == 3 else self.data
-        return {name: flat[offset:offset + shape.numel()].view(shape)
-                for name, shape, offset in self.views}
+        # one split node: its backward concatenates the gradients once, where a slice per
+        # parameter would write a zero-filled full-size buffer per parameter
+        sizes = [shape.numel() for _, shape, _ in self.views]
+        pieces = flat.split([*sizes, flat.numel() - sum(sizes)])
+        return {name: piece.view(shape)
+                for (name, shape, _), piece in zip(self.views, pieces)}
 
     @torch.no_grad()
     def step(self, step: int, lr: float) -> None:
