@@ -28,7 +28,7 @@ from sysplan.planners.pipeline_dp import (
 )
 from sysplan.planners.runtimes import Runtime
 from sysplan.planners.stage_costs import layer_costs, plan_stages
-from sysplan.planners.types import Plan
+from sysplan.planners.types import NEAR_TIE, Plan
 from sysplan.workloads.training import TrainJob
 
 #: Enumerated plans the DP re-splits before the final ranking (the DP takes ~0.01-0.1 s each).
@@ -88,8 +88,8 @@ def restage_plans(plans: list[Plan], model: ModelSpec, job: TrainJob, cluster: C
         gap = abs(best - plan.objective_value) / max(abs(best), 1e-30)
         why = plan.why.split(" | ")[1:]
         line = " | ".join([why_line(plan.estimate, usable, rank, gap), *why])
-        ranked.append(plan.model_copy(update={"rank": rank, "near_tie": rank > 1 and gap <= 0.02,
-                                              "why": line}))
+        ranked.append(plan.model_copy(update={
+            "rank": rank, "near_tie": rank > 1 and gap <= NEAR_TIE, "why": line}))
     pipelined = sum(plan.parallel.pp > 1 for plan in plans)
     notes.append(f"--stages dp: the stage DP (exact for 1F1B, heuristic for interleaved) "
                  f"re-split {changed} of the "

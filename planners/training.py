@@ -17,12 +17,18 @@ from sysplan.planners.explain import describe_layout, explain_winner, why_line
 from sysplan.planners.restage import POOL, STAGE_CHOICES, restage_plans, restaged_winner
 from sysplan.planners.runtimes import Runtime, get_runtime, job_for
 from sysplan.planners.space import check_pins, enumerate_space
-from sysplan.planners.types import Objective, Pins, Plan, ProfileInfo, TrainingResult
+from sysplan.planners.types import (
+    NEAR_TIE,
+    Objective,
+    Pins,
+    Plan,
+    ProfileInfo,
+    TrainingResult,
+)
 from sysplan.profiles.loader import bundled_for_gpu
 from sysplan.profiles.schema import Profile
 from sysplan.workloads.training import TrainJob
 
-NEAR_TIE = 0.02
 GIB = 2**30
 
 

@@ -13,6 +13,8 @@ from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
 
 Objective = Literal["throughput", "time-to-train", "cost"]
+#: Plans within this fraction of the best objective are flagged as near ties.
+NEAR_TIE = 0.02
 
 
 class Pins(Frozen):
