@@ -110,7 +110,7 @@ def _layout(plan: Plan, model: ModelSpec, job: TrainJob, tiny: TinyConfig, dp: i
         notes.append(f"{model.name}'s blocks run as Llama-style blocks (GQA, SwiGLU, RMSNorm)")
     chunks = p.pp * p.vpp
     stage_layers: tuple[int, ...] = ()
-    if p.stage_layers and len(set(p.stage_layers)) > 1 or tiny.layers % chunks:
+    if len(set(p.stage_layers)) > 1 or tiny.layers % chunks:
         stage_layers = _scaled_chunks(p, model, tiny.layers)
     recompute_layers = None
     if p.recompute == "full" and p.recompute_layers:
@@ -128,8 +128,7 @@ def _layout(plan: Plan, model: ModelSpec, job: TrainJob, tiny: TinyConfig, dp: i
 
 def _scaled_chunks(p, model: ModelSpec, layers: int) -> tuple[int, ...]:
     """The plan's layers per chunk scaled to ``layers`` (largest remainders, each >= 1)."""
-    original = chunk_layers(p, model) if sum(p.stage_layers or ()) == model.num_layers or \
-        not p.stage_layers else [1] * (p.pp * p.vpp)
+    original = chunk_layers(p, model)
     total = sum(original)
     shares = [n * layers / total for n in original]
     counts = [max(1, int(s)) for s in shares]
