@@ -94,7 +94,7 @@ def plan_sharding_ilp(costs: ShardingCosts, *, nested: bool = True, time_limit_s
     x = {(s, g): problem.add_variable(f"x_{s}_{g}", cat="Binary")
          for s in STATES for g in SHARD_GROUPS}
     combos = list(itertools.product(SHARD_GROUPS, repeat=3))
-    z = {c: problem.add_variable("z_" + "_".join(c), lowBound=0, upBound=1) for c in combos}
+    z = {c: problem.add_variable("z_" + "_".join(c), cat="Binary") for c in combos}
     problem += pulp.lpSum(costs.step_time_s[c] * z[c] for c in combos)
     for i, state in enumerate(STATES):
         for g in SHARD_GROUPS:
@@ -104,9 +104,12 @@ def plan_sharding_ilp(costs: ShardingCosts, *, nested: bool = True, time_limit_s
     if nested:
         problem += rank["params"] <= rank["grads"]
         problem += rank["grads"] <= rank["optimizer"]
-    problem += costs.other_bytes + pulp.lpSum(
-        costs.state_bytes[s][g] * x[s, g] for s in STATES for g in SHARD_GROUPS
-    ) <= costs.budget_bytes
+    # in units of the budget: byte-sized coefficients (1e10) next to 0/1 variables left CBC
+    # stalling short of its gap, or calling a feasible instance infeasible
+    scale = costs.budget_bytes if np.isfinite(costs.budget_bytes) else 1.0
+    problem += costs.other_bytes / scale + pulp.lpSum(
+        costs.state_bytes[s][g] / scale * x[s, g] for s in STATES for g in SHARD_GROUPS
+    ) <= costs.budget_bytes / scale
     if warm_start is not None:
         for (s, g), var in x.items():
             var.setInitialValue(float(warm_start[STATES.index(s)] == g))

@@ -154,100 +154,105 @@ def brute_force_stages(problem: StageProblem) -> StagePlan:
 
 def plan_stages_ilp(problem: StageProblem, *, time_limit_s: float = 10.0,
                     warm_start: StagePlan | None = None) -> StagePlan:
-    """One ILP over layer -> stage (s[l][k]) and recompute mode (r[l][j]).
+    """One ILP over stage boundaries and, per stage, how many layers of each kind take each
+    recompute mode.
 
-    Contiguity: "layer l sits in a stage <= k" never increases with l, and every stage is
-    non-empty. The activation term needs s[l][k] x r[l][j]: y[l][k][j] in [0, 1] with
-    sum_j y = s[l][k] and sum_k y = r[l][j] (exact for binary s, r and tighter than the
-    three McCormick inequalities). T >= each stage's time; objective sum of stage times +
-    (m - 1) T, where the sum only depends on r. ``warm_start`` defaults to the uniform
-    baseline (CBC starts from it when it fits).
+    Layers with identical rows form a kind (DeepSeek-V3: dense and MoE); inside a stage they
+    are interchangeable, so counts c[k][q][j] replace per-layer choices and branch and bound
+    never revisits permutations. z[k][b] = 1 when stage k starts at layer b; the layers of kind
+    q in stage k are C_q(start(k + 1)) - C_q(start(k)), linear in z (C_q: kind-q layers before
+    b). w[k][q] marks a fully recomputed kind-q layer in stage k (its transient peak). T >= each
+    stage's time; objective sum of stage times + (m - 1) T (1F1B; Narayanan et al. 2021,
+    section 2.2). ``warm_start`` defaults to the uniform baseline when it fits. Modes go back
+    to layers full first, then selective, then none within each stage and kind (Megatron
+    recomputes the first N layers of a stage).
     """
     import pulp
 
-    layers, p, m = len(problem.state_bytes), problem.stages, problem.microbatches
+    kind, kinds = _kinds(problem)
+    layers, p, m = len(kind), problem.stages, problem.microbatches
+    first = [int(np.argmax(kind == q)) for q in range(len(kinds))]
+    t, a = problem.layer_time_s[first], problem.activation_bytes[first]
+    state, peak_q = problem.state_bytes[first], problem.recompute_peak_bytes[first]
+    cum = np.concatenate([np.zeros((len(kinds), 1)),
+                          np.cumsum(kind[None, :] == np.arange(len(kinds))[:, None], axis=1)],
+                         axis=1)  # [q, b]: kind-q layers among the first b
+    total = cum[:, -1]
     lp = pulp.LpProblem("recompute_stages", pulp.LpMinimize)
-    # layer l fits stage k only if earlier and later stages can each get a layer
-    allowed = {(l, k) for l in range(layers) for k in range(p) if k <= l <= layers - p + k}
-    s = {key: lp.add_variable(f"s_{key[0]}_{key[1]}", cat="Binary") for key in sorted(allowed)}
-    r = {(l, j): lp.add_variable(f"r_{l}_{j}", cat="Binary") for l in range(layers) for j in range(3)}
-    y = {(l, k, j): lp.add_variable(f"y_{l}_{k}_{j}", lowBound=0, upBound=1)
-         for (l, k) in sorted(allowed) for j in range(3)}
+    starts = {k: range(k, layers - p + k + 1) for k in range(1, p)}
+    z = {(k, b): lp.add_variable(f"z_{k}_{b}", cat="Binary") for k in starts for b in starts[k]}
+
+    def before(q: int, k: int):  # kind-q layers before stage k
+        if k in (0, p):
+            return 0.0 if k == 0 else float(total[q])
+        return pulp.lpSum(float(cum[q, b]) * z[k, b] for b in starts[k])
+
+    def start(k: int):
+        return k and (layers if k == p else pulp.lpSum(b * z[k, b] for b in starts[k]))
+
+    c = {(k, q, j): lp.add_variable(f"c_{k}_{q}_{j}", lowBound=0, upBound=int(total[q]),
+                                    cat="Integer")
+         for k in range(p) for q in range(len(kinds)) for j in range(3)}
+    w = {(k, q): lp.add_variable(f"w_{k}_{q}", cat="Binary")
+         for k in range(p) for q in range(len(kinds)) if peak_q[q] > 0}
     slowest = lp.add_variable("T", lowBound=0)
     peak = [lp.add_variable(f"peak_{k}", lowBound=0) for k in range(p)]
-    t, a = problem.layer_time_s, problem.activation_bytes
-    lp += (pulp.lpSum(t[l, j] * r[l, j] for l in range(layers) for j in range(3))
-           + float(problem.stage_time_s.sum()) + (m - 1) * slowest)
-    for l in range(layers):
-        lp += pulp.lpSum(s[l, k] for k in range(p) if (l, k) in allowed) == 1
-        lp += pulp.lpSum(r[l, j] for j in range(3)) == 1
-        for j in range(3):
-            lp += pulp.lpSum(y[l, k, j] for k in range(p) if (l, k) in allowed) == r[l, j]
-        for k in range(p):
-            if (l, k) in allowed:
-                lp += pulp.lpSum(y[l, k, j] for j in range(3)) == s[l, k]
-                if problem.recompute_peak_bytes[l] > 0:
-                    lp += peak[k] >= float(problem.recompute_peak_bytes[l]) * y[l, k, 2]
-        for k in range(p - 1):
-            if l + 1 < layers:
-                lp += (pulp.lpSum(s[l, q] for q in range(k + 1) if (l, q) in allowed)
-                       >= pulp.lpSum(s[l + 1, q] for q in range(k + 1) if (l + 1, q) in allowed))
-    _break_symmetry(lp, problem, s, r, allowed)
+    stage_t = [pulp.lpSum(float(t[q, j]) * c[k, q, j] for q in range(len(kinds))
+                          for j in range(3)) + float(problem.stage_time_s[k]) for k in range(p)]
+    lp += pulp.lpSum(stage_t) + (m - 1) * slowest
+    for k, positions in starts.items():
+        lp += pulp.lpSum(z[k, b] for b in positions) == 1
     for k in range(p):
-        mine = [l for l in range(layers) if (l, k) in allowed]
-        lp += pulp.lpSum(s[l, k] for l in mine) >= 1
-        lp += (pulp.lpSum(t[l, j] * y[l, k, j] for l in mine for j in range(3))
-               + float(problem.stage_time_s[k]) <= slowest)
-        lp += (pulp.lpSum(float(problem.state_bytes[l]) * s[l, k] for l in mine)
-               + float(problem.in_flight[k]) * pulp.lpSum(a[l, j] * y[l, k, j]
-                                                          for l in mine for j in range(3))
+        lp += start(k + 1) - start(k) >= 1
+        lp += stage_t[k] <= slowest
+        count = {q: before(q, k + 1) - before(q, k) for q in range(len(kinds))}
+        for q in range(len(kinds)):
+            lp += pulp.lpSum(c[k, q, j] for j in range(3)) == count[q]
+            if (k, q) in w:
+                lp += c[k, q, 2] <= float(total[q]) * w[k, q]
+                lp += peak[k] >= float(peak_q[q]) * w[k, q]
+        lp += (pulp.lpSum(float(state[q]) * count[q] for q in range(len(kinds)))
+               + float(problem.in_flight[k]) * pulp.lpSum(
+                   float(a[q, j]) * c[k, q, j] for q in range(len(kinds)) for j in range(3))
                + peak[k] + float(problem.stage_bytes[k]) <= problem.budget_bytes)
     warm = warm_start or uniform_stages(problem)
     if warm is not None:
-        _set_stage_start(warm, s, r, y, slowest, peak, problem)
+        bounds = np.cumsum([0, *warm.stage_layers])
+        modes = np.array([RECOMPUTE_MODES.index(name) for name in warm.recompute])
+        for (k, b), var in z.items():
+            var.setInitialValue(float(bounds[k] == b))
+        for (k, q, j), var in c.items():
+            span = slice(bounds[k], bounds[k + 1])
+            var.setInitialValue(float(((kind[span] == q) & (modes[span] == j)).sum()))
+        for (k, q), var in w.items():
+            span = slice(bounds[k], bounds[k + 1])
+            var.setInitialValue(float(((kind[span] == q) & (modes[span] == 2)).any()))
+        slowest.setInitialValue(max(warm.stage_time_s))
+        for k, var in enumerate(peak):
+            span = slice(bounds[k], bounds[k + 1])
+            var.setInitialValue(float(np.where(modes[span] == 2, problem.recompute_peak_bytes[span],
+                                               0.0).max()))
     result = _solve(lp, time_limit_s, warm is not None, "recompute and stage boundaries")
-    stage_of = [max(range(p), key=lambda k, l=l: (s[l, k].value() or 0.0) if (l, k) in allowed
-                    else -1.0) for l in range(layers)]
-    modes = [max(range(3), key=lambda j, l=l: r[l, j].value() or 0.0) for l in range(layers)]
-    plan = evaluate_stages(problem, np.bincount(stage_of, minlength=p), modes)
+    bounds = [0, *(round(sum(b * (z[k, b].value() or 0.0) for b in starts[k])) for k in starts),
+              layers]
+    modes = np.zeros(layers, dtype=int)
+    for k in range(p):
+        for q in range(len(kinds)):
+            mine = [l for l in range(bounds[k], bounds[k + 1]) if kind[l] == q]
+            order = [j for j in (2, 1, 0) for _ in range(round(c[k, q, j].value() or 0.0))]
+            modes[mine] = order
+    plan = evaluate_stages(problem, np.diff(bounds), modes)
     assert abs(plan.pipeline_time_s - result.objective) <= 1e-6 * max(1.0, result.objective)
     return plan.model_copy(update={"ilp": result})
 
 
-def _break_symmetry(lp, problem: StageProblem, s, r, allowed) -> None:
-    """Identical neighbours in one stage are interchangeable: order their modes (full, then
-    selective, then none, as Megatron recomputes the first N layers of a stage). With
-    d = stage(l + 1) - stage(l) in {0, 1}: mode(l) >= mode(l + 1) - 2 d. Removes the
-    permutations that make branch and bound revisit equal solutions (58 identical MoE layers)."""
-    import pulp
-
-    rows = (problem.layer_time_s, problem.activation_bytes, problem.state_bytes,
-            problem.recompute_peak_bytes)
-    p = problem.stages
-    for l in range(len(problem.state_bytes) - 1):
-        if not all(np.array_equal(row[l], row[l + 1]) for row in rows):
-            continue
-        step = (pulp.lpSum(k * s[l + 1, k] for k in range(p) if (l + 1, k) in allowed)
-                - pulp.lpSum(k * s[l, k] for k in range(p) if (l, k) in allowed))
-        lp += (pulp.lpSum(j * r[l, j] for j in range(3))
-               >= pulp.lpSum(j * r[l + 1, j] for j in range(3)) - 2 * step)
-
-
-def _set_stage_start(warm: StagePlan, s, r, y, slowest, peak, problem: StageProblem) -> None:
-    """Initial values of every variable from a feasible plan (CBC warm start)."""
-    stage_of = np.repeat(np.arange(len(warm.stage_layers)), warm.stage_layers)
-    modes = [RECOMPUTE_MODES.index(name) for name in warm.recompute]
-    for (l, k), var in s.items():
-        var.setInitialValue(float(stage_of[l] == k))
-    for (l, j), var in r.items():
-        var.setInitialValue(float(modes[l] == j))
-    for (l, k, j), var in y.items():
-        var.setInitialValue(float(stage_of[l] == k and modes[l] == j))
-    slowest.setInitialValue(max(warm.stage_time_s))
-    for k, var in enumerate(peak):
-        mine = [problem.recompute_peak_bytes[l] for l in range(len(modes))
-                if stage_of[l] == k and modes[l] == 2]
-        var.setInitialValue(float(max(mine, default=0.0)))
+def _kinds(problem: StageProblem) -> tuple[np.ndarray, list[bytes]]:
+    """Kind index of every layer (layers with identical rows share one) and the kinds."""
+    rows = np.column_stack([problem.layer_time_s, problem.activation_bytes,
+                            problem.state_bytes, problem.recompute_peak_bytes])
+    keys = [row.tobytes() for row in rows]
+    kinds = list(dict.fromkeys(keys))
+    return np.array([kinds.index(key) for key in keys]), kinds
 
 
 def stage_problem(model: ModelSpec, job: TrainJob, cluster: Cluster, config: ParallelConfig,

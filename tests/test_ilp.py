@@ -169,3 +169,20 @@ def test_stage_problem_from_the_cost_model_is_consistent() -> None:
         ilp_stages.stage_problem(model, job, cluster,
                           config.model_copy(update={"vpp": 2, "schedule": "interleaved-1f1b"}),
                           budget_bytes=60 * GIB)
+
+
+def test_stage_ilp_counts_kinds_and_equals_brute_force_on_a_deepseek_cut() -> None:
+    # 3 dense + 5 MoE layers: two kinds, so the ILP chooses mode counts per stage and kind
+    model, _ = resolve_model("deepseek-v3")
+    model = model.model_copy(update={"num_layers": 8, "mtp_layers": 0})
+    cluster, _ = load_cluster("dgx-h100")
+    job = TrainJob(seq_len=4096, global_batch=1024)
+    config = ParallelConfig(tp=2, pp=3, dp=64, ep=64, micro_batch=1, global_batch=1024,
+                            sequence_parallel=True, zero=1)
+    for budget_gib in (14, 20, 40):
+        problem = ilp_stages.stage_problem(model, job, cluster, config, budget_gib * GIB)
+        assert len(ilp_stages._kinds(problem)[1]) == 2
+        exact = ilp_stages.brute_force_stages(problem)
+        solved = ilp_stages.plan_stages_ilp(problem, time_limit_s=30)
+        assert solved.ilp.status == "optimal"
+        assert solved.pipeline_time_s == pytest.approx(exact.pipeline_time_s, rel=1e-7)
