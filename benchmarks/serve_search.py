@@ -15,7 +15,7 @@ import time
 
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
-from sysplan.planners.serving import BISECTION_STEPS, ServeQuestion, describe, plan_serving
+from sysplan.planners.serving.search import BISECTION_STEPS, ServeQuestion, describe, plan_serving
 from sysplan.workloads.serving import ServeWorkload
 from sysplan.workloads.slo import parse_slos
 

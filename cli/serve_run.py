@@ -13,7 +13,7 @@ from rich.table import Table
 from sysplan.cli.render import stdout_console
 from sysplan.core.errors import InputError
 from sysplan.core.version import __version__
-from sysplan.planners.serve_types import ServePins, ServePlan, ServeResult
+from sysplan.planners.serving.types import ServePins, ServePlan, ServeResult
 
 ENGINES = ("vllm", "sglang", "trtllm")
 SCHEMA_VERSION = "1.0"
@@ -39,7 +39,7 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
     """Plan for each engine asked; write the --export files of the first engine's best plan."""
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
-    from sysplan.planners.serving import ServeQuestion, check_question, plan_serving
+    from sysplan.planners.serving.search import ServeQuestion, check_question, plan_serving
     from sysplan.workloads.serving import ServeWorkload
     from sysplan.workloads.slo import parse_slos
 
@@ -76,7 +76,7 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
 
 
 def _export(err: Console, result: ServeResult, spec, machine, engines: str, folder: Path) -> None:
-    from sysplan.costmodels.serving import ServingCost
+    from sysplan.costmodels.serving.cost import ServingCost
     from sysplan.exporters.base import write_files
     from sysplan.exporters.serving import serve_files
 
@@ -125,7 +125,7 @@ def plan_exports(plan: ServePlan, result: ServeResult, spec, machine, cost) -> d
 
 def document(results: list[ServeResult], spec, machine) -> dict[str, Any]:
     """{"schema_version", "sysplan_version", "results": [one per engine]}."""
-    from sysplan.costmodels.serving import ServingCost
+    from sysplan.costmodels.serving.cost import ServingCost
 
     cost = ServingCost(spec, machine)
     return {"schema_version": SCHEMA_VERSION, "sysplan_version": __version__,

@@ -1,6 +1,6 @@
 """What every serving export shares: the request, GPU placement, memory knobs, script text.
 
-A serving deployment (``costmodels.deployment.Deployment``) becomes one ``launch.sh`` per
+A serving deployment (``costmodels.serving.deployment.Deployment``) becomes one ``launch.sh`` per
 engine. The script starts one server per replica (or per prefill / decode instance) on its own
 GPUs (``CUDA_VISIBLE_DEVICES``) and port, packed into nodes first-fit in deployment order, and
 the router the simulation assumed. A deployment on several nodes gets one script that is run on
@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from sysplan.core.errors import InputError
 from sysplan.core.version import __version__
-from sysplan.costmodels.deployment import Deployment, ReplicaLayout
+from sysplan.costmodels.serving.deployment import Deployment, ReplicaLayout
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 

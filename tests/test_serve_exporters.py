@@ -18,7 +18,7 @@ import yaml
 
 from sysplan import __version__
 from sysplan.core.errors import InputError
-from sysplan.costmodels.deployment import Deployment, EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.exporters.base import ExportFile
 from sysplan.exporters.serve_common import place, trtllm_free_memory_bytes
 from sysplan.exporters.serving import (

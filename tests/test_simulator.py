@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from sysplan.core.errors import InputError
-from sysplan.costmodels import simulator
-from sysplan.costmodels.deployment import Deployment, EngineKnobs, ReplicaLayout
-from sysplan.costmodels.simulator import SimResult, simulate, weighted_percentile
+from sysplan.costmodels.serving import simulator
+from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving.simulator import SimResult, simulate, weighted_percentile
 
 A, B, C = 0.01, 1e-4, 1e-6  # seconds per iteration, per token computed, per key read
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sysplan.costmodels import collectives
-from sysplan.costmodels.deployment import EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.layers import Gemm, layer_shapes
 from sysplan.hardware.types import Cluster

@@ -4,7 +4,7 @@
 prefill and decode pools (disaggregated), with the engine's batching knobs. ``StepCost`` is
 what the continuous-batching simulator asks of a cost model: how long one engine iteration
 takes, how many KV-cache tokens a replica holds, and how long moving a request's KV cache
-from a prefill to a decode replica takes. ``costmodels.serving.ServingCost`` implements it.
+from a prefill to a decode replica takes. ``costmodels.serving.cost.ServingCost`` implements it.
 """
 
 from __future__ import annotations

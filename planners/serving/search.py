@@ -6,10 +6,10 @@ In stages, so a full search fits in seconds:
 2. prune with an analytic bound: a replica's TTFT is at least one prefill, its TPOT at least
    one decode step, and its sustainable rate at most 1 / (prefill + OSL x step(B) / B) with B
    the batch its KV cache holds (serving-formulas 4.2-4.4; Little's law);
-3. simulate the survivors (``costmodels.simulator``): with a target rate, the cheapest
+3. simulate the survivors (``costmodels.serving.simulator``): with a target rate, the cheapest
    deployment meeting the SLO at that rate; without one, the highest SLO-meeting rate per GPU
    found by bisection on short simulations;
-4. tune engine knobs of the best few with Optuna (``planners.serve_tuning``).
+4. tune engine knobs of the best few with Optuna (``planners.serving.tuning``).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import math
 import time
 
 from sysplan.core.errors import NoPlanFits
-from sysplan.costmodels.deployment import Deployment, EngineKnobs, ReplicaLayout
-from sysplan.costmodels.serving import ServingCost
-from sysplan.costmodels.simulator import simulate, to_request_metrics
-from sysplan.planners.serve_space import (
+from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving.cost import ServingCost
+from sysplan.costmodels.serving.simulator import simulate, to_request_metrics
+from sysplan.planners.serving.space import (
     ServeQuestion,
     _layout_text,
     analytic_bound,
@@ -34,7 +34,7 @@ from sysplan.planners.serve_space import (
     pinned_deployment,
     replica_layouts,
 )
-from sysplan.planners.serve_types import ServePlan, ServeResult
+from sysplan.planners.serving.types import ServePlan, ServeResult
 from sysplan.workloads.serving import ServeWorkload, make_requests
 from sysplan.workloads.slo import ServeSummary, summarize
 
@@ -113,7 +113,7 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
     if not found:
         raise NoPlanFits(search.closest_text())
     if q.trials:
-        from sysplan.planners.serve_tuning import tune
+        from sysplan.planners.serving.tuning import tune
 
         found.sort(key=lambda item: (-item[2], item[0].num_gpus))
         tuned = [tune(search, d, r, q.trials, q.timeout_s, q.storage)[:2] for d, r, _ in found[:2]]

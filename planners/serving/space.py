@@ -1,5 +1,5 @@
 """The serving search space: replica layouts, deployments of them, and the analytic bound
-that prunes them before any simulation (stages 1 and 2 of ``planners.serving``)."""
+that prunes them before any simulation (stages 1 and 2 of ``planners.serving.search``)."""
 
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sysplan.core.errors import InputError
-from sysplan.costmodels.deployment import Deployment, EngineKnobs, ReplicaLayout
-from sysplan.costmodels.serving import ServingCost
+from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving.cost import ServingCost
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
-from sysplan.planners.serve_types import ServePins
+from sysplan.planners.serving.types import ServePins
 from sysplan.workloads.serving import ServeWorkload, make_requests
 from sysplan.workloads.slo import Slo
 

@@ -1,5 +1,5 @@
 """One engine replica of the continuous-batching simulator: its queues, KV blocks and the batch
-it runs each iteration (the scheduler policies). ``costmodels.simulator`` drives replicas.
+it runs each iteration (the scheduler policies). ``costmodels.serving.simulator`` drives replicas.
 
 Policies (``EngineKnobs.engine``):
 
@@ -38,7 +38,7 @@ from collections import deque
 
 import numpy as np
 
-from sysplan.costmodels.deployment import EngineKnobs, ReplicaLayout, StepCost
+from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout, StepCost
 
 #: A step count no sequence reaches (``next_finish`` when nothing decodes).
 NEVER = 1 << 62

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from sysplan.core.types import Frozen
-from sysplan.costmodels.deployment import Deployment
+from sysplan.costmodels.serving.deployment import Deployment
 
 
 class ServePins(Frozen):

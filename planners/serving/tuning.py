@@ -15,7 +15,7 @@ import math
 from typing import Any
 
 from sysplan.core.errors import InputError
-from sysplan.costmodels.deployment import Deployment
+from sysplan.costmodels.serving.deployment import Deployment
 
 SEED = 0
 BATCHED_TOKENS = (2048, 4096, 8192, 16384)

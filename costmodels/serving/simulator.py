@@ -5,8 +5,8 @@
 priced by ``StepCost.iteration_seconds`` and emitting one token per decoding sequence (and the
 first token of each prompt whose prefill completes in it); replicas advance independently,
 ordered by a heap of (next event time, replica) merged with the arrivals. Scheduler policies
-(vLLM/SGLang-like and TensorRT-LLM-like) live in ``costmodels.sim_replica``, the result in
-``costmodels.sim_result``. The structure follows Vidur (Agrawal et al., MLSys'24: global
+(vLLM/SGLang-like and TensorRT-LLM-like) live in ``costmodels.serving.replica``, the result in
+``costmodels.serving.result``. The structure follows Vidur (Agrawal et al., MLSys'24: global
 scheduler -> replica scheduler -> batch time) and DistServe/Splitwise for disaggregation
 (prefill pool -> KV transfer -> decode pool).
 
@@ -30,9 +30,9 @@ import math
 import numpy as np
 
 from sysplan.core.errors import InputError
-from sysplan.costmodels.deployment import Deployment, StepCost
-from sysplan.costmodels.sim_replica import Ledger, Replica
-from sysplan.costmodels.sim_result import (
+from sysplan.costmodels.serving.deployment import Deployment, StepCost
+from sysplan.costmodels.serving.replica import Ledger, Replica
+from sysplan.costmodels.serving.result import (
     SimResult,
     collect_result,
     to_request_metrics,

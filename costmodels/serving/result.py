@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from sysplan.costmodels.sim_replica import Ledger, Replica
+from sysplan.costmodels.serving.replica import Ledger, Replica
 
 if TYPE_CHECKING:
     from sysplan.workloads.serving import RequestMetrics
