@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.serving.cost import ServingCost
+from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.costmodels.serving.simulator import simulate, to_request_metrics
 from sysplan.hardware import load_cluster
 from sysplan.models import param_counts, resolve_model

@@ -12,8 +12,8 @@ from test_cli import invoke, stderr_lines
 from sysplan.core.errors import NoPlanFits
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
-from sysplan.planners.serving.types import ServePins
 from sysplan.planners.serving.search import ServeQuestion, plan_serving
+from sysplan.planners.serving.types import ServePins
 from sysplan.workloads.serving import ServeWorkload
 from sysplan.workloads.slo import parse_slos
 
@@ -153,9 +153,9 @@ def test_export_writes_the_engine_commands(tmp_path: Path) -> None:
 def test_serving_factors_act_on_serving_only() -> None:
     from dataclasses import replace
 
-    from sysplan.costmodels.serving.deployment import ReplicaLayout
     from sysplan.costmodels.efficiency import Efficiency
     from sysplan.costmodels.serving.cost import ServingCost
+    from sysplan.costmodels.serving.deployment import ReplicaLayout
     from sysplan.costmodels.types import ParallelConfig
     from sysplan.profiles.schema import Calibration
     from sysplan.workloads.training import TrainJob

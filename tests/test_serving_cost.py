@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout, StepCost
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.serving.cost import ServingCost
+from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout, StepCost
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
 from sysplan.models.counting import param_counts

@@ -22,9 +22,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from sysplan.costmodels import collectives
-from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.layers import Gemm, layer_shapes
+from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout
 from sysplan.hardware.types import Cluster
 from sysplan.models.counting import padded_vocab, param_counts
 from sysplan.models.spec import ModelSpec

@@ -18,8 +18,8 @@ import math
 import time
 
 from sysplan.core.errors import NoPlanFits
-from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.costmodels.serving.cost import ServingCost
+from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.costmodels.serving.simulator import simulate, to_request_metrics
 from sysplan.planners.serving.space import (
     ServeQuestion,

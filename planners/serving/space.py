@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sysplan.core.errors import InputError
-from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.costmodels.serving.cost import ServingCost
+from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.serving.types import ServePins
