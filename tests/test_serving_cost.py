@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.serving.cost import ServingCost
-from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout, StepCost
+from sysplan.costmodels.serving.deployment import Batch, EngineKnobs, ReplicaLayout, StepCost
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
 from sysplan.models.counting import param_counts
@@ -29,7 +29,7 @@ TP4, TP8 = ReplicaLayout(tp=4), ReplicaLayout(tp=8)
 
 def test_serving_cost_is_a_step_cost():
     cost: StepCost = COST
-    assert cost.iteration_seconds(TP8, 0, 0, 0, 0) == 0.0
+    assert cost.iteration_seconds(TP8, Batch()) == 0.0
 
 
 def test_gqa_kv_bytes_per_token_for_llama_70b():
@@ -114,11 +114,13 @@ def test_times_grow_with_work():
 @given(st.integers(0, 20000), st.integers(0, 4000), st.integers(0, 512),
        st.integers(0, 2000), st.sampled_from([TP4, TP8, ReplicaLayout(tp=2, pp=2)]))
 def test_breakdown_adds_up_and_mixing_costs_more(prefill, cached, seqs, context, layout):
-    args = (layout, prefill, prefill + cached, seqs, seqs * context)
-    total = COST.iteration_seconds(*args)
-    assert math.isclose(COST.iteration_breakdown(*args).total_s, total, rel_tol=1e-12)
-    assert total >= COST.iteration_seconds(layout, 0, 0, seqs, seqs * context)
-    assert total >= COST.iteration_seconds(layout, prefill, prefill + cached, 0, 0)
+    chunk = Batch.prompt(prefill, cached) if prefill else Batch()
+    decode = Batch.decode(seqs, seqs * context)
+    total = COST.iteration_seconds(layout, chunk + decode)
+    assert math.isclose(COST.iteration_breakdown(layout, chunk + decode).total_s, total,
+                        rel_tol=1e-12)
+    assert total >= COST.iteration_seconds(layout, decode)
+    assert total >= COST.iteration_seconds(layout, chunk)
 
 
 def test_pipeline_parallel_adds_latency_not_throughput():
@@ -135,8 +137,8 @@ def test_fp8_weights_speed_up_memory_bound_decode():
 def test_moe_decode_reads_more_experts_as_the_batch_grows():
     cost = ServingCost(DSV3, H200)
     layout = ReplicaLayout(tp=8, weights_precision="fp8")
-    one = cost.iteration_breakdown(layout, 0, 0, 1, 4000).gemm_s
-    many = cost.iteration_breakdown(layout, 0, 0, 64, 64 * 4000).gemm_s
+    one = cost.iteration_breakdown(layout, Batch.decode(1, 4000)).gemm_s
+    many = cost.iteration_breakdown(layout, Batch.decode(64, 64 * 4000)).gemm_s
     assert many > 3 * one
 
 
@@ -153,3 +155,25 @@ def test_uncalibrated_curves_price_other_gpus():
     cost = ServingCost(LLAMA70, A100, Efficiency.default(A100))
     step = cost.decode_step_seconds(TP8, 32, 4000)
     assert COST.decode_step_seconds(TP8, 32, 4000) < step < 0.1
+
+
+def test_prompts_batched_together_are_priced_apart():
+    # eight 4000-token prompts in one iteration do eight prompts' attention, not the
+    # attention of one 32,000-token sequence (8x the pairs, at a better kernel efficiency); the
+    # LM head runs once per
+    # prompt
+    one = COST.iteration_breakdown(TP8, Batch.prompt(4000))
+    eight = sum((Batch.prompt(4000) for _ in range(8)), Batch())
+    many = COST.iteration_breakdown(TP8, eight)
+    assert many.attention_s == pytest.approx(8 * one.attention_s, rel=1e-9)
+    assert many.lm_head_s >= one.lm_head_s  # eight rows of the head, memory-bound
+    as_one_sequence = Batch.prompt(32000)
+    assert COST.iteration_breakdown(TP8, as_one_sequence).attention_s > 3 * many.attention_s
+
+
+def test_a_chunk_attends_to_its_cached_prefix():
+    # the second half of a prompt has as many queries as the first and more keys
+    first, second = Batch.prompt(2000), Batch.prompt(2000, done=2000)
+    assert second.prefill_pairs == 2000 * 2000 + first.prefill_pairs
+    assert (COST.iteration_breakdown(TP8, second).attention_s
+            > 2 * COST.iteration_breakdown(TP8, first).attention_s)

@@ -23,10 +23,9 @@ class LinearCost:
     def __init__(self, capacity_tokens: int = 1_000_000, transfer_s: float = 0.05) -> None:
         self.capacity_tokens, self.transfer_s = capacity_tokens, transfer_s
 
-    def iteration_seconds(self, layout, prefill_tokens, prefill_context_tokens, decode_seqs,
-                          decode_context_tokens):
-        return (A + B * (prefill_tokens + decode_seqs)
-                + C * (prefill_context_tokens + decode_context_tokens))
+    def iteration_seconds(self, layout, batch):
+        return (A + B * (batch.prefill_tokens + batch.decode_seqs)
+                + C * (batch.prefill_context_tokens + batch.decode_context_tokens))
 
     def kv_capacity_tokens(self, layout, knobs):
         return self.capacity_tokens

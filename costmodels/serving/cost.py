@@ -24,7 +24,7 @@ import numpy as np
 from sysplan.costmodels import collectives
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.layers import Gemm, layer_shapes
-from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving.deployment import Batch, EngineKnobs, ReplicaLayout
 from sysplan.hardware.types import Cluster
 from sysplan.models.counting import padded_vocab, param_counts
 from sysplan.models.spec import ModelSpec
@@ -217,31 +217,22 @@ class ServingCost:
         """KV-cache bytes per GPU of the most loaded stage at the replica's capacity."""
         return self.kv_capacity_tokens(layout, knobs) * self.kv_bytes_per_token(layout)
 
-    def iteration_seconds(self, layout: ReplicaLayout, prefill_tokens: int,
-                          prefill_context_tokens: int, decode_seqs: int,
-                          decode_context_tokens: int) -> float:
-        """One engine iteration (StepCost); the total of ``iteration_breakdown``.
+    def iteration_seconds(self, layout: ReplicaLayout, batch: Batch) -> float:
+        """One engine iteration running ``batch`` (StepCost); the total of
+        ``iteration_breakdown``."""
+        return sum(self._parts(self._layout(layout), batch))
 
-        The prefill tokens are treated as one sequence's chunk: its queries attend on average
-        to ``prefill_context_tokens - prefill_tokens / 2`` keys (causal mask)."""
-        return sum(self._parts(self._layout(layout), prefill_tokens, prefill_context_tokens,
-                               decode_seqs, decode_context_tokens))
-
-    def iteration_breakdown(self, layout: ReplicaLayout, prefill_tokens: int,
-                            prefill_context_tokens: int, decode_seqs: int,
-                            decode_context_tokens: int) -> IterationCost:
+    def iteration_breakdown(self, layout: ReplicaLayout, batch: Batch) -> IterationCost:
         """The named parts of ``iteration_seconds``."""
-        return IterationCost(*self._parts(self._layout(layout), prefill_tokens,
-                                          prefill_context_tokens, decode_seqs,
-                                          decode_context_tokens))
+        return IterationCost(*self._parts(self._layout(layout), batch))
 
     def prefill_seconds(self, layout: ReplicaLayout, tokens: int) -> float:
         """A whole prompt of ``tokens`` in one iteration, nothing else batched."""
-        return self.iteration_seconds(layout, tokens, tokens, 0, 0)
+        return self.iteration_seconds(layout, Batch.prompt(tokens))
 
     def decode_step_seconds(self, layout: ReplicaLayout, batch: int, context: int) -> float:
         """One decode iteration of ``batch`` sequences of ``context`` KV tokens each."""
-        return self.iteration_seconds(layout, 0, 0, batch, batch * context)
+        return self.iteration_seconds(layout, Batch.decode(batch, batch * context))
 
     def kv_transfer_seconds(self, prefill: ReplicaLayout, decode: ReplicaLayout,
                             tokens: int) -> float:
@@ -259,24 +250,27 @@ class ServingCost:
         links = min(prefill.gpus, decode.gpus)
         return tiers[-1].latency_s + copy_bytes / (links * bandwidth)
 
-    def _parts(self, c: _LayoutCost, prefill_tokens: int, prefill_context_tokens: int,
-               decode_seqs: int, decode_context_tokens: int) -> tuple[float, ...]:
-        tokens = prefill_tokens + decode_seqs
+    def _parts(self, c: _LayoutCost, b: Batch) -> tuple[float, ...]:
+        tokens = b.prefill_tokens + b.decode_seqs
         if tokens <= 0:
             return 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
-        emitting = decode_seqs + (1 if prefill_tokens > 0 else 0)
+        # the LM head runs on each sequence's last position: every decode and every prompt
+        # chunk (vLLM V1 gpu_model_runner ``logits_indices = query_start_loc[1:] - 1``)
+        emitting = b.decode_seqs + b.prefill_seqs
         attention = 0.0
-        if prefill_tokens > 0:
-            context = max(prefill_context_tokens, prefill_tokens)
-            pairs = prefill_tokens * (context - prefill_tokens / 2.0)
-            seq = min(math.sqrt(2.0 * pairs), _GRID_LIST[-1])  # square causal block, same work
+        if b.prefill_tokens > 0:
+            # each chunk's causal pairs, summed (FlashAttention varlen runs them apart); the
+            # kernel's efficiency read at the square causal block of the mean chunk's work
+            pairs = max(b.prefill_pairs, 1)
+            seq = min(math.sqrt(2.0 * pairs / max(b.prefill_seqs, 1)), _GRID_LIST[-1])
             attention += (pairs * c.prefill_flops_per_pair
                           * _interp(c.attention_s_per_flop, seq))
-        if decode_seqs > 0 and decode_context_tokens > 0:
+        if b.decode_seqs > 0 and b.decode_context_tokens > 0:
             # decode attention reads every cached token once; compute only if it is larger
-            read_s = decode_context_tokens * c.kv_read_bytes_per_token / self.eff.memory_bytes_per_s
-            seq = min(max(decode_context_tokens / decode_seqs, 1.0), _GRID_LIST[-1])
-            compute_s = (decode_context_tokens * c.decode_flops_per_pair
+            read_s = (b.decode_context_tokens * c.kv_read_bytes_per_token
+                      / self.eff.memory_bytes_per_s)
+            seq = min(max(b.decode_context_tokens / b.decode_seqs, 1.0), _GRID_LIST[-1])
+            compute_s = (b.decode_context_tokens * c.decode_flops_per_pair
                          * _interp(c.attention_s_per_flop, seq))
             attention += max(read_s, compute_s)
         return (_interp(c.gemm, tokens), _interp(c.lm_head, emitting), attention,

@@ -9,7 +9,7 @@ from a prefill to a decode replica takes. ``costmodels.serving.cost.ServingCost`
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 from pydantic import Field, model_validator
 
@@ -82,15 +82,40 @@ class Deployment(Frozen):
         return self.replica.gpus * self.replicas
 
 
+class Batch(NamedTuple):
+    """What one engine iteration runs (hashable: the simulator memoises iteration times).
+
+    Prompt chunks are kept apart from one another: chunk ``c`` of a prompt with ``done``
+    tokens already cached has ``c`` queries attending causally to ``done + 1 .. done + c``
+    keys, ``c * done + c * (c + 1) / 2`` (query, key) pairs; n prompts in one iteration cost
+    n such sums, not one sequence of their summed length."""
+
+    prefill_tokens: int = 0  #: new prompt tokens, all chunks
+    prefill_context_tokens: int = 0  #: keys the chunks end on (cached + new), summed
+    prefill_pairs: int = 0  #: causal (query, key) pairs of all chunks
+    prefill_seqs: int = 0  #: prompt chunks (each computes its last position's logits)
+    decode_seqs: int = 0  #: sequences emitting one token each
+    decode_context_tokens: int = 0  #: KV tokens the decoding sequences read, summed
+
+    @classmethod
+    def prompt(cls, chunk: int, done: int = 0) -> Batch:
+        """One chunk of ``chunk`` prompt tokens after ``done`` cached ones."""
+        return cls(chunk, done + chunk, chunk * done + chunk * (chunk + 1) // 2, 1)
+
+    @classmethod
+    def decode(cls, seqs: int, context_tokens: int) -> Batch:
+        """``seqs`` decoding sequences holding ``context_tokens`` KV tokens in total."""
+        return cls(decode_seqs=seqs, decode_context_tokens=context_tokens)
+
+    def __add__(self, other: Batch) -> Batch:  # type: ignore[override]
+        return Batch(*(a + b for a, b in zip(self, other, strict=True)))
+
+
 class StepCost(Protocol):
     """What the simulator asks of a serving cost model (all times in seconds)."""
 
-    def iteration_seconds(self, layout: ReplicaLayout, prefill_tokens: int,
-                          prefill_context_tokens: int, decode_seqs: int,
-                          decode_context_tokens: int) -> float:
-        """One engine iteration: ``prefill_tokens`` new prompt tokens (whose attention reads
-        ``prefill_context_tokens`` cached + new keys in total) plus one token for each of
-        ``decode_seqs`` sequences holding ``decode_context_tokens`` KV tokens in total."""
+    def iteration_seconds(self, layout: ReplicaLayout, batch: Batch) -> float:
+        """One engine iteration running ``batch``."""
         ...
 
     def kv_capacity_tokens(self, layout: ReplicaLayout, knobs: EngineKnobs) -> int:

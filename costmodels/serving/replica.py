@@ -38,7 +38,7 @@ from collections import deque
 
 import numpy as np
 
-from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout, StepCost
+from sysplan.costmodels.serving.deployment import Batch, EngineKnobs, ReplicaLayout, StepCost
 
 #: A step count no sequence reaches (``next_finish`` when nothing decodes).
 NEVER = 1 << 62
@@ -227,16 +227,19 @@ class Replica:
         if not chunks and not self._decoding:
             assert not self.prefilling, "a partial prefill got no tokens"
             return None
-        prefill_tokens = prefill_context = decode_context = 0
+        tokens = context = pairs = 0
         for entry, chunk in chunks:
-            prefill_tokens += chunk
-            prefill_context += entry[1] + chunk  # cached + new keys the chunk attends to
+            done = entry[1]
+            tokens += chunk
+            context += done + chunk  # cached + new keys the chunk ends on
+            pairs += chunk * done + chunk * (chunk + 1) // 2  # its causal (query, key) pairs
+        decode_context = 0
         if self._decoding:
             decode_context = self.base_sum + self._decoding * (self.step + 1)  # keys read
-        key = (prefill_tokens, prefill_context, self._decoding, decode_context)
+        key = Batch(tokens, context, pairs, len(chunks), self._decoding, decode_context)
         seconds = self.seconds_cache.get(key)
         if seconds is None:
-            seconds = self.cost.iteration_seconds(self.layout, *key)
+            seconds = self.cost.iteration_seconds(self.layout, key)
             assert seconds > 0, f"iteration_seconds must be positive, got {seconds}"
             if len(self.seconds_cache) < CACHE_ENTRIES:
                 self.seconds_cache[key] = seconds
