@@ -1,19 +1,34 @@
-"""Replay every published serving measurement (shared/data/published/serving.csv) through the
-simulator and print the error per row and the MAPE of TTFT, ITL and throughput.
+"""Replay every published serving measurement through the simulator; print the error per row,
+the MAPE per GPU, engine and precision, and a fair naive baseline beside ours.
 
-Each row's model, GPU, TP, lengths, request count and offered rate are simulated with the
-TensorRT-LLM-like scheduler (the rows are TensorRT-LLM's) and the row's published statistic
-(the mean) is compared with the simulated mean. Rows whose published throughput is well below
-the offered rate are saturated: latency there depends on how long the benchmark ran, so they
-are reported separately. A naive baseline is printed beside ours: TTFT = one roofline prefill
-at 40 % of peak, ITL = weights / HBM bandwidth. Nothing is fitted to these rows.
+Two files, both copied from ``shared/data/published`` into ``benchmarks/data`` so this runs
+from a clone:
 
-    python benchmarks/serving_accuracy.py [--csv PATH] [--fit-on H100|H200]
+* ``serving_offline.csv``: 82 offline max-throughput runs of ``trtllm-bench`` (TensorRT-LLM
+  v0.17; Llama 3.1 8B/70B/405B, Mixtral 8x7B/8x22B on H100, H200, GH200, A100, L40S). Each is
+  simulated as TensorRT-LLM runs it: the engine ``trtllm-bench build`` derives from the
+  dataset (``costmodels.serving.engines.trtllm_bench_settings``), every request queued at once,
+  run to completion; output tokens / makespan against the published token throughput.
+* ``serving.csv``: 72 online runs (TensorRT-LLM v0.14 via Triton; Llama 3.1 8B/70B BF16 on
+  H100 and H200, Poisson arrivals at fixed rates). Mean TTFT and mean ITL against the
+  published means; rows whose published throughput is below 90 % of the offered rate are
+  saturated (their latency depends on how long the benchmark ran) and reported apart.
 
-``--fit-on GPU`` fits the serving factors (GEMM and memory-bound efficiency scales, the
-per-iteration and per-request overheads) to the unsaturated rows measured on that GPU by
-bounded least squares, and prints the error on the rows of the other GPU before and after:
-a calibration judged only on rows it did not see.
+The naive baseline is a roofline that reads weights and KV cache and pays the TP all-reduces:
+a decode step of B sequences = (weights + B x mean context x KV bytes) / HBM bandwidth + 2L
+ring all-reduces of B x h activations, a prefill = 2 x params x ISL FLOPs at 40 % of the bf16
+peak + its all-reduces; offline throughput B x OSL / (B prefills + OSL steps) with B the
+sequences 90 % of memory holds (at most the engine's batch); online TTFT one prefill, ITL one
+decode step at the published concurrency.
+
+In-sample: the serving factors (``profiles/bundled/serving-default.yaml``: GEMM and
+memory-bound scales, per-iteration, per-all-reduce and per-request overheads) were fitted by
+``--fit-on H100`` on the H100 rows of both files (offline rows, and unsaturated online rows);
+every other GPU's rows are out of sample. ``--fit-on GPU`` refits on one GPU's rows and prints
+the error on all other rows before (no factors) and after: a calibration judged only on rows
+it did not see. No factor is per row, per model or per GPU.
+
+    python benchmarks/serving_accuracy.py [--fit-on H100|H200|A100|GH200|L40S] [--ids S075,S001]
 """
 
 from __future__ import annotations
@@ -22,168 +37,254 @@ import argparse
 import csv
 import math
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
 
+from sysplan.costmodels import collectives
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.serving.cost import ServingCost
 from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving.engines import trtllm_bench_settings
 from sysplan.costmodels.serving.simulator import simulate, to_request_metrics
 from sysplan.hardware import load_cluster
 from sysplan.models import param_counts, resolve_model
 from sysplan.profiles.schema import Calibration
 from sysplan.workloads.serving import ServeWorkload, make_requests
 
-DEFAULT_CSV = Path(__file__).resolve().parents[2] / "shared/data/published/serving.csv"
+DATA = Path(__file__).resolve().parent / "data"
 SATURATED_SHARE = 0.9  # published throughput below 90 % of the offered rate
-#: TensorRT-LLM defaults of the measured release (v0.14 trtllm-bench/Triton: max batch 256?)
-KNOBS = EngineKnobs(engine="trtllm", max_num_seqs=256, max_num_batched_tokens=8192)
+#: TensorRT-LLM v0.14 Triton backend of the online rows: the perf-overview does not print its
+#: engine build; trtllm-build's defaults (max_batch_size 256 in 0.14, max_num_tokens 8192).
+ONLINE_KNOBS = EngineKnobs(engine="trtllm", max_num_seqs=256, max_num_batched_tokens=8192,
+                           chunked_prefill=False, gpu_memory_utilization=0.9)
+MODELS = {"8B": "llama-3.1-8b", "70B": "llama-3.1-70b", "405B": "llama-3.1-405b",
+          "8x7B": "mixtral-8x7b", "8x22B": "mixtral-8x22b"}
+GPUS = {"GH200": "gh200", "H200": "dgx-h200", "H100": "dgx-h100", "A100": "dgx-a100",
+        "L40S": "l40s"}
+#: The serving factors a fit moves, with their bounds (Calibration fields).
+FACTORS = {"serve_gemm_scale": (0.3, 3.0), "serve_memory_scale": (0.3, 3.0),
+           "serve_iteration_overhead_s": (0.0, 0.01), "serve_collective_latency_s": (0.0, 1e-4),
+           "serve_request_overhead_s": (0.0, 0.05)}
 
 
-def _row_setup(r: dict):
-    model = resolve_model("8b" if "8B" in r["model"] else "70b")[0]
-    cluster = load_cluster("dgx-h200" if "H200" in r["gpu"] else "dgx-h100")[0]
-    layout = ReplicaLayout(tp=int(r["tp"]), pp=int(r["pp"] or 1))
-    return model, cluster, Deployment(replica=layout, replicas=1, engine=KNOBS)
+def gpu_of(r: dict) -> str:
+    return next(short for short in GPUS if short in r["gpu"])
+
+
+def _setup(r: dict):
+    model = resolve_model(next(v for k, v in MODELS.items() if r["model"].endswith(k)))[0]
+    cluster = load_cluster(GPUS[gpu_of(r)])[0]
+    precision = "fp8" if "FP8" in r["weights_precision"] else "bf16"
+    layout = ReplicaLayout(tp=int(r["tp"]), pp=int(r["pp"] or 1), weights_precision=precision,
+                           kv_precision=precision)
+    return model, cluster, layout
+
+
+def _cost(model, cluster, calibration: Calibration | None) -> ServingCost:
+    eff = Efficiency.for_cluster(cluster)
+    if calibration is not None:
+        eff = replace(eff, calibration=eff.calibration.model_copy(
+            update={k: getattr(calibration, k) for k in (*FACTORS, "serve_fitted_on")}))
+    return ServingCost(model, cluster, eff)
+
+
+def _num(r: dict, key: str) -> float:
+    value = r.get(key, "").strip()
+    return float(value) if value else math.nan
 
 
 def evaluate(r: dict, calibration: Calibration | None = None) -> dict:
-    model, cluster, deployment = _row_setup(r)
-    rate = math.inf if not r["request_rate_qps"] else float(r["request_rate_qps"])
-    workload = ServeWorkload(isl=r["input_len"], osl=r["output_len"], rate=rate,
-                             num_requests=int(r["num_requests"] or 500))
-    requests = make_requests(workload)
-    eff = Efficiency.for_cluster(cluster)
-    if calibration is not None:
-        eff = replace(eff, calibration=calibration)
-    cost = ServingCost(model, cluster, eff)
-    result = simulate(deployment, cost, requests.arrival_s, requests.input_tokens,
-                      requests.output_tokens)
-    metrics = to_request_metrics(result).with_request_overhead(
-        eff.calibration.serve_request_overhead_s)
-    weights = np.repeat(1.0, len(metrics.itl_all_s))
-    ours = {"ttft_ms": float(np.nanmean(metrics.ttft_s)) * 1e3,
-            "itl_ms": float(np.average(metrics.itl_all_s, weights=weights)) * 1e3
-            if len(metrics.itl_all_s) else float("nan"),
-            "output_tok_per_s": float(np.nansum(metrics.output_tokens))
-            / float(np.nanmax(metrics.finish_s) - metrics.arrival_s[0])}
-    layout = deployment.replica
-    peak = cluster.gpu.peak("bf16") * layout.tp
+    """Our prediction and the naive one for one row (offline or online)."""
+    model, cluster, layout = _setup(r)
+    cost = _cost(model, cluster, calibration)
+    isl, osl, n = int(r["input_len"]), int(r["output_len"]), int(r["num_requests"] or 500)
+    offline = r["request_rate_qps"] in ("", "inf")
+    if offline and r["engine_version"].startswith("0.17"):
+        knobs = trtllm_bench_settings(model, cluster.gpu, layout.tp, layout.pp,
+                                      layout.weights_precision, layout.kv_precision, isl, osl)
+    else:  # online rows, and the online table's max-load rows (its Triton engine)
+        knobs = ONLINE_KNOBS
+    if offline:
+        arrival = np.zeros(n)
+        inputs, outputs = np.full(n, isl), np.full(n, osl)
+    else:
+        requests = make_requests(ServeWorkload(isl=str(isl), osl=str(osl), num_requests=n,
+                                               rate=float(r["request_rate_qps"])))
+        arrival, inputs, outputs = (requests.arrival_s, requests.input_tokens,
+                                    requests.output_tokens)
+    started = time.perf_counter()
+    if cost.kv_capacity_tokens(layout, knobs) < isl + osl:
+        ours = {"output_tok_per_s": math.nan, "ttft_ms": math.nan, "itl_ms": math.nan}
+    else:
+        result = simulate(Deployment(replica=layout, engine=knobs), cost, arrival, inputs,
+                          outputs)
+        metrics = to_request_metrics(result).with_request_overhead(
+            cost.eff.calibration.serve_request_overhead_s)
+        span = float(np.nanmax(result.finish_s) - np.nanmin(result.arrival_s))
+        ours = {"output_tok_per_s": float(outputs[result.finished].sum()) / span,
+                "ttft_ms": float(np.nanmean(metrics.ttft_s)) * 1e3,
+                "itl_ms": float(np.mean(metrics.itl_all_s)) * 1e3
+                if len(metrics.itl_all_s) else math.nan}
+    seconds = time.perf_counter() - started
+    # the table prints whole requests/s: saturated only if even the rounded-up value is short
+    saturated = not offline and _num(r, "req_throughput_rps") + 0.5 < SATURATED_SHARE * float(
+        r["request_rate_qps"])
+    return {"id": r["id"], "row": r, "ours": ours, "naive": naive(r, knobs), "offline": offline,
+            "saturated": saturated, "seconds": seconds, "gpu": gpu_of(r),
+            "precision": layout.weights_precision}
+
+
+def naive(r: dict, knobs: EngineKnobs) -> dict:
+    """The fair roofline baseline of the module docstring."""
+    model, cluster, layout = _setup(r)
+    gpu, tp = cluster.gpu, layout.tp
+    w_bytes = 1 if layout.weights_precision == "fp8" else 2
+    kv_bytes = (1 if layout.kv_precision == "fp8" else 2) * 2 * model.num_layers * \
+        model.num_kv_heads * model.head_dim  # serving-formulas 4.1, whole model
     params = param_counts(model).total
     isl, osl = float(r["input_len"]), float(r["output_len"])
-    naive = {"ttft_ms": 2 * params * isl / (0.4 * peak) * 1e3,
-             "itl_ms": 2 * params / (cluster.gpu.hbm_bandwidth_bytes_per_s * layout.tp) * 1e3,
-             "output_tok_per_s": float("nan")}
-    offered = rate
-    measured_rps = float(r["req_throughput_rps"] or "nan")
-    saturated = math.isfinite(offered) and measured_rps < SATURATED_SHARE * offered
-    del osl
-    return {"id": r["id"], "row": r, "ours": ours, "naive": naive, "saturated": saturated,
-            "offline": not math.isfinite(offered)}
+    bandwidth = gpu.hbm_bandwidth_bytes_per_s * tp
+
+    def all_reduces(tokens: float) -> float:  # 2 per layer (Megatron TP), ring, serving 4.3
+        if tp == 1:
+            return 0.0
+        message = np.asarray(tokens * model.hidden_size * 2.0)
+        return 2 * model.num_layers * float(collectives.all_reduce_time(cluster, message, tp, 1))
+
+    def step(batch: float, context: float) -> float:  # serving-formulas 4.3 roofline
+        return (params * w_bytes + batch * context * kv_bytes) / bandwidth + all_reduces(batch)
+
+    def prefill(tokens: float) -> float:  # serving-formulas 4.2 at 40 % of the bf16 peak
+        return 2 * params * tokens / (0.4 * gpu.peak("bf16") * tp) + all_reduces(tokens)
+
+    if r["request_rate_qps"] in ("", "inf"):
+        free = 0.9 * gpu.memory_bytes * tp - params * w_bytes
+        batch = max(1.0, min(knobs.max_num_seqs, free / (kv_bytes * (isl + osl))))
+        total = batch * prefill(isl) + osl * step(batch, isl + osl / 2)
+        return {"output_tok_per_s": batch * osl / total, "ttft_ms": math.nan,
+                "itl_ms": math.nan}
+    concurrency = max(_num(r, "concurrency"), _num(r, "request_rate_qps") * (
+        _num(r, "e2e_latency_ms") / 1e3 if r.get("e2e_latency_ms") else 0.0), 1.0)
+    if math.isnan(concurrency):
+        concurrency = 1.0
+    return {"output_tok_per_s": math.nan, "ttft_ms": prefill(isl) * 1e3,
+            "itl_ms": step(concurrency, isl + osl / 2) * 1e3}
 
 
-def _truth(r: dict, key: str) -> float:
-    value = r.get(key, "")
-    return float(value) if value.strip() else float("nan")
+def _error(x: dict, key: str, which: str = "ours") -> float:
+    truth = _num(x["row"], key)
+    if math.isnan(truth) or not truth:
+        return math.nan
+    return x[which][key] / truth - 1
 
 
-FACTORS = {"serve_gemm_scale": (0.3, 3.0), "serve_memory_scale": (0.3, 3.0),
-           "serve_iteration_overhead_s": (0.0, 0.02), "serve_request_overhead_s": (0.0, 0.05),
-           "serve_collective_latency_s": (0.0, 1e-4)}
-
-
-def _gpu(r: dict) -> str:
-    return "H200" if "H200" in r["gpu"] else "H100"
-
-
-def _usable(x: dict) -> bool:
-    return not (x["saturated"] or x["offline"])
+def _metrics(x: dict) -> tuple[str, ...]:
+    return ("output_tok_per_s",) if x["offline"] else ("ttft_ms", "itl_ms")
 
 
 def fit(rows: list[dict]) -> Calibration:
-    """Factors minimising log errors of mean TTFT and mean ITL over ``rows``."""
-    truth = np.array([[_truth(r, "ttft_ms"), _truth(r, "itl_ms")] for r in rows])
-
+    """Factors minimising the log errors of offline throughput and unsaturated online mean
+    TTFT and ITL over ``rows`` (bounded least squares)."""
     scale = np.array([hi for _, hi in FACTORS.values()])  # fit in units of the upper bound
 
     def residual(theta):
-        calibration = Calibration(**dict(zip(FACTORS, theta * scale, strict=True)))
-        ours = np.array([[x["ours"]["ttft_ms"], x["ours"]["itl_ms"]]
-                         for x in (evaluate(r, calibration) for r in rows)])
-        return np.log(ours / truth).ravel()
+        calibration = Calibration(serve_fitted_on="fit",
+                                  **dict(zip(FACTORS, theta * scale, strict=True)))
+        out = []
+        for r in rows:
+            x = evaluate(r, calibration)
+            for key in _metrics(x):
+                out.append(math.log(max(x["ours"][key], 1e-9) / _num(r, key))
+                           if not math.isnan(x["ours"][key]) else 3.0)
+        return np.array(out)
 
     low, high = (np.array(b) / scale for b in zip(*FACTORS.values(), strict=True))
-    start = np.array([1.0, 1.0, 1e-3, 0.0, 0.0]) / scale + np.array([0, 0, 0, 0.1, 0.1])
-    theta = least_squares(residual, start, bounds=(low, high), diff_step=1e-2,
-                          max_nfev=60).x * scale
+    start = np.array([1.0, 1.0, 1e-3, 1e-5, 5e-3]) / scale
+    theta = least_squares(residual, start, bounds=(low, high), diff_step=2e-2,
+                          max_nfev=40).x * scale
     return Calibration(**dict(zip(FACTORS, theta, strict=True)))
 
 
+def usable(x: dict) -> bool:
+    """Rows a fit may use and a MAPE counts: offline, or online and unsaturated."""
+    return x["offline"] or not x["saturated"]
+
+
+def table(results: list[dict], title: str, in_sample: set[str]) -> None:
+    """MAPE by GPU, engine version and precision, ours beside naive."""
+    print(f"\n{title}")
+    print(f"  {'group':34} {'metric':17} {'sysplan':>8} {'naive':>8} {'rows':>5}  sample")
+    groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
+    for x in results:
+        if not usable(x):
+            continue
+        kind = (("offline " if x["offline"] else "online ") + "v"
+                + x["row"]["engine_version"][:4])
+        sample = "in" if x["gpu"] in in_sample else "out"
+        for key in _metrics(x):
+            for group in (f"{kind} {x['gpu']} {x['precision']}", f"{kind} all"):
+                groups.setdefault((group, key, sample), []).append(
+                    (abs(_error(x, key)), abs(_error(x, key, "naive"))))
+    for (group, key, sample), errs in sorted(groups.items()):
+        ours, base = np.array(errs).T
+        print(f"  {group:34} {key:17} {np.nanmean(ours):>8.1%} {np.nanmean(base):>8.1%} "
+              f"{len(errs):>5}  {sample}")
+
+
 def held_out(rows: list[dict], fit_on: str) -> int:
-    """Fit on one GPU's unsaturated rows, print the error on the other GPU's."""
-    train = [r for r in rows if _gpu(r) == fit_on]
-    test = [r for r in rows if _gpu(r) != fit_on]
-    train = [r for r in train if _usable(evaluate(r))]
+    """Fit on one GPU's usable rows, print the error on every other row before and after."""
+    train = [r for r in rows if gpu_of(r) == fit_on and usable(evaluate(r))]
+    started = time.perf_counter()
     calibration = fit(train)
-    print(f"fitted on {len(train)} unsaturated {fit_on} rows: " + ", ".join(
-        f"{k}={getattr(calibration, k):.4g}" for k in FACTORS))
-    before = [evaluate(r, Calibration()) for r in test]  # uncalibrated
-    after = [evaluate(r, calibration) for r in test]
-    print(f"{'held-out rows':24} {'metric':8} {'before':>8} {'after':>8} {'rows':>5}")
-    for state in ("ok", "saturated"):
-        chosen = [(b, a) for b, a in zip(before, after, strict=True)
-                  if (state == "ok") == _usable(b) and not b["offline"]]
-        for key in ("ttft_ms", "itl_ms", "output_tok_per_s"):
-            errs_b = [abs(b["ours"][key] / _truth(b["row"], key) - 1) for b, _ in chosen]
-            errs_a = [abs(a["ours"][key] / _truth(a["row"], key) - 1) for _, a in chosen]
-            print(f"{state:24} {key[:8]:8} {np.nanmean(errs_b):>8.1%} "
-                  f"{np.nanmean(errs_a):>8.1%} {len(chosen):>5}")
+    print(f"fitted on {len(train)} {fit_on} rows in {time.perf_counter() - started:.0f} s: "
+          + ", ".join(f"{k}={getattr(calibration, k):.4g}" for k in FACTORS))
+    test = [r for r in rows if gpu_of(r) != fit_on]
+    uncalibrated = Calibration(serve_fitted_on="none")
+    table([evaluate(r, uncalibrated) for r in test], "held out, no serving factors", set())
+    table([evaluate(r, calibration) for r in test], f"held out, factors fitted on {fit_on}",
+          set())
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=DEFAULT_CSV)
-    parser.add_argument("--fit-on", choices=("H100", "H200"), default=None)
+    parser.add_argument("--offline-csv", type=Path, default=DATA / "serving_offline.csv")
+    parser.add_argument("--online-csv", type=Path, default=DATA / "serving.csv")
+    parser.add_argument("--fit-on", choices=sorted(GPUS), default=None)
+    parser.add_argument("--ids", default="", help="only these row ids (comma-separated)")
     args = parser.parse_args(argv)
-    rows = list(csv.DictReader(args.csv.open()))
+    rows = [*csv.DictReader(args.offline_csv.open()), *csv.DictReader(args.online_csv.open())]
+    if args.ids:
+        wanted = set(args.ids.split(","))
+        rows = [r for r in rows if r["id"] in wanted]
     if args.fit_on:
         return held_out(rows, args.fit_on)
     results = [evaluate(r) for r in rows]
-    keys = ("ttft_ms", "itl_ms", "output_tok_per_s")
-    print(f"{'id':5} {'model':14} {'gpu':5} tp {'isl':>5} {'osl':>4} {'rate':>5}  "
-          + "  ".join(f"{k:>24}" for k in keys) + "  state")
-    errors: dict[tuple[str, str], list[float]] = {}
+    print(f"{'id':5} {'model':14} {'gpu':5} {'prec':4} tp {'isl':>5} {'osl':>4} {'rate':>5}  "
+          f"{'metric':16} {'published':>9} {'sysplan':>9} {'err':>6} {'naive':>6}  state")
     for x in results:
         r = x["row"]
-        cells = []
-        state = "offline" if x["offline"] else ("saturated" if x["saturated"] else "ok")
-        for k in keys:
-            truth, ours = _truth(r, k), x["ours"][k]
-            err = ours / truth - 1 if not math.isnan(truth) and truth else float("nan")
-            cells.append(f"{truth:>8.4g} {ours:>8.4g} {err:>+6.0%}")
-            errors.setdefault((state, k), []).append(abs(err))
-            naive = x["naive"][k]
-            errors.setdefault((state, "naive " + k), []).append(abs(naive / truth - 1)
-                                                               if not math.isnan(truth) else math.nan)
-        gpu = "H200" if "H200" in r["gpu"] else "H100"
-        print(f"{x['id']:5} {r['model'][:14]:14} {gpu:5} {r['tp']:>2} {r['input_len']:>5} "
-              f"{r['output_len']:>4} {r['request_rate_qps'] or 'inf':>5}  "
-              + "  ".join(cells) + f"  {state}")
-    print("\nH100 rows are priced with the bundled serving calibration, which was fitted on "
-          "the unsaturated ones\n(in-sample); H200 rows are uncalibrated. --fit-on H100 / "
-          "--fit-on H200 judge a calibration on rows it did not see.")
-    print("\nMAPE (published mean vs simulated mean)      sysplan    naive   rows")
-    for state in ("ok", "saturated", "offline"):
-        for k in keys:
-            ours = [e for e in errors.get((state, k), []) if not math.isnan(e)]
-            naive = [e for e in errors.get((state, "naive " + k), []) if not math.isnan(e)]
-            if ours:
-                print(f"  {state:10} {k:20} {np.mean(ours):>17.1%} "
-                      f"{(np.mean(naive) if naive else float('nan')):>8.1%} {len(ours):>6}")
+        state = "offline" if x["offline"] else "saturated" if x["saturated"] else "ok"
+        for key in _metrics(x):
+            print(f"{x['id']:5} {r['model'][-14:]:14} {x['gpu']:5} {x['precision']:4} "
+                  f"{r['tp']:>2} {r['input_len']:>5} {r['output_len']:>4} "
+                  f"{r['request_rate_qps'] or 'inf':>5}  {key:16} {_num(r, key):>9.4g} "
+                  f"{x['ours'][key]:>9.4g} {_error(x, key):>+6.0%} "
+                  f"{_error(x, key, 'naive'):>+6.0%}  {state}")
+    answered = sum(all(not math.isnan(x["ours"][k]) for k in _metrics(x)) for x in results)
+    print(f"\nanswered {answered} of {len(results)} rows; simulation "
+          f"{np.mean([x['seconds'] for x in results]) * 1e3:.0f} ms per row on average")
+    table(results, "MAPE (saturated online rows left out; 'in' = the bundled serving factors "
+          "were fitted on these rows)", {"H100"})
+    saturated = [x for x in results if not usable(x)]
+    if saturated:
+        errs = [abs(_error(x, k)) for x in saturated for k in _metrics(x)]
+        print(f"\n  saturated online rows ({len(saturated)}): MAPE of TTFT and ITL "
+              f"{np.nanmean(errs):.1%} (queueing depends on the benchmark's length)")
     return 0
 
 

@@ -272,3 +272,58 @@ def test_request_metrics_adapter():
 def test_bad_requests_are_input_errors(arrival, inputs, outputs, kwargs):
     with pytest.raises(InputError):
         run(aggregated(), arrival, inputs, outputs, **kwargs)
+
+
+class RecordingCost(LinearCost):
+    """LinearCost that keeps every distinct batch it priced."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.batches: list = []
+
+    def iteration_seconds(self, layout, batch):
+        self.batches.append(batch)
+        return super().iteration_seconds(layout, batch)
+
+
+def _poisson(n: int, rate: float, isl: int = 600, osl: int = 64, seed: int = 3):
+    rng = np.random.default_rng(seed)
+    return np.cumsum(rng.exponential(1 / rate, n)), np.full(n, isl), np.full(n, osl)
+
+
+def test_sglang_never_mixes_prefill_and_decode_while_vllm_does():
+    arrivals = _poisson(200, 20.0)
+    mixed = {}
+    for engine in ("vllm", "sglang"):
+        cost = RecordingCost()
+        result = simulator.simulate(aggregated(engine=engine, max_num_batched_tokens=1024),
+                                    cost, *arrivals)
+        assert result.finished.all()
+        mixed[engine] = sum(b.prefill_tokens > 0 and b.decode_seqs > 0 for b in cost.batches)
+    assert mixed["sglang"] == 0
+    assert mixed["vllm"] > 0
+
+
+def test_sglang_admission_reserves_expected_output():
+    # a KV cache that holds the prompts but not their outputs at once: SGLang admits fewer
+    # requests at a time than vLLM (which admits on the prompt alone and preempts later)
+    arrivals = (np.zeros(40), np.full(40, 200), np.full(40, 800))
+    peak = {}
+    for engine in ("vllm", "sglang"):
+        cost = RecordingCost(capacity_tokens=16_000)
+        result = simulator.simulate(aggregated(engine=engine, block_size=1), cost, *arrivals)
+        assert result.finished.all()
+        peak[engine] = max(b.decode_seqs for b in cost.batches)
+    assert peak["sglang"] < peak["vllm"]
+
+
+def test_prefix_cache_hits_skip_prefill_work():
+    arrivals = _poisson(100, 5.0, isl=4000, osl=16)
+    ttft = {}
+    for rate in (0.0, 0.75):
+        cost = RecordingCost()
+        result = simulator.simulate(aggregated(prefix_cache_hit_rate=rate), cost, *arrivals)
+        ttft[rate] = float(np.mean(result.ttft_s))
+        if rate:
+            assert all(b.prefill_tokens <= 8192 for b in cost.batches)
+    assert ttft[0.75] < 0.6 * ttft[0.0]

@@ -24,6 +24,7 @@ import numpy as np
 from sysplan.costmodels import collectives
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.layers import Gemm, layer_shapes
+from sysplan.costmodels.serving.calibration import serving_calibration
 from sysplan.costmodels.serving.deployment import Batch, EngineKnobs, ReplicaLayout
 from sysplan.hardware.types import Cluster
 from sysplan.models.counting import padded_vocab, param_counts
@@ -122,7 +123,7 @@ class ServingCost:
                  efficiency: Efficiency | None = None) -> None:
         self.model, self.cluster = model, cluster
         eff = efficiency or Efficiency.for_cluster(cluster)
-        cal = eff.calibration
+        cal = serving_calibration(eff.calibration)
         # the serve_* scales apply to serving only, on top of the shared ones
         self.eff = replace(eff, calibration=cal.model_copy(update={
             "gemm_scale": cal.gemm_scale * cal.serve_gemm_scale,
@@ -202,14 +203,37 @@ class ServingCost:
         sampler = 2.0 * knobs.max_num_seqs * m.vocab_size * 4
         return self.ACTIVATION_FACTOR * forward + sampler
 
+    def kv_budget_bytes(self, weights: float, layout: ReplicaLayout,
+                        knobs: EngineKnobs) -> float:
+        """KV-cache bytes one GPU holding ``weights`` gets, as each engine reads its memory
+        knob (``knobs.gpu_memory_utilization``, f; 0 when nothing is left):
+
+        * vLLM: f x total memory holds weights, the profiled activation peak and the KV cache
+          (``vllm/v1/worker/gpu_worker.py`` ``determine_available_memory``: requested memory
+          minus non-KV memory);
+        * SGLang: f x total holds weights and the KV pool, activations live outside it
+          (``sglang/srt/model_executor/model_runner.py`` ``profile_max_num_token``: free
+          memory after loading minus total x (1 - mem_fraction_static));
+        * TensorRT-LLM: f x the memory still free once the engine's weights and activation
+          workspace are allocated (``KvCacheConfig.free_gpu_memory_fraction``,
+          ``cpp/tensorrt_llm/batch_manager/kvCacheManager.cpp``)."""
+        total = float(self.cluster.gpu.memory_bytes)
+        f = knobs.gpu_memory_utilization
+        activations = self.activation_bytes_per_gpu(layout, knobs)
+        if knobs.engine == "sglang":
+            budget = f * total - weights - self.RESERVE_BYTES
+        elif knobs.engine == "trtllm":
+            budget = f * (total - weights - activations - self.RESERVE_BYTES)
+        else:
+            budget = f * total - weights - activations - self.RESERVE_BYTES
+        return max(budget, 0.0)
+
     def kv_capacity_tokens(self, layout: ReplicaLayout, knobs: EngineKnobs) -> int:
-        """KV tokens one replica holds, whole blocks (0 when the weights do not fit): per
-        stage, f x memory - weights - activations - reserve over its KV bytes per token
-        (vLLM's ``gpu_memory_utilization`` covers all three; serving-formulas 4.1)."""
+        """KV tokens one replica holds, whole blocks (0 when the weights do not fit): the
+        most constrained stage's ``kv_budget_bytes`` over its KV bytes per token
+        (serving-formulas 4.1)."""
         cost = self._layout(layout)
-        usable = knobs.gpu_memory_utilization * self.cluster.gpu.memory_bytes
-        other = self.activation_bytes_per_gpu(layout, knobs) + self.RESERVE_BYTES
-        tokens = min(max(usable - weights - other, 0.0) / kv for weights, kv in
+        tokens = min(self.kv_budget_bytes(weights, layout, knobs) / kv for weights, kv in
                      zip(cost.stage_weight_bytes, cost.stage_kv_bytes_per_token, strict=True))
         return int(tokens // knobs.block_size) * knobs.block_size
 

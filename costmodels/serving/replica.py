@@ -3,7 +3,7 @@ it runs each iteration (the scheduler policies). ``costmodels.serving.simulator`
 
 Policies (``EngineKnobs.engine``):
 
-* vllm (and sglang): vLLM V0's scheduler as Vidur models it (Agrawal et al., MLSys'24,
+* vllm: vLLM V0's scheduler as Vidur models it (Agrawal et al., MLSys'24,
   ``vidur/scheduler/replica_scheduler/{vllm,sarathi}_replica_scheduler.py``). A token budget
   of ``max_num_batched_tokens`` and at most ``max_num_seqs`` running sequences per iteration.
   Chunked prefill (Sarathi-Serve): running decodes take one token each, then partially
@@ -14,9 +14,23 @@ Policies (``EngineKnobs.engine``):
   blocks free (V0 BlockSpaceManager ``watermark=0.01``); when a decode cannot get a block the
   most recently admitted running sequence is preempted by recompute (its KV freed, it goes to
   the front of the waiting queue and re-prefills prompt + generated tokens).
-  SGLang differs in ways not simulated: its scheduler runs a prefill batch before decoding
-  (no mixing unless ``--enable-mixed-chunk``), admits against a predicted ``new_token_ratio``
-  and retracts decodes (``--schedule-conservativeness``) instead of vLLM's block preemption.
+  vLLM V1 (``vllm/v1/core/sched/scheduler.py``, 0.8.5-0.10) schedules the same way with
+  chunking always on: the running list first (decodes and the partial prefill), then waiting
+  requests while ``max_num_seqs`` allows, preempting the most recently added running request
+  (``self.running.pop()``) by recompute when blocks run out.
+* sglang: SGLang 0.4.6 (``python/sglang/srt/managers/scheduler.py``,
+  ``schedule_policy.py``): a prefill batch whenever one can be formed (the chunked request
+  first, then waiting ones within ``chunked_prefill_size``, our ``max_num_batched_tokens``),
+  otherwise a decode step; never both in one iteration (``--enable-mixed-chunk`` off). A
+  request is admitted only while the free KV tokens, less what the running requests are
+  expected to still write (their remaining output, clipped at 4096, x ``new_token_ratio``,
+  which decays from 0.7 to 0.098 over 600 decode steps), hold its prompt and its own expected
+  output; a decode that runs out of KV retracts the newest request (recompute) and resets the
+  ratio. Its overlap scheduler, which hides the CPU's batch preparation, is not modelled
+  apart: the per-iteration overhead is the same as vLLM's.
+* prefix caching (``prefix_cache_hit_rate`` h): a new prompt's first h share of tokens is
+  found cached: it is not prefilled (its chunks attend to it as cached keys) and its KV
+  blocks are counted like the rest (a shared prefix is not deduplicated).
 * trtllm: TensorRT-LLM in-flight batching (docs "The Batch Manager in TensorRT-LLM" and
   performance-tuning guide "Tuning Max Batch Size and Max Num Tokens"): ``max_num_seqs`` is
   its max_batch_size and ``max_num_batched_tokens`` its max_num_tokens; context and generation
@@ -88,6 +102,15 @@ class Replica:
     ``step_gap_count``); only a slot's first gap after joining can differ and is kept apart.
     """
 
+    #: SGLang 0.4.6 global_config.py: init_new_token_ratio 0.7 (x schedule_conservativeness
+    #: 1.0), min 0.14 x init, decay (init - min) / 600 per decode step; output tokens a
+    #: request is assumed to still write are clipped at 4096
+    #: (SGLANG_CLIP_MAX_NEW_TOKENS_ESTIMATION).
+    NEW_TOKEN_RATIO = 0.7
+    MIN_NEW_TOKEN_RATIO = 0.7 * 0.14
+    NEW_TOKEN_RATIO_DECAY = (0.7 - 0.7 * 0.14) / 600
+    CLIP_NEW_TOKENS = 4096
+
     def __init__(self, index: int, role: str, layout: ReplicaLayout, knobs: EngineKnobs,
                  capacity_tokens: int, cost: StepCost, ledger: Ledger,
                  seconds_cache: dict | None = None) -> None:
@@ -98,8 +121,17 @@ class Replica:
         self.total_blocks = max(int(capacity_tokens), 0) // self.block
         self.free_blocks = self.total_blocks
         self.no_evict = knobs.engine == "trtllm"
+        self.sglang = knobs.engine == "sglang"
         self.chunked = knobs.chunked_prefill
-        self.mixed = self.chunked or self.no_evict
+        # SGLang runs a prefill batch whenever it can admit one, decodes otherwise (no mixing
+        # without --enable-mixed-chunk: scheduler.py get_next_batch_to_run)
+        self.mixed = (self.chunked or self.no_evict) and not self.sglang
+        self.hit_rate = knobs.prefix_cache_hit_rate
+        # SGLang's admission estimate of the tokens running requests will still write
+        # (schedule_policy.py PrefillAdder; global_config.py: init 0.7 x conservativeness,
+        # floor 0.14 x init, decayed linearly over 600 decode steps)
+        self.new_token_ratio = self.NEW_TOKEN_RATIO
+        self.last_step_sum = 0
         self.watermark = 0 if self.no_evict else int(0.01 * self.total_blocks)
         self.max_tokens = knobs.max_num_batched_tokens
         # every running sequence takes a token of the budget each iteration
@@ -171,6 +203,7 @@ class Replica:
             self.own_gap.append((rid, last_token_s))
         self.phase[base % self.block] += 1
         self.base_sum += base
+        self.last_step_sum += remaining + step
         self.next_finish = min(self.next_finish, remaining + step)
         self.n = i + 1
 
@@ -192,6 +225,7 @@ class Replica:
             array[:count] = array[:n][keep]
         self.n = count
         self.next_finish = int(self.last_step[:count].min()) if count else NEVER
+        self.last_step_sum = int(self.last_step[:count].sum())
 
     def book_open_slots(self) -> None:
         """At the horizon: book the gaps the still-decoding sequences have had so far."""
@@ -206,8 +240,11 @@ class Replica:
         chunks: list[tuple[list[int], int]] = []
         self._slots_reserved = False
         self._admit(now_s, 0, chunks)  # transferred KV at the head of the queue: no prefill
-        if not self.mixed:
-            self._admit(now_s, self.max_tokens, chunks)
+        if not self.mixed:  # a prefill-only iteration when it can run one
+            budget = self.max_tokens
+            for entry in self.prefilling:  # SGLang's one chunked request goes on first
+                budget = self._take_chunk(entry, budget, chunks)
+            self._admit(now_s, budget, chunks)
         if chunks:
             self._decoding = 0  # vLLM V0 without chunking: a prefill-only iteration
         else:
@@ -274,6 +311,8 @@ class Replica:
                 continue
             if self.free_blocks - blocks < self.watermark:
                 return None
+            if self.sglang and prefill_tokens and not self._sglang_fits(rid, blocks):
+                return None
             self.waiting.popleft()
             self.free_blocks -= blocks
             ledger.reserved_blocks[rid] = blocks
@@ -285,10 +324,26 @@ class Replica:
                              ledger.last_token_s[rid], order)
                 budget -= 1
                 continue
-            entry = [rid, 0, prefill_tokens, order]
+            cached = 0
+            if self.hit_rate and not ledger.generated[rid]:  # its prefix is cached already
+                cached = min(int(self.hit_rate * prefill_tokens), prefill_tokens - 1)
+            entry = [rid, cached, prefill_tokens, order]
             self.prefilling.append(entry)
             budget = self._take_chunk(entry, budget, chunks)
         return budget
+
+    def _sglang_fits(self, rid: int, blocks: int) -> bool:
+        """SGLang's PrefillAdder budget: free tokens less the output the running requests are
+        expected to still write (remaining x new_token_ratio, each clipped at 4096) must hold
+        the new prompt and its own clipped output estimate."""
+        ledger = self.ledger
+        remaining = self.last_step_sum - self.n * self.step  # decode steps the running have left
+        expected = min(remaining, self.CLIP_NEW_TOKENS * self.n)
+        for entry in self.prefilling:  # admitted, prompt still being prefilled
+            expected += min(ledger.output[entry[0]] - ledger.generated[entry[0]],
+                            self.CLIP_NEW_TOKENS)
+        expected += min(ledger.output[rid] - ledger.generated[rid], self.CLIP_NEW_TOKENS)
+        return (self.free_blocks - blocks) * self.block >= expected * self.new_token_ratio
 
     def _reserve_decode_blocks(self) -> None:
         """Hand every decode its next block, preempting the newest sequences if short."""
@@ -302,6 +357,7 @@ class Replica:
     def _preempt_newest(self) -> None:
         ledger = self.ledger
         ledger.preemptions += 1
+        self.new_token_ratio = self.NEW_TOKEN_RATIO  # SGLang retract_decode raises it again
         newest_slot = int(np.argmax(self.order[:self.n])) if self.n else -1
         newest_prefill = max(self.prefilling, key=lambda entry: entry[3], default=None)
         if newest_prefill is not None and (
@@ -355,6 +411,9 @@ class Replica:
         self.own_gap.clear()
         self.step = step = step + 1
         self.last_decode_end_s = now_s
+        if self.sglang:
+            self.new_token_ratio = max(self.MIN_NEW_TOKEN_RATIO,
+                                       self.new_token_ratio - self.NEW_TOKEN_RATIO_DECAY)
         if self.next_finish == step:
             done = self.last_step[:self.n] == step
             for i in np.flatnonzero(done).tolist():

@@ -1,0 +1,29 @@
+"""The serving factors every GPU starts from, fitted once on published runs of one GPU.
+
+The serving cost model is physics (rooflines over measured or datasheet efficiencies) plus
+five factors that no datasheet gives: how far below the GEMM table and the HBM rate a serving
+engine's kernels run, its fixed time per iteration, per TP all-reduce and per request. They
+are the same on every GPU (no factor per GPU, model or row): ``DEFAULT`` was fitted by
+``python benchmarks/serving_accuracy.py --fit-on H100`` on the H100 rows of the published
+offline and online runs and is judged there on the H200, GH200, A100 and L40S rows. A profile
+whose calibration has ``serve_fitted_on`` set (``sysplan calibrate --serving``) replaces them.
+"""
+
+from __future__ import annotations
+
+from sysplan.profiles.schema import Calibration
+
+SERVE_FIELDS = ("serve_gemm_scale", "serve_memory_scale", "serve_iteration_overhead_s",
+                "serve_collective_latency_s", "serve_request_overhead_s", "serve_fitted_on")
+
+DEFAULT = Calibration(
+    serve_gemm_scale=1.0, serve_memory_scale=1.0, serve_iteration_overhead_s=1.0e-3,
+    serve_collective_latency_s=0.0, serve_request_overhead_s=0.0,
+    serve_fitted_on="placeholder")
+
+
+def serving_calibration(calibration: Calibration) -> Calibration:
+    """``calibration`` with the default serving factors unless it carries its own."""
+    if calibration.serve_fitted_on:
+        return calibration
+    return calibration.model_copy(update={k: getattr(DEFAULT, k) for k in SERVE_FIELDS})
