@@ -38,22 +38,17 @@ import csv
 import math
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from sysplan.costmodels import collectives
-from sysplan.costmodels.efficiency import Efficiency
-from sysplan.costmodels.serving.cost import ServingCost
-from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
+from sysplan.costmodels.serving.deployment import EngineKnobs, ReplicaLayout
 from sysplan.costmodels.serving.engines import trtllm_bench_settings
-from sysplan.costmodels.serving.simulator import simulate, to_request_metrics
 from sysplan.hardware import load_cluster
 from sysplan.models import param_counts, resolve_model
+from sysplan.planners.calibrate_serving import FACTORS, ServingRun, fit_serving, predict
 from sysplan.profiles.schema import Calibration
-from sysplan.workloads.serving import ServeWorkload, make_requests
 
 DATA = Path(__file__).resolve().parent / "data"
 SATURATED_SHARE = 0.9  # published throughput below 90 % of the offered rate
@@ -65,11 +60,6 @@ MODELS = {"8B": "llama-3.1-8b", "70B": "llama-3.1-70b", "405B": "llama-3.1-405b"
           "8x7B": "mixtral-8x7b", "8x22B": "mixtral-8x22b"}
 GPUS = {"GH200": "gh200", "H200": "dgx-h200", "H100": "dgx-h100", "A100": "dgx-a100",
         "L40S": "l40s"}
-#: The serving factors a fit moves, with their bounds (Calibration fields).
-FACTORS = {"serve_gemm_scale": (0.3, 3.0), "serve_memory_scale": (0.3, 3.0),
-           "serve_iteration_overhead_s": (0.0, 0.01), "serve_collective_latency_s": (0.0, 1e-4),
-           "serve_request_overhead_s": (0.0, 0.05)}
-
 
 def gpu_of(r: dict) -> str:
     return next(short for short in GPUS if short in r["gpu"])
@@ -84,58 +74,42 @@ def _setup(r: dict):
     return model, cluster, layout
 
 
-def _cost(model, cluster, calibration: Calibration | None) -> ServingCost:
-    eff = Efficiency.for_cluster(cluster)
-    if calibration is not None:
-        eff = replace(eff, calibration=eff.calibration.model_copy(
-            update={k: getattr(calibration, k) for k in (*FACTORS, "serve_fitted_on")}))
-    return ServingCost(model, cluster, eff)
-
-
 def _num(r: dict, key: str) -> float:
     value = r.get(key, "").strip()
     return float(value) if value else math.nan
 
 
-def evaluate(r: dict, calibration: Calibration | None = None) -> dict:
-    """Our prediction and the naive one for one row (offline or online)."""
+def to_run(r: dict) -> ServingRun:
+    """A published row as a measured run: offline rows of v0.17 with the engine trtllm-bench
+    derives, the online table's rows (max-load ones included) with its Triton engine."""
     model, cluster, layout = _setup(r)
-    cost = _cost(model, cluster, calibration)
     isl, osl, n = int(r["input_len"]), int(r["output_len"]), int(r["num_requests"] or 500)
-    offline = r["request_rate_qps"] in ("", "inf")
-    if offline and r["engine_version"].startswith("0.17"):
+    rate = math.inf if r["request_rate_qps"] in ("", "inf") else float(r["request_rate_qps"])
+    if math.isinf(rate) and r["engine_version"].startswith("0.17"):
         knobs = trtllm_bench_settings(model, cluster.gpu, layout.tp, layout.pp,
                                       layout.weights_precision, layout.kv_precision, isl, osl)
-    else:  # online rows, and the online table's max-load rows (its Triton engine)
+    else:
         knobs = ONLINE_KNOBS
-    if offline:
-        arrival = np.zeros(n)
-        inputs, outputs = np.full(n, isl), np.full(n, osl)
+    if math.isinf(rate):
+        measured = {"output_tok_per_s": _num(r, "output_tok_per_s")}
     else:
-        requests = make_requests(ServeWorkload(isl=str(isl), osl=str(osl), num_requests=n,
-                                               rate=float(r["request_rate_qps"])))
-        arrival, inputs, outputs = (requests.arrival_s, requests.input_tokens,
-                                    requests.output_tokens)
+        measured = {"ttft_s": _num(r, "ttft_ms") / 1e3, "itl_s": _num(r, "itl_ms") / 1e3}
+    return ServingRun(label=r["id"], model=model, cluster=cluster, layout=layout, knobs=knobs,
+                      isl=isl, osl=osl, num_requests=n, rate=rate, measured=measured)
+
+
+def evaluate(r: dict, calibration: Calibration | None = None) -> dict:
+    """Our prediction and the naive one for one row (offline or online)."""
+    run = to_run(r)
     started = time.perf_counter()
-    if cost.kv_capacity_tokens(layout, knobs) < isl + osl:
-        ours = {"output_tok_per_s": math.nan, "ttft_ms": math.nan, "itl_ms": math.nan}
-    else:
-        result = simulate(Deployment(replica=layout, engine=knobs), cost, arrival, inputs,
-                          outputs)
-        metrics = to_request_metrics(result).with_request_overhead(
-            cost.eff.calibration.serve_request_overhead_s)
-        span = float(np.nanmax(result.finish_s) - np.nanmin(result.arrival_s))
-        ours = {"output_tok_per_s": float(outputs[result.finished].sum()) / span,
-                "ttft_ms": float(np.nanmean(metrics.ttft_s)) * 1e3,
-                "itl_ms": float(np.mean(metrics.itl_all_s)) * 1e3
-                if len(metrics.itl_all_s) else math.nan}
+    ours = predict(run, calibration)
     seconds = time.perf_counter() - started
     # the table prints whole requests/s: saturated only if even the rounded-up value is short
-    saturated = not offline and _num(r, "req_throughput_rps") + 0.5 < SATURATED_SHARE * float(
-        r["request_rate_qps"])
-    return {"id": r["id"], "row": r, "ours": ours, "naive": naive(r, knobs), "offline": offline,
-            "saturated": saturated, "seconds": seconds, "gpu": gpu_of(r),
-            "precision": layout.weights_precision}
+    saturated = not run.offline and _num(r, "req_throughput_rps") + 0.5 < SATURATED_SHARE * \
+        run.rate
+    return {"id": r["id"], "row": r, "run": run, "ours": ours, "naive": naive(r, run.knobs),
+            "offline": run.offline, "saturated": saturated, "seconds": seconds,
+            "gpu": gpu_of(r), "precision": run.layout.weights_precision}
 
 
 def naive(r: dict, knobs: EngineKnobs) -> dict:
@@ -165,48 +139,25 @@ def naive(r: dict, knobs: EngineKnobs) -> dict:
         free = 0.9 * gpu.memory_bytes * tp - params * w_bytes
         batch = max(1.0, min(knobs.max_num_seqs, free / (kv_bytes * (isl + osl))))
         total = batch * prefill(isl) + osl * step(batch, isl + osl / 2)
-        return {"output_tok_per_s": batch * osl / total, "ttft_ms": math.nan,
-                "itl_ms": math.nan}
+        return {"output_tok_per_s": batch * osl / total, "ttft_s": math.nan,
+                "itl_s": math.nan}
     concurrency = max(_num(r, "concurrency"), _num(r, "request_rate_qps") * (
         _num(r, "e2e_latency_ms") / 1e3 if r.get("e2e_latency_ms") else 0.0), 1.0)
     if math.isnan(concurrency):
         concurrency = 1.0
-    return {"output_tok_per_s": math.nan, "ttft_ms": prefill(isl) * 1e3,
-            "itl_ms": step(concurrency, isl + osl / 2) * 1e3}
+    return {"output_tok_per_s": math.nan, "ttft_s": prefill(isl),
+            "itl_s": step(concurrency, isl + osl / 2)}
 
 
 def _error(x: dict, key: str, which: str = "ours") -> float:
-    truth = _num(x["row"], key)
+    truth = x["run"].measured.get(key, math.nan)
     if math.isnan(truth) or not truth:
         return math.nan
     return x[which][key] / truth - 1
 
 
 def _metrics(x: dict) -> tuple[str, ...]:
-    return ("output_tok_per_s",) if x["offline"] else ("ttft_ms", "itl_ms")
-
-
-def fit(rows: list[dict]) -> Calibration:
-    """Factors minimising the log errors of offline throughput and unsaturated online mean
-    TTFT and ITL over ``rows`` (bounded least squares)."""
-    scale = np.array([hi for _, hi in FACTORS.values()])  # fit in units of the upper bound
-
-    def residual(theta):
-        calibration = Calibration(serve_fitted_on="fit",
-                                  **dict(zip(FACTORS, theta * scale, strict=True)))
-        out = []
-        for r in rows:
-            x = evaluate(r, calibration)
-            for key in _metrics(x):
-                out.append(math.log(max(x["ours"][key], 1e-9) / _num(r, key))
-                           if not math.isnan(x["ours"][key]) else 3.0)
-        return np.array(out)
-
-    low, high = (np.array(b) / scale for b in zip(*FACTORS.values(), strict=True))
-    start = np.array([1.0, 1.0, 1e-3, 1e-5, 5e-3]) / scale
-    theta = least_squares(residual, start, bounds=(low, high), diff_step=2e-2,
-                          max_nfev=40).x * scale
-    return Calibration(**dict(zip(FACTORS, theta, strict=True)))
+    return tuple(x["run"].measured)
 
 
 def usable(x: dict) -> bool:
@@ -237,9 +188,11 @@ def table(results: list[dict], title: str, in_sample: set[str]) -> None:
 
 def held_out(rows: list[dict], fit_on: str) -> int:
     """Fit on one GPU's usable rows, print the error on every other row before and after."""
-    train = [r for r in rows if gpu_of(r) == fit_on and usable(evaluate(r))]
+    train = [x["run"] for x in map(evaluate, (r for r in rows if gpu_of(r) == fit_on))
+             if usable(x)]
     started = time.perf_counter()
-    calibration = fit(train)
+    calibration = fit_serving(train, f"benchmarks/serving_accuracy.py --fit-on {fit_on}",
+                              max_evaluations=12, workers=2)
     print(f"fitted on {len(train)} {fit_on} rows in {time.perf_counter() - started:.0f} s: "
           + ", ".join(f"{k}={getattr(calibration, k):.4g}" for k in FACTORS))
     test = [r for r in rows if gpu_of(r) != fit_on]
@@ -247,6 +200,8 @@ def held_out(rows: list[dict], fit_on: str) -> int:
     table([evaluate(r, uncalibrated) for r in test], "held out, no serving factors", set())
     table([evaluate(r, calibration) for r in test], f"held out, factors fitted on {fit_on}",
           set())
+    table([evaluate(r, calibration) for r in rows if gpu_of(r) == fit_on],
+          f"in sample, factors fitted on {fit_on}", {fit_on})
     return 0
 
 
@@ -272,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         for key in _metrics(x):
             print(f"{x['id']:5} {r['model'][-14:]:14} {x['gpu']:5} {x['precision']:4} "
                   f"{r['tp']:>2} {r['input_len']:>5} {r['output_len']:>4} "
-                  f"{r['request_rate_qps'] or 'inf':>5}  {key:16} {_num(r, key):>9.4g} "
+                  f"{r['request_rate_qps'] or 'inf':>5}  {key:16} {x['run'].measured[key]:>9.4g} "
                   f"{x['ours'][key]:>9.4g} {_error(x, key):>+6.0%} "
                   f"{_error(x, key, 'naive'):>+6.0%}  {state}")
     answered = sum(all(not math.isnan(x["ours"][k]) for k in _metrics(x)) for x in results)
