@@ -130,9 +130,15 @@ class Efficiency:
 
     @classmethod
     def for_cluster(cls, cluster: Cluster) -> Efficiency:
-        """The bundled profile of the cluster's GPU when sysplan ships one, else defaults."""
+        """The bundled profile of the cluster's GPU when sysplan ships one; else one measured
+        on the same die (``same_die_profile``), its fractions carried over; else defaults."""
         profile = bundled_for_gpu(cluster.gpu.name)
-        return cls.from_profile(profile, cluster) if profile else cls.default(cluster)
+        if profile is not None:
+            return cls.from_profile(profile, cluster)
+        measured = same_die_profile(cluster.gpu)
+        if measured is not None:
+            return _transferred(*measured, cluster)
+        return cls.default(cluster)
 
     def tracking(self) -> Efficiency:
         """A copy that records which terms left the measured range."""
@@ -183,6 +189,35 @@ class Efficiency:
         network = COLLECTIVE_FRACTION_NETWORK if not self.collective else \
             self.collective.get("network", COLLECTIVE_FRACTION_NETWORK)
         return np.where(outer, network * c.comm_scale_network, node * c.comm_scale_node)
+
+
+def same_die_profile(gpu: GPU) -> tuple[Profile, GPU] | None:
+    """A bundled profile measured on another package of ``gpu``'s die: same architecture,
+    same dense bf16 and fp8 peaks (same SMs and clocks) and at least the measured GPU's
+    power, so that it throttles no more (H200 and GH200 against the H100 SXM: one GH100 die,
+    132 SMs at 1,980 MHz; the 500 W H100 parts are left out). Returns it with the GPU it was
+    measured on."""
+    from sysplan.hardware import list_gpus, load_gpu
+
+    for name in list_gpus():
+        other = load_gpu(name)
+        if (other.name == gpu.name or other.gpu_class != gpu.gpu_class
+                or other.peak_flops != gpu.peak_flops or other.power_w > gpu.power_w):
+            continue
+        profile = bundled_for_gpu(other.name)
+        if profile is not None:
+            return profile, other
+    return None
+
+
+def _transferred(profile: Profile, measured_on: GPU, cluster: Cluster) -> Efficiency:
+    """``profile``'s tables priced as fractions of the GPU they were measured on (GEMM and
+    attention against its peaks, memory-bound passes against its HBM bandwidth), applied to
+    ``cluster``'s GPU; collectives stay uncalibrated (another node's fabric)."""
+    built = Efficiency._build(profile, cluster.model_copy(update={"gpu": measured_on}))
+    return replace(built, name=f"{profile.name} (same die, carried to {cluster.gpu.name})",
+                   gpu=cluster.gpu, collective=None, measured_collectives=None,
+                   uncalibrated=tuple(sorted({*built.uncalibrated, "communication"})))
 
 
 _BUILT: dict[tuple[int, str], Efficiency] = {}

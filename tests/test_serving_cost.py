@@ -177,3 +177,20 @@ def test_a_chunk_attends_to_its_cached_prefix():
     assert second.prefill_pairs == 2000 * 2000 + first.prefill_pairs
     assert (COST.iteration_breakdown(TP8, second).attention_s
             > 2 * COST.iteration_breakdown(TP8, first).attention_s)
+
+
+def test_h200_and_gh200_carry_the_h100_tables_of_their_die():
+    from sysplan.hardware import load_cluster
+
+    h100 = Efficiency.for_cluster(H100)
+    for name in ("dgx-h200", "gh200"):
+        cluster = load_cluster(name)[0]
+        eff = Efficiency.for_cluster(cluster)
+        assert "same die" in eff.name and "gemm" not in eff.uncalibrated
+        # the same fraction of each datasheet's HBM rate, the same GEMM time
+        assert eff.memory_bytes_per_s / cluster.gpu.hbm_bandwidth_bytes_per_s == pytest.approx(
+            h100.memory_bytes_per_s / H100.gpu.hbm_bandwidth_bytes_per_s)
+        assert eff.gemm_seconds(4096, 8192, 8192, 989.4e12) == pytest.approx(
+            h100.gemm_seconds(4096, 8192, 8192, 989.4e12))
+    # a power-limited H100 part throttles sooner: it keeps the uncalibrated curves
+    assert "same die" not in Efficiency.for_cluster(load_cluster("grand-teton")[0]).name
