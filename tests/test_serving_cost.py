@@ -194,3 +194,36 @@ def test_h200_and_gh200_carry_the_h100_tables_of_their_die():
             h100.gemm_seconds(4096, 8192, 8192, 989.4e12))
     # a power-limited H100 part throttles sooner: it keeps the uncalibrated curves
     assert "same die" not in Efficiency.for_cluster(load_cluster("grand-teton")[0]).name
+
+
+def test_each_engine_reads_its_memory_knob():
+    # Llama 3.1 70B FP8 on one H100: TensorRT-LLM published a run of exactly this
+    # (perf-overview v0.17); its KV pool is 0.95 of what the weights leave free, so it fits
+    from sysplan.costmodels.serving.engines import default_knobs, trtllm_bench_settings
+
+    fp8 = ReplicaLayout(tp=1, weights_precision="fp8", kv_precision="fp8")
+    bench = trtllm_bench_settings(LLAMA70, H100.gpu, 1, 1, "fp8", "fp8", 1000, 1000)
+    assert COST.kv_capacity_tokens(fp8, bench) > 20 * 2000
+    # vLLM's 0.9 of *total* memory leaves room for a few requests at most, SGLang's static
+    # pool (weights + KV) is in between; every engine's KV grows with its knob
+    vllm = COST.kv_capacity_tokens(fp8, default_knobs("vllm", H100.gpu))
+    trt = COST.kv_capacity_tokens(fp8, default_knobs("trtllm", H100.gpu))
+    assert vllm < trt
+    for engine in ("vllm", "sglang", "trtllm"):
+        knobs = default_knobs(engine, H100.gpu, 8)
+        more = knobs.model_copy(update={"gpu_memory_utilization": 0.95})
+        assert COST.kv_capacity_tokens(TP8, more) > COST.kv_capacity_tokens(TP8, knobs)
+
+
+def test_trtllm_bench_derives_its_engine_from_the_dataset():
+    # tensorrt_llm/bench/build/tuning.py: 8B FP8 on one H100 at ISL 128 / OSL 2048 holds
+    # 0.95 (80 GiB - 8.03 GB) / (2 x 32 x 8 x 128 B x 2176) = ~515 requests -> batch 640 (128s),
+    # tokens 512 x (1 + 128 / 2048) = 544 -> the 2048 floor
+    from sysplan.costmodels.serving.engines import trtllm_bench_settings
+
+    llama8 = resolve_model("8b")[0]
+    knobs = trtllm_bench_settings(llama8, H100.gpu, 1, 1, "fp8", "fp8", 128, 2048)
+    assert (knobs.max_num_seqs, knobs.max_num_batched_tokens) == (640, 2048)
+    assert knobs.engine == "trtllm" and knobs.chunked_prefill
+    long = trtllm_bench_settings(llama8, H100.gpu, 1, 1, "fp8", "fp8", 20000, 2000)
+    assert long.max_num_seqs == 64 and long.max_num_batched_tokens >= 2048
