@@ -135,6 +135,15 @@ class ServingCost:
         self._shapes = {kind: layer_shapes(model, kind) for kind in set(self._moe_layer)}
         self._cache: dict[ReplicaLayout, _LayoutCost] = {}
 
+    @property
+    def attention_backend(self) -> str:
+        """The measured attention table prefill is priced with. On Hopper and Blackwell every
+        engine runs a warp-specialised kernel of FlashAttention-3's class (Shah et al. 2024:
+        up to 740 TFLOP/s bf16 forward on H100, 75 % of peak): vLLM's FA3 build, SGLang's
+        FA3 / FlashInfer Hopper kernels, TensorRT-LLM's own FMHA; our H100 table's ``cudnn``
+        row (cuDNN SDPA) is that class. Elsewhere FlashAttention-2 (``flash``)."""
+        return "cudnn" if self.cluster.gpu.gpu_class in ("hopper", "blackwell") else "flash"
+
     def _kv_bytes_per_token_layer(self, layout: ReplicaLayout) -> float:
         """KV bytes of one token in one layer on one GPU (serving-formulas 4.1)."""
         m, kv = self.model, _BYTES[layout.kv_precision]
@@ -402,7 +411,7 @@ class ServingCost:
         # QK^T and AV: 2 FLOPs per multiply-add per pair (FlashAttention-2, Dao 2023, 4.1)
         per_pair = 2.0 * heads * m.num_layers
         per_flop, _ = self.eff.attention_seconds(np.ones_like(_GRID), np.full_like(_GRID, heads),
-                                                 _GRID, "flash")
+                                                 _GRID, self.attention_backend)
         kv_layer = self._kv_bytes_per_token_layer(layout)
         return _LayoutCost(
             stage_weight_bytes=self._stage_weight_bytes(layout),
