@@ -160,9 +160,10 @@ def test_serving_factors_act_on_serving_only() -> None:
     from sysplan.profiles.schema import Calibration
     from sysplan.workloads.training import TrainJob
 
-    base = replace(Efficiency.for_cluster(H100), calibration=Calibration())
+    # factors with serve_fitted_on set replace the bundled serving calibration
+    base = replace(Efficiency.for_cluster(H100), calibration=Calibration(serve_fitted_on="t"))
     slow = replace(base, calibration=Calibration(serve_iteration_overhead_s=0.011,
-                                                 serve_memory_scale=0.5))
+                                                 serve_memory_scale=0.5, serve_fitted_on="t"))
     layout = ReplicaLayout(tp=1)
     plain = ServingCost(LLAMA8, H100, base).decode_step_seconds(layout, 1, 1000)
     tuned = ServingCost(LLAMA8, H100, slow).decode_step_seconds(layout, 1, 1000)

