@@ -110,3 +110,20 @@ def trtllm_bench_settings(model: ModelSpec, gpu: GPU, tp: int, pp: int, weights_
     return EngineKnobs(engine="trtllm", max_num_seqs=_round_batch(raw_batch),
                        max_num_batched_tokens=_round_tokens(raw_tokens), chunked_prefill=True,
                        gpu_memory_utilization=TRTLLM_BENCH_KV_FRACTION)
+
+
+#: What the simulator models differently per engine (``sysplan serve --engine all`` prints it).
+DIFFERENCES = (
+    ("memory: vLLM's gpu_memory_utilization covers weights, activations and KV of total "
+    "memory; SGLang's mem_fraction_static covers weights and the KV pool; TensorRT-LLM's "
+    "free_gpu_memory_fraction is a share of what the weights and activations leave free"),
+    ("scheduling: vLLM mixes decodes and prefill chunks under one token budget and preempts "
+    "the newest request by recompute; SGLang runs a prefill batch before decoding and admits "
+    "against its new_token_ratio estimate of future output; TensorRT-LLM reserves KV for a "
+    "whole request before admitting it (GUARANTEED_NO_EVICT) and never preempts"),
+    "defaults: each engine's own max_num_seqs, token budget and memory fraction on this GPU",
+)
+#: What the simulator has equal across engines.
+EQUAL = ("the same kernels (one GEMM, attention, all-reduce and memory-bound model) and the "
+         "same fixed time per iteration, fitted on TensorRT-LLM runs: vLLM's and SGLang's CPU "
+         "overheads, CUDA-graph padding and SGLang's overlap scheduler are not modelled apart")
