@@ -305,12 +305,14 @@ def test_percentiles_are_numpy_linear_ones():
 def test_attainment_and_goodput_by_hand():
     slos = parse_slos("ttft=550ms,tpot=50ms")
     summary = summarize(run(np.arange(10), TTFT, TPOT), slos, warmup_fraction=0)
-    # requests 0, 2, 4 have TTFT <= 0.55 s and TPOT 0.04 s; last finish 9 + 1.0 + 10 * 0.06
+    # requests 0, 2, 4 have TTFT <= 0.55 s and TPOT 0.04 s; rates over the window of
+    # arrivals 0..9 s, which requests 0..7 finish inside (8 at 9.3 s and 9 at 10.6 s do not)
     assert summary.slo_attainment == pytest.approx(0.3)
-    assert summary.duration_s == pytest.approx(10.6)
-    assert summary.goodput_rps == pytest.approx(3 / 10.6)
-    assert summary.throughput_rps == pytest.approx(10 / 10.6)
-    assert summary.output_tokens_per_s == pytest.approx(110 / 10.6)
+    assert summary.duration_s == pytest.approx(9.0)
+    assert summary.offered_rps == pytest.approx(1.0)
+    assert summary.goodput_rps == pytest.approx(3 / 9)
+    assert summary.throughput_rps == pytest.approx(8 / 9)
+    assert summary.output_tokens_per_s == pytest.approx(88 / 9)
     assert [check.observed_s for check in summary.slo_checks] == pytest.approx([0.91, 0.06])
     assert not summary.meets_slo and not summary.saturated
     loose = summarize(run(np.arange(10), TTFT, TPOT), parse_slos("ttft:p50=1s,itl:p99=61ms"))
@@ -324,7 +326,7 @@ def test_warmup_drops_the_earliest_arrivals_not_the_first_rows():
     summary = summarize(run(arrival, ttft, 0.01), parse_slos("ttft:p99=1s,itl:p99=20ms"))
     assert (summary.num_warmup, summary.num_requests) == (2, 18)
     assert summary.ttft_s.p99 == pytest.approx(0.2) and summary.slo_attainment == 1
-    assert summary.duration_s == pytest.approx(19 + 0.2 + 0.1 - 2)
+    assert summary.duration_s == pytest.approx(19 - 2)  # steady arrivals 2..19 s
     assert summarize(run(arrival, ttft, 0.01), warmup_fraction=0).ttft_s.p99 > 1
 
 

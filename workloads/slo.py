@@ -188,19 +188,27 @@ class ServeSummary(Frozen):
     num_requests: int = Field(description="Steady-state requests (after warm-up).")
     num_warmup: int = Field(description="Earliest-arriving requests left out as warm-up.")
     num_finished: int = Field(description="Steady-state requests that finished.")
-    duration_s: float = Field(description="First steady-state arrival to last finish.")
+    duration_s: float = Field(description="Window the rates are over: offline, first arrival "
+                              "to last finish (makespan); online, the steady-state requests' "
+                              "first to last arrival.")
     ttft_s: LatencyPercentiles = Field(description="Time to first token.")
     tpot_s: LatencyPercentiles = Field(description="Time per output token (O > 1 requests).")
     itl_s: LatencyPercentiles = Field(description="Inter-token latency over every gap.")
     e2e_s: LatencyPercentiles = Field(description="End-to-end latency.")
     queue_s: LatencyPercentiles = Field(description="Arrival to first scheduled.")
-    throughput_rps: float = Field(description="Finished requests per second.")
-    output_tokens_per_s: float = Field(description="Output tokens of finished requests per s.")
-    goodput_rps: float = Field(description="Requests meeting every SLO bound per second.")
+    offered_rps: float = Field(description="Requests/s arriving in the window (offline: every "
+                               "request over the makespan).")
+    throughput_rps: float = Field(description="Requests/s finishing in the window.")
+    output_tokens_per_s: float = Field(description="Output tokens/s of the requests finishing "
+                                       "in the window.")
+    goodput_rps: float = Field(description="Requests/s finishing in the window within every "
+                               "SLO bound.")
     slo_attainment: float = Field(description="Share of requests meeting every bound at once.")
     slo_checks: tuple[SloCheck, ...] = Field(description="Each stated SLO and its value.")
-    meets_slo: bool = Field(description="Every stated percentile within bound, unsaturated.")
-    saturated: bool = Field(description="The queue kept growing or requests never finished.")
+    meets_slo: bool = Field(description="Every stated percentile within bound, every request "
+                            "finished, and (online) unsaturated.")
+    saturated: bool = Field(description="Online only: requests never finished, the queue kept "
+                            "growing, or fewer finished than arrived.")
     saturation_reason: str = Field(default="", description="Why it counts as saturated.")
 
     def to_dict(self) -> dict:
@@ -226,20 +234,84 @@ def _percentiles(values: np.ndarray) -> LatencyPercentiles:
     return LatencyPercentiles(**{f"p{p}": _percentile(values, p) for p in (50, 90, 99)})
 
 
-def saturation(metrics: RequestMetrics, steady: np.ndarray, floor_s: float = 1.0) -> str:
-    """Why the run is saturated, or "" if it is not.
+#: Online runs finishing fewer than this share of the requests that arrived over the steady
+#: window are saturated (a stable queue finishes as many as arrive, up to sampling noise).
+COMPLETED_SHARE = 0.9
+#: Fewest steady-state requests the growth tests (queue, completed share) are applied to.
+MIN_STEADY = 8
+#: Online warm-up: requests arriving within this many median latencies of the first.
+WARMUP_LATENCIES = 1.5
 
-    Saturated when (a) any request never finished (NaN ``finish_s``), or (b) the queue keeps
-    growing: split the steady-state requests (``steady``, indices in arrival order) into
-    quarters by arrival; the median queueing delay of the last quarter exceeds both twice that
-    of the second quarter and ``floor_s``. Test (b) is skipped when all steady-state requests
-    arrive at once (offline, ``rate=inf``: the queue grows by construction) or fewer than 8.
+
+@dataclass(frozen=True)
+class Window:
+    """Where one run's rates are measured: requests left out as warm-up, and the window."""
+
+    steady: np.ndarray  # indices of the steady-state requests, in arrival order
+    start_s: float
+    end_s: float
+    offline: bool  # every request arrived at the same instant
+
+    @property
+    def seconds(self) -> float:
+        return self.end_s - self.start_s
+
+
+def steady_window(metrics: RequestMetrics, warmup_fraction: float = 0.1) -> Window:
+    """Warm-up and window of a run.
+
+    Offline (every request arrives at once, as ``trtllm-bench`` and ``vllm bench throughput``
+    run): no warm-up, window = first arrival to last finish (the makespan they divide by).
+    Online: warm-up = the first ``warmup_fraction`` of requests by arrival, and also every
+    request arriving within ``WARMUP_LATENCIES`` median end-to-end latencies of the first (the
+    batch fills for about one, and its steps slow as it fills; at most half of them); window = the steady-state requests' first to last
+    arrival, so the drain after the last arrival is left out.
     """
+    order = np.argsort(metrics.arrival_s, kind="stable")
+    arrival = metrics.arrival_s[order]
+    if arrival[-1] == arrival[0]:
+        finish = metrics.finish_s[np.isfinite(metrics.finish_s)]
+        end = float(finish.max()) if finish.size else float(arrival[0])
+        return Window(order, float(arrival[0]), end, offline=True)
+    count = math.floor(len(metrics) * warmup_fraction)
+    if warmup_fraction > 0:
+        latency = _percentile(metrics.e2e_s, 50)
+        if math.isfinite(latency):
+            filling = int(np.searchsorted(arrival, arrival[0] + WARMUP_LATENCIES * latency,
+                                          side="left"))
+            count = max(count, min(filling, len(metrics) // 2))
+    steady = order[count:]
+    start, end = float(arrival[count]), float(arrival[-1])
+    if end <= start:  # one steady request, or all at one instant: up to their last finish
+        finish = metrics.finish_s[steady]
+        end = float(np.nanmax(finish)) if np.isfinite(finish).any() else start
+    return Window(steady, start, end, offline=False)
+
+
+def _in_window(metrics: RequestMetrics, window: Window) -> np.ndarray:
+    """Requests (warm-up ones included) that finished inside the window."""
+    with np.errstate(invalid="ignore"):
+        return (metrics.finish_s >= window.start_s) & (metrics.finish_s <= window.end_s)
+
+
+def saturation(metrics: RequestMetrics, window: Window, floor_s: float = 1.0) -> str:
+    """Why an online run is saturated, or "" if it is not (offline runs never are: every
+    request is queued at once by construction).
+
+    Saturated when (a) any request never finished (NaN ``finish_s``: the run was cut off),
+    (b) the queue keeps growing: split the steady-state requests into quarters by arrival; the
+    median queueing delay of the last quarter exceeds both twice that of the second quarter
+    and ``floor_s``, or (c) fewer requests finished inside the window than
+    ``COMPLETED_SHARE`` of those that arrived in it, beyond the noise of a stable queue (the
+    number in the system grew by the difference; Little's law). (b) and (c) need ``MIN_STEADY`` steady-state requests.
+    """
+    if window.offline:
+        return ""
     unfinished = int(np.count_nonzero(~np.isfinite(metrics.finish_s)))
     if unfinished:
         return f"{unfinished} of {len(metrics)} requests never finished"
-    arrivals, count = metrics.arrival_s[steady], steady.size
-    if count < 8 or arrivals.max() == arrivals.min():
+    steady, count = window.steady, window.steady.size
+    if count < MIN_STEADY or window.seconds <= 0:
         return ""
     queue = metrics.queue_s[steady]
     second = float(np.median(queue[count // 4 : count // 2]))
@@ -247,6 +319,17 @@ def saturation(metrics: RequestMetrics, steady: np.ndarray, floor_s: float = 1.0
     if last > 2 * second and last > floor_s:
         return (f"median queueing delay grew from {second:.3g} s (second quarter) to "
                 f"{last:.3g} s (last quarter)")
+    arrived = count - 1  # arrivals after the window opens, up to the last one
+    finished = int(np.count_nonzero(_in_window(metrics, window)))
+    with np.errstate(invalid="ignore"):
+        in_flight = int(np.count_nonzero((metrics.arrival_s <= window.end_s)
+                                         & (metrics.finish_s > window.end_s)))
+    # a stable queue holds about Poisson(lambda L) requests (M/G/inf), so departures over the
+    # window trail arrivals by up to ~2 standard deviations of the difference, 3 sqrt(in flight)
+    if finished < COMPLETED_SHARE * arrived - 3 * math.sqrt(max(in_flight, 1)):
+        return (f"{finished / window.seconds:.3g} requests/s finished over the steady window, "
+                f"{finished / arrived:.0%} of the {arrived / window.seconds:.3g} that arrived "
+                f"(below {COMPLETED_SHARE:.0%}): the queue grows")
     return ""
 
 
@@ -260,44 +343,50 @@ def summarize(
     metrics: RequestMetrics, slos: Sequence[Slo] = (), warmup_fraction: float = 0.1,
     saturation_floor_s: float = 1.0,
 ) -> ServeSummary:
-    """Steady-state summary: drop the first ``warmup_fraction`` of requests by arrival.
+    """Steady-state summary of one run (warm-up and window: ``steady_window``).
 
     Percentiles are numpy's linear ones over the steady-state requests (ITL over all of their
-    token gaps; TPOT over requests with more than one output token, as vllm bench). ``meets_slo``:
-    every stated percentile within its bound and not saturated (see ``saturation``).
+    token gaps; TPOT over requests with more than one output token, as vllm bench). Rates are
+    over the window: offline, every request over the makespan (``trtllm-bench``, ``vllm bench
+    throughput``); online, the requests finishing inside the window per second, which in a
+    stable queue equals the arrival rate (a drain tail does not dilute it). ``meets_slo``:
+    every stated percentile within its bound, every steady-state request finished, and not
+    saturated (see ``saturation``).
     """
     assert 0 <= warmup_fraction < 1 and len(metrics) > 0, "need requests and a fraction in [0,1)"
-    order = np.argsort(metrics.arrival_s, kind="stable")
-    num_warmup = math.floor(len(metrics) * warmup_fraction)
-    steady = order[num_warmup:]
+    window = steady_window(metrics, warmup_fraction)
+    steady = window.steady
     in_steady = np.zeros(len(metrics), dtype=bool)
     in_steady[steady] = True
     gaps = metrics.itl_all_s[np.repeat(in_steady, metrics.itl_counts)]
     tpot = metrics.tpot_s[steady][metrics.output_tokens[steady] > 1]
     distributions = {"ttft": metrics.ttft_s[steady], "tpot": tpot, "itl": gaps,
                      "e2e": metrics.e2e_s[steady]}
-    finished = np.isfinite(metrics.finish_s[steady])
-    start = float(metrics.arrival_s[steady].min())
-    duration = float(metrics.finish_s[steady][finished].max()) - start if finished.any() else 0.0
+    finished = np.isfinite(metrics.finish_s)
     ok = finished.copy()
     for slo in slos:
         with np.errstate(invalid="ignore"):
-            ok &= _request_values(metrics, slo.metric)[steady] <= slo.bound_s
+            ok &= _request_values(metrics, slo.metric) <= slo.bound_s
     checks = []
     for slo in slos:
         observed = _percentile(distributions[slo.metric], slo.percentile)
         checks.append(SloCheck(slo=slo, observed_s=observed, met=observed <= slo.bound_s))
-    reason = saturation(metrics, steady, saturation_floor_s)
-    # rates over the steady-state window, as vllm bench divides by the benchmark duration
-    per_s = 1 / duration if duration > 0 else (math.nan if finished.any() else 0.0)
+    reason = saturation(metrics, window, saturation_floor_s)
+    if window.offline:  # every request over the makespan
+        counted, arrived = finished, len(metrics)
+    else:  # finishing inside the window; arrivals after it opened
+        counted, arrived = _in_window(metrics, window), steady.size - 1
+    per_s = 1 / window.seconds if window.seconds > 0 else 0.0
     return ServeSummary(
-        num_requests=steady.size, num_warmup=num_warmup, num_finished=int(finished.sum()),
-        duration_s=duration, ttft_s=_percentiles(distributions["ttft"]),
-        tpot_s=_percentiles(tpot), itl_s=_percentiles(gaps),
-        e2e_s=_percentiles(distributions["e2e"]), queue_s=_percentiles(metrics.queue_s[steady]),
-        throughput_rps=finished.sum() * per_s,
-        output_tokens_per_s=float(metrics.output_tokens[steady][finished].sum()) * per_s,
-        goodput_rps=ok.sum() * per_s, slo_attainment=float(ok.mean()),
-        slo_checks=tuple(checks), meets_slo=all(c.met for c in checks) and not reason,
+        num_requests=steady.size, num_warmup=len(metrics) - steady.size,
+        num_finished=int(finished[steady].sum()), duration_s=window.seconds,
+        ttft_s=_percentiles(distributions["ttft"]), tpot_s=_percentiles(tpot),
+        itl_s=_percentiles(gaps), e2e_s=_percentiles(distributions["e2e"]),
+        queue_s=_percentiles(metrics.queue_s[steady]), offered_rps=arrived * per_s,
+        throughput_rps=int(counted.sum()) * per_s,
+        output_tokens_per_s=float(metrics.output_tokens[counted].sum()) * per_s,
+        goodput_rps=int((counted & ok).sum()) * per_s, slo_attainment=float(ok[steady].mean()),
+        slo_checks=tuple(checks),
+        meets_slo=all(c.met for c in checks) and not reason and bool(finished[steady].all()),
         saturated=bool(reason), saturation_reason=reason,
     )
