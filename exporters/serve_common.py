@@ -73,7 +73,9 @@ class ServeExportRequest:
     kv_cache_bytes_per_gpu: float
     weight_bytes_per_gpu: float
     max_model_len: int
-    predicted: dict[str, float] = field(default_factory=dict)  # e.g. ttft_p90_s, max_rate_rps
+    #: e.g. ttft_p90_s, max_rate_rps; None where the simulation has no value (a metric of
+    #: no finished request, a TPOT of one-token outputs)
+    predicted: dict[str, float | None] = field(default_factory=dict)
     sysplan_version: str = __version__
 
     def __post_init__(self) -> None:
@@ -236,7 +238,7 @@ def serve_provenance(request: ServeExportRequest, engine: str) -> dict[str, Any]
 def serve_provenance_lines(request: ServeExportRequest, engine: str) -> list[str]:
     """The same facts as comment text (no comment marker)."""
     info, knobs = serve_provenance(request, engine), request.deployment.engine
-    predicted = " ".join(f"{key}={value:.4g}" for key, value in info["predicted"].items())
+    predicted = " ".join(f"{key}={_number(value)}" for key, value in info["predicted"].items())
     return [
         f"Written by sysplan {info['sysplan_version']} for {info['engine_version']}.",
         (f"Serving {info['model']} ({info['model_path']}) on {info['cluster']}, "
@@ -251,6 +253,11 @@ def serve_provenance_lines(request: ServeExportRequest, engine: str) -> list[str
          f"{ACTIVATION_RESERVE_BYTES / 1e9:.0f} GB)."),
         f"Predicted: {predicted or 'nothing recorded'}.",
     ]
+
+
+def _number(value: float | None) -> str:
+    """A predicted value in 4 significant digits, or "unknown" for a missing one."""
+    return "unknown" if value is None or not math.isfinite(value) else f"{value:.4g}"
 
 
 def serve_comment_block(request: ServeExportRequest, engine: str, marker: str = "#") -> str:
