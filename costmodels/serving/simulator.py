@@ -19,13 +19,15 @@ transfer shows in its first inter-token gap.
 
 Speed: a replica runs its next iterations inline, without the heap, while nothing else can
 reach it before they end (the next arrival, and for decode replicas and closed loops the next
-event of any replica); iteration times are memoised per layout (``StepCost`` is pure).
+event of any replica); iteration times are memoised per cost model and layout, across
+simulations (``StepCost`` is pure).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import weakref
 
 import numpy as np
 
@@ -64,6 +66,19 @@ def _check_requests(arrival_s: np.ndarray, input_tokens: np.ndarray, output_toke
     return arrival, inputs.astype(np.int64), outputs.astype(np.int64)
 
 
+#: Iteration times per cost model and layout, shared by every simulation priced by that cost
+#: model (``StepCost`` is pure: equal batches on one layout cost the same, run after run).
+_SECONDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _seconds_cache(cost: StepCost, layout) -> dict:
+    try:
+        per_layout = _SECONDS.setdefault(cost, {})
+    except TypeError:  # a cost model that cannot be weakly referenced: one run's memory only
+        return {}
+    return per_layout.setdefault(layout, {})
+
+
 def _build_replicas(deployment: Deployment, cost: StepCost, ledger: Ledger
                     ) -> tuple[list[Replica], list[Replica]]:
     """(pool that receives arrivals, decode pool: empty when aggregated)."""
@@ -77,7 +92,7 @@ def _build_replicas(deployment: Deployment, cost: StepCost, ledger: Ledger
     index = 0
     for role, layout, count in pools:
         capacity = cost.kv_capacity_tokens(layout, knobs)
-        seconds_cache: dict = {}  # one layout: equal batches cost the same (StepCost is pure)
+        seconds_cache = _seconds_cache(cost, layout)
         pool = []
         for _ in range(count):
             pool.append(Replica(index, role, layout, knobs, capacity, cost, ledger,
