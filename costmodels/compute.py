@@ -65,18 +65,7 @@ def layer_forward(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: Laye
     cast_elements = np.zeros_like(gemm)
     for g in shapes.gemms:
         if g.expert:
-            moe = model.moe
-            experts_local = moe.num_experts / ep
-            # tokens reaching one local expert: top_k x tokens x ep / E (uniform routing),
-            # the slowest rank sees `imbalance` times the mean (training-formulas 4.9)
-            per_expert = tokens * moe.top_k * ep / moe.num_experts * imbalance
-            n, k = _split_dims(g, g.n / moe.num_experts, g.k, etp)
-            fwd, bwd = linear_seconds(eff, per_expert, n, k, linear_peak)
-            gemm += experts_local * fwd
-            gemm_bwd += experts_local * bwd
-            flops_total += experts_local * 2.0 * per_expert * n * k
-            cast_elements += tokens * moe.top_k * g.k
-            continue
+            continue  # routed experts: grouped GEMMs priced by costmodels/moe.py
         n, k = _split_dims(g, g.n, g.k, tp if g.split == "tp" else 1.0)
         peak = linear_peak if g.name != "router" else gpu.peak("bf16")
         fwd, bwd = linear_seconds(eff, tokens, n, k, peak)
@@ -131,7 +120,7 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
     activation = 0.0
     for g in shapes.gemms:
         if g.name.endswith("_down"):  # its input width is the MLP hidden f
-            activation += per_f * g.k * (model.moe.top_k if g.expert else 1)
+            activation += 0.0 if g.expert else per_f * g.k  # experts: costmodels/moe.py
     if not job.flash_attention:
         # softmax + dropout over the a x s scores per token (Korthikanti et al. 2022, 5as term)
         rope += 5 * model.num_heads * job.seq_len // 2

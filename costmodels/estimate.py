@@ -6,6 +6,7 @@ import numpy as np
 
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.efficiency import Efficiency
+from sysplan.costmodels.layer_cost import balanced_stage_layers
 from sysplan.costmodels.memory import linear_dtype
 from sysplan.costmodels.training import MEMORY_TERMS, TIME_TERMS, Priced, price_training
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
@@ -13,16 +14,6 @@ from sysplan.hardware.types import Cluster
 from sysplan.models.counting import model_flops_per_token
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
-
-
-def balanced_stage_layers(num_layers: int, pp: int) -> tuple[int, ...]:
-    """Layers per stage, as even as possible, extra layers on the middle stages."""
-    base, extra = divmod(num_layers, pp)
-    order = sorted(range(pp), key=lambda i: (i in (0, pp - 1), i))
-    counts = [base] * pp
-    for i in order[:extra]:
-        counts[i] += 1
-    return tuple(counts)
 
 
 def throughput_arrays(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates,

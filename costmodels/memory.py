@@ -68,16 +68,18 @@ def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerSha
     expert = 0.0
     for g in shapes.gemms:
         if g.name.endswith("_down"):
-            width = (6.0 if model.gated_mlp else 4.0) * g.k + 2.0 * h
+            hidden = (6.0 if model.gated_mlp else 4.0) * g.k
             if g.expert:
-                # routed tokens: top_k copies of the expert input and hidden (Megatron #1784)
-                expert += model.moe.top_k * width * job.moe_load_imbalance
+                # routed rows: top_k copies of the expert input (2h) and hidden (/ ETP) per
+                # token (Megatron #1784); the MoE input is sequence-split over TP and ETP
+                # gathers its group's rows, so a GPU keeps etp / tp (SP) of them
+                expert += model.moe.top_k * job.moe_load_imbalance * (hidden + 2.0 * h * etp)
             else:
-                mlp += width - 2.0 * h  # the MLP input is counted in `replicated`
+                mlp += hidden  # the MLP input is counted in `replicated`
     shared = np.where(sp > 0, replicated / tp, replicated)
     # the counts above are in 16-bit bytes; fp32 training keeps 4-byte elements
     scale = element_bytes(job.precision) / 2.0
-    return (shared + (qkv_out + scores + mlp) / tp + expert / etp) * scale
+    return (shared + (qkv_out + scores + mlp) / tp + expert / np.where(sp > 0, tp, 1.0)) * scale
 
 
 def in_flight_microbatches(pp, vpp, m) -> np.ndarray:

@@ -3,9 +3,10 @@
 Step time is a named sum (house style 4):
     m x (slowest stage's per-micro-batch terms) + pipeline bubble + p2p + exposed DP/ZeRO
     communication + optimizer step,
-with the bubble (p - 1)/v x the mean stage time (Narayanan et al. 2021, eq. for interleaved
-1F1B). Memory is a named sum per GPU for the worst stage. Everything is numpy over the
-configurations in ``Candidates``: no Python loop over candidates.
+with the bubble the other stages' time / v (sum_i t_i + (m - 1) max_i t_i for 1F1B; Narayanan
+et al. 2021, section 2.2.2 for interleaved 1F1B), every stage of the balanced split priced by
+``layer_cost.model_costs``. Memory is a named sum per GPU for the fullest stage. Everything is
+numpy over the configurations in ``Candidates``: no Python loop over candidates.
 """
 
 from __future__ import annotations
@@ -16,20 +17,16 @@ import numpy as np
 
 from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.compute import LayerTime, layer_forward, linear_seconds
 from sysplan.costmodels.efficiency import Efficiency
-from sysplan.costmodels.layers import LayerShapes, layer_shapes
+from sysplan.costmodels.layer_cost import TERMS, ModelCosts, balanced_stage_layers, model_costs
 from sysplan.costmodels.memory import (
     ALLOCATOR_RESERVE_FRACTION,
     NCCL_BYTES_PER_COMMUNICATOR,
-    activation_bytes_per_token,
     element_bytes,
     in_flight_microbatches,
-    linear_dtype,
     state_bytes_per_param,
 )
 from sysplan.hardware.types import Cluster
-from sysplan.models.counting import padded_vocab
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
 
@@ -60,139 +57,90 @@ class Priced:
         return sum(self.memory[t] for t in MEMORY_TERMS)
 
 
-def _layer_params(shapes: LayerShapes, h: int) -> tuple[float, float, float]:
-    """(tp-split, replicated, routed-expert) parameters of one layer (+ two norms)."""
-    split = sum(g.n * g.k for g in shapes.gemms if g.split == "tp")
-    replicated = sum(g.n * g.k for g in shapes.gemms if g.split == "none") + 2 * h
-    return float(split), float(replicated), float(shapes.params_expert)
-
-
 def price_training(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates,
                    efficiency: Efficiency | None = None) -> Priced:
     """Price every configuration in ``c`` for one training step of ``job``.
 
     ``efficiency`` (default: the bundled profile of the GPU, else the uncalibrated curves) says
     how fast each kind of work runs;
-    ``Efficiency.from_profile`` makes one from a measured profile.
+    ``Efficiency.from_profile`` makes one from a measured profile. Layers are priced by
+    ``layer_cost.model_costs`` (the per-layer function the stage DP and ILP read) on the
+    balanced split ``estimate.build_estimate`` reports.
     """
     f = {k: getattr(c, k).astype(float) for k in
          ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "sp", "zero", "mb", "recompute")}
-    tp, pp, vpp, dp, cp, ep, etp, sp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "sp"))
+    tp, pp, vpp, dp, cp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp"))
     m = c.microbatches.astype(float)
-    tokens = f["mb"] * job.seq_len / cp  # local tokens per micro-batch
-    layers_stage = np.ceil(model.num_layers / pp)
-    moe_stage = np.minimum(layers_stage, model.num_moe_layers)
-    dense_stage = layers_stage - moe_stage
-    kinds = [(layer_shapes(model, False), dense_stage)]
-    if model.moe is not None:
-        kinds.append((layer_shapes(model, True), moe_stage))
     eff = efficiency or Efficiency.for_cluster(cluster)
-    # share of the stage's layers fully recomputed: all of them, or Megatron's
-    # --recompute-num-layers N (block method: the first N layers of each stage)
-    rc_layers = c.rc_layers.astype(float)
-    full = np.where(f["recompute"] == 2,
-                    np.where(rc_layers > 0, np.minimum(rc_layers, layers_stage) / layers_stage, 1.0),
-                    0.0)
-    selective = f["recompute"] == 1
-
-    per_mb = {k: np.zeros_like(tp) for k in
-              ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep", "fwd", "bwd")}
-    hw_recompute_flops = np.zeros_like(tp)
-    for shapes, count in kinds:
-        fwd = layer_forward(model, job, eff, shapes, tokens=tokens, tp=tp, etp=etp, ep=ep,
-                            sp=sp, cp=cp, imbalance=job.moe_load_imbalance)
-        comm = _layer_comm(model, job, cluster, eff, shapes, fwd, tokens, tp, cp, ep, etp)
-        _accumulate(per_mb, fwd, comm, count, full, selective)
-        hw_recompute_flops += count * (full * fwd.flops + selective * fwd.attention_flops)
-    head = _lm_head_seconds(model, eff, tokens, tp, job.precision)
-
-    stage_mb = sum(per_mb[k] for k in ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep"))
-    worst = stage_mb + head  # the last stage also runs the LM head and loss
-    mean = (stage_mb * model.num_layers / (layers_stage * pp)) + head / pp
+    tokens = f["mb"] * job.seq_len / cp
+    costs, stages, at, params = stage_view(model, job, cluster, c, eff)
     time = {
-        "compute_gemm": m * per_mb["gemm"], "compute_attention": m * per_mb["attn"],
-        "compute_elementwise": m * per_mb["elem"], "recompute": m * per_mb["recompute"],
-        "lm_head": m * head, "tp_comm": m * per_mb["tp"], "cp_comm": m * per_mb["cp"],
-        "ep_comm": m * per_mb["ep"],
-        # bubble (p - 1)/v x stage time (Narayanan et al. 2021, section 2.2.2)
-        "pp_bubble": (pp - 1.0) / vpp * mean,
+        "compute_gemm": m * at["gemm"], "compute_attention": m * at["attn"],
+        "compute_elementwise": m * at["elem"], "recompute": m * at["recompute"],
+        "lm_head": m * at["lm_head"], "tp_comm": m * at["tp"], "cp_comm": m * at["cp"],
+        "ep_comm": m * at["ep"],
+        # heterogeneous stages: sum_i t_i + (m - 1) max_i t_i for 1F1B (training-formulas
+        # 4.5; Alpa, Aceso), the non-slowest stages' share / v when interleaved (Narayanan
+        # et al. 2021, section 2.2.2: bubble (p - 1)/v x t for even stages)
+        "pp_bubble": (stages["total"].sum(axis=1) - at["total"]) / vpp,
     }
     time["pp_p2p"] = _p2p_seconds(model, job, cluster, eff, tokens, tp, cp, dp, pp, vpp, m)
-    params = _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp)
-    dp_s, opt_s = _data_parallel_seconds(job, cluster, eff, f, params, m, per_mb, worst,
+    layers_stage = np.ceil(model.num_layers / pp)
+    heaviest = params.stage(np.argmax(params.total, axis=1))  # its reduction finishes last
+    dp_s, opt_s = _data_parallel_seconds(job, cluster, eff, f, heaviest, m, at, at["total"],
                                          layers_stage)
     time["dp_comm"], time["optimizer"] = dp_s, opt_s
-    memory = _memory(model, job, eff, f, params, kinds, tokens, layers_stage, m, full,
-                     selective)
-    return Priced(time, memory, hw_recompute_flops * m)
+    memory = _memory(model, job, eff, f, params, costs, c, m)
+    return Priced(time, memory, at["recompute_flops"] * m)
 
 
-def _accumulate(per_mb, fwd: LayerTime, comm, count, full, selective) -> None:
-    """Add ``count`` layers of one kind: forward + backward (2x) + recompute per micro-batch."""
-    per_mb["gemm"] += count * (fwd.gemm_s + fwd.gemm_bwd_s)
-    per_mb["attn"] += count * (fwd.attention_s + fwd.attention_bwd_s)
-    per_mb["elem"] += count * 3.0 * fwd.elementwise_s
-    per_mb["tp"] += count * comm["tp"] * (1.0 + 0.5 * full)  # recompute repeats the fwd half
-    per_mb["cp"] += count * comm["cp"]
-    per_mb["ep"] += count * comm["ep"] * (1.0 + 0.5 * full)
-    recompute = full * fwd.total_s + selective * fwd.attention_s
-    per_mb["recompute"] += count * recompute
-    per_mb["bwd"] += count * (fwd.gemm_bwd_s + fwd.attention_bwd_s + 2.0 * fwd.elementwise_s)
-    per_mb["fwd"] += count * fwd.total_s
+def stage_view(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates,
+               eff: Efficiency):
+    """(per-layer costs, per-stage terms [configs, stages], the slowest stage's terms
+    [configs], per-stage parameters) of the balanced split: what price_training sums."""
+    f = {k: getattr(c, k).astype(float) for k in ("recompute",)}
+    costs = model_costs(model, job, cluster, c, eff)
+    stages = _stage_terms(model, costs, c, f)
+    worst = np.argmax(stages["total"], axis=1)  # the slowest stage sets m x its time
+    rows = np.arange(len(c))
+    at = {k: v[rows, worst] for k, v in stages.items()}
+    return costs, stages, at, _local_params(model, costs, c)
 
 
-def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, tokens, tp, cp, ep, etp):
-    """Exposed communication seconds of one layer per micro-batch (forward + backward)."""
-    act_bytes = tokens * model.hidden_size * element_bytes(job.precision)
-    # 2 all-reduces forward + 2 backward per layer (or AG + RS with SP, same volume):
-    # Korthikanti et al. 2022, section 4.2.2 / Narayanan et al. 2021, section 3.3
-    tp_one = coll.all_reduce_time(cluster, act_bytes, tp, 1, eff)
-    tp_total = 4.0 * np.where(tp > 1, tp_one, 0.0)
-    if job.tp_comm_overlap:
-        # chunked overlap with the layer's GEMMs (TE userbuffers / AsyncTP): one chunk of
-        # the communication stays exposed, the rest hides behind GEMM time (3 x fwd GEMMs)
-        hidden = np.minimum(tp_total * (tp - 1.0) / tp, 3.0 * fwd.gemm_s)
-        tp_total = tp_total - hidden
-    if job.context_parallel_comm == "a2a":
-        cp_total = _ulysses_seconds(model, job, cluster, eff, shapes, tokens, tp, cp)
-    else:
-        # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice
-        # that backward, each hidden behind one attention tile (training-formulas 4.8)
-        kv_bytes = tokens * shapes.kv_bytes_dims * element_bytes(job.precision) / tp
-        ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp, eff)
-        cp_total = (np.maximum(0.0, ring - fwd.attention_s)
-                    + np.maximum(0.0, 2 * ring - 2.5 * fwd.attention_s))
-    cp_total = np.where(cp > 1, cp_total, 0.0)
-    ep_total = np.zeros_like(tp)
-    if any(g.expert for g in shapes.gemms):
-        # dispatch + combine all-to-all forward and backward, top_k copies of each token
-        # (training-formulas 4.9), slowest rank carries the load imbalance
-        a2a_bytes = (tokens * model.moe.top_k * model.hidden_size * element_bytes(job.precision)
-                     * job.moe_load_imbalance)
-        ep_total = 4.0 * np.where(ep > 1, coll.all_to_all_time(cluster, a2a_bytes, ep, etp, eff), 0.0)
-    return {"tp": tp_total, "cp": cp_total, "ep": ep_total}
-
-
-def _ulysses_seconds(model, job, cluster, eff, shapes, tokens, tp, cp) -> np.ndarray:
-    """All-to-all CP (DeepSpeed-Ulysses, Jacobs et al. 2023, section 3.1): Q, K, V and the
-    attention output are re-split between sequence and heads, forward and again backward;
-    each all-to-all moves (c-1)/c of the local tensor and is not overlapped."""
-    heads = model.num_heads
-    features = heads * shapes.attn_qk_dim + shapes.kv_bytes_dims + heads * shapes.attn_v_dim
-    one_way = coll.all_to_all_time(cluster, tokens * features * element_bytes(job.precision) / tp,
-                                   cp, tp, eff)
-    return 2.0 * one_way
-
-
-def _lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16") -> np.ndarray:
-    """LM head GEMMs (fwd, dgrad, wgrad) and the fp32 cross-entropy over the padded vocab."""
-    vocab = padded_vocab(model, tp)
-    # logits = 2 b s h V FLOPs (Narayanan 2021): a [tokens, h] x [h, V / t] GEMM
-    forward, backward = linear_seconds(eff, tokens, vocab / tp, model.hidden_size,
-                                       eff.gpu.peak(linear_dtype(precision, head=True)))
-    # softmax + loss + its gradient touch the fp32 logits about three times (read/write)
-    loss_bytes = 3.0 * 2.0 * 4.0 * tokens * vocab / tp
-    return forward + backward + loss_bytes / eff.memory_bytes_per_s
+def _stage_terms(model: ModelSpec, costs: ModelCosts, c: Candidates, f) -> dict[str, np.ndarray]:
+    """Named seconds per micro-batch of every stage of the balanced split, [configs, stages]
+    (columns past a configuration's pp are zero): its layers in its recompute mode, the
+    embedding on the first stage, LM head and MTP on the last."""
+    n, width = len(c), int(c.pp.max())
+    keys = (*TERMS, "lm_head", "fwd", "bwd", "recompute_flops")
+    out = {k: np.zeros((n, width)) for k in keys}
+    selective = (f["recompute"] == 1).astype(float)
+    for pp in np.unique(c.pp):
+        rows = np.flatnonzero(c.pp == pp)
+        split = balanced_stage_layers(model.num_layers, int(pp))
+        for s, counts in enumerate(costs.stage_counts(split)):
+            layers = float(split[s])
+            # full recompute of all of the stage's layers, or Megatron's
+            # --recompute-num-layers N (block method: the first N layers of each stage)
+            rc = c.rc_layers[rows].astype(float)
+            full = np.zeros(n)
+            full[rows] = np.where(f["recompute"][rows] == 2,
+                                  np.where(rc > 0, np.minimum(rc, layers) / layers, 1.0), 0.0)
+            for kind, count in counts.items():
+                if not count:
+                    continue
+                layer = costs.kinds[kind]
+                terms = layer.terms(full, selective)
+                for k in (*TERMS, "fwd", "bwd"):
+                    out[k][rows, s] += count * terms[k][rows]
+                out["recompute_flops"][rows, s] += count * layer.recompute_flops(
+                    full, selective)[rows]
+            if s == int(pp) - 1:
+                for end in (costs.head, costs.mtp):
+                    for k, v in end.terms.items():
+                        out[k][rows, s] += v[rows]
+    out["total"] = sum(out[k] for k in (*TERMS, "lm_head"))
+    return out
 
 
 def _p2p_seconds(model, job, cluster, eff, tokens, tp, cp, dp, pp, vpp, m) -> np.ndarray:
@@ -208,36 +156,41 @@ def _p2p_seconds(model, job, cluster, eff, tokens, tp, cp, dp, pp, vpp, m) -> np
 
 @dataclass(frozen=True)
 class LocalParams:
-    """Parameters one GPU of the worst stage holds (before ZeRO sharding)."""
+    """Parameters one GPU of each stage holds (before ZeRO sharding), [configs, stages]."""
 
     dense: np.ndarray  # sharded over the DP x CP group by ZeRO
     expert: np.ndarray  # sharded over the expert-DP group
-    largest_layer: np.ndarray  # one layer's parameters (ZeRO-3 gathers this at a time)
+    largest_layer: np.ndarray  # [configs] one layer's parameters (ZeRO-3 gathers one at a time)
 
     @property
     def total(self) -> np.ndarray:
         return self.dense + self.expert
 
+    def stage(self, index: np.ndarray) -> LocalParams:
+        """The [configs] parameters of stage ``index`` of every configuration."""
+        rows = np.arange(len(index))
+        return LocalParams(self.dense[rows, index], self.expert[rows, index], self.largest_layer)
 
-def _local_params(model, c, layers_stage, kinds, tp, pp, ep, etp) -> LocalParams:
-    """Parameters of the worst stage on one GPU: its layers / TP (experts / EP x ETP) plus
-    the embedding and LM head, each / TP (both on one stage when pp = 1)."""
-    h = model.hidden_size
-    vocab = padded_vocab(model, tp)
-    dense = np.zeros_like(tp)
-    expert = np.zeros_like(tp)
-    largest = np.zeros_like(tp)
-    for shapes, count in kinds:
-        split, replicated, routed = _layer_params(shapes, h)
-        layer_dense = split / tp + replicated
-        dense += count * layer_dense
-        expert += count * routed / (ep * etp)
-        largest = np.maximum(largest, np.where(count > 0, layer_dense + routed / (ep * etp), 0.0))
-    embedding = vocab * h / tp + (model.max_seq_len * h if model.learned_positions else 0.0)
-    head = np.where(model.tied_embeddings, 0.0, vocab * h / tp)
-    # first stage: embedding; last stage: head (+ final norm); pp = 1 holds both
-    ends = np.where(pp > 1, np.maximum(embedding, head + h), embedding + head + h)
-    return LocalParams(dense + ends, expert, largest)
+
+def _local_params(model, costs: ModelCosts, c: Candidates) -> LocalParams:
+    """Parameters of every stage on one GPU: its layers / TP (experts / EP x ETP), the
+    embedding on the first stage, LM head, final norm and MTP modules on the last."""
+    n, width = len(c), int(c.pp.max())
+    dense, expert = np.zeros((n, width)), np.zeros((n, width))
+    for pp in np.unique(c.pp):
+        rows = np.flatnonzero(c.pp == pp)
+        split = balanced_stage_layers(model.num_layers, int(pp))
+        for s, counts in enumerate(costs.stage_counts(split)):
+            for kind, count in counts.items():
+                dense[rows, s] += count * costs.kinds[kind].dense_params[rows]
+                expert[rows, s] += count * costs.kinds[kind].expert_params[rows]
+            ends = ([costs.embedding] if s == 0 else []) + (
+                [costs.head, costs.mtp] if s == int(pp) - 1 else [])
+            for end in ends:
+                dense[rows, s] += end.dense_params[rows]
+                expert[rows, s] += end.expert_params[rows]
+    largest = np.max([k.dense_params + k.expert_params for k in costs.kinds.values()], axis=0)
+    return LocalParams(dense, expert, largest)
 
 
 def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb, worst,
@@ -290,36 +243,67 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
     return exposed, optimizer
 
 
-def _memory(model, job, eff, f, params: LocalParams, kinds, tokens, layers_stage, m, full,
-            selective):
-    """Per-GPU bytes of the worst stage (the first, which holds the most micro-batches)."""
-    tp, pp, vpp, dp, cp, zero, sp, etp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp", "zero", "sp", "etp"))
+def model_state_bytes(job: TrainJob, f: dict, dense, expert, largest) -> dict[str, np.ndarray]:
+    """Weights, gradients and optimizer bytes per GPU of ``dense`` and ``expert`` parameters
+    under ZeRO stage ``f["zero"]`` (Rajbhandari et al. 2020, section 5: P_os, P_os+g,
+    P_os+g+p), dense states sharded over DP x CP, expert states over the expert-DP group
+    DP x CP x TP / (EP x ETP) (Megatron parallel folding; training-formulas 4.4); a sharded
+    parameter keeps two gathered layers (prefetch), a sharded gradient one. Linear in the
+    parameter counts."""
     w_b, g_b, o_b = state_bytes_per_param(job.precision)
-    group = dp * cp
-    expert_group = np.maximum(1.0, dp * cp * tp / (f["ep"] * etp))
-    sharded = params.dense / group + params.expert / expert_group
-    weights = np.where(zero >= 3, w_b * (sharded + 2.0 * params.largest_layer), w_b * params.total)
-    gradients = np.where(zero >= 2, g_b * (sharded + params.largest_layer), g_b * params.total)
-    optimizer = np.where(zero >= 1, o_b * sharded, o_b * params.total)
+    group = f["dp"] * f["cp"]
+    expert_group = np.maximum(1.0, f["dp"] * f["cp"] * f["tp"] / (f["ep"] * f["etp"]))
+    sharded = dense / group + expert / expert_group
+    total, zero = dense + expert, f["zero"]
+    return {"weights": np.where(zero >= 3, w_b * (sharded + 2.0 * largest), w_b * total),
+            "gradients": np.where(zero >= 2, g_b * (sharded + largest), g_b * total),
+            "optimizer": np.where(zero >= 1, o_b * sharded, o_b * total)}
 
-    per_layer = np.zeros_like(tp)
-    for shapes, count in kinds:  # the heavier layer kind prices the stage (conservative)
-        per_token = activation_bytes_per_token(model, job, shapes, tp, sp, etp, selective)
-        per_layer = np.maximum(per_layer, np.where(count > 0, per_token, 0.0))
-    layer_bytes = per_layer * tokens
-    # full recompute keeps only each layer's input (2 b s h, / t with SP) plus one layer's
-    # activations while it is recomputed (Korthikanti et al. 2022, Table 2)
-    input_bytes = (element_bytes(job.precision) * model.hidden_size * tokens
-                   / np.where(sp > 0, tp, 1.0))
-    stored_per_mb = layers_stage * (full * input_bytes + (1.0 - full) * layer_bytes)
-    in_flight = in_flight_microbatches(pp, vpp, m)
-    activations = stored_per_mb * in_flight + np.where(full > 0, layer_bytes, 0.0)
-    # last-stage logits: fp32 logits of the padded vocab (Megatron cross-entropy,
-    # training-formulas 4.3: 4 s b h (1 + V/h)) for the one micro-batch in flight there
-    vocab = padded_vocab(model, tp)
-    logits = 4.0 * tokens * (model.hidden_size + vocab / tp)
-    # pp > 1: the last stage holds one micro-batch plus the logits; report the worse stage
-    logits = np.where(pp > 1, np.maximum(0.0, stored_per_mb + logits - activations), logits)
+
+def _memory(model, job, eff, f, params: LocalParams, costs: ModelCosts, c: Candidates, m):
+    """Per-GPU bytes of the fullest stage of the balanced split, as a named sum.
+
+    Stage i of 1F1B holds min(p - i, m) micro-batches (Narayanan et al. 2021, section
+    2.2.1); interleaved ranks scale the first rank's count p (1 + (p - 1)/(p v)) by (p - i)/p
+    (Korthikanti et al. 2022, section 4.2.3). The last stage adds one micro-batch's fp32
+    logits and the MTP modules' activations.
+    """
+    tp, pp, vpp, dp, cp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp"))
+    col = lambda x: x[:, None]
+    states = model_state_bytes(job, {k: col(f[k]) for k in ("tp", "dp", "cp", "ep", "etp", "zero")},
+                               params.dense, params.expert, col(params.largest_layer))
+    weights, gradients, optimizer = (states[k] for k in ("weights", "gradients", "optimizer"))
+
+    n, width = len(c), int(c.pp.max())
+    activations, logits = np.zeros((n, width)), np.zeros((n, width))
+    valid = np.zeros((n, width), dtype=bool)
+    first_in_flight = in_flight_microbatches(pp, vpp, m)
+    for p in np.unique(c.pp):
+        rows = np.flatnonzero(c.pp == p)
+        split = balanced_stage_layers(model.num_layers, int(p))
+        for s, counts in enumerate(costs.stage_counts(split)):
+            valid[rows, s] = True
+            rc = c.rc_layers[rows].astype(float)
+            # Megatron --recompute-num-layers N: the first N layers of the stage recomputed
+            n_full = np.where(c.recompute[rows] == 2,
+                              np.where(rc > 0, np.minimum(rc, split[s]), split[s]), 0.0)
+            mode = np.where(c.recompute[rows] == 1, "selective", "none")
+            kept, transient = np.zeros(len(rows)), np.zeros(len(rows))
+            for kind, count in counts.items():
+                layer = costs.kinds[kind]
+                partial = np.where(mode == "selective", layer.selective_bytes[rows],
+                                   layer.activation_bytes[rows])
+                share = np.minimum(n_full, count) / max(count, 1)
+                kept += count * (share * layer.input_bytes[rows] + (1.0 - share) * partial)
+                # full recompute holds one layer's activations while it is recomputed
+                transient = np.maximum(transient, np.where(
+                    (n_full > 0) & (count > 0), layer.activation_bytes[rows], 0.0))
+            held = np.where(vpp[rows] > 1, first_in_flight[rows] * (p - s) / p,
+                            np.minimum(p - s, m[rows]))
+            if s == int(p) - 1:
+                kept += costs.mtp.activation_bytes[rows]
+                logits[rows, s] = costs.logits_bytes[rows]
+            activations[rows, s] = held * kept + transient
     groups = sum((x > 1).astype(float) for x in (tp, cp, dp, pp, f["ep"]))
     # NCCL keeps a buffer pool per communicator; gloo (CPU processes) allocates per call
     per_group = 0.0 if eff.gpu.gpu_class == "cpu" else NCCL_BYTES_PER_COMMUNICATOR
@@ -328,6 +312,11 @@ def _memory(model, job, eff, f, params: LocalParams, kinds, tokens, layers_stage
     if reserve_fraction is None:
         reserve_fraction = ALLOCATOR_RESERVE_FRACTION
     reserve = reserve_fraction * (activations + logits)
-    return {"weights": weights, "gradients": gradients, "optimizer": optimizer,
-            "activations": activations, "logits": logits, "comm_buffers": comm_buffers,
-            "allocator_reserve": reserve}
+    stage_total = np.where(valid, weights + gradients + optimizer + activations + logits
+                           + reserve, -np.inf)
+    worst = np.argmax(stage_total, axis=1)
+    rows = np.arange(n)
+    return {"weights": weights[rows, worst], "gradients": gradients[rows, worst],
+            "optimizer": optimizer[rows, worst], "activations": activations[rows, worst],
+            "logits": logits[rows, worst], "comm_buffers": comm_buffers,
+            "allocator_reserve": reserve[rows, worst]}

@@ -27,10 +27,10 @@ from typing import Literal
 
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.core.types import Frozen
+from sysplan.costmodels.layer_cost import RECOMPUTE_MODES  # noqa: F401 (re-exported)
 
 STATES = ("params", "grads", "optimizer")
 SHARD_GROUPS = ("none", "node", "full")
-RECOMPUTE_MODES = ("none", "selective", "full")
 #: ZeRO stage -> shard group of (params, grads, optimizer) (Rajbhandari et al. 2020, section 5).
 ZERO_AS_GROUPS = {0: ("none", "none", "none"), 1: ("none", "none", "full"),
                   2: ("none", "full", "full"), 3: ("full", "full", "full")}

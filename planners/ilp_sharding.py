@@ -13,16 +13,9 @@ from sysplan.core.errors import NoPlanFits
 from sysplan.core.types import Frozen
 from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.compute import layer_forward
 from sysplan.costmodels.efficiency import Efficiency
-from sysplan.costmodels.layers import layer_shapes
-from sysplan.costmodels.memory import (
-    state_bytes_per_param,
-)
-from sysplan.costmodels.training import (
-    _local_params,
-    price_training,
-)
+from sysplan.costmodels.memory import state_bytes_per_param
+from sysplan.costmodels.training import price_training, stage_view
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
@@ -123,16 +116,6 @@ def plan_sharding_ilp(costs: ShardingCosts, *, nested: bool = True, time_limit_s
     return _plan_for(costs, combo).model_copy(update={"ilp": result})
 
 
-def _worst_stage_kinds(model: ModelSpec, pp: int):
-    """(shapes, layer count) of price_training's worst stage: ceil(L / pp) layers, MoE first."""
-    layers = math.ceil(model.num_layers / pp)
-    moe = min(layers, model.num_moe_layers)
-    kinds = [(layer_shapes(model, False), float(layers - moe))]
-    if model.moe is not None:
-        kinds.append((layer_shapes(model, True), float(moe)))
-    return kinds, float(layers)
-
-
 def _groups(cluster: Cluster, config: ParallelConfig):
     """(size per shard group) for dense and expert states: ZeRO's DP x CP group (stride tp)
     and the expert-DP group, each cut to the ranks one node holds for "node"."""
@@ -172,9 +155,9 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     eff = efficiency or Efficiency.for_cluster(cluster)
     c = Candidates.from_configs([config.model_copy(update={"zero": 0})])
     priced = price_training(model, job, cluster, c, eff)
-    kinds, layers = _worst_stage_kinds(model, config.pp)
-    f = {k: getattr(c, k).astype(float) for k in ("tp", "pp", "ep", "etp")}
-    params = _local_params(model, c, layers, kinds, f["tp"], f["pp"], f["ep"], f["etp"])
+    _, _, slowest, stage_params = stage_view(model, job, cluster, c, eff)
+    params = stage_params.stage(np.argmax(stage_params.total, axis=1))
+    layers = math.ceil(model.num_layers / config.pp)
     dense_groups, expert_groups = _groups(cluster, config)
     combos = list(itertools.product(SHARD_GROUPS, repeat=3))
     fd = np.array([[dense_groups[g] for g in combo] for combo in combos], dtype=float).T
@@ -183,7 +166,7 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     compute_terms = ("compute_gemm", "compute_attention", "compute_elementwise", "recompute",
                      "lm_head", "tp_comm", "cp_comm", "ep_comm")
     worst_mb = sum(priced.time[t] for t in compute_terms)[0] / m
-    fwd_mb, bwd_mb = _stage_fwd_bwd(model, job, eff, kinds, config)
+    fwd_mb, bwd_mb = float(slowest["fwd"][0]), float(slowest["bwd"][0])
     per_mb, step_grad, step_gather = np.zeros(27), np.zeros(27), np.zeros(27)
     for nbytes, group, factors in ((params.dense[0], dense_groups["full"], fd),
                                    (params.expert[0], expert_groups["full"], fe)):
@@ -211,18 +194,6 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
                 ("activations", "logits", "comm_buffers", "allocator_reserve"))
     return ShardingCosts({combo: float(step[i]) for i, combo in enumerate(combos)}, state,
                          other, budget_bytes)
-
-
-def _stage_fwd_bwd(model, job, eff, kinds, config) -> tuple[float, float]:
-    """Forward and backward seconds of the worst stage per micro-batch (overlap windows)."""
-    tokens = np.array([config.micro_batch * job.seq_len / config.cp], dtype=float)
-    fwd = bwd = 0.0
-    for shapes, count in kinds:
-        one = layer_forward(model, job, eff, shapes, tokens=tokens, **_layout_arrays(config, 1),
-                            imbalance=job.moe_load_imbalance)
-        fwd += count * float(one.total_s[0])
-        bwd += count * float((one.gemm_bwd_s + one.attention_bwd_s + 2 * one.elementwise_s)[0])
-    return fwd, bwd
 
 
 def _layout_arrays(config: ParallelConfig, n: int) -> dict[str, np.ndarray]:

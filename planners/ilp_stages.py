@@ -10,33 +10,13 @@ import numpy as np
 
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.core.types import Frozen
-from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.compute import layer_forward
 from sysplan.costmodels.efficiency import Efficiency
-from sysplan.costmodels.layers import layer_shapes
-from sysplan.costmodels.memory import (
-    ALLOCATOR_RESERVE_FRACTION,
-    activation_bytes_per_token,
-    element_bytes,
-)
-from sysplan.costmodels.training import (
-    _accumulate,
-    _layer_comm,
-    _layer_params,
-    _lm_head_seconds,
-    price_training,
-)
+from sysplan.costmodels.layer_cost import RECOMPUTE_MODES
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware.types import Cluster
-from sysplan.models.counting import padded_vocab
 from sysplan.models.spec import ModelSpec
-from sysplan.planners.ilp import (
-    RECOMPUTE_MODES,
-    ZERO_AS_GROUPS,
-    IlpResult,
-    _solve,
-)
-from sysplan.planners.ilp_sharding import _groups, _layout_arrays, _state_bytes
+from sysplan.planners.ilp import IlpResult, _solve
+from sysplan.planners.stage_costs import layer_costs
 from sysplan.workloads.training import TrainJob
 
 # ------------------------------------------------------ 2. per-layer recompute + stage boundaries
@@ -259,75 +239,27 @@ def stage_problem(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Par
                   budget_bytes: float, efficiency: Efficiency | None = None) -> StageProblem:
     """The recompute/stage problem of ``config``'s layout priced by the training cost model.
 
-    Per layer kind (dense or MoE), per mode: seconds per micro-batch as price_training sums
-    them (``layer_forward`` + ``_layer_comm`` + ``_accumulate`` with one layer), kept bytes
-    from ``activation_bytes_per_token`` (full recompute keeps the layer input), states under
-    ``config.zero``. Stage 0 holds the embedding; the last stage the LM head, its time and
-    its logits; every stage the communicator buffers. 1F1B only (vpp = 1).
+    Per layer kind (dense or MoE), per mode: seconds and kept bytes per micro-batch from
+    ``layer_cost.model_costs`` (the per-layer function price_training sums over a stage),
+    states under ``config.zero``. Stage 0 holds the embedding; the last stage the LM head,
+    the MTP modules, their time and the logits; every stage the communicator buffers.
+    1F1B only (vpp = 1).
     """
     if config.vpp > 1:
         raise InputError(f"vpp {config.vpp}: the stage ILP models 1F1B (vpp 1); interleaved "
                          "stages hold non-adjacent chunks")
-    eff = efficiency or Efficiency.for_cluster(cluster)
-    priced = price_training(model, job, cluster, Candidates.from_configs([config]), eff)
-    reserve = eff.calibration.allocator_reserve
-    reserve = ALLOCATOR_RESERVE_FRACTION if reserve is None else reserve
-    dense_groups, expert_groups = _groups(cluster, config)
-    shard = ZERO_AS_GROUPS[config.zero]
-    fd, fe = [dense_groups[g] for g in shard], [expert_groups[g] for g in shard]
-    kinds = {moe: _layer_kind(model, job, cluster, eff, config, moe, reserve, fd, fe)
-             for moe in ({False, model.moe is not None})}
-    per_layer = [kinds[model.is_moe_layer(i)] for i in range(model.num_layers)]
-    h, tp = model.hidden_size, config.tp
-    vocab = padded_vocab(model, tp)
-    # embedding (+ learned positions) on stage 0, LM head + final norm on the last stage
-    # (as costmodels.training._local_params)
-    embedding = vocab * h / tp + (model.max_seq_len * h if model.learned_positions else 0.0)
-    head = (0.0 if model.tied_embeddings else vocab * h / tp) + h
+    costs = layer_costs(model, job, cluster, config, efficiency)
     p = config.pp
-    stage_bytes = np.full(p, float(priced.memory["comm_buffers"][0]))
-    largest = max(k["params"] for k in kinds.values())
-    stage_bytes += _state_bytes(job.precision, 0.0, 0.0, largest, fd, fe).sum()
-    stage_bytes[0] += _state_bytes(job.precision, embedding, 0.0, 0.0, fd, fe).sum()
-    stage_bytes[-1] += _state_bytes(job.precision, head, 0.0, 0.0, fd, fe).sum()
-    tokens = config.micro_batch * job.seq_len / config.cp
-    # fp32 logits of the padded vocab for the one micro-batch on the last stage
-    # (Megatron cross-entropy, training-formulas 4.3, as price_training's logits term)
-    stage_bytes[-1] += (1.0 + reserve) * 4.0 * tokens * (h + vocab / tp)
+    stage_bytes = np.full(p, costs.fixed_bytes)
+    stage_bytes[0] += costs.first_extra[1]
+    # the last stage's MTP activations are held for its one in-flight micro-batch
+    stage_bytes[-1] += costs.last_extra[1] + costs.last_extra[2]
     stage_time = np.zeros(p)
-    stage_time[-1] = float(_lm_head_seconds(model, eff, np.array([tokens]),
-                                            np.array([float(tp)]), job.precision)[0])
+    stage_time[0] += costs.first_extra[0]
+    stage_time[-1] += costs.last_extra[0]
     return StageProblem(
-        layer_time_s=np.array([k["seconds"] for k in per_layer]),
-        activation_bytes=np.array([k["kept"] for k in per_layer]),
-        state_bytes=np.array([k["state"] for k in per_layer]),
-        recompute_peak_bytes=np.array([k["peak"] for k in per_layer]),
+        layer_time_s=(costs.forward_s[None, :] + costs.backward_s).T,
+        activation_bytes=costs.activation_bytes.T, state_bytes=costs.state_bytes,
+        recompute_peak_bytes=costs.transient_bytes[2],
         stages=p, microbatches=config.num_microbatches, budget_bytes=budget_bytes,
         stage_time_s=stage_time, stage_bytes=stage_bytes)
-
-
-def _layer_kind(model, job, cluster, eff, config, moe_layer, reserve, fd, fe) -> dict:
-    """Seconds and kept bytes per recompute mode, and state bytes, of one layer kind."""
-    shapes = layer_shapes(model, moe_layer)
-    arrays = _layout_arrays(config, 3)
-    tokens = np.full(3, config.micro_batch * job.seq_len / config.cp)
-    full, selective = np.array([0.0, 0.0, 1.0]), np.array([False, True, False])
-    fwd = layer_forward(model, job, eff, shapes, tokens=tokens, **arrays,
-                        imbalance=job.moe_load_imbalance)
-    comm = _layer_comm(model, job, cluster, eff, shapes, fwd, tokens, arrays["tp"], arrays["cp"],
-                       arrays["ep"], arrays["etp"])
-    per_mb = {k: np.zeros(3) for k in
-              ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep", "fwd", "bwd")}
-    _accumulate(per_mb, fwd, comm, 1.0, full, selective)
-    seconds = sum(per_mb[k] for k in ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep"))
-    layer_bytes = tokens * activation_bytes_per_token(model, job, shapes, arrays["tp"],
-                                                      arrays["sp"], arrays["etp"], selective)
-    # full recompute keeps only the layer input, 2 b s h (/ t with SP) (Korthikanti 2022, T. 2)
-    inputs = (element_bytes(job.precision) * model.hidden_size * tokens
-              / (config.tp if config.sequence_parallel else 1))
-    kept = (1.0 + reserve) * np.where(full > 0, inputs, layer_bytes)
-    split, replicated, routed = _layer_params(shapes, model.hidden_size)
-    dense, expert = split / config.tp + replicated, routed / (config.ep * config.etp)
-    return {"seconds": seconds, "kept": kept, "peak": float((1.0 + reserve) * layer_bytes[0]),
-            "params": dense + expert,
-            "state": float(_state_bytes(job.precision, dense, expert, 0.0, fd, fe).sum())}

@@ -27,9 +27,9 @@ import numpy as np
 
 from sysplan.core.errors import NoPlanFits
 from sysplan.costmodels import schedules as sched
-from sysplan.costmodels.estimate import balanced_stage_layers
+from sysplan.costmodels.layer_cost import RECOMPUTE_MODES, balanced_stage_layers
 
-RECOMPUTE_MODES = ("none", "selective", "full")
+__all__ = ["RECOMPUTE_MODES", "StagePlan", "evaluate_ranks", "evaluate_stages", "optimal_stages"]
 Extra = tuple[float, ...]  # (seconds, fixed bytes[, activation bytes per micro-batch])
 
 

@@ -1,8 +1,8 @@
 """Per-layer inputs of the pipeline DP, read from the training cost model.
 
-``layer_costs`` prices each layer of one configuration with the helpers ``price_training`` uses
-for a whole stage, so a uniform split reproduces its per-stage compute; ``plan_stages`` runs
-``pipeline_dp.optimal_stages`` on them.
+``layer_costs`` reads each layer of one configuration from ``layer_cost.model_costs``, the
+per-layer function ``price_training`` sums over a stage, so an even split reproduces its stages;
+``plan_stages`` runs ``pipeline_dp.optimal_stages`` on them.
 """
 
 from __future__ import annotations
@@ -12,19 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sysplan.costmodels import training as tr
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.compute import layer_forward, linear_seconds
 from sysplan.costmodels.efficiency import Efficiency
-from sysplan.costmodels.layers import layer_shapes
-from sysplan.costmodels.memory import (
-    ALLOCATOR_RESERVE_FRACTION,
-    NCCL_BYTES_PER_COMMUNICATOR,
-    activation_bytes_per_token,
-    element_bytes,
-)
-from sysplan.models.counting import padded_vocab
-from sysplan.planners.pipeline_dp import RECOMPUTE_MODES, StagePlan, optimal_stages
+from sysplan.costmodels.layer_cost import RECOMPUTE_MODES, model_costs
+from sysplan.costmodels.memory import ALLOCATOR_RESERVE_FRACTION, NCCL_BYTES_PER_COMMUNICATOR
+from sysplan.costmodels.training import model_state_bytes
+from sysplan.planners.pipeline_dp import StagePlan, optimal_stages
 
 # --- per-layer inputs from the training cost model ---------------------------------------------
 
@@ -55,79 +48,48 @@ class LayerCosts:
 
 
 def layer_costs(model, job, cluster, config, efficiency=None) -> LayerCosts:
-    """Per-layer time and memory of ``config`` from the training cost model
-    (``costmodels/training.py``: the same helpers price one layer here as a whole stage
-    there, so a uniform split reproduces its per-stage compute)."""
+    """Per-layer time and memory of ``config`` from ``layer_cost.model_costs``, the per-layer
+    function ``price_training`` sums over a stage, so an even split reproduces its stages."""
     eff = efficiency or Efficiency.for_cluster(cluster)
     c = Candidates.from_configs([config])
-    f = {k: getattr(c, k).astype(float) for k in
-         ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "sp", "zero", "mb", "recompute")}
-    tp, cp, ep, etp, sp = f["tp"], f["cp"], f["ep"], f["etp"], f["sp"]
-    tokens = f["mb"] * job.seq_len / cp
+    costs = model_costs(model, job, cluster, c, eff)
+    f = {k: getattr(c, k).astype(float) for k in ("tp", "dp", "cp", "ep", "etp", "zero", "pp")}
     reserve = eff.calibration.allocator_reserve
     reserve = 1.0 + (ALLOCATOR_RESERVE_FRACTION if reserve is None else reserve)
-    h = model.hidden_size
-    one, zero = np.ones(1), np.zeros(1)
 
     def states(dense, expert, largest=0.0) -> float:
-        # _memory's weights + gradients + optimizer are linear in the parameter counts
-        params = tr.LocalParams(dense * one, expert * one, largest * one)
-        mem = tr._memory(model, job, eff, f, params, [], tokens, one, one, zero, zero)
-        return float(mem["weights"][0] + mem["gradients"][0] + mem["optimizer"][0])
+        parts = model_state_bytes(job, f, dense, expert, largest)
+        return float(sum(parts.values())[0])
 
-    kinds, largest = {}, 0.0
-    for moe in sorted({model.is_moe_layer(i) for i in range(model.num_layers)} | {
-            model.mtp_layers > 0 and model.moe is not None}):
-        shapes = layer_shapes(model, moe)
-        fwd = layer_forward(model, job, eff, shapes, tokens=tokens, tp=tp, etp=etp, ep=ep,
-                            sp=sp, cp=cp, imbalance=job.moe_load_imbalance)
-        comm = tr._layer_comm(model, job, cluster, eff, shapes, fwd, tokens, tp, cp, ep, etp)
-        totals = []
-        for full, selective in ((0.0, False), (0.0, True), (1.0, False)):
-            per_mb = {k: np.zeros(1) for k in ("gemm", "attn", "elem", "recompute", "tp", "cp",
-                                               "ep", "fwd", "bwd")}
-            tr._accumulate(per_mb, fwd, comm, 1.0, full, selective)
-            totals.append(float(sum(per_mb[k] for k in ("gemm", "attn", "elem", "recompute",
-                                                         "tp", "cp", "ep"))[0]))
-        forward = float(fwd.total_s[0] + 0.5 * (comm["tp"] + comm["cp"] + comm["ep"])[0])
-        layer_bytes = [float(activation_bytes_per_token(model, job, shapes, tp, sp, etp, s)[0]
-                             * tokens[0]) for s in (False, True)]
-        # full recompute keeps the layer input (Korthikanti et al. 2022, Table 2), as _memory
-        kept = float(element_bytes(job.precision) * h * tokens[0]
-                     / (tp[0] if sp[0] > 0 else 1.0))
-        split, replicated, routed = tr._layer_params(shapes, h)
-        dense, expert = split / tp[0] + replicated, routed / (ep[0] * etp[0])
-        largest = max(largest, dense + expert)
-        kinds[moe] = {"fwd": forward, "bwd": [t - forward for t in totals],
-                      "wgrad": 0.5 * float(fwd.gemm_bwd_s[0]),
-                      "act": [x * reserve for x in (*layer_bytes, kept)],
-                      "transient": [0.0, 0.0, layer_bytes[0] * reserve],
-                      "state": states(dense, expert)}
-    rows = [kinds[model.is_moe_layer(i)] for i in range(model.num_layers)]
+    kinds = {}
+    for name, layer in costs.kinds.items():
+        forward = float(layer.forward_s[0])
+        totals = [float(layer.seconds(full, sel)[0]) for full, sel in ((0.0, 0.0), (0.0, 1.0),
+                                                                       (1.0, 0.0))]
+        kept = [float(layer.kept_bytes(mode)[0]) * reserve for mode in RECOMPUTE_MODES]
+        kinds[name] = {"fwd": forward, "bwd": [t - forward for t in totals],
+                       "wgrad": 0.5 * float(layer.time.gemm_bwd_s[0]), "act": kept,
+                       "transient": [0.0, 0.0, float(layer.activation_bytes[0]) * reserve],
+                       "state": states(layer.dense_params, layer.expert_params)}
+    rows = [kinds[k] for k in costs.sequence]
 
     def column(key, row=None):
         return np.array([k[key] if row is None else k[key][row] for k in rows])
-    vocab = float(padded_vocab(model, int(tp[0])))
-    embedding = vocab * h / tp[0] + (model.max_seq_len * h if model.learned_positions else 0.0)
-    head = (0.0 if model.tied_embeddings else vocab * h / tp[0]) + h
-    head_s = float(tr._lm_head_seconds(model, eff, tokens, tp, job.precision)[0])
-    logits = 4.0 * tokens[0] * (h + vocab / tp[0]) * reserve  # _memory's last-stage logits
-    last = [head_s, states(head, 0.0) + logits, 0.0]
-    if model.mtp_layers:  # DeepSeek-V3 section 2.2: a layer, eh_proj (2h -> h), the shared head
-        mtp = kinds[model.moe is not None]
-        proj_f, proj_b = linear_seconds(eff, tokens, h / tp, 2 * h, eff.gpu.peak("bf16"))
-        last[0] += model.mtp_layers * (mtp["fwd"] + mtp["bwd"][0] + float((proj_f + proj_b)[0])
-                                       + head_s)
-        last[1] += model.mtp_layers * (mtp["state"] + states(2 * h * h / tp[0] + 3 * h, 0.0))
-        last[2] += model.mtp_layers * mtp["act"][0]
-    groups = sum(float(x[0] > 1) for x in (tp, cp, f["dp"], f["pp"], ep))
+    head, mtp = costs.head, costs.mtp
+    last = (float((head.seconds + mtp.seconds)[0]),
+            states(head.dense_params + mtp.dense_params, mtp.expert_params)
+            + float(costs.logits_bytes[0]) * reserve,
+            float(mtp.activation_bytes[0]) * reserve)
+    largest = float(max(k.dense_params[0] + k.expert_params[0] for k in costs.kinds.values()))
+    groups = sum(float(f[k][0] > 1) for k in ("tp", "cp", "dp", "pp", "ep"))
     return LayerCosts(
         modes=RECOMPUTE_MODES, forward_s=column("fwd"),
         backward_s=np.array([column("bwd", r) for r in range(3)]), wgrad_s=column("wgrad"),
         activation_bytes=np.array([column("act", r) for r in range(3)]),
         transient_bytes=np.array([column("transient", r) for r in range(3)]),
-        state_bytes=column("state"), first_extra=(0.0, states(embedding, 0.0), 0.0),
-        last_extra=tuple(last), microbatches=config.num_microbatches,
+        state_bytes=column("state"),
+        first_extra=(0.0, states(costs.embedding.dense_params, 0.0), 0.0),
+        last_extra=last, microbatches=config.num_microbatches,
         fixed_bytes=groups * NCCL_BYTES_PER_COMMUNICATOR + states(0.0, 0.0, largest))
 
 

@@ -1,0 +1,266 @@
+"""The one per-layer cost function of training: embedding, dense and MoE layers, MTP, LM head.
+
+``model_costs`` prices every kind of layer a model has, for a batch of configurations, per
+micro-batch on one GPU: time terms (forward, backward, recompute, exposed TP/CP/EP traffic),
+kept activation bytes per recompute mode, and the parameters one GPU holds. Enumeration
+(``costmodels/training.py``), the stage DP (``planners/stage_costs.py``) and the stage ILP
+(``planners/ilp_stages.py``) all read it, so no two planners price a layer differently.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from sysplan.costmodels import collectives as coll
+from sysplan.costmodels.candidates import Candidates
+from sysplan.costmodels.compute import LayerTime, layer_forward, linear_seconds
+from sysplan.costmodels.efficiency import Efficiency
+from sysplan.costmodels.layers import LayerShapes, layer_shapes
+from sysplan.costmodels.memory import activation_bytes_per_token, element_bytes, linear_dtype
+from sysplan.costmodels.moe import MoECost, moe_layer_cost
+from sysplan.hardware.types import Cluster
+from sysplan.models.counting import padded_vocab
+from sysplan.models.spec import ModelSpec
+from sysplan.workloads.training import TrainJob
+
+#: Recompute modes, in the row order of every per-mode array (one definition for all planners).
+RECOMPUTE_MODES = ("none", "selective", "full")
+#: Per-micro-batch terms of a layer; the first seven add up to its time.
+TERMS = ("gemm", "attn", "elem", "recompute", "tp", "cp", "ep")
+
+
+def balanced_stage_layers(num_layers: int, pp: int) -> tuple[int, ...]:
+    """Layers per stage, as even as possible, extra layers on the middle stages."""
+    base, extra = divmod(num_layers, pp)
+    order = sorted(range(pp), key=lambda i: (i in (0, pp - 1), i))
+    counts = [base] * pp
+    for i in order[:extra]:
+        counts[i] += 1
+    return tuple(counts)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The parallel degrees a layer's cost depends on, float arrays over configurations."""
+
+    tp: np.ndarray
+    cp: np.ndarray
+    ep: np.ndarray
+    etp: np.ndarray
+    sp: np.ndarray
+    tokens: np.ndarray  # local tokens per micro-batch: micro-batch x seq / cp
+
+    @classmethod
+    def of(cls, c: Candidates, job: TrainJob) -> Layout:
+        """The layout arrays of a batch of configurations."""
+        f = {k: getattr(c, k).astype(float) for k in ("tp", "cp", "ep", "etp", "sp", "mb")}
+        return cls(f["tp"], f["cp"], f["ep"], f["etp"], f["sp"], f["mb"] * job.seq_len / f["cp"])
+
+
+@dataclass(frozen=True)
+class LayerCost:
+    """One layer of one kind on one GPU per micro-batch (arrays over configurations)."""
+
+    kind: str  # "dense" or "moe"
+    time: LayerTime  # forward compute
+    comm: dict[str, np.ndarray]  # "tp", "cp", "ep": exposed seconds, forward + backward
+    dense_params: np.ndarray  # parameters on one GPU (TP-split + replicated + norms)
+    expert_params: np.ndarray  # routed-expert parameters on one GPU (/ EP x ETP)
+    activation_bytes: np.ndarray  # kept for backward per micro-batch, no recompute
+    selective_bytes: np.ndarray  # kept with selective recompute
+    input_bytes: np.ndarray  # kept with full recompute: the layer input
+    moe: MoECost | None = None  # what the MoE block costs, for the explanation
+
+    def terms(self, full, selective) -> dict[str, np.ndarray]:
+        """Named seconds per micro-batch (forward + backward (2x) + recompute), with ``full``
+        the fully recomputed share and ``selective`` a 0/1 flag; plus "fwd" and "bwd"."""
+        t, full = self.time, np.asarray(full, float)
+        selective = np.asarray(selective, float)
+        return {
+            "gemm": t.gemm_s + t.gemm_bwd_s,
+            "attn": t.attention_s + t.attention_bwd_s,
+            "elem": 3.0 * t.elementwise_s,  # backward touches each tensor about twice
+            # full recompute reruns the forward; selective the attention core
+            # (Korthikanti et al. 2022, sections 4.2-5)
+            "recompute": full * t.total_s + selective * t.attention_s,
+            # recompute repeats the forward half of TP and EP traffic (Korthikanti 2022, 4.2.2)
+            "tp": self.comm["tp"] * (1.0 + 0.5 * full),
+            "cp": self.comm["cp"],
+            "ep": self.comm["ep"] * (1.0 + 0.5 * full),
+            "fwd": t.total_s,
+            "bwd": t.gemm_bwd_s + t.attention_bwd_s + 2.0 * t.elementwise_s,
+        }
+
+    def seconds(self, full, selective) -> np.ndarray:
+        """Seconds per micro-batch: the sum of ``TERMS``."""
+        terms = self.terms(full, selective)
+        return sum(terms[k] for k in TERMS)
+
+    @property
+    def forward_s(self) -> np.ndarray:
+        """Forward seconds with the forward half of the layer's traffic."""
+        return self.time.total_s + 0.5 * (self.comm["tp"] + self.comm["cp"] + self.comm["ep"])
+
+    def kept_bytes(self, mode: str) -> np.ndarray:
+        """Activation bytes kept per micro-batch under recompute ``mode``."""
+        return {"none": self.activation_bytes, "selective": self.selective_bytes,
+                "full": self.input_bytes}[mode]
+
+    def recompute_flops(self, full, selective) -> np.ndarray:
+        """Forward FLOPs recomputed per micro-batch (for HFU)."""
+        return full * self.time.flops + selective * self.time.attention_flops
+
+
+@dataclass(frozen=True)
+class EndCost:
+    """Work outside the transformer layers on one stage (embedding, LM head, MTP modules)."""
+
+    seconds: np.ndarray  # per micro-batch, forward + backward
+    dense_params: np.ndarray
+    expert_params: np.ndarray
+    activation_bytes: np.ndarray  # per micro-batch in flight (MTP: its layer, no recompute)
+    terms: dict[str, np.ndarray]  # the named parts of ``seconds`` (TERMS keys + "lm_head")
+
+
+@dataclass(frozen=True)
+class ModelCosts:
+    """Every layer kind of a model, and the sequence of kinds in layer order."""
+
+    kinds: dict[str, LayerCost]
+    sequence: tuple[str, ...]  # kind of layer i
+    embedding: EndCost  # first stage
+    head: EndCost  # last stage: final norm, LM head, loss
+    mtp: EndCost  # last stage: DeepSeek-V3 multi-token-prediction modules (zero when none)
+    logits_bytes: np.ndarray  # fp32 logits of one micro-batch on the last stage
+
+    def stage_counts(self, stage_layers) -> list[dict[str, int]]:
+        """Layers of each kind per stage of a contiguous split."""
+        bounds = np.cumsum([0, *stage_layers])
+        return [{k: self.sequence[a:b].count(k) for k in self.kinds}
+                for a, b in itertools.pairwise(bounds)]
+
+
+def layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficiency,
+               lay: Layout, moe_layer: bool) -> LayerCost:
+    """Price one dense (``moe_layer=False``) or MoE layer of ``model`` on layout ``lay``."""
+    shapes = layer_shapes(model, moe_layer)
+    fwd = layer_forward(model, job, eff, shapes, tokens=lay.tokens, tp=lay.tp, etp=lay.etp,
+                        ep=lay.ep, sp=lay.sp, cp=lay.cp, imbalance=job.moe_load_imbalance)
+    moe = None
+    comm = _layer_comm(model, job, cluster, eff, shapes, fwd, lay)
+    if moe_layer and model.moe is not None:
+        moe = moe_layer_cost(model, job, cluster, eff, lay)
+        fwd = moe.add_to(fwd)
+        comm["ep"] = moe.dispatch_s
+    split, replicated, routed = layer_params(shapes, model.hidden_size)
+    act = [activation_bytes_per_token(model, job, shapes, lay.tp, lay.sp, lay.etp, s)
+           * lay.tokens for s in (False, True)]
+    if moe is not None:
+        act = [a + moe.extra_activation_bytes for a in act]
+    # full recompute keeps only the layer input, 2 b s h (/ t with SP) (Korthikanti 2022, T. 2)
+    inputs = (element_bytes(job.precision) * model.hidden_size * lay.tokens
+              / np.where(lay.sp > 0, lay.tp, 1.0))
+    return LayerCost("moe" if moe_layer and model.moe else "dense", fwd, comm,
+                     split / lay.tp + replicated, routed / (lay.ep * lay.etp) + 0.0 * lay.tp,
+                     act[0], act[1], inputs, moe)
+
+
+def layer_params(shapes: LayerShapes, h: int) -> tuple[float, float, float]:
+    """(TP-split, replicated, routed-expert) parameters of one layer (+ its two norms)."""
+    split = sum(g.n * g.k for g in shapes.gemms if g.split == "tp")
+    replicated = sum(g.n * g.k for g in shapes.gemms if g.split == "none") + 2 * h
+    return float(split), float(replicated), float(shapes.params_expert)
+
+
+def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, lay: Layout):
+    """Exposed TP and CP seconds of one layer per micro-batch (forward + backward); EP is
+    the MoE block's (``costmodels/moe.py``)."""
+    tp, cp = lay.tp, lay.cp
+    act_bytes = lay.tokens * model.hidden_size * element_bytes(job.precision)
+    # 2 all-reduces forward + 2 backward per layer (or AG + RS with SP, same volume):
+    # Korthikanti et al. 2022, section 4.2.2 / Narayanan et al. 2021, section 3.3
+    tp_one = coll.all_reduce_time(cluster, act_bytes, tp, 1, eff)
+    tp_total = 4.0 * np.where(tp > 1, tp_one, 0.0)
+    if job.tp_comm_overlap:
+        # chunked overlap with the layer's GEMMs (TE userbuffers / AsyncTP): one chunk of
+        # the communication stays exposed, the rest hides behind GEMM time (3 x fwd GEMMs)
+        hidden = np.minimum(tp_total * (tp - 1.0) / tp, 3.0 * fwd.gemm_s)
+        tp_total = tp_total - hidden
+    if job.context_parallel_comm == "a2a":
+        cp_total = _ulysses_seconds(model, job, cluster, eff, shapes, lay)
+    else:
+        # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice
+        # that backward, each hidden behind one attention tile (training-formulas 4.8)
+        kv_bytes = lay.tokens * shapes.kv_bytes_dims * element_bytes(job.precision) / tp
+        ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp, eff)
+        cp_total = (np.maximum(0.0, ring - fwd.attention_s)
+                    + np.maximum(0.0, 2 * ring - 2.5 * fwd.attention_s))
+    cp_total = np.where(cp > 1, cp_total, 0.0)
+    return {"tp": tp_total, "cp": cp_total, "ep": np.zeros_like(tp)}
+
+
+def _ulysses_seconds(model, job, cluster, eff, shapes, lay: Layout) -> np.ndarray:
+    """All-to-all CP (DeepSpeed-Ulysses, Jacobs et al. 2023, section 3.1): Q, K, V and the
+    attention output are re-split between sequence and heads, forward and again backward;
+    each all-to-all moves (c-1)/c of the local tensor and is not overlapped."""
+    heads = model.num_heads
+    features = heads * shapes.attn_qk_dim + shapes.kv_bytes_dims + heads * shapes.attn_v_dim
+    nbytes = lay.tokens * features * element_bytes(job.precision) / lay.tp
+    return 2.0 * coll.all_to_all_time(cluster, nbytes, lay.cp, lay.tp, eff)
+
+
+def lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16") -> np.ndarray:
+    """LM head GEMMs (fwd, dgrad, wgrad) and the fp32 cross-entropy over the padded vocab."""
+    vocab = padded_vocab(model, tp)
+    # logits = 2 b s h V FLOPs (Narayanan 2021): a [tokens, h] x [h, V / t] GEMM
+    forward, backward = linear_seconds(eff, tokens, vocab / tp, model.hidden_size,
+                                       eff.gpu.peak(linear_dtype(precision, head=True)))
+    # softmax + loss + its gradient touch the fp32 logits about three times (read/write)
+    loss_bytes = 3.0 * 2.0 * 4.0 * tokens * vocab / tp
+    return forward + backward + loss_bytes / eff.memory_bytes_per_s
+
+
+def model_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates,
+                efficiency: Efficiency | None = None) -> ModelCosts:
+    """Price every layer kind of ``model`` for the configurations ``c``: the public per-layer
+    cost function enumeration, the stage DP and the stage ILP read."""
+    eff = efficiency or Efficiency.for_cluster(cluster)
+    lay = Layout.of(c, job)
+    sequence = tuple("moe" if model.is_moe_layer(i) else "dense" for i in range(model.num_layers))
+    kinds = {k: layer_cost(model, job, cluster, eff, lay, k == "moe") for k in dict.fromkeys(sequence)}
+    h, tp, zero = model.hidden_size, lay.tp, np.zeros_like(lay.tp)
+    vocab = padded_vocab(model, tp)
+    embedding_params = vocab * h / tp + (model.max_seq_len * h if model.learned_positions else 0.0)
+    embedding = EndCost(zero, embedding_params, zero, zero, {})
+    head_s = lm_head_seconds(model, eff, lay.tokens, tp, job.precision)
+    head_params = np.where(model.tied_embeddings, 0.0, vocab * h / tp) + h  # + final norm
+    head = EndCost(head_s, head_params, zero, zero, {"lm_head": head_s})
+    # fp32 logits of the padded vocab for one micro-batch (Megatron cross-entropy,
+    # training-formulas 4.3: 4 s b h (1 + V/h))
+    logits = 4.0 * lay.tokens * (h + vocab / tp)
+    return ModelCosts(kinds, sequence, embedding, head,
+                      _mtp(model, job, cluster, eff, lay, head_s), logits)
+
+
+def _mtp(model, job, cluster, eff, lay: Layout, head_s) -> EndCost:
+    """DeepSeek-V3 multi-token prediction (report section 2.2, eq. 21-24): per module one
+    transformer layer (MoE when the model's deep layers are), eh_proj (2h -> h), three norms,
+    and another pass through the shared LM head and loss. Priced without recompute."""
+    zero = np.zeros_like(lay.tp)
+    if not model.mtp_layers:
+        return EndCost(zero, zero, zero, zero, {})
+    block = layer_cost(model, job, cluster, eff, lay, model.is_moe_layer(model.num_layers))
+    h, n = model.hidden_size, float(model.mtp_layers)
+    proj_f, proj_b = linear_seconds(eff, lay.tokens, h / lay.tp, 2 * h,
+                                    eff.gpu.peak(linear_dtype(job.precision)))
+    terms = {k: n * v for k, v in block.terms(0.0, 0.0).items() if k in TERMS}
+    terms["gemm"] = terms["gemm"] + n * (proj_f + proj_b)
+    terms["lm_head"] = n * head_s
+    seconds = sum(terms.values())
+    # the projection's input (2h) is kept beside the block's activations
+    act = n * (block.activation_bytes + 2.0 * h * lay.tokens * element_bytes(job.precision))
+    dense = n * (block.dense_params + 2.0 * h * h / lay.tp + 3.0 * h)
+    return EndCost(seconds, dense, n * block.expert_params, act, terms)

@@ -1,0 +1,121 @@
+"""costmodels/layer_cost.py: one per-layer cost function, read alike by enumeration and the
+stage DP; costmodels/moe.py: the routed-expert block as it runs."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from sysplan.costmodels.candidates import Candidates
+from sysplan.costmodels.efficiency import Efficiency
+from sysplan.costmodels.estimate import balanced_stage_layers
+from sysplan.costmodels.layer_cost import Layout, model_costs
+from sysplan.costmodels.moe import grouped_gemm_seconds, moe_layer_cost
+from sysplan.costmodels.training import price_training
+from sysplan.costmodels.types import ParallelConfig
+from sysplan.hardware import load_cluster
+from sysplan.models import MoESpec, resolve_model
+from sysplan.models.spec import ModelSpec
+from sysplan.planners.pipeline_dp import evaluate_stages
+from sysplan.planners.stage_costs import layer_costs
+from sysplan.workloads.training import make_train_job
+
+CLUSTER = load_cluster("dgx-h100")[0]
+EFF = Efficiency.default(CLUSTER)
+PIPELINE = ("compute_gemm", "compute_attention", "compute_elementwise", "recompute", "lm_head",
+            "tp_comm", "cp_comm", "ep_comm", "pp_bubble")
+
+
+def _model(layers: int, moe: bool, mtp: int, first_dense: int) -> ModelSpec:
+    spec = MoESpec(num_experts=16, top_k=2, expert_ffn_hidden=512, num_shared_experts=1,
+                   first_dense_layers=min(first_dense, layers - 1)) if moe else None
+    return ModelSpec(name="random", num_layers=layers, hidden_size=1024, num_heads=16,
+                     num_kv_heads=4, head_dim=64, ffn_hidden=2816, vocab_size=32000,
+                     max_seq_len=4096, moe=spec, mtp_layers=mtp)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layers=st.integers(4, 13), moe=st.booleans(), mtp=st.integers(0, 1),
+       first_dense=st.integers(0, 3), pp=st.sampled_from([1, 2, 4]), tp=st.sampled_from([1, 2]),
+       ep=st.sampled_from([1, 2, 4]), mode=st.sampled_from(["none", "selective", "full"]),
+       zero=st.sampled_from([0, 1, 3]))
+def test_enumeration_and_dp_even_split_agree(layers, moe, mtp, first_dense, pp, tp, ep, mode,
+                                             zero):
+    """price_training and the stage DP's even split price the same stages: pipeline time
+    and the fullest stage's memory within 1 % on dense, MoE and MTP layouts."""
+    if pp > layers:
+        pp = 1
+    model = _model(layers, moe, mtp, first_dense)
+    dp = 16 // (tp * pp)
+    ep = ep if moe else 1
+    job = make_train_job(model, seq_len=2048, global_batch=dp * 8)[0]
+    config = ParallelConfig(tp=tp, pp=pp, dp=dp, ep=ep, global_batch=dp * 8, recompute=mode,
+                            sequence_parallel=tp > 1, zero=zero)
+    priced = price_training(model, job, CLUSTER, Candidates.from_configs([config]), EFF)
+    costs = layer_costs(model, job, CLUSTER, config, EFF)
+    plan = evaluate_stages(balanced_stage_layers(layers, pp), (mode,) * pp, costs.microbatches,
+                           **costs.arrays())
+    enumerated = sum(float(priced.time[k][0]) for k in PIPELINE)
+    assert plan.step_time_s == pytest.approx(enumerated, rel=0.01)
+    memory = max(plan.stage_memory_bytes) + costs.fixed_bytes
+    assert memory == pytest.approx(float(priced.memory_bytes[0]), rel=0.01)
+
+
+def test_mtp_is_priced_on_the_last_stage():
+    """DeepSeek-V3's MTP module costs time and memory in enumeration (it did not before)."""
+    model = resolve_model("deepseek-v3")[0]
+    without = model.model_copy(update={"mtp_layers": 0})
+    job = make_train_job(model, seq_len=4096, global_batch=1024)[0]
+    config = ParallelConfig(tp=2, pp=8, dp=64, ep=64, global_batch=1024, recompute="full",
+                            sequence_parallel=True)
+    c = Candidates.from_configs([config])
+    a, b = (price_training(m, job, CLUSTER, c, EFF) for m in (model, without))
+    assert a.step_time_s[0] > b.step_time_s[0]
+    assert a.memory_bytes[0] >= b.memory_bytes[0]
+
+
+def _moe_layout(tokens: float, ep: float, etp: float = 1.0) -> Layout:
+    one = np.ones(1)
+    return Layout(one, one, ep * one, etp * one, 0 * one, tokens * one)
+
+
+def test_tokens_per_expert_and_dispatch_volume_by_hand():
+    """Qwen3-30B-A3B, 16,384 local tokens, EP 8: 128 experts top-8 -> 16 local experts of
+    16,384 x 8 / 16 = 8,192 rows; each rank sends 16,384 x 8 x 2,048 x 2 bytes per a2a."""
+    model = resolve_model("qwen3-30b-a3b")[0]
+    job = make_train_job(model, seq_len=4096, global_batch=8, moe_load_imbalance=1.0)[0]
+    cost = moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 8))
+    assert cost.local_experts[0] == 16
+    assert cost.tokens_per_expert[0] == pytest.approx(8192)
+    assert cost.dispatch_bytes[0] == pytest.approx(16384 * 8 * 2048 * 2)
+    # 2 MNK over the gate/up (2 x 768) and down (768) GEMMs of every routed row
+    assert cost.expert_flops[0] == pytest.approx(2 * 16384 * 8 * 2048 * (2 * 768 + 768))
+
+
+def test_dispatch_across_nodes_costs_more_than_inside_nvlink():
+    model = resolve_model("deepseek-v3")[0]
+    job = make_train_job(model, seq_len=4096, global_batch=8)[0]
+    inside = moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(4096, 8))
+    across = moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(4096, 64))
+    assert across.dispatch_s[0] > 2 * inside.dispatch_s[0]
+
+
+def test_grouped_gemm_pads_each_expert_to_a_tile():
+    """Ten experts of 1 row cost what ten experts of 128 rows cost (one tile each)."""
+    peak = CLUSTER.gpu.peak("bf16")
+    one = grouped_gemm_seconds(EFF, np.array([1.0]), 10, 1536, 2048, peak)
+    tile = grouped_gemm_seconds(EFF, np.array([128.0]), 10, 1536, 2048, peak)
+    assert one[0][0] == pytest.approx(tile[0][0])
+    assert one[1][0] <= tile[1][0]
+
+
+def test_imbalance_slows_the_moe_layer():
+    model = resolve_model("qwen3-30b-a3b")[0]
+    c = Candidates.from_configs([ParallelConfig(dp=8, ep=8, global_batch=64)])
+    times = []
+    for imbalance in (1.0, 1.5):
+        job = make_train_job(model, seq_len=4096, global_batch=64,
+                             moe_load_imbalance=imbalance)[0]
+        times.append(float(model_costs(model, job, CLUSTER, c, EFF).kinds["moe"]
+                           .seconds(0.0, 0.0)[0]))
+    assert times[1] > times[0]
