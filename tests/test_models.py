@@ -367,3 +367,13 @@ def test_flops_grow_with_sequence(p: dict, seq_len: int) -> None:
     assert forward_flops_per_token(model, seq_len) < forward_flops_per_token(
         model, seq_len, causal=False
     )
+
+
+@pytest.mark.parametrize(("name", "total_b", "active_b"),
+                         [("gpt-oss-120b", 116.8, 5.1), ("gpt-oss-20b", 20.9, 3.6)])
+def test_gpt_oss_counts_match_the_model_card(name: str, total_b: float, active_b: float) -> None:
+    """OpenAI gpt-oss model card (arXiv 2508.10925) Table 1: total, and active per token
+    without the embedding; biases and attention sinks (about 0.04B) are not modelled."""
+    counts = param_counts(spec(name))
+    assert round(counts.total / 1e9, 1) == total_b
+    assert round((counts.active - counts.embedding) / 1e9, 1) == active_b
