@@ -68,22 +68,17 @@ def default_knobs(engine: str, gpu: GPU, gpus_per_replica: int = 1) -> EngineKno
                        max_num_batched_tokens=8192 if big else 2048, gpu_memory_utilization=0.9)
 
 
-def _round_batch(raw: float) -> int:
-    """``finetune_setting``'s rounding of the batch size (tuning.py)."""
-    if raw < 256:
-        return max(64, 32 * math.ceil(raw / 32))
-    if raw < 1024:
-        return 128 * math.ceil(raw / 128)
-    return 256 * math.ceil(raw / 256)
+def _round_up(raw: float, floor: int, tiers: tuple[tuple[float, int], ...]) -> int:
+    """``finetune_setting``'s rounding (tuning.py): up to a multiple of the step of the first
+    tier ``raw`` is below, never under ``floor``."""
+    step = next((step for below, step in tiers if raw < below), tiers[-1][1])
+    return max(floor, step * math.ceil(raw / step))
 
 
-def _round_tokens(raw: float) -> int:
-    """``finetune_setting``'s rounding of the token budget (tuning.py)."""
-    if raw < 4096:
-        return max(2048, 256 * math.ceil(raw / 256))
-    if raw < 8192:
-        return 512 * math.ceil(raw / 512)
-    return 1024 * math.ceil(raw / 1024)
+#: batch size: multiples of 32 below 256 (at least 64), of 128 below 1024, else of 256
+_BATCH_TIERS = ((256, 32), (1024, 128), (math.inf, 256))
+#: token budget: multiples of 256 below 4096 (at least 2048), of 512 below 8192, else of 1024
+_TOKEN_TIERS = ((4096, 256), (8192, 512), (math.inf, 1024))
 
 
 def trtllm_bench_settings(model: ModelSpec, gpu: GPU, tp: int, pp: int, weights_precision: str,
@@ -107,8 +102,9 @@ def trtllm_bench_settings(model: ModelSpec, gpu: GPU, tp: int, pp: int, weights_
     requests = max(available * 0.95, 0.0) / (per_token_gib * max(isl + osl, 1.0))
     raw_batch = min(requests, 4096) / pp
     raw_tokens = min(raw_batch * (1 + isl / max(osl, 1.0)), 32768)
-    return EngineKnobs(engine="trtllm", max_num_seqs=_round_batch(raw_batch),
-                       max_num_batched_tokens=_round_tokens(raw_tokens), chunked_prefill=True,
+    return EngineKnobs(engine="trtllm", max_num_seqs=_round_up(raw_batch, 64, _BATCH_TIERS),
+                       max_num_batched_tokens=_round_up(raw_tokens, 2048, _TOKEN_TIERS),
+                       chunked_prefill=True,
                        gpu_memory_utilization=TRTLLM_BENCH_KV_FRACTION)
 
 
