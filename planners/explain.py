@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sysplan.costmodels.candidates import RECOMPUTE_NAMES, Candidates
+from sysplan.costmodels.layer_cost import model_costs
 from sysplan.costmodels.training import TIME_TERMS
 from sysplan.costmodels.types import Estimate
 
@@ -63,7 +64,7 @@ def _alternative(c: Candidates, value, fits, winner: int, field: str) -> int | N
 
 
 def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fits, order,
-                   usable) -> str:
+                   usable, efficiency=None) -> str:
     """One paragraph: what the winner is, what binds it, and what the runner-ups lose."""
     w = int(order[0])
     step = float(priced.step_time_s[w])
@@ -80,6 +81,8 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
             f"would be {value[fastest] / value[w] - 1:.0%} better but needs {need:.1f} GiB "
             f"of the {usable / GIB:.1f} GiB usable.")
     text.append(_communication_sentence(cluster, c, priced, w, step))
+    text.append(moe_sentence(model, job, cluster, c.take(np.array([w])), priced.time, w, step,
+                             efficiency))
     shown = set()
     for field, label in (("tp", "TP"), ("pp", "PP"), ("recompute", "recompute")):
         alt = _alternative(c, value, fits, w, field)
@@ -94,6 +97,39 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
             f"The best plan with other {label} ({describe_layout(c, alt)}) is {loss:.1%} "
             f"worse, mostly from more {_TERM_WORDS[cause]}{where}.")
     return " ".join(t for t in text if t)
+
+
+def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float,
+                 efficiency=None) -> str:
+    """What one MoE layer of configuration ``one`` costs per micro-batch: expert GEMMs (local
+    experts and tokens per expert), the dispatch all-to-all and the fabric tier it crosses,
+    permute/router passes, and the load imbalance assumed."""
+    if model.moe is None:
+        return ""
+    costs = model_costs(model, job, cluster, one, efficiency)
+    layer, moe = costs.kinds["moe"], costs.kinds["moe"].moe
+    mode = {0: (0.0, 0.0), 1: (0.0, 1.0), 2: (1.0, 0.0)}[int(one.recompute[0])]
+    total = float(layer.seconds(*mode)[0])
+    gemm = float((moe.expert_gemm_s + moe.expert_gemm_bwd_s)[0])
+    dispatch = float(moe.dispatch_s[0])
+    passes = 3.0 * float(moe.elementwise_s[0])
+    ep, etp = int(one.ep[0]), int(one.etp[0])
+    if ep > 1:
+        tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
+        where = (f"dispatch + combine all-to-all {dispatch * 1e3:.2f} ms over {tier} "
+                 f"(EP {ep}, {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB per rank each way)")
+    else:
+        where = "no dispatch all-to-all (EP 1: every expert on every GPU)"
+    share = float(time["ep_comm"][i]) / step
+    return (f"Each of the {model.num_moe_layers} MoE layers costs {total * 1e3:.2f} ms per "
+            f"micro-batch (forward + backward): expert grouped GEMMs {gemm * 1e3:.2f} ms "
+            f"({float(moe.local_experts[0]):.0f} local experts of "
+            f"{float(moe.tokens_per_expert[0]):,.0f} tokens each, top-{model.moe.top_k} of "
+            f"{model.moe.num_experts}, width {model.moe.expert_ffn_hidden // etp}), {where}, "
+            f"router and permute/unpermute passes {passes * 1e3:.2f} ms; a load imbalance of "
+            f"{moe.imbalance:.2f}x (busiest over mean rank) stretches the expert GEMMs and the "
+            f"all-to-all; EP communication is {share:.1%} of the step, not overlapped "
+            "(Megatron's default 1F1B).")
 
 
 def _communication_sentence(cluster, c: Candidates, priced, i: int, step: float) -> str:

@@ -136,7 +136,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         plans=result_plans, job=job, runtimes=tuple(runtimes), model_spec=model,
         cluster_spec=cluster,
         explanation=("Among even stage splits: " if stages == "dp" else "")
-        + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable)
+        + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable, eff)
         + (restaged_winner(result_plans[0]) if stages == "dp" else ""),
         notes=_notes(model, cluster, profile) + stage_notes,
     )
