@@ -180,6 +180,8 @@ class SloCheck(Frozen):
     slo: Slo = Field(description="The objective.")
     observed_s: float = Field(description="The run's value of that percentile, seconds.")
     met: bool = Field(description="observed_s <= slo.bound_s.")
+    upper_s: float = Field(default=math.nan, description="Upper 95 % confidence bound of that "
+                           "percentile from this run's sample (order statistics), seconds.")
 
 
 class ServeSummary(Frozen):
@@ -207,6 +209,9 @@ class ServeSummary(Frozen):
     slo_checks: tuple[SloCheck, ...] = Field(description="Each stated SLO and its value.")
     meets_slo: bool = Field(description="Every stated percentile within bound, every request "
                             "finished, and (online) unsaturated.")
+    holds_slo: bool = Field(default=False, description="meets_slo, and with 95 % confidence: "
+                            "every percentile's upper confidence bound within its bound, so a "
+                            "longer run of the same load keeps the verdict.")
     saturated: bool = Field(description="Online only: requests never finished, the queue kept "
                             "growing, or fewer finished than arrived.")
     saturation_reason: str = Field(default="", description="Why it counts as saturated.")
@@ -228,6 +233,20 @@ def _percentile(values: np.ndarray, percentile: float) -> float:
     """numpy's linear-interpolation percentile (as vllm bench) over the finite values."""
     finite = values[np.isfinite(values)]
     return float(np.percentile(finite, percentile)) if finite.size else math.nan
+
+
+def upper_confidence(values: np.ndarray, percentile: float) -> float:
+    """Upper 95 % confidence bound of the ``percentile`` of the distribution ``values`` were
+    drawn from: the order statistic of rank ceil(m q + 1.96 sqrt(m q (1 - q))) of the m
+    finite values (the count below a quantile is binomial; its normal approximation, Conover,
+    Practical Nonparametric Statistics, section 3.2), the largest value if that rank is past
+    them; NaN if there are none."""
+    finite = np.sort(values[np.isfinite(values)])
+    if not finite.size:
+        return math.nan
+    q, m = percentile / 100.0, finite.size
+    rank = math.ceil(m * q + 1.96 * math.sqrt(m * q * (1.0 - q)))
+    return float(finite[min(max(rank, 1), m) - 1])
 
 
 def _percentiles(values: np.ndarray) -> LatencyPercentiles:
@@ -351,7 +370,8 @@ def summarize(
     throughput``); online, the requests finishing inside the window per second, which in a
     stable queue equals the arrival rate (a drain tail does not dilute it). ``meets_slo``:
     every stated percentile within its bound, every steady-state request finished, and not
-    saturated (see ``saturation``).
+    saturated (see ``saturation``); ``holds_slo`` also asks it of each percentile's upper 95 %
+    confidence bound (``upper_confidence``), the verdict the serving planner prints.
     """
     assert 0 <= warmup_fraction < 1 and len(metrics) > 0, "need requests and a fraction in [0,1)"
     window = steady_window(metrics, warmup_fraction)
@@ -370,13 +390,16 @@ def summarize(
     checks = []
     for slo in slos:
         observed = _percentile(distributions[slo.metric], slo.percentile)
-        checks.append(SloCheck(slo=slo, observed_s=observed, met=observed <= slo.bound_s))
+        checks.append(SloCheck(slo=slo, observed_s=observed, met=observed <= slo.bound_s,
+                               upper_s=upper_confidence(distributions[slo.metric],
+                                                        slo.percentile)))
     reason = saturation(metrics, window, saturation_floor_s)
     if window.offline:  # every request over the makespan
         counted, arrived = finished, len(metrics)
     else:  # finishing inside the window; arrivals after it opened
         counted, arrived = _in_window(metrics, window), steady.size - 1
     per_s = 1 / window.seconds if window.seconds > 0 else 0.0
+    meets = all(c.met for c in checks) and not reason and bool(finished[steady].all())
     return ServeSummary(
         num_requests=steady.size, num_warmup=len(metrics) - steady.size,
         num_finished=int(finished[steady].sum()), duration_s=window.seconds,
@@ -387,6 +410,6 @@ def summarize(
         output_tokens_per_s=float(metrics.output_tokens[counted].sum()) * per_s,
         goodput_rps=int((counted & ok).sum()) * per_s, slo_attainment=float(ok[steady].mean()),
         slo_checks=tuple(checks),
-        meets_slo=all(c.met for c in checks) and not reason and bool(finished[steady].all()),
+        meets_slo=meets, holds_slo=meets and all(c.upper_s <= c.slo.bound_s for c in checks),
         saturated=bool(reason), saturation_reason=reason,
     )

@@ -1,15 +1,17 @@
 """Serving planner: which deployment serves a workload within its SLO at the lowest cost.
 
-In stages, so a full search fits in seconds:
-1. enumerate replica layouts (TP, PP, weight and KV precision) whose weights fit, and
-   deployments of them (aggregated replicas, or prefill/decode pools);
-2. prune with an analytic bound: a replica's TTFT is at least one prefill, its TPOT at least
-   one decode step, and its sustainable rate at most 1 / (prefill + OSL x step(B) / B) with B
-   the batch its KV cache holds (serving-formulas 4.2-4.4; Little's law);
-3. simulate the survivors (``costmodels.serving.simulator``): with a target rate, the cheapest
-   deployment meeting the SLO at that rate; without one, the highest SLO-meeting rate per GPU
-   found by bisection on short simulations;
-4. tune engine knobs of the best few with Optuna (``planners.serving.tuning``).
+In stages, so that a full search fits in seconds and every answer printed was checked:
+
+1. layouts (``space``) whose weights and one request fit; proven floors (``bound``) rule out
+   those that cannot meet the SLO even unloaded;
+2. screen (``screen``): an aggregated layout is judged on one replica at its share of the
+   load, and the proven ceilings prune layouts that cannot beat the best found (branch and
+   bound); a few disaggregated pools are simulated whole;
+3. tune the engine knobs of the best two with Optuna (``tuning``), keeping the untuned ones;
+4. verify: each plan to be printed is simulated whole at the workload's full length. A miss
+   steps the rate down (without a target rate) or falls back to the untuned knobs or one
+   more replica; a plan that still misses is not printed. When none is left the question
+   ends in NoPlanFits (exit 1) saying what came closest.
 """
 
 from __future__ import annotations
@@ -20,65 +22,40 @@ import time
 from sysplan.core.errors import NoPlanFits
 from sysplan.costmodels.serving.cost import ServingCost
 from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
-from sysplan.costmodels.serving.simulator import simulate, to_request_metrics
+from sysplan.planners.serving.runs import (
+    RATE_TOLERANCE,
+    Runner,
+    Task,
+    evaluate,
+    rate_search,
+    worst_ratio,
+)
+from sysplan.planners.serving.screen import Candidate, Screen, mode_of
 from sysplan.planners.serving.space import (
     ServeQuestion,
     _layout_text,
-    analytic_bound,
-    base_knobs,
-    candidate_deployments,
     check_question,
     describe,
-    mean_lengths,
-    passes_bound,
+    layout_knobs,
     pinned_deployment,
     replica_layouts,
 )
 from sysplan.planners.serving.types import ServePlan, ServeResult
-from sysplan.workloads.serving import ServeWorkload, make_requests
-from sysplan.workloads.slo import ServeSummary, summarize
+from sysplan.workloads.serving import ServeWorkload
+from sysplan.workloads.slo import ServeSummary
 
-SEARCH_REQUESTS = 400  # requests per simulation while searching (the final check uses all)
-BISECTION_STEPS = 5
-MAX_SIMULATIONS = 80
-PER_GPU_COUNT = 4  # simulations per GPU count with a target rate
-THROUGHPUT_CANDIDATES = 6  # deployments bisected without a target rate
+#: Lower rates tried after a miss in the full-length check (without a target rate), ...
+STEP_DOWNS = 3
+#: ... each this share of the last, at least and at most.
+STEP_DOWN_RANGE = (0.6, 0.95)
+#: Candidates verified at full length, at most, per plan printed.
+VERIFY_PER_PLAN = 3
+#: Replicas screened one at a time and checked whole: the highest rate tried above theirs.
+POOLING_GAIN = 1.25
+#: With a target rate: whole-deployment checks with fewer replicas than screened, at most.
+FEWER_STEPS = 3
 
-__all__ = ["BISECTION_STEPS", "ServeQuestion", "check_question", "describe", "evaluate", "max_rate",
-           "plan_serving"]
-
-
-def evaluate(q: ServeQuestion, cost: ServingCost, deployment: Deployment, rate: float | None,
-             num_requests: int) -> ServeSummary:
-    """Simulate ``deployment`` at ``rate`` (None: the workload's own arrivals)."""
-    update = {"num_requests": num_requests}
-    if rate is not None:
-        update["rate"] = rate
-    workload = q.workload.model_copy(update=update)
-    requests = make_requests(workload)
-    horizon = float(requests.arrival_s[-1]) * 1.5 + 120.0
-    result = simulate(deployment, cost, requests.arrival_s, requests.input_tokens,
-                      requests.output_tokens, concurrency=workload.concurrency,
-                      max_time_s=horizon)
-    overhead = cost.eff.calibration.serve_request_overhead_s
-    return summarize(to_request_metrics(result).with_request_overhead(overhead), q.slos)
-
-
-def max_rate(q: ServeQuestion, cost: ServingCost, deployment: Deployment, ceiling: float,
-             num_requests: int = SEARCH_REQUESTS, floor: float = 0.0,
-             steps: int = BISECTION_STEPS) -> float:
-    """Highest rate meeting the SLO, by bisection between ``floor`` (known to meet it, or 0)
-    and the analytic ceiling."""
-    low, high = floor, ceiling
-    if evaluate(q, cost, deployment, high, num_requests).meets_slo:
-        return high
-    for _ in range(steps):
-        mid = (low + high) / 2
-        if evaluate(q, cost, deployment, mid, num_requests).meets_slo:
-            low = mid
-        else:
-            high = mid
-    return low
+__all__ = ["ServeQuestion", "check_question", "describe", "evaluate", "plan_serving"]
 
 
 def plan_serving(q: ServeQuestion) -> ServeResult:
@@ -88,165 +65,155 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
     closest, and InputError for a question that cannot be asked.
     """
     started = time.perf_counter()
-    cost = ServingCost(q.model, q.cluster)
-    knobs = base_knobs(q)
-    layouts = replica_layouts(q, cost, knobs)
-    if not layouts:
-        raise NoPlanFits(_nothing_fits(q, cost, knobs))
-    isl, osl = mean_lengths(q.workload)
-    bounds = [analytic_bound(cost, layout, knobs, isl, osl) for layout in layouts]
-    pinned = pinned_deployment(q, knobs)
-    if pinned is not None:
-        pinned = pinned.model_copy(update={"routing": q.routing})
-        return _evaluate_pinned(q, cost, pinned, {b.layout: b for b in bounds}, started)
-    feasible = [b for b in bounds if passes_bound(b, q.slos)]
-    if not feasible:
-        best = min(bounds, key=lambda b: b.ttft_s)
-        raise NoPlanFits(f"no layout can meet {', '.join(map(str, q.slos))}: even unloaded, "
-                         f"the best ({_layout_text(best.layout)}) needs TTFT "
-                         f"{best.ttft_s * 1e3:.0f} ms and TPOT {best.tpot_s * 1e3:.1f} ms")
-    rate = q.workload.rate if q.workload.rate and math.isfinite(q.workload.rate) else None
-    candidates = [d.model_copy(update={"routing": q.routing})
-                  for d in candidate_deployments(q, feasible, rate, knobs)]
-    search = _Search(q, cost, {b.layout: b for b in feasible})
-    found = search.at_rate(candidates, rate) if rate is not None else search.best_rate(candidates)
-    if not found:
-        raise NoPlanFits(search.closest_text())
-    if q.trials:
-        from sysplan.planners.serving.tuning import tune
-
-        found.sort(key=lambda item: (-item[2], item[0].num_gpus))
-        tuned = [tune(search, d, r, q.trials, q.timeout_s, q.storage)[:2] for d, r, _ in found[:2]]
-        if rate is None and not q.workload.concurrency and q.workload.rate is None:
-            # the tuned knobs may sustain more: bisect again up to half as much again
-            tuned = [(d, max_rate(q, cost, d, 1.5 * r, floor=r, steps=3) if r else r)
-                     for d, r in tuned]
-        found = [(d, r, search.objective(d, r)) for d, r in tuned] + found[2:]
-    found.sort(key=lambda item: (-item[2], item[0].num_gpus))
-    built = [_plan(search, rank, d, r, value) for rank, (d, r, value)
-             in enumerate(found[:q.top], start=1)]
-    built.sort(key=lambda p: (not p.summary["meets_slo"], -p.objective_value, p.num_gpus))
-    plans = tuple(p.model_copy(update={"rank": rank}) for rank, p in enumerate(built, start=1))
-    return ServeResult(
-        model=q.model.name, cluster=q.cluster.name, engine=q.engine, max_gpus=q.max_gpus,
-        workload=_workload_dict(q.workload), slos=tuple(str(s) for s in q.slos),
-        searched=len(candidates), simulated=search.simulations,
-        search_time_s=time.perf_counter() - started,
-        deterministic=q.timeout_s is None, plans=plans, notes=_notes(q, knobs))
+    with Runner(q, ServingCost(q.model, q.cluster)) as runner:
+        layouts = replica_layouts(q, runner.cost)
+        if not layouts:
+            raise NoPlanFits(_nothing_fits(q, runner.cost))
+        pinned = pinned_deployment(q)
+        if pinned is not None:
+            return _evaluate_pinned(q, runner, pinned.model_copy(update={"routing": q.routing}),
+                                    layouts, started)
+        screen = Screen(q, runner, layouts)
+        if not screen.feasible():
+            bounds = [runner.bound(lay, layout_knobs(q, lay)) for lay in layouts]
+            best = min(bounds, key=lambda b: b.ttft_s)
+            raise NoPlanFits(f"no layout can meet {', '.join(map(str, q.slos))}: even "
+                             f"unloaded, the best ({_layout_text(best.layout)}) needs TTFT "
+                             f"{best.ttft_s * 1e3:.0f} ms and TPOT {best.tpot_s * 1e3:.1f} ms")
+        candidates = screen.run()
+        if q.trials:
+            candidates = screen.tune(candidates)
+        plans = _verify(q, runner, screen, candidates)
+        if not plans:
+            raise NoPlanFits(screen.no_plan_text())
+        return ServeResult(
+            model=q.model.name, cluster=q.cluster.name, engine=q.engine, max_gpus=q.max_gpus,
+            workload=_workload_dict(q.workload), slos=tuple(str(s) for s in q.slos),
+            searched=screen.considered, simulated=runner.simulations,
+            search_time_s=time.perf_counter() - started,
+            deterministic=q.timeout_s is None, plans=plans, notes=_notes(q, plans[0]))
 
 
-class _Search:
-    """Simulations of one question, counted, remembering the closest miss."""
-
-    def __init__(self, q: ServeQuestion, cost: ServingCost, bounds: dict) -> None:
-        self.q, self.cost, self.bounds = q, cost, bounds
-        self.simulations = 0
-        self.closest: tuple[float, Deployment, ServeSummary] | None = None
-
-    def run(self, d: Deployment, rate: float | None, n: int = SEARCH_REQUESTS) -> ServeSummary:
-        """Simulate ``d`` at ``rate`` and remember how close it came."""
-        self.simulations += 1
-        summary = evaluate(self.q, self.cost, d, rate, n)
-        score = _worst_ratio(summary)
-        if self.closest is None or score < self.closest[0]:
-            self.closest = (score, d, summary)
-        return summary
-
-    def objective(self, d: Deployment, rate: float | None) -> float:
-        """Higher is better: minus the deployment's cost with a target rate, else output
-        tokens/s per GPU at the rate it sustains."""
-        if self.q.workload.rate is not None and math.isfinite(self.q.workload.rate):
-            return -d.num_gpus * (self.q.gpu_hour_cost or 1.0)
-        osl = mean_lengths(self.q.workload)[1]
-        if rate is None:
-            summary = self.run(d, None)
-            return summary.output_tokens_per_s / d.num_gpus
-        return rate * osl / d.num_gpus
-
-    def at_rate(self, candidates: list[Deployment], rate: float) -> list[tuple]:
-        """Cheapest deployments meeting the SLO at ``rate`` (up to ``top`` per GPU count)."""
-        kept: list[tuple] = []
-        by_gpus: dict[int, list[Deployment]] = {}
-        for d in candidates:
-            by_gpus.setdefault(d.num_gpus, []).append(d)
-        for gpus in sorted(by_gpus):
-            if len(kept) >= self.q.top or self.simulations >= MAX_SIMULATIONS:
-                break
-            # within one GPU count, the most analytic headroom first, a few of them
-            group = sorted(by_gpus[gpus], key=lambda d: -self.ceiling(d))[:PER_GPU_COUNT]
-            for d in group:
-                if self.run(d, rate).meets_slo:
-                    kept.append((d, rate, self.objective(d, rate)))
-        return kept
-
-    def best_rate(self, candidates: list[Deployment]) -> list[tuple]:
-        """Without a target rate: each deployment's highest SLO-meeting rate (bisection), or
-        its closed-loop / offline throughput when the workload says so."""
-        kept: list[tuple] = []
-        offline = self.q.workload.rate is not None and math.isinf(self.q.workload.rate)
-        # the most promising by the analytic ceiling per GPU, a few of them
-        ranked = sorted(candidates, key=lambda d: (-self.ceiling(d) / d.num_gpus, d.num_gpus))
-        for d in ranked[:THROUGHPUT_CANDIDATES]:
-            if self.q.workload.concurrency or offline:
-                summary = self.run(d, None)
-                if summary.meets_slo or offline:
-                    kept.append((d, None, summary.output_tokens_per_s / d.num_gpus))
-                continue
-            ceiling = 1.2 * self.ceiling(d)
-            self.simulations += BISECTION_STEPS + 1
-            rate = max_rate(self.q, self.cost, d, ceiling)
-            if rate > 0:
-                kept.append((d, rate, self.objective(d, rate)))
-        return kept
-
-    def ceiling(self, d: Deployment) -> float:
-        """Analytic rate ceiling of a deployment (sum over replicas, or the slower pool)."""
-        if not d.disaggregated:
-            return d.replicas * self.bounds[d.replica].rate_rps
-        prefill = self.bounds[d.prefill]
-        return min(d.prefill_replicas / prefill.ttft_s,
-                   d.decode_replicas * self.bounds[d.decode].rate_rps)
-
-    def closest_text(self) -> str:
-        if self.closest is None:
-            return "no deployment was simulated"
-        _, d, summary = self.closest
-        checks = "; ".join(f"{c.slo} observed {c.observed_s * 1e3:.0f} ms"
-                           for c in summary.slo_checks)
-        state = " (saturated)" if summary.saturated else ""
-        return (f"no deployment of up to {self.q.max_gpus} GPUs meets the SLO; closest: "
-                f"{describe(d)}{state}: {checks}")
+def _verify(q: ServeQuestion, runner: Runner, screen: Screen,
+            candidates: list[Candidate]) -> tuple[ServePlan, ...]:
+    """The best candidates that pass the full-length check, as ranked plans. The first
+    checks of the best ``top`` run as one batch."""
+    order = sorted(candidates, key=lambda c: (-c.objective, c.deployment.num_gpus, c.ratio,
+                                              describe(c.deployment)))
+    n = q.workload.num_requests
+    runner.run_many([Task(c.deployment, _first_rate(q, screen, c), n) for c in order[:q.top]])
+    kept: list[tuple[Deployment, float | None, ServeSummary]] = []
+    tried = 0
+    for c in order:
+        if len(kept) >= q.top or tried >= VERIFY_PER_PLAN * q.top:
+            break
+        if any(_same_shape(c.deployment, d) for d, _, _ in kept):
+            continue  # one plan per shape: the best knobs found for it
+        tried += 1
+        found = _check(q, runner, screen, c)
+        if found is not None and not any(_same_shape(found[0], d) for d, _, _ in kept):
+            kept.append(found)
+    plans = [_plan(q, runner, screen, d, rate, summary) for d, rate, summary in kept]
+    plans.sort(key=lambda p: (-p.objective_value, p.num_gpus, _tightest(p.summary),
+                              describe(p.deployment)))
+    return tuple(p.model_copy(update={"rank": rank}) for rank, p in enumerate(plans, start=1))
 
 
-def _worst_ratio(summary: ServeSummary) -> float:
-    ratios = [c.observed_s / c.slo.bound_s for c in summary.slo_checks]
-    ratios = [math.inf if math.isnan(r) else r for r in ratios]  # NaN (unfinished) is a miss
-    return max(ratios, default=0.0) + (10.0 if summary.saturated else 0.0)
+def _same_shape(a: Deployment, b: Deployment) -> bool:
+    """Equal but for the engine knobs."""
+    return a.model_copy(update={"engine": b.engine}) == b
 
 
-def _plan(search: _Search, rank: int, d: Deployment, rate: float | None,
-          value: float) -> ServePlan:
-    """The final, full-length simulation of one chosen deployment."""
-    q, cost = search.q, search.cost
-    target = q.workload.rate if q.workload.rate is not None else rate
-    summary = search.run(d, target, q.workload.num_requests)
-    if rate is not None and q.workload.rate is None:
-        # the full-length run may miss where the short search runs passed: step down
-        for _ in range(4):
-            if summary.meets_slo:
-                break
-            rate = target = 0.93 * target
-            summary = search.run(d, target, q.workload.num_requests)
-        value = search.objective(d, rate)
+def _first_rate(q: ServeQuestion, screen: Screen, c: Candidate) -> float | None:
+    return q.workload.rate if screen.mode == "rate" else c.rate
+
+
+def _check(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate
+           ) -> tuple[Deployment, float | None, ServeSummary] | None:
+    """(deployment, rate, full-length summary) of a candidate that meets the SLO whole, after
+    stepping its rate down, or adding a replica, if it has to; None if it still misses."""
+    n, d = q.workload.num_requests, c.deployment
+    if screen.mode in ("offline", "closed"):
+        summary = runner.run(d, None, n)
+        return (d, None, summary) if summary.holds_slo or screen.mode == "offline" else None
+    if screen.mode == "rate":
+        return _fewest_whole(q, runner, screen, c)
+    rate = c.rate
+    for attempt in range(1 + STEP_DOWNS):  # without a target rate: the highest that holds
+        summary = runner.run(d, rate, n)
+        if summary.holds_slo:
+            return _pooled(q, runner, c, rate, summary) if attempt == 0 else (d, rate, summary)
+        # down by the share the worst ratio asks for, within STEP_DOWN_RANGE
+        low, high = STEP_DOWN_RANGE
+        rate *= min(high, max(low, high / worst_ratio(summary)))
+    return None
+
+
+def _pooled(q: ServeQuestion, runner: Runner, c: Candidate, rate: float,
+            summary: ServeSummary) -> tuple[Deployment, float, ServeSummary]:
+    """Replicas screened one at a time, checked whole at ``rate``: least-loaded routing
+    usually sustains more than their sum, so one higher rate is tried at full length, as far
+    above as the SLO ratio leaves headroom (at most POOLING_GAIN, below the ceiling)."""
+    d = c.deployment
+    ratio = worst_ratio(summary)
+    if c.unit == d or ratio >= 1.0:
+        return d, rate, summary
+    higher = min(rate * min(POOLING_GAIN, 1.0 / max(ratio, 1e-9)),
+                 0.99 * runner.ceiling(d))
+    if higher <= rate * (1 + RATE_TOLERANCE):
+        return d, rate, summary
+    more = runner.run(d, higher, q.workload.num_requests)
+    return (d, higher, more) if more.holds_slo else (d, rate, summary)
+
+
+def _fewest_whole(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate
+                  ) -> tuple[Deployment, float, ServeSummary] | None:
+    """With a target rate: the candidate's deployment checked whole at full length, then
+    with fewer replicas (down to what the ceiling allows, bisection, FEWER_STEPS at most)
+    since least-loaded routing pools them; one more replica if even it misses."""
+    rate, n, d = q.workload.rate, q.workload.num_requests, c.deployment
+    summary = runner.run(d, rate, n)
+    if not summary.holds_slo:
+        more = screen.one_more_replica(d)
+        if more is None:
+            return None
+        summary = runner.run(more, rate, n)
+        return (more, rate, summary) if summary.holds_slo else None
+    if d.disaggregated:
+        return d, rate, summary
+    best, failed = (d, summary), c.fewest - 1
+    for _ in range(FEWER_STEPS):
+        if best[0].replicas - failed <= 1:
+            break
+        middle = (failed + best[0].replicas) // 2
+        fewer = d.model_copy(update={"replicas": middle})
+        found = runner.run(fewer, rate, n)
+        if found.holds_slo:
+            best = (fewer, found)
+        else:
+            failed = middle
+    return best[0], rate, best[1]
+
+
+def _tightest(summary: dict) -> float:
+    ratios = [c["observed_s"] / c["slo"]["bound_s"] for c in summary["slo_checks"]
+              if c["observed_s"] is not None]
+    return max(ratios, default=0.0)
+
+
+def _plan(q: ServeQuestion, runner: Runner, screen: Screen, d: Deployment, rate: float | None,
+          summary: ServeSummary) -> ServePlan:
+    cost = runner.cost
     layout = d.decode if d.disaggregated else d.replica
-    max_rate_rps = rate if q.workload.rate is None else None
     return ServePlan(
-        rank=rank, deployment=d, num_gpus=d.num_gpus, max_rate_rps=max_rate_rps,
-        rate_rps=target if target is None or math.isfinite(target) else None,
+        rank=0, deployment=d, num_gpus=d.num_gpus,
+        max_rate_rps=rate if screen.mode == "max-rate" else None,
+        rate_rps=rate if rate is not None and math.isfinite(rate) else None,
         summary=summary.to_dict(),
         kv_cache_bytes_per_gpu=cost.kv_cache_bytes_per_gpu(layout, d.engine),
         kv_tokens_per_replica=cost.kv_capacity_tokens(layout, d.engine),
-        weight_bytes_per_gpu=cost.weight_bytes_per_gpu(layout), objective_value=value,
+        weight_bytes_per_gpu=cost.weight_bytes_per_gpu(layout),
+        objective_value=screen.objective(d, rate, summary),
         cost_per_hour=d.num_gpus * q.gpu_hour_cost if q.gpu_hour_cost else None,
         why=_why(summary))
 
@@ -260,7 +227,7 @@ def _why(summary: ServeSummary) -> str:
             f"({tightest.observed_s / tightest.slo.bound_s:.0%} of the bound)")
 
 
-def _nothing_fits(q: ServeQuestion, cost: ServingCost, knobs: EngineKnobs) -> str:
+def _nothing_fits(q: ServeQuestion, cost: ServingCost) -> str:
     tp = min(q.cluster.gpus_per_node, q.max_gpus)
     layout = ReplicaLayout(tp=tp, weights_precision="fp8" if "fp8" in q.cluster.gpu.peak_flops
                            else "bf16")
@@ -277,34 +244,50 @@ def _workload_dict(workload: ServeWorkload) -> dict:
     return data
 
 
-def _notes(q: ServeQuestion, knobs: EngineKnobs) -> tuple[str, ...]:
+def _notes(q: ServeQuestion, plan: ServePlan) -> tuple[str, ...]:
+    knobs: EngineKnobs = plan.deployment.engine
     notes = [(f"engine {q.engine}: max_num_seqs {knobs.max_num_seqs}, max_num_batched_tokens "
-             f"{knobs.max_num_batched_tokens} unless tuned")]
-    if q.workload.rate is not None and math.isinf(q.workload.rate) and q.slos:
+              f"{knobs.max_num_batched_tokens} for #1"
+              + ("" if not q.trials else " (tuned where it helped)"))]
+    if mode_of(q) == "offline" and q.slos:
         notes.append("--rate inf is the offline case: plans are ranked by throughput and the "
                      "SLO is reported, not required")
+    if mode_of(q) == "max-rate" and plan.max_rate_rps:
+        notes.append("rates are found on one replica at its share of the load, then checked "
+                     "on the whole deployment at the full number of requests")
     if q.timeout_s is not None:
         notes.append("--timeout makes the knob search depend on machine speed: not deterministic")
     return tuple(notes)
 
 
-def _evaluate_pinned(q: ServeQuestion, cost: ServingCost, d: Deployment, bounds: dict,
-                     started: float) -> ServeResult:
+def _evaluate_pinned(q: ServeQuestion, runner: Runner, d: Deployment,
+                     layouts: list[ReplicaLayout], started: float) -> ServeResult:
     """Simulate the one deployment asked about at the given load, SLO met or not."""
-    search = _Search(q, cost, bounds)
-    rate = q.workload.rate if q.workload.rate is not None and math.isfinite(q.workload.rate) \
-        else None
-    layouts = [d.prefill, d.decode] if d.disaggregated else [d.replica]
-    if any(lay not in bounds for lay in layouts):
+    used = [d.prefill, d.decode] if d.disaggregated else [d.replica]
+    if any(lay not in layouts for lay in used):
         raise NoPlanFits(f"{describe(d)} does not fit: the weights and one request's KV cache "
                          f"exceed {q.cluster.gpu.name} memory")
-    if rate is None and q.workload.rate is None and not q.workload.concurrency:
-        rate = max_rate(q, cost, d, 1.2 * search.ceiling(d))
-    plan = _plan(search, 1, d, rate, search.objective(d, rate))
+    mode, n = mode_of(q), q.workload.num_requests
+    screen = Screen(q, runner, layouts)
+    rate = q.workload.rate if mode == "rate" else None
+    if mode == "max-rate":
+        best = rate_search(runner, d, runner.ceiling(d), floor_ratio=runner.floor_ratio(d))
+        found = _check(q, runner, screen, Candidate(d, d, best.rate, best.rate, 0.0, best.ratio)
+                       ) if best is not None else None
+        if found is not None:
+            rate, summary = found[1], found[2]
+        else:  # nothing met: show it at the lowest rate the search tried
+            rate = min(runner.rates_probed(d), default=runner.ceiling(d) / 2)
+            summary = runner.run(d, rate, n)
+    else:
+        summary = runner.run(d, rate, n)
+    plan = _plan(q, runner, screen, d, rate, summary)
+    if mode == "max-rate" and not summary.meets_slo:
+        plan = plan.model_copy(update={"max_rate_rps": None})
     return ServeResult(
         model=q.model.name, cluster=q.cluster.name, engine=q.engine, max_gpus=q.max_gpus,
         workload=_workload_dict(q.workload), slos=tuple(str(s) for s in q.slos), searched=1,
-        simulated=search.simulations, search_time_s=time.perf_counter() - started,
-        deterministic=True, plans=(plan,),
-        notes=(*_notes(q, d.engine), "every dimension pinned: one deployment simulated"))
+        simulated=runner.simulations, search_time_s=time.perf_counter() - started,
+        deterministic=True, plans=(plan.model_copy(update={"rank": 1}),),
+        notes=(*_notes(q, plan), "every dimension pinned: one deployment simulated"))
 

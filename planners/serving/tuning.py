@@ -2,8 +2,8 @@
 
 Each trial picks ``max_num_seqs``, ``max_num_batched_tokens`` and ``gpu_memory_utilization``,
 simulates the deployment, and reports a constraint with ``trial.set_constraint`` (feasible when
-the worst SLO percentile is within its bound). The objective is goodput at a target rate, or
-output tokens/s otherwise. With a fixed number of trials, one worker and in-memory or SQLite
+every SLO percentile is within its bound and the run is unsaturated). The objective at a rate
+is the headroom (minus the worst observed / bound ratio), otherwise output tokens/s. With a fixed number of trials, one worker and in-memory or SQLite
 storage the result is the same run to run (TPE seeded, trials sequential); a PostgreSQL
 storage URL lets several machines share one study, and SQLite resumes an interrupted one.
 """
@@ -11,7 +11,6 @@ storage URL lets several machines share one study, and SQLite resumes an interru
 from __future__ import annotations
 
 import hashlib
-import math
 from typing import Any
 
 from sysplan.core.errors import InputError
@@ -37,40 +36,47 @@ def storage_for(url: str | None) -> Any:
         raise InputError(f"--storage {url}: cannot open ({str(error).splitlines()[0]})") from None
 
 
-def study_name(search, deployment: Deployment, rate: float | None) -> str:
+def study_name(runner, deployment: Deployment, rate: float | None, count: int) -> str:
     """A name that is the same for the same question, so a storage resumes the right study."""
-    q = search.q
-    key = "|".join([q.model.name, q.cluster.name, q.engine, str(q.slos), str(rate),
+    q = runner.q
+    key = "|".join([q.model.name, q.cluster.name, q.engine, str(q.slos), str(rate), str(count),
                     q.workload.model_dump_json(), deployment.model_dump_json()])
     return "sysplan-serve-" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
-def tune(search, deployment: Deployment, rate: float | None, trials: int,
-         timeout_s: float | None, storage: str | None) -> tuple:
-    """(deployment with the best feasible knobs, rate, objective) after ``trials`` trials."""
+def tune(runner, deployment: Deployment, rate: float | None, count: int, trials: int,
+         timeout_s: float | None, storage: str | None) -> Deployment:
+    """``deployment`` with the best feasible knobs after ``trials`` trials, each a run of
+    ``count`` requests at ``rate`` (``runner.run``); ``deployment`` itself if no trial does
+    better. At a rate, the best knobs leave the most headroom (the lowest worst SLO ratio,
+    feasible when within every bound and unsaturated), which is what lets a higher rate or
+    fewer replicas meet it; offline and in closed loop, the most output tokens/s (closed
+    loop: within the SLO)."""
     import optuna
+
+    from sysplan.planners.serving.runs import worst_ratio
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=SEED),
-        storage=storage_for(storage), study_name=study_name(search, deployment, rate),
+        storage=storage_for(storage), study_name=study_name(runner, deployment, rate, count),
         load_if_exists=True)
+    offline = rate is None and runner.q.workload.concurrency is None
 
     def objective(trial) -> float:
-        candidate = _with_knobs(deployment, trial)
-        summary = search.run(candidate, rate)
-        ratios = [c.observed_s / c.slo.bound_s for c in summary.slo_checks]
-        worst = max((math.inf if math.isnan(r) else r for r in ratios), default=0.0)
-        trial.set_constraint("slo", (worst - 1.0) if math.isfinite(worst) else 1e6)
-        return summary.goodput_rps if rate is not None else summary.output_tokens_per_s
+        summary = runner.run(_with_knobs(deployment, trial), rate, count)
+        worst = worst_ratio(summary)
+        met = summary.holds_slo or offline
+        trial.set_constraint("slo", 0.0 if met else (min(worst, 1e6) - 1.0) or 1.0)
+        return -worst if rate is not None else summary.output_tokens_per_s
 
     study.enqueue_trial(_knobs(deployment), skip_if_exists=True)  # the untuned knobs first
     study.optimize(objective, n_trials=trials, timeout=timeout_s, n_jobs=1)
     feasible = [t for t in study.trials if t.value is not None and _feasible(t)]
     if not feasible:
-        return deployment, rate, 0.0
+        return deployment
     best = max(feasible, key=lambda t: (t.value, -t.number))
-    return _with_knobs(deployment, best), rate, best.value
+    return _with_knobs(deployment, best)
 
 
 def _feasible(trial) -> bool:
