@@ -3,9 +3,9 @@
 Reads the repository copies benchmarks/data/training.csv and training_moe_gb300.csv (of
 shared/data/published/). Each row's stated layout is pinned; knobs the source does not state
 are left to the planner, as a user would. Predictions are converted to the row's own metric
-with the row's own FLOP formula (see ``flops_per_step``). Baselines beside ours: dense rows
-6 N tokens at 40 % of the precision's peak; MoE rows 6 N_active tokens + attention (PaLM App. B,
-12 L H Q T per token) at 40 % of the bf16 peak; memory 16 bytes per parameter over TP x PP.
+with the row's own FLOP formula (see ``flops_per_step``). Baseline beside ours, for every row:
+6 N (active) + 12 L H Q s attention FLOPs per token (PaLM App. B) at 40 % of the bf16 peak,
+x 8/6 with full recompute; memory 16 bytes per parameter over TP x PP.
 Nothing is fitted to these rows, and no factor is set per row or model.
 
     python benchmarks/training_accuracy.py [--csv PATH ...] [--quality AB]
@@ -161,19 +161,15 @@ def predicted(metric: str, r: dict, model: ModelSpec, step: float, gpus: int, pe
     return tflops if metric == "tflops_per_gpu" else 100 * tflops * 1e12 / peak
 
 
-def naive_step(r: dict, model: ModelSpec, cluster, prec: str) -> float:
-    """Baseline: 6 N tokens at 40 % of the dense peak of the precision."""
+def baseline_step(r: dict, model: ModelSpec, cluster) -> float:
+    """The fair one-liner for every row: 6 N (active, MoE) + 12 L H Q s attention FLOPs per
+    token (PaLM, Chowdhery et al. 2022, App. B) at 40 % of the bf16 dense peak whatever the
+    row's precision, x 8/6 with full recompute (one more forward, Korthikanti et al. 2022)."""
     tokens = int(r["global_batch_seqs"]) * int(r["seq_len"])
-    peak = cluster.gpu.peak("fp8" if prec == "fp8" else "bf16")
-    return 6 * param_counts(model).total * tokens / (int(r["num_gpus"]) * peak * 0.4)
-
-
-def moe_baseline_step(r: dict, model: ModelSpec, cluster) -> float:
-    """MoE baseline: 6 N_active tokens + attention 12 L H Q T per token (PaLM, Chowdhery et al.
-    2022, App. B) at 40 % of the bf16 peak."""
-    tokens = int(r["global_batch_seqs"]) * int(r["seq_len"])
-    flops = model_flops_per_token(model, int(r["seq_len"]))
-    return flops * tokens / (int(r["num_gpus"]) * cluster.gpu.peak("bf16") * 0.4)
+    flops = model_flops_per_token(model, int(r["seq_len"])) * tokens
+    if "full" in r["recompute"].lower():
+        flops *= 8.0 / 6.0
+    return flops / (int(r["num_gpus"]) * cluster.gpu.peak("bf16") * 0.4)
 
 
 def naive_memory(r: dict, model: ModelSpec) -> float:
@@ -205,10 +201,7 @@ def evaluate(r: dict, bundled_profile: bool = True) -> dict:
     step = plan.estimate.step_time_s
     peak = cluster.gpu.peak("bf16")
     ours = predicted(key, r, model, step, gpus, peak)
-    moe = model.moe is not None
-    baseline = (moe_baseline_step(r, model, cluster) if moe
-                else naive_step(r, model, cluster, job.precision))
-    base = predicted(key, r, model, baseline, gpus, peak)
+    base = predicted(key, r, model, baseline_step(r, model, cluster), gpus, peak)
     out.update(metric=key, truth=truth, ours=ours, naive=base, err=ours / truth - 1,
                naive_err=base / truth - 1, layout=_layout(plan.parallel), ep=plan.parallel.ep,
                profile=result.profile.name)
@@ -234,11 +227,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality", default="AB", help="quality letters to include in MAPE")
     parser.add_argument("--no-profile", action="store_true",
                         help="price with the uncalibrated defaults, not the bundled profiles")
+    parser.add_argument("--ids", help="comma-separated row ids to predict (default: all)")
     args = parser.parse_args(argv)
     rows = [r for path in args.csv for r in csv.DictReader(path.open())]
+    if args.ids:
+        wanted = set(args.ids.split(","))
+        rows = [r for r in rows if r["id"] in wanted]
     results = [evaluate(r, bundled_profile=not args.no_profile) for r in rows]
     print(f"{'id':5} {'q':1} {'model':20} {'metric':20} {'published':>10} {'sysplan':>9} "
-          f"{'err':>7} {'naive':>9} {'err':>7}  layout")
+          f"{'err':>7} {'baseline':>9} {'err':>7}  layout")
     for x in results:
         if "err" not in x:
             print(f"{x['id']:5} {x['quality']:1} {x['model'][:20]:20} {x.get('metric', ''):20} "
@@ -258,27 +255,32 @@ def _summary(results: list[dict], quality: set[str]) -> None:
         if "err" in x and x["quality"] in quality:
             by_source[x["source"]].append(x)
     print(f"\nMAPE by source (quality {''.join(sorted(quality))}; throughput or step time):")
-    print(f"  {'source':30} {'rows':>4} {'sysplan':>8} {'naive':>8}")
+    print(f"  {'source':30} {'rows':>4} {'sysplan':>8} {'baseline':>8}")
     everything = [x for xs in by_source.values() for x in xs]
     groups = [("ALL dense", [x for x in everything if not x["moe"]]),
               ("  dense, training.csv", [x for x in everything
                                          if not x["moe"] and "GB300" not in x["gpu"]]),
               ("  dense, GB300", [x for x in everything if not x["moe"] and "GB300" in x["gpu"]]),
-              ("ALL MoE (baseline 6N_act+attn)", [x for x in everything if x["moe"]])]
+              ("ALL MoE", [x for x in everything if x["moe"]])]
     for name, xs in sorted(by_source.items()) + [g for g in groups if g[1]]:
         ours = sum(abs(x["err"]) for x in xs) / len(xs)
         naive = sum(abs(x["naive_err"]) for x in xs) / len(xs)
         print(f"  {name:30} {len(xs):>4} {ours:>8.1%} {naive:>8.1%}")
     mem = [x for x in results if "mem_truth" in x and x["quality"] in quality]
     if mem:
-        print("\nPeak memory (GiB):")
+        print("\nPeak memory (GiB; published = the allocator's max reserved):")
         for x in mem:
             print(f"  {x['id']:5} published {x['mem_truth']:6.1f}  sysplan {x['mem_ours']:6.1f} "
-                  f"({x['mem_ours'] / x['mem_truth'] - 1:+.1%})  naive {x['mem_naive']:6.1f} "
-                  f"({x['mem_naive'] / x['mem_truth'] - 1:+.1%})")
+                  f"({x['mem_ours'] / x['mem_truth'] - 1:+.1%})  16 B/param "
+                  f"{x['mem_naive']:6.1f} ({x['mem_naive'] / x['mem_truth'] - 1:+.1%})"
+                  f"{'  judged not to fit' if x.get('over_memory') else ''}")
         ours = sum(abs(x["mem_ours"] / x["mem_truth"] - 1) for x in mem) / len(mem)
         naive = sum(abs(x["mem_naive"] / x["mem_truth"] - 1) for x in mem) / len(mem)
-        print(f"  memory MAPE: sysplan {ours:.1%}  naive {naive:.1%}  ({len(mem)} rows)")
+        print(f"  memory MAPE: sysplan {ours:.1%}  16 B/param {naive:.1%}  ({len(mem)} rows)")
+    ran = [x for x in results if "err" in x]
+    refused = [x["id"] for x in ran if x.get("over_memory")]
+    print(f"  published runs judged not to fit: {len(refused)} of {len(ran)}"
+          f"{' (' + ', '.join(refused) + ')' if refused else ''}")
     skipped = [x for x in results if "err" not in x]
     if skipped:
         print(f"\n{len(skipped)} rows not predicted (see '--' lines).")
