@@ -82,7 +82,9 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
                              f"{best.ttft_s * 1e3:.0f} ms and TPOT {best.tpot_s * 1e3:.1f} ms")
         candidates = screen.run()
         if q.trials:
-            candidates = screen.tune(candidates)
+            from sysplan.planners.serving.tuning import tune_candidates
+
+            candidates = tune_candidates(screen, candidates)
         plans = _verify(q, runner, screen, candidates)
         if not plans:
             raise NoPlanFits(screen.no_plan_text())

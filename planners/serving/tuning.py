@@ -1,4 +1,6 @@
-"""Engine-knob tuning of a chosen deployment with Optuna (TPE, fixed seed, constraints).
+"""Engine-knob tuning of the screen's best deployments with Optuna (TPE, fixed seed,
+constraints): ``tune`` runs one study, ``tune_candidates`` tunes the best two (in parallel
+without a shared storage) and judges the tuned knobs as the screen judged the untuned.
 
 Each trial picks ``max_num_seqs``, ``max_num_batched_tokens`` and ``gpu_memory_utilization``,
 simulates the deployment, and reports a constraint with ``trial.set_constraint`` (feasible when
@@ -11,10 +13,13 @@ storage URL lets several machines share one study, and SQLite resumes an interru
 from __future__ import annotations
 
 import hashlib
+import math
 from typing import Any
 
 from sysplan.core.errors import InputError
 from sysplan.costmodels.serving.deployment import Deployment
+from sysplan.planners.serving.runs import SEARCH_REQUESTS
+from sysplan.planners.serving.space import describe
 
 SEED = 0
 BATCHED_TOKENS = (2048, 4096, 8192, 16384)
@@ -105,3 +110,74 @@ def _with_knobs(d: Deployment, trial) -> Deployment:
     else:
         values = dict(trial.params)
     return d.model_copy(update={"engine": d.engine.model_copy(update=values)})
+
+
+def tune_candidates(screen, candidates: list) -> list:
+    """Tune the knobs of the screen's best two candidates (side by side, unless a storage is
+    shared); the tuned join the untuned, which stay as the fallback if the tuned miss at full
+    length."""
+    q = screen.q
+    ranked = sorted(candidates, key=lambda c: (-c.objective, c.deployment.num_gpus, c.ratio,
+                                               describe(c.deployment)))[:2]
+    jobs = [(c.unit, c.unit_rate, _requests(screen, c), q.trials, q.timeout_s, q.storage)
+            for c in ranked]
+    if q.storage is None:
+        tuned = screen.runner.call_many(tune, jobs)
+    else:  # one study at a time in a shared storage
+        tuned = [tune(screen.runner, *job) for job in jobs]
+    out = list(candidates)
+    for c, unit in zip(ranked, tuned, strict=True):
+        if unit != c.unit:
+            found = _retuned(screen, c, unit, _requests(screen, c))
+            if found is not None:
+                out.append(found)
+    return out
+
+
+def _requests(screen, c) -> int:
+    """Requests of a trial: as the screen ran the candidate."""
+    if screen.mode == "offline":
+        return math.ceil(screen.q.workload.num_requests / (
+            1 if c.unit == c.deployment else c.deployment.replicas))
+    if c.unit_rate is None:
+        return SEARCH_REQUESTS
+    return screen.runner.search_requests(c.unit, c.unit_rate)
+
+
+def _retuned(screen, c, unit: Deployment, count: int):
+    """The candidate ``c`` with the tuned knobs of ``unit``, judged as the screen did: the
+    highest rate from the untuned one's up (no target rate), one replica fewer or more
+    headroom (target rate), output tokens/s (offline, closed loop)."""
+    from sysplan.planners.serving.runs import drive, rate_steps
+    from sysplan.planners.serving.screen import Candidate
+
+    runner, whole = screen.runner, c.deployment.model_copy(update={"engine": unit.engine})
+    replicas = 1 if c.unit == c.deployment else c.deployment.replicas
+    if screen.mode == "max-rate":
+        low = runner.probe(unit, c.unit_rate, count, label=whole)
+        if not low.meets:
+            return None
+        top = min(runner.ceiling(unit), 1.5 * c.unit_rate)
+        best = drive(runner, [(rate_steps(top, low=low, steps=3),
+                               lambda rate: runner.task(unit, rate, label=whole))])[0]
+        return Candidate(whole, unit, best.rate * replicas, best.rate,
+                         best.rate * replicas * screen.osl / whole.num_gpus, best.ratio)
+    if screen.mode == "rate":
+        rate = screen.q.workload.rate
+        probe = runner.probe(unit, c.unit_rate, count, label=whole)
+        if not probe.meets:
+            return None
+        fewer = replicas - 1
+        if fewer >= max(1, c.fewest):
+            smaller = whole.model_copy(update={"replicas": fewer})
+            less = runner.probe(unit, rate / fewer, label=smaller)
+            if less.meets:
+                return Candidate(smaller, unit, rate, rate / fewer, -screen.price(smaller),
+                                 less.ratio, c.fewest)
+        return Candidate(whole, unit, rate, c.unit_rate, -screen.price(whole), probe.ratio,
+                         c.fewest)
+    summary = runner.run(unit, None, count, label=whole)
+    if screen.mode == "closed" and not summary.holds_slo:
+        return None
+    return Candidate(whole, unit, None, None, summary.output_tokens_per_s / unit.num_gpus,
+                     runner.ratio(summary))
