@@ -118,10 +118,14 @@ def pins_for(r: dict) -> Pins:
         sp = False  # sequence parallelism arrived in 2022 (Korthikanti et al.)
     elif "torchtitan" in r["framework"] and int(r["tp"] or 1) > 1:
         sp = True  # torchtitan's TP plan shards norms along the sequence
-    micro_batch = _int(r["micro_batch"])
+    micro_batch, vpp = _int(r["micro_batch"]), _int(r["vpp"])
     if "torchtitan" in r["framework"] and (_int(r["pp"]) or 1) > 1:
-        micro_batch = None  # torchtitan's "local batch" is split into PP micro-batches
-    return Pins(tp=_int(r["tp"]), pp=_int(r["pp"]), vpp=_int(r["vpp"]) or (1 if _int(r["pp"]) == 1 else None),
+        # torchtitan splits the "local batch" into as many micro-batches as there are
+        # pipeline stages ("The default value will be the number of pipeline stages",
+        # --experimental.pipeline_parallel_microbatches), two stages per rank when interleaved
+        vpp = 2 if "interleaved" in (r["notes"] + r["precision"]).lower() else 1
+        micro_batch = max(1, micro_batch // (int(r["pp"]) * vpp))
+    return Pins(tp=_int(r["tp"]), pp=_int(r["pp"]), vpp=vpp or (1 if _int(r["pp"]) == 1 else None),
                 dp=_int(r["dp"]), cp=_int(r["cp"]), ep=_int(r["ep"]), micro_batch=micro_batch,
                 recompute=rc, zero=zero, sequence_parallel=sp)
 
@@ -207,7 +211,11 @@ def evaluate(r: dict, bundled_profile: bool = True) -> dict:
                profile=result.profile.name)
     if _float(r["peak_mem_gib"]) is not None:
         mem_truth = float(r["peak_mem_gib"])
-        out.update(mem_truth=mem_truth, mem_ours=plan.estimate.memory.total_bytes / GIB,
+        # the published figure is the caching allocator's max reserved: NCCL's buffers are
+        # cudaMalloc'ed by NCCL itself, outside it (NCCL docs, NCCL_BUFFSIZE)
+        memory = plan.estimate.memory
+        allocator = memory.total_bytes - memory.terms.get("comm_buffers", 0.0)
+        out.update(mem_truth=mem_truth, mem_ours=allocator / GIB,
                    mem_naive=naive_memory(r, model) / GIB)
     return out
 

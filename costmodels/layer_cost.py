@@ -134,7 +134,7 @@ class ModelCosts:
     embedding: EndCost  # first stage
     head: EndCost  # last stage: final norm, LM head, loss
     mtp: EndCost  # last stage: DeepSeek-V3 multi-token-prediction modules (zero when none)
-    logits_bytes: np.ndarray  # fp32 logits of one micro-batch on the last stage
+    logits_bytes: np.ndarray  # the loss's peak buffers for one micro-batch on the last stage
 
     def stage_counts(self, stage_layers) -> list[dict[str, int]]:
         """Layers of each kind per stage of a contiguous split."""
@@ -223,6 +223,21 @@ def lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16") -> np.ndarr
     return forward + backward + loss_bytes / eff.memory_bytes_per_s
 
 
+#: Bytes per logit alive at the loss's peak: PyTorch's cross_entropy on ``logits.float()``
+#: (torchtitan ``cross_entropy_loss``) saves fp32 log-probabilities (4); its backward holds
+#: them with the fp32 gradient from nll_loss (4) and writes the fp32 input gradient (4).
+#: The forward moment (bf16 logits 2 + fp32 copy 4 + log-probs 4 = 10) is lower.
+#: Megatron's fused vocab-parallel cross-entropy needs 6 (bf16 logits + an fp32 softmax
+#: reused for the gradient); we price the PyTorch form, the upper bound.
+LOSS_BYTES_PER_LOGIT = 12.0
+
+
+def loss_peak_bytes(tokens, vocab_per_gpu):
+    """Bytes the loss holds at its peak (the start of backward) for ``tokens`` local tokens
+    over ``vocab_per_gpu`` logits (vocab / TP with a vocab-parallel loss)."""
+    return LOSS_BYTES_PER_LOGIT * tokens * vocab_per_gpu
+
+
 def model_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates,
                 efficiency: Efficiency | None = None) -> ModelCosts:
     """Price every layer kind of ``model`` for the configurations ``c``: the public per-layer
@@ -238,9 +253,7 @@ def model_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates
     head_s = lm_head_seconds(model, eff, lay.tokens, tp, job.precision)
     head_params = np.where(model.tied_embeddings, 0.0, vocab * h / tp) + h  # + final norm
     head = EndCost(head_s, head_params, zero, zero, {"lm_head": head_s})
-    # fp32 logits of the padded vocab for one micro-batch (Megatron cross-entropy,
-    # training-formulas 4.3: 4 s b h (1 + V/h))
-    logits = 4.0 * lay.tokens * (h + vocab / tp)
+    logits = loss_peak_bytes(lay.tokens, vocab / tp)
     return ModelCosts(kinds, sequence, embedding, head,
                       _mtp(model, job, cluster, eff, lay, head_s), logits)
 

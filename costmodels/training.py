@@ -248,15 +248,22 @@ def model_state_bytes(job: TrainJob, f: dict, dense, expert, largest) -> dict[st
     under ZeRO stage ``f["zero"]`` (Rajbhandari et al. 2020, section 5: P_os, P_os+g,
     P_os+g+p), dense states sharded over DP x CP, expert states over the expert-DP group
     DP x CP x TP / (EP x ETP) (Megatron parallel folding; training-formulas 4.4); a sharded
-    parameter keeps two gathered layers (prefetch), a sharded gradient one. Linear in the
-    parameter counts."""
+    parameter keeps two gathered layers (the current one and the prefetched one), a sharded
+    gradient one. ZeRO-3 under pipeline parallelism (FSDP2 + PP, torchtitan) keeps the
+    stage's parameters gathered after the first forward (torchtitan ``apply_fsdp``: "for PP,
+    do not reshard after forward") and accumulates unsharded gradients in the fp32 reduce
+    dtype until the last micro-batch (torch.distributed.pipelining: gradient sync only on the
+    last backward), so only the optimizer stays sharded. Linear in the parameter counts."""
     w_b, g_b, o_b = state_bytes_per_param(job.precision)
     group = f["dp"] * f["cp"]
     expert_group = np.maximum(1.0, f["dp"] * f["cp"] * f["tp"] / (f["ep"] * f["etp"]))
     sharded = dense / group + expert / expert_group
     total, zero = dense + expert, f["zero"]
-    return {"weights": np.where(zero >= 3, w_b * (sharded + 2.0 * largest), w_b * total),
-            "gradients": np.where(zero >= 2, g_b * (sharded + largest), g_b * total),
+    gathered = (zero >= 3) & (f["pp"] > 1)  # FSDP2 + PP: no reshard after forward
+    weights = np.where(gathered, w_b * total, w_b * (sharded + 2.0 * largest))
+    gradients = np.where(gathered, g_b * total, g_b * (sharded + largest))
+    return {"weights": np.where(zero >= 3, weights, w_b * total),
+            "gradients": np.where(zero >= 2, gradients, g_b * total),
             "optimizer": np.where(zero >= 1, o_b * sharded, o_b * total)}
 
 
@@ -270,7 +277,8 @@ def _memory(model, job, eff, f, params: LocalParams, costs: ModelCosts, c: Candi
     """
     tp, pp, vpp, dp, cp = (f[k] for k in ("tp", "pp", "vpp", "dp", "cp"))
     col = lambda x: x[:, None]
-    states = model_state_bytes(job, {k: col(f[k]) for k in ("tp", "dp", "cp", "ep", "etp", "zero")},
+    states = model_state_bytes(job, {k: col(f[k]) for k in ("tp", "dp", "cp", "ep", "etp", "zero",
+                                                             "pp")},
                                params.dense, params.expert, col(params.largest_layer))
     weights, gradients, optimizer = (states[k] for k in ("weights", "gradients", "optimizer"))
 
