@@ -20,6 +20,7 @@ from sysplan.planners.serving.search import ServeQuestion, plan_serving
 from sysplan.planners.serving.types import ServePins
 from sysplan.workloads.serving import ServeWorkload
 from sysplan.workloads.slo import RequestMetrics, parse_slos, summarize
+from sysplan.workloads.steady import drift, upper_confidence
 
 LLAMA8, _ = resolve_model("llama-3.1-8b")
 LLAMA70, _ = resolve_model("70b")
@@ -133,3 +134,25 @@ def test_the_offline_export_that_crashed_now_answers():
     plan = json.loads(result.stdout)["plans"][0]
     assert not plan["saturated"] and plan["output_tokens_per_s"] > 0
     assert plan["latency_s"]["tpot"]["p90"] is not None
+
+
+def test_a_percentile_of_correlated_requests_gets_a_wider_bound():
+    """Requests served together share their batch: a p90 from them is less sure than from
+    independent draws, and the verdict the planner prints (holds_slo) uses the wider bound."""
+    rng = np.random.default_rng(0)
+    independent = rng.normal(1.0, 0.1, 1600)
+    correlated = 1.0 + np.repeat(rng.normal(0.0, 0.1, 16), 100) + rng.normal(0.0, 0.02, 1600)
+    estimate = np.percentile(independent, 90)
+    assert estimate < upper_confidence(independent, 90) < estimate * 1.05
+    spread = upper_confidence(correlated, 90) - np.percentile(correlated, 90)
+    assert spread > 2 * (upper_confidence(independent, 90) - estimate)
+
+
+def test_a_latency_growing_through_the_run_drifts():
+    rng = np.random.default_rng(1)
+    growing = np.linspace(0.1, 0.3, 800) + rng.normal(0.0, 0.01, 800)
+    flat = 0.2 + rng.normal(0.0, 0.01, 800)
+    growth, drifting = drift(growing, 90, bound_s=0.5)
+    assert drifting and growth == pytest.approx(0.2, rel=0.2)
+    assert not drift(flat, 90, bound_s=0.5)[1]
+    assert not drift(growing, 90, bound_s=50.0)[1]  # 0.2 s is nothing against 50 s

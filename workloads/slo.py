@@ -21,6 +21,13 @@ from pydantic import Field
 from sysplan.core.errors import InputError
 from sysplan.core.types import Frozen
 from sysplan.core.units import parse_time
+from sysplan.workloads.steady import (  # the run's statistics, re-exported
+    drift,
+    in_window,
+    saturation,
+    steady_window,
+    upper_confidence,
+)
 
 Metric = Literal["ttft", "tpot", "itl", "e2e"]
 METRICS: tuple[str, ...] = get_args(Metric)
@@ -181,7 +188,12 @@ class SloCheck(Frozen):
     observed_s: float = Field(description="The run's value of that percentile, seconds.")
     met: bool = Field(description="observed_s <= slo.bound_s.")
     upper_s: float = Field(default=math.nan, description="Upper 95 % confidence bound of that "
-                           "percentile from this run's sample (order statistics), seconds.")
+                           "percentile from this run's sample (order statistics, batch "
+                           "means), seconds.")
+    drift_s: float = Field(default=0.0, description="How much that percentile grew over the "
+                           "steady window (regression over consecutive batches), seconds.")
+    drifting: bool = Field(default=False, description="The growth is significant and at least "
+                           "DRIFT_SHARE of the bound: a longer run would see more.")
 
 
 class ServeSummary(Frozen):
@@ -210,8 +222,9 @@ class ServeSummary(Frozen):
     meets_slo: bool = Field(description="Every stated percentile within bound, every request "
                             "finished, and (online) unsaturated.")
     holds_slo: bool = Field(default=False, description="meets_slo, and with 95 % confidence: "
-                            "every percentile's upper confidence bound within its bound, so a "
-                            "longer run of the same load keeps the verdict.")
+                            "every percentile's upper confidence bound within its bound and "
+                            "none drifting up, so a longer run of the same load keeps the "
+                            "verdict.")
     saturated: bool = Field(description="Online only: requests never finished, the queue kept "
                             "growing, or fewer finished than arrived.")
     saturation_reason: str = Field(default="", description="Why it counts as saturated.")
@@ -235,121 +248,8 @@ def _percentile(values: np.ndarray, percentile: float) -> float:
     return float(np.percentile(finite, percentile)) if finite.size else math.nan
 
 
-def upper_confidence(values: np.ndarray, percentile: float) -> float:
-    """Upper 95 % confidence bound of the ``percentile`` of the distribution ``values`` were
-    drawn from: the order statistic of rank ceil(m q + 1.96 sqrt(m q (1 - q))) of the m
-    finite values (the count below a quantile is binomial; its normal approximation, Conover,
-    Practical Nonparametric Statistics, section 3.2), the largest value if that rank is past
-    them; NaN if there are none."""
-    finite = np.sort(values[np.isfinite(values)])
-    if not finite.size:
-        return math.nan
-    q, m = percentile / 100.0, finite.size
-    rank = math.ceil(m * q + 1.96 * math.sqrt(m * q * (1.0 - q)))
-    return float(finite[min(max(rank, 1), m) - 1])
-
-
 def _percentiles(values: np.ndarray) -> LatencyPercentiles:
     return LatencyPercentiles(**{f"p{p}": _percentile(values, p) for p in (50, 90, 99)})
-
-
-#: Online runs finishing fewer than this share of the requests that arrived over the steady
-#: window are saturated (a stable queue finishes as many as arrive, up to sampling noise).
-COMPLETED_SHARE = 0.9
-#: Fewest steady-state requests the growth tests (queue, completed share) are applied to.
-MIN_STEADY = 8
-#: Online warm-up: requests arriving within this many median latencies of the first.
-WARMUP_LATENCIES = 1.5
-
-
-@dataclass(frozen=True)
-class Window:
-    """Where one run's rates are measured: requests left out as warm-up, and the window."""
-
-    steady: np.ndarray  # indices of the steady-state requests, in arrival order
-    start_s: float
-    end_s: float
-    offline: bool  # every request arrived at the same instant
-
-    @property
-    def seconds(self) -> float:
-        return self.end_s - self.start_s
-
-
-def steady_window(metrics: RequestMetrics, warmup_fraction: float = 0.1) -> Window:
-    """Warm-up and window of a run.
-
-    Offline (every request arrives at once, as ``trtllm-bench`` and ``vllm bench throughput``
-    run): no warm-up, window = first arrival to last finish (the makespan they divide by).
-    Online: warm-up = the first ``warmup_fraction`` of requests by arrival, and also every
-    request arriving within ``WARMUP_LATENCIES`` median end-to-end latencies of the first (the
-    batch fills for about one, and its steps slow as it fills; at most half of them); window = the steady-state requests' first to last
-    arrival, so the drain after the last arrival is left out.
-    """
-    order = np.argsort(metrics.arrival_s, kind="stable")
-    arrival = metrics.arrival_s[order]
-    if arrival[-1] == arrival[0]:
-        finish = metrics.finish_s[np.isfinite(metrics.finish_s)]
-        end = float(finish.max()) if finish.size else float(arrival[0])
-        return Window(order, float(arrival[0]), end, offline=True)
-    count = math.floor(len(metrics) * warmup_fraction)
-    if warmup_fraction > 0:
-        latency = _percentile(metrics.e2e_s, 50)
-        if math.isfinite(latency):
-            filling = int(np.searchsorted(arrival, arrival[0] + WARMUP_LATENCIES * latency,
-                                          side="left"))
-            count = max(count, min(filling, len(metrics) // 2))
-    steady = order[count:]
-    start, end = float(arrival[count]), float(arrival[-1])
-    if end <= start:  # one steady request, or all at one instant: up to their last finish
-        finish = metrics.finish_s[steady]
-        end = float(np.nanmax(finish)) if np.isfinite(finish).any() else start
-    return Window(steady, start, end, offline=False)
-
-
-def _in_window(metrics: RequestMetrics, window: Window) -> np.ndarray:
-    """Requests (warm-up ones included) that finished inside the window."""
-    with np.errstate(invalid="ignore"):
-        return (metrics.finish_s >= window.start_s) & (metrics.finish_s <= window.end_s)
-
-
-def saturation(metrics: RequestMetrics, window: Window, floor_s: float = 1.0) -> str:
-    """Why an online run is saturated, or "" if it is not (offline runs never are: every
-    request is queued at once by construction).
-
-    Saturated when (a) any request never finished (NaN ``finish_s``: the run was cut off),
-    (b) the queue keeps growing: split the steady-state requests into quarters by arrival; the
-    median queueing delay of the last quarter exceeds both twice that of the second quarter
-    and ``floor_s``, or (c) fewer requests finished inside the window than
-    ``COMPLETED_SHARE`` of those that arrived in it, beyond the noise of a stable queue (the
-    number in the system grew by the difference; Little's law). (b) and (c) need ``MIN_STEADY`` steady-state requests.
-    """
-    if window.offline:
-        return ""
-    unfinished = int(np.count_nonzero(~np.isfinite(metrics.finish_s)))
-    if unfinished:
-        return f"{unfinished} of {len(metrics)} requests never finished"
-    steady, count = window.steady, window.steady.size
-    if count < MIN_STEADY or window.seconds <= 0:
-        return ""
-    queue = metrics.queue_s[steady]
-    second = float(np.median(queue[count // 4 : count // 2]))
-    last = float(np.median(queue[3 * count // 4 :]))
-    if last > 2 * second and last > floor_s:
-        return (f"median queueing delay grew from {second:.3g} s (second quarter) to "
-                f"{last:.3g} s (last quarter)")
-    arrived = count - 1  # arrivals after the window opens, up to the last one
-    finished = int(np.count_nonzero(_in_window(metrics, window)))
-    with np.errstate(invalid="ignore"):
-        in_flight = int(np.count_nonzero((metrics.arrival_s <= window.end_s)
-                                         & (metrics.finish_s > window.end_s)))
-    # a stable queue holds about Poisson(lambda L) requests (M/G/inf), so departures over the
-    # window trail arrivals by up to ~2 standard deviations of the difference, 3 sqrt(in flight)
-    if finished < COMPLETED_SHARE * arrived - 3 * math.sqrt(max(in_flight, 1)):
-        return (f"{finished / window.seconds:.3g} requests/s finished over the steady window, "
-                f"{finished / arrived:.0%} of the {arrived / window.seconds:.3g} that arrived "
-                f"(below {COMPLETED_SHARE:.0%}): the queue grows")
-    return ""
 
 
 def _request_values(metrics: RequestMetrics, metric: str) -> np.ndarray:
@@ -371,7 +271,8 @@ def summarize(
     stable queue equals the arrival rate (a drain tail does not dilute it). ``meets_slo``:
     every stated percentile within its bound, every steady-state request finished, and not
     saturated (see ``saturation``); ``holds_slo`` also asks it of each percentile's upper 95 %
-    confidence bound (``upper_confidence``), the verdict the serving planner prints.
+    confidence bound (``upper_confidence``) and that none drifts up (``drift``): the verdict
+    the serving planner prints.
     """
     assert 0 <= warmup_fraction < 1 and len(metrics) > 0, "need requests and a fraction in [0,1)"
     window = steady_window(metrics, warmup_fraction)
@@ -390,14 +291,16 @@ def summarize(
     checks = []
     for slo in slos:
         observed = _percentile(distributions[slo.metric], slo.percentile)
+        growth, drifting = drift(distributions[slo.metric], slo.percentile, slo.bound_s)
         checks.append(SloCheck(slo=slo, observed_s=observed, met=observed <= slo.bound_s,
                                upper_s=upper_confidence(distributions[slo.metric],
-                                                        slo.percentile)))
+                                                        slo.percentile),
+                               drift_s=growth, drifting=drifting))
     reason = saturation(metrics, window, saturation_floor_s)
     if window.offline:  # every request over the makespan
         counted, arrived = finished, len(metrics)
     else:  # finishing inside the window; arrivals after it opened
-        counted, arrived = _in_window(metrics, window), steady.size - 1
+        counted, arrived = in_window(metrics, window), steady.size - 1
     per_s = 1 / window.seconds if window.seconds > 0 else 0.0
     meets = all(c.met for c in checks) and not reason and bool(finished[steady].all())
     return ServeSummary(
@@ -410,6 +313,7 @@ def summarize(
         output_tokens_per_s=float(metrics.output_tokens[counted].sum()) * per_s,
         goodput_rps=int((counted & ok).sum()) * per_s, slo_attainment=float(ok[steady].mean()),
         slo_checks=tuple(checks),
-        meets_slo=meets, holds_slo=meets and all(c.upper_s <= c.slo.bound_s for c in checks),
+        meets_slo=meets, holds_slo=meets and all(c.upper_s <= c.slo.bound_s
+                                                 and not c.drifting for c in checks),
         saturated=bool(reason), saturation_reason=reason,
     )

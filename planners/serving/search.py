@@ -46,11 +46,16 @@ from sysplan.workloads.slo import ServeSummary
 
 #: Lower rates tried after a miss in the full-length check (without a target rate), ...
 STEP_DOWNS = 3
-#: ... each this share of the last, at least and at most.
-STEP_DOWN_RANGE = (0.6, 0.95)
+#: ... each this share of the last, at least and at most, aiming at this SLO ratio (near the
+#: bound the ratio barely moves with the rate: small steps).
+STEP_DOWN_RANGE = (0.6, 0.97)
+STEP_DOWN_TARGET = 0.99
 #: Candidates verified at full length, at most, per plan printed.
 VERIFY_PER_PLAN = 3
-#: Replicas screened one at a time and checked whole: the highest rate tried above theirs.
+#: Replicas screened on a unit and checked whole: higher rates tried at full length (the
+#: best candidate; the others one), each at least UPWARD_STEP and at most POOLING_GAIN above.
+UPWARD_STEPS = 2
+UPWARD_STEP = 0.08
 POOLING_GAIN = 1.25
 #: With a target rate: whole-deployment checks with fewer replicas than screened, at most.
 FEWER_STEPS = 3
@@ -102,8 +107,12 @@ def _verify(q: ServeQuestion, runner: Runner, screen: Screen,
     checks of the best ``top`` run as one batch."""
     order = sorted(candidates, key=lambda c: (-c.objective, c.deployment.num_gpus, c.ratio,
                                               describe(c.deployment)))
-    n = q.workload.num_requests
-    runner.run_many([Task(c.deployment, _first_rate(q, screen, c), n) for c in order[:q.top]])
+    n, first = q.workload.num_requests, []
+    for c in order:  # the best of each shape, checked first, as one batch
+        if len(first) < q.top and not any(_same_shape(c.deployment, f.deployment)
+                                          for f in first):
+            first.append(c)
+    runner.run_many([Task(c.deployment, _first_rate(q, screen, c), n) for c in first])
     kept: list[tuple[Deployment, float | None, ServeSummary]] = []
     tried = 0
     for c in order:
@@ -112,7 +121,7 @@ def _verify(q: ServeQuestion, runner: Runner, screen: Screen,
         if any(_same_shape(c.deployment, d) for d, _, _ in kept):
             continue  # one plan per shape: the best knobs found for it
         tried += 1
-        found = _check(q, runner, screen, c)
+        found = _check(q, runner, screen, c, UPWARD_STEPS if tried == 1 else 1)
         if found is not None and not any(_same_shape(found[0], d) for d, _, _ in kept):
             kept.append(found)
     plans = [_plan(q, runner, screen, d, rate, summary) for d, rate, summary in kept]
@@ -130,7 +139,7 @@ def _first_rate(q: ServeQuestion, screen: Screen, c: Candidate) -> float | None:
     return q.workload.rate if screen.mode == "rate" else c.rate
 
 
-def _check(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate
+def _check(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate, upward: int = 1
            ) -> tuple[Deployment, float | None, ServeSummary] | None:
     """(deployment, rate, full-length summary) of a candidate that meets the SLO whole, after
     stepping its rate down, or adding a replica, if it has to; None if it still misses."""
@@ -144,28 +153,35 @@ def _check(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate
     for attempt in range(1 + STEP_DOWNS):  # without a target rate: the highest that holds
         summary = runner.run(d, rate, n)
         if summary.holds_slo:
-            return _pooled(q, runner, c, rate, summary) if attempt == 0 else (d, rate, summary)
-        # down by the share the worst ratio asks for, within STEP_DOWN_RANGE
+            if attempt:
+                return d, rate, summary
+            return _pooled(q, runner, c, rate, summary, upward)
+        # down by what the worst ratio asks for (to STEP_DOWN_TARGET), within STEP_DOWN_RANGE
         low, high = STEP_DOWN_RANGE
-        rate *= min(high, max(low, high / worst_ratio(summary)))
+        rate *= min(high, max(low, STEP_DOWN_TARGET / worst_ratio(summary)))
     return None
 
 
 def _pooled(q: ServeQuestion, runner: Runner, c: Candidate, rate: float,
-            summary: ServeSummary) -> tuple[Deployment, float, ServeSummary]:
-    """Replicas screened one at a time, checked whole at ``rate``: least-loaded routing
-    usually sustains more than their sum, so one higher rate is tried at full length, as far
-    above as the SLO ratio leaves headroom (at most POOLING_GAIN, below the ceiling)."""
-    d = c.deployment
-    ratio = worst_ratio(summary)
-    if c.unit == d or ratio >= 1.0:
+            summary: ServeSummary, steps: int) -> tuple[Deployment, float, ServeSummary]:
+    """A deployment screened on a unit of its replicas and checked whole at ``rate``:
+    least-loaded routing over all of them usually sustains more, so up to ``steps`` higher
+    rates are tried at full length, each as far above as the SLO ratio leaves headroom and
+    at least UPWARD_STEP (at most POOLING_GAIN, below the ceiling), while they hold."""
+    d, best = c.deployment, (rate, summary)
+    if c.unit == d:
         return d, rate, summary
-    higher = min(rate * min(POOLING_GAIN, 1.0 / max(ratio, 1e-9)),
-                 0.99 * runner.ceiling(d))
-    if higher <= rate * (1 + RATE_TOLERANCE):
-        return d, rate, summary
-    more = runner.run(d, higher, q.workload.num_requests)
-    return (d, higher, more) if more.holds_slo else (d, rate, summary)
+    for _ in range(steps):
+        ratio = max(worst_ratio(best[1]), 1e-9)
+        higher = min(best[0] * min(POOLING_GAIN, max(1.0 + UPWARD_STEP, 1.0 / ratio)),
+                     0.99 * runner.ceiling(d))
+        if higher <= best[0] * (1 + RATE_TOLERANCE):
+            break
+        more = runner.run(d, higher, q.workload.num_requests)
+        if not more.holds_slo:
+            break
+        best = (higher, more)
+    return d, best[0], best[1]
 
 
 def _fewest_whole(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate

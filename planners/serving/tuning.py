@@ -5,7 +5,7 @@ without a shared storage) and judges the tuned knobs as the screen judged the un
 Each trial picks ``max_num_seqs``, ``max_num_batched_tokens`` and ``gpu_memory_utilization``,
 simulates the deployment, and reports a constraint with ``trial.set_constraint`` (feasible when
 every SLO percentile is within its bound and the run is unsaturated). The objective at a rate
-is the headroom (minus the worst observed / bound ratio), otherwise output tokens/s. With a fixed number of trials, one worker and in-memory or SQLite
+is the headroom (minus the worst observed percentile / bound), otherwise output tokens/s. With a fixed number of trials, one worker and in-memory or SQLite
 storage the result is the same run to run (TPE seeded, trials sequential); a PostgreSQL
 storage URL lets several machines share one study, and SQLite resumes an interrupted one.
 """
@@ -22,6 +22,8 @@ from sysplan.planners.serving.runs import SEARCH_REQUESTS
 from sysplan.planners.serving.space import describe
 
 SEED = 0
+#: Without a target rate, trials run this much past the rate the untuned knobs sustain.
+TUNE_ABOVE = 1.1
 BATCHED_TOKENS = (2048, 4096, 8192, 16384)
 
 
@@ -50,13 +52,15 @@ def study_name(runner, deployment: Deployment, rate: float | None, count: int) -
 
 
 def tune(runner, deployment: Deployment, rate: float | None, count: int, trials: int,
-         timeout_s: float | None, storage: str | None) -> Deployment:
-    """``deployment`` with the best feasible knobs after ``trials`` trials, each a run of
-    ``count`` requests at ``rate`` (``runner.run``); ``deployment`` itself if no trial does
-    better. At a rate, the best knobs leave the most headroom (the lowest worst SLO ratio,
-    feasible when within every bound and unsaturated), which is what lets a higher rate or
-    fewer replicas meet it; offline and in closed loop, the most output tokens/s (closed
-    loop: within the SLO)."""
+         timeout_s: float | None, storage: str | None, feasible_only: bool = True
+         ) -> Deployment:
+    """``deployment`` with the best knobs after ``trials`` trials, each a run of ``count``
+    requests at ``rate`` (``runner.run``); ``deployment`` itself if no trial does better. At
+    a rate, the best knobs leave the most headroom (the lowest worst SLO ratio, feasible when
+    the SLO holds), which is what lets a higher rate or fewer replicas meet it; offline and
+    in closed loop, the most output tokens/s (closed loop: within the SLO). Without
+    ``feasible_only`` (knobs tried past the rate the untuned sustain) the best of any trial
+    counts: the caller checks the SLO at its own rate."""
     import optuna
 
     from sysplan.planners.serving.runs import worst_ratio
@@ -73,15 +77,26 @@ def tune(runner, deployment: Deployment, rate: float | None, count: int, trials:
         worst = worst_ratio(summary)
         met = summary.holds_slo or offline
         trial.set_constraint("slo", 0.0 if met else (min(worst, 1e6) - 1.0) or 1.0)
-        return -worst if rate is not None else summary.output_tokens_per_s
+        return -_observed_ratio(summary) if rate is not None else summary.output_tokens_per_s
 
     study.enqueue_trial(_knobs(deployment), skip_if_exists=True)  # the untuned knobs first
     study.optimize(objective, n_trials=trials, timeout=timeout_s, n_jobs=1)
-    feasible = [t for t in study.trials if t.value is not None and _feasible(t)]
+    done = [t for t in study.trials if t.value is not None]
+    feasible = [t for t in done if _feasible(t) or not feasible_only]
     if not feasible:
         return deployment
     best = max(feasible, key=lambda t: (t.value, -t.number))
+    untuned = [t for t in done if t.params == _knobs(deployment)]
+    if untuned and best.value <= untuned[0].value:
+        return deployment
     return _with_knobs(deployment, best)
+
+
+def _observed_ratio(summary) -> float:
+    """Largest observed percentile / bound: the headroom a trial is ranked by (the point
+    estimate, less noisy between knobs than the upper confidence bound its feasibility
+    uses)."""
+    return max((c.observed_s / c.slo.bound_s for c in summary.slo_checks), default=0.0)
 
 
 def _feasible(trial) -> bool:
@@ -119,8 +134,8 @@ def tune_candidates(screen, candidates: list) -> list:
     q = screen.q
     ranked = sorted(candidates, key=lambda c: (-c.objective, c.deployment.num_gpus, c.ratio,
                                                describe(c.deployment)))[:2]
-    jobs = [(c.unit, c.unit_rate, _requests(screen, c), q.trials, q.timeout_s, q.storage)
-            for c in ranked]
+    jobs = [(c.unit, _trial_rate(screen, c), _requests(screen, c), q.trials, q.timeout_s,
+             q.storage, screen.mode != "max-rate") for c in ranked]
     if q.storage is None:
         tuned = screen.runner.call_many(tune, jobs)
     else:  # one study at a time in a shared storage
@@ -134,6 +149,14 @@ def tune_candidates(screen, candidates: list) -> list:
     return out
 
 
+def _trial_rate(screen, c) -> float | None:
+    """Where trials run: the screen's rate, or (no target rate) TUNE_ABOVE past the highest
+    the untuned knobs sustain, where what the knobs change shows."""
+    if screen.mode == "max-rate":
+        return min(c.unit_rate * TUNE_ABOVE, 0.99 * screen.runner.ceiling(c.unit))
+    return c.unit_rate
+
+
 def _requests(screen, c) -> int:
     """Requests of a trial: as the screen ran the candidate."""
     if screen.mode == "offline":
@@ -141,7 +164,7 @@ def _requests(screen, c) -> int:
             1 if c.unit == c.deployment else c.deployment.replicas))
     if c.unit_rate is None:
         return SEARCH_REQUESTS
-    return screen.runner.search_requests(c.unit, c.unit_rate)
+    return screen.runner.search_requests(c.unit, _trial_rate(screen, c))
 
 
 def _retuned(screen, c, unit: Deployment, count: int):
@@ -152,27 +175,29 @@ def _retuned(screen, c, unit: Deployment, count: int):
     from sysplan.planners.serving.screen import Candidate
 
     runner, whole = screen.runner, c.deployment.model_copy(update={"engine": unit.engine})
-    replicas = 1 if c.unit == c.deployment else c.deployment.replicas
+    scale = 1.0 if unit.disaggregated else whole.replicas / unit.replicas
     if screen.mode == "max-rate":
-        low = runner.probe(unit, c.unit_rate, count, label=whole)
+        low = runner.probe(unit, c.unit_rate, label=whole)
         if not low.meets:
             return None
         top = min(runner.ceiling(unit), 1.5 * c.unit_rate)
         best = drive(runner, [(rate_steps(top, low=low, steps=3),
                                lambda rate: runner.task(unit, rate, label=whole))])[0]
-        return Candidate(whole, unit, best.rate * replicas, best.rate,
-                         best.rate * replicas * screen.osl / whole.num_gpus, best.ratio)
+        return Candidate(whole, unit, best.rate * scale, best.rate,
+                         best.rate * screen.osl / unit.num_gpus, best.ratio)
     if screen.mode == "rate":
         rate = screen.q.workload.rate
         probe = runner.probe(unit, c.unit_rate, count, label=whole)
         if not probe.meets:
             return None
-        fewer = replicas - 1
+        fewer = whole.replicas - 1 if not whole.disaggregated else 0
         if fewer >= max(1, c.fewest):
             smaller = whole.model_copy(update={"replicas": fewer})
-            less = runner.probe(unit, rate / fewer, label=smaller)
+            small = unit.model_copy(update={"replicas": min(unit.replicas, fewer)})
+            share = rate * small.replicas / fewer
+            less = runner.probe(small, share, label=smaller)
             if less.meets:
-                return Candidate(smaller, unit, rate, rate / fewer, -screen.price(smaller),
+                return Candidate(smaller, small, rate, share, -screen.price(smaller),
                                  less.ratio, c.fewest)
         return Candidate(whole, unit, rate, c.unit_rate, -screen.price(whole), probe.ratio,
                          c.fewest)

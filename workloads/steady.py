@@ -1,0 +1,178 @@
+"""What a finished serving run tells: where its steady state is, whether it is saturated, and
+how sure a percentile is (``workloads.slo.summarize`` reads them).
+
+A run starts empty and its batch fills; an open-loop run that cannot keep up builds a queue
+that a finite run only starts to show. So: a warm-up that covers the filling, rates over the
+steady-state arrivals' window, three tests of saturation, and, for a verdict a longer run
+would keep, each percentile's upper confidence bound and whether it drifts up.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from sysplan.workloads.slo import RequestMetrics
+
+
+def _median(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else math.nan
+
+
+#: Online runs finishing fewer than this share of the requests that arrived over the steady
+#: window are saturated (a stable queue finishes as many as arrive, up to sampling noise).
+COMPLETED_SHARE = 0.9
+#: Fewest steady-state requests the growth tests (queue, completed share) are applied to.
+MIN_STEADY = 8
+#: Online warm-up: requests arriving within this many median latencies of the first.
+WARMUP_LATENCIES = 1.5
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where one run's rates are measured: requests left out as warm-up, and the window."""
+
+    steady: np.ndarray  # indices of the steady-state requests, in arrival order
+    start_s: float
+    end_s: float
+    offline: bool  # every request arrived at the same instant
+
+    @property
+    def seconds(self) -> float:
+        return self.end_s - self.start_s
+
+
+def steady_window(metrics: RequestMetrics, warmup_fraction: float = 0.1) -> Window:
+    """Warm-up and window of a run.
+
+    Offline (every request arrives at once, as ``trtllm-bench`` and ``vllm bench throughput``
+    run): no warm-up, window = first arrival to last finish (the makespan they divide by).
+    Online: warm-up = the first ``warmup_fraction`` of requests by arrival, and also every
+    request arriving within ``WARMUP_LATENCIES`` median end-to-end latencies of the first (the
+    batch fills for about one, and its steps slow as it fills; at most half of them); window = the steady-state requests' first to last
+    arrival, so the drain after the last arrival is left out.
+    """
+    order = np.argsort(metrics.arrival_s, kind="stable")
+    arrival = metrics.arrival_s[order]
+    if arrival[-1] == arrival[0]:
+        finish = metrics.finish_s[np.isfinite(metrics.finish_s)]
+        end = float(finish.max()) if finish.size else float(arrival[0])
+        return Window(order, float(arrival[0]), end, offline=True)
+    count = math.floor(len(metrics) * warmup_fraction)
+    if warmup_fraction > 0:
+        latency = _median(metrics.e2e_s)
+        if math.isfinite(latency):
+            filling = int(np.searchsorted(arrival, arrival[0] + WARMUP_LATENCIES * latency,
+                                          side="left"))
+            count = max(count, min(filling, len(metrics) // 2))
+    steady = order[count:]
+    start, end = float(arrival[count]), float(arrival[-1])
+    if end <= start:  # one steady request, or all at one instant: up to their last finish
+        finish = metrics.finish_s[steady]
+        end = float(np.nanmax(finish)) if np.isfinite(finish).any() else start
+    return Window(steady, start, end, offline=False)
+
+
+def in_window(metrics: RequestMetrics, window: Window) -> np.ndarray:
+    """Requests (warm-up ones included) that finished inside the window."""
+    with np.errstate(invalid="ignore"):
+        return (metrics.finish_s >= window.start_s) & (metrics.finish_s <= window.end_s)
+
+
+def saturation(metrics: RequestMetrics, window: Window, floor_s: float = 1.0) -> str:
+    """Why an online run is saturated, or "" if it is not (offline runs never are: every
+    request is queued at once by construction).
+
+    Saturated when (a) any request never finished (NaN ``finish_s``: the run was cut off),
+    (b) the queue keeps growing: split the steady-state requests into quarters by arrival; the
+    median queueing delay of the last quarter exceeds both twice that of the second quarter
+    and ``floor_s``, or (c) fewer requests finished inside the window than
+    ``COMPLETED_SHARE`` of those that arrived in it, beyond the noise of a stable queue (the
+    number in the system grew by the difference; Little's law). (b) and (c) need ``MIN_STEADY`` steady-state requests.
+    """
+    if window.offline:
+        return ""
+    unfinished = int(np.count_nonzero(~np.isfinite(metrics.finish_s)))
+    if unfinished:
+        return f"{unfinished} of {len(metrics)} requests never finished"
+    steady, count = window.steady, window.steady.size
+    if count < MIN_STEADY or window.seconds <= 0:
+        return ""
+    queue = metrics.queue_s[steady]
+    second = float(np.median(queue[count // 4 : count // 2]))
+    last = float(np.median(queue[3 * count // 4 :]))
+    if last > 2 * second and last > floor_s:
+        return (f"median queueing delay grew from {second:.3g} s (second quarter) to "
+                f"{last:.3g} s (last quarter)")
+    arrived = count - 1  # arrivals after the window opens, up to the last one
+    finished = int(np.count_nonzero(in_window(metrics, window)))
+    with np.errstate(invalid="ignore"):
+        in_flight = int(np.count_nonzero((metrics.arrival_s <= window.end_s)
+                                         & (metrics.finish_s > window.end_s)))
+    # a stable queue holds about Poisson(lambda L) requests (M/G/inf), so departures over the
+    # window trail arrivals by up to ~2 standard deviations of the difference, 3 sqrt(in flight)
+    if finished < COMPLETED_SHARE * arrived - 3 * math.sqrt(max(in_flight, 1)):
+        return (f"{finished / window.seconds:.3g} requests/s finished over the steady window, "
+                f"{finished / arrived:.0%} of the {arrived / window.seconds:.3g} that arrived "
+                f"(below {COMPLETED_SHARE:.0%}): the queue grows")
+    return ""
+
+
+#: Batches of the batch-means bound, and the one-sided 95 % Student t for their count - 1.
+BATCHES = 8
+T95 = 1.895
+#: Fewest values per batch for the batch-means bound.
+PER_BATCH = 10
+
+
+def upper_confidence(values: np.ndarray, percentile: float) -> float:
+    """One-sided upper 95 % confidence bound of the ``percentile`` of what ``values`` (in
+    arrival order) sample, the larger of two: the order statistic of rank
+    ceil(m q + 1.645 sqrt(m q (1 - q))) of the m finite values (the count below a quantile is
+    binomial; its normal approximation, Conover, Practical Nonparametric Statistics, section
+    3.2; the largest value if that rank is past them), and, with PER_BATCH values per batch,
+    batch means: the percentile + T95 x the standard deviation of the percentiles of BATCHES
+    consecutive batches / sqrt(BATCHES) (Law, Simulation Modeling and Analysis, section 9.5.3:
+    requests served together are correlated, which the order statistic alone ignores). NaN
+    if there are no values."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return math.nan
+    q, m = percentile / 100.0, finite.size
+    rank = math.ceil(m * q + 1.645 * math.sqrt(m * q * (1.0 - q)))
+    bound = float(np.sort(finite)[min(max(rank, 1), m) - 1])
+    if m >= BATCHES * PER_BATCH:
+        batch = [np.percentile(part, percentile) for part in np.array_split(finite, BATCHES)]
+        spread = float(np.std(batch, ddof=1)) / math.sqrt(BATCHES)
+        bound = max(bound, float(np.percentile(finite, percentile)) + T95 * spread)
+    return bound
+
+
+#: One-sided 95 % Student t for a regression slope over BATCHES points (BATCHES - 2 dof).
+T95_SLOPE = 1.943
+#: Growth over the window, as a share of the bound, that counts as drifting.
+DRIFT_SHARE = 0.05
+
+
+def drift(values: np.ndarray, percentile: float, bound_s: float) -> tuple[float, bool]:
+    """(growth of the ``percentile`` over the values, in arrival order; whether it drifts):
+    the least-squares slope of the percentiles of BATCHES consecutive batches times their
+    count, drifting when its t statistic exceeds T95_SLOPE and the growth DRIFT_SHARE of
+    ``bound_s`` (a queue filling slowly: no test of a finished run's counts sees it yet)."""
+    finite = values[np.isfinite(values)]
+    if finite.size < BATCHES * PER_BATCH:
+        return 0.0, False
+    batch = np.array([np.percentile(part, percentile)
+                      for part in np.array_split(finite, BATCHES)])
+    x = np.arange(BATCHES) - (BATCHES - 1) / 2
+    slope = float(x @ (batch - batch.mean()) / (x @ x))  # least squares
+    residual = batch - batch.mean() - slope * x
+    error = math.sqrt(float(residual @ residual) / (BATCHES - 2) / float(x @ x))
+    growth = slope * BATCHES
+    significant = slope > T95_SLOPE * error if error > 0 else slope > 0
+    return growth, bool(significant and growth > DRIFT_SHARE * bound_s)
