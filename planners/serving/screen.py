@@ -1,11 +1,13 @@
 """Stage 2 of the serving search: which deployments are worth checking whole.
 
-An aggregated deployment of ``R`` replicas is judged on one replica at ``1/R`` of the load: a
-random split of Poisson arrivals is Poisson at ``rate / R`` (Kleinrock, Queueing Systems I,
-section 2.3), and least-loaded routing waits no longer than a random split, so what one
-replica sustains, ``R`` sustain at least on average; the whole deployment is then checked at
-full length (``search``). This prices a layout with one search whatever ``R``, and keeps each
-run long enough for its queue to settle. Layouts are taken most promising first, a batch at a
+An aggregated deployment of ``R`` replicas is judged on a unit of at most ``UNIT_REPLICAS`` of
+them behind least-loaded routing at their share of the load: a random split of Poisson
+arrivals is Poisson again (Kleinrock, Queueing Systems I, section 2.3), and least-loaded
+routing over all ``R`` waits no longer than over separate units, so what the unit sustains,
+``R`` sustain at least in proportion (two replicas already pool most of what routing gains
+over one: a request rarely finds both busy); the whole deployment is then checked at full
+length (``search``). This prices a layout with one search whatever ``R``, and keeps each run
+long enough for its queue to settle. Layouts are taken most promising first, a batch at a
 time (``parallel.BATCH``), and a layout is skipped when its proven ceiling cannot beat the
 ``top``-th found (branch and bound) or it misses the SLO even serving requests one at a time.
 Disaggregated pools are simulated whole, a few of them.
@@ -44,6 +46,8 @@ from sysplan.planners.serving.space import (
     mean_lengths,
 )
 
+#: Replicas in the unit an aggregated layout is screened on (module docstring).
+UNIT_REPLICAS = 2
 #: Disaggregated deployments simulated per question, at most.
 DISAGG_CANDIDATES = 2
 #: Closed-loop deployments simulated whole per question, at most.
@@ -113,7 +117,12 @@ class Screen:
         return bool(self.layouts or (disagg and self.prefill_layouts and self.decode_layouts))
 
     def unit(self, layout: ReplicaLayout) -> Deployment:
+        """One replica (served alone, its ceiling per GPU)."""
         return self.whole(layout, 1)
+
+    def pair(self, layout: ReplicaLayout, replicas: int) -> Deployment:
+        """The unit the screen simulates for ``replicas`` replicas (UNIT_REPLICAS at most)."""
+        return self.whole(layout, min(UNIT_REPLICAS, replicas))
 
     def whole(self, layout: ReplicaLayout, replicas: int) -> Deployment:
         return aggregated(layout, replicas, self.knobs[layout]).model_copy(
@@ -176,15 +185,16 @@ class Screen:
         return sorted(layouts, key=lambda lay: (-guess(lay), -ceilings[lay] / lay.gpus,
                                                 lay.gpus, describe(self.unit(lay))))
 
-    def _rate_search(self, unit: Deployment, whole: Deployment, replicas: int,
+    def _rate_search(self, unit: Deployment, whole: Deployment,
                      found: list[Candidate]) -> tuple[Generator, object]:
-        """A rate search of ``unit`` (its unloaded probe as the start) that must beat the
+        """A rate search of ``unit`` (its unloaded replica as the start) that must beat the
         ``top``-th candidate ``found`` so far; runs label it as ``whole``."""
         values = sorted((c.objective for c in found), reverse=True)
         need = 0.0  # the unit rate that ties the top-th candidate's tokens/s per GPU
         if len(values) >= self.q.top:
-            need = values[self.q.top - 1] * whole.num_gpus / (self.osl * replicas)
-        alone = self.runner.unloaded(unit)
+            need = values[self.q.top - 1] * unit.num_gpus / self.osl
+        first = unit.prefill if unit.disaggregated else unit.replica
+        alone = self.runner.unloaded(unit if unit.disaggregated else self.unit(first))
         search = rate_steps(self.runner.ceiling(unit), floor_ratio=alone.ratio, must_reach=need)
         return search, (lambda rate: self.runner.task(unit, rate, label=whole))
 
@@ -201,19 +211,21 @@ class Screen:
                     batch.append(lay)
             self.considered += len(batch)
             wholes = [self.whole(lay, self.budget_replicas(lay)) for lay in batch]
-            searches = [self._rate_search(self.unit(lay), whole, whole.replicas, found)
-                        for lay, whole in zip(batch, wholes, strict=True)]
-            for lay, whole, best in zip(batch, wholes, drive(self.runner, searches),
-                                        strict=True):
+            units = [self.pair(lay, whole.replicas) for lay, whole in zip(batch, wholes,
+                                                                         strict=True)]
+            searches = [self._rate_search(unit, whole, found)
+                        for unit, whole in zip(units, wholes, strict=True)]
+            for unit, whole, best in zip(units, wholes, drive(self.runner, searches),
+                                         strict=True):
                 if best is not None:
-                    found.append(Candidate(whole, self.unit(lay), best.rate * whole.replicas,
-                                           best.rate, best.rate * self.osl / lay.gpus,
-                                           best.ratio))
+                    scale = whole.replicas / unit.replicas
+                    found.append(Candidate(whole, unit, best.rate * scale, best.rate,
+                                           best.rate * self.osl / unit.num_gpus, best.ratio))
         pools = [d for d in self._disaggregated(None)[:DISAGG_CANDIDATES]
                  if not self._beaten(found, self.runner.ceiling(d) * self.osl / d.num_gpus)]
         pools = [d for d, ok in zip(pools, self._usable(pools), strict=True) if ok]
         self.considered += len(pools)
-        searches = [self._rate_search(d, d, 1, found) for d in pools]
+        searches = [self._rate_search(d, d, found) for d in pools]
         for d, best in zip(pools, drive(self.runner, searches), strict=True):
             if best is not None:
                 found.append(Candidate(d, d, best.rate, best.rate,
@@ -221,8 +233,8 @@ class Screen:
         return found
 
     def _fewest_replicas(self, lay: ReplicaLayout, low: int, high: int) -> Generator:
-        """The fewest replicas R in [low, high] with one replica meeting the SLO at rate / R
-        (galloping, then bisection: more replicas never make one of them busier), as a
+        """The fewest replicas R in [low, high] whose unit meets the SLO at its share of the
+        rate (galloping, then bisection: more replicas never make one of them busier), as a
         generator of replica counts to probe (``drive``); returns (R, its probe), or (None,
         the probe at ``high``) when even ``high`` misses."""
         failed, count, ok = low - 1, low, None
@@ -245,9 +257,14 @@ class Screen:
         return ok
 
     def _replica_task(self, lay: ReplicaLayout):
+        """The screen's run for ``count`` replicas: their unit at its share of the rate."""
         rate = self.q.workload.rate
-        return lambda count: self.runner.task(self.unit(lay), rate / count,
-                                              label=self.whole(lay, count))
+
+        def task(count: int) -> Task:
+            unit = self.pair(lay, count)
+            return self.runner.task(unit, rate * unit.replicas / count,
+                                    label=self.whole(lay, count))
+        return task
 
     def _least_replicas(self, lay: ReplicaLayout) -> int:
         """Replicas the proven ceiling needs at least for the target rate."""
@@ -275,10 +292,10 @@ class Screen:
                          self._replica_task(lay)) for lay in batch]
             for lay, (count, probe) in zip(batch, drive(self.runner, searches), strict=True):
                 if count is None and probe.ratio <= POOLING_REACH:
-                    count = self.budget_replicas(lay)  # one replica misses: pooled, maybe not
+                    count = self.budget_replicas(lay)  # the unit misses: pooled, maybe not
                 if count is not None:
-                    whole = self.whole(lay, count)
-                    found.append(Candidate(whole, self.unit(lay), rate, rate / count,
+                    whole, unit = self.whole(lay, count), self.pair(lay, count)
+                    found.append(Candidate(whole, unit, rate, rate * unit.replicas / count,
                                            -self.price(whole), probe.ratio, least[lay]))
         pools = [d for d in self._disaggregated(rate)
                  if not self._beaten(found, -self.price(d))][:DISAGG_CANDIDATES]
