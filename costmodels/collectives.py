@@ -17,6 +17,13 @@ import numpy as np
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.hardware.types import Cluster
 
+#: Share of a GPU's compute a running collective takes from the kernels it overlaps: NCCL
+#: launched 24 thread blocks for an FSDP-style all-gather on a 132-SM H100 (NVIDIA developer
+#: forum, "Compute-communication overlap causes severe GEMM performance degradation", 2025:
+#: the overlapped GEMM lost its one-wave fit), i.e. 24/132 of the SMs, plus the HBM traffic
+#: of the copies. Uncalibrated until a profile measures overlapped GEMMs.
+COLLECTIVE_COMPUTE_SHARE = 24.0 / 132.0
+
 
 def _levels(cluster: Cluster, size: np.ndarray, stride: np.ndarray, eff: Efficiency | None):
     """Yield (members_at_level, bandwidth_bytes_per_s, latency_s) per tier, innermost first.

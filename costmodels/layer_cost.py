@@ -192,14 +192,39 @@ def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, lay: Layout):
     if job.context_parallel_comm == "a2a":
         cp_total = _ulysses_seconds(model, job, cluster, eff, shapes, lay)
     else:
-        # ring attention: c - 1 KV blocks of 2 b (s/c) g d_h bytes/t sent forward, twice
-        # that backward, each hidden behind one attention tile (training-formulas 4.8)
-        kv_bytes = lay.tokens * shapes.kv_bytes_dims * element_bytes(job.precision) / tp
-        ring = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp, eff)
-        cp_total = (np.maximum(0.0, ring - fwd.attention_s)
-                    + np.maximum(0.0, 2 * ring - 2.5 * fwd.attention_s))
+        cp_total = _ring_seconds(cluster, eff, shapes, fwd, lay, job)
     cp_total = np.where(cp > 1, cp_total, 0.0)
     return {"tp": tp_total, "cp": cp_total, "ep": np.zeros_like(tp)}
+
+
+#: Fixed seconds of one ring-attention step beyond the fabric's latency: the step launches
+#: the attention tile, the send and receive and the output correction (online-softmax
+#: rescale) as separate kernels and waits on the receive (TE ``AttnFuncWithCPAndKVP2P``);
+#: about 5 us per launch (CUDA kernel launch overhead) x 4. Uncalibrated.
+RING_STEP_OVERHEAD_S = 20e-6
+
+
+def _ring_seconds(cluster, eff, shapes, fwd: LayerTime, lay: Layout, job) -> np.ndarray:
+    """Exposed ring-attention (p2p CP) seconds of one layer, forward + backward.
+
+    Each of the c - 1 steps sends the next rank one KV block of 2 b (s/c) g d_h bytes / t
+    while it computes one attention tile, 1/c of the local attention; a step hides its send
+    only when the tile outlasts it, and every step pays the tier's latency and its kernel
+    overhead (training-formulas 4.8; Liu et al. 2023, Ring Attention, section 3). Backward
+    sends KV and dKV (2x the bytes) behind 2.5x the tile (FlashAttention-2 backward). The
+    hidden sends slow the tiles they overlap (``collectives.COLLECTIVE_COMPUTE_SHARE``).
+    """
+    tp, cp = lay.tp, lay.cp
+    kv_bytes = lay.tokens * shapes.kv_bytes_dims * element_bytes(job.precision) / tp
+    # one step's send: the ring all-gather of the c blocks is c - 1 such steps
+    send = coll.all_gather_time(cluster, kv_bytes * cp, cp, tp, eff) / np.maximum(cp - 1.0, 1.0)
+    steps = cp - 1.0
+    total = np.zeros_like(send)
+    for factor, tile in ((1.0, fwd.attention_s / cp), (2.0, fwd.attention_bwd_s / cp)):
+        step = factor * send + RING_STEP_OVERHEAD_S
+        hidden = np.minimum(step, tile)
+        total = total + steps * (step - hidden + coll.COLLECTIVE_COMPUTE_SHARE * hidden)
+    return total
 
 
 def _ulysses_seconds(model, job, cluster, eff, shapes, lay: Layout) -> np.ndarray:

@@ -193,15 +193,52 @@ def _local_params(model, costs: ModelCosts, c: Candidates) -> LocalParams:
     return LocalParams(dense, expert, largest)
 
 
+def exposed_sharding_seconds(per_mb, step_grad, step_gather, *, m, layers, compute_mb, fwd_mb,
+                             bwd_mb, overlap, job: TrainJob, per_mb_gathers):
+    """Exposed seconds of data-parallel traffic per step, with the compute it slows.
+
+    ``per_mb``: traffic every micro-batch repeats (ZeRO-3 gathers and reduce-scatters,
+    ZeRO-2 reduce-scatters), spread over the stage's ``layers``; each layer's share hides
+    behind the compute of its neighbour (FSDP2 prefetches one layer ahead), except the first
+    layer's gather of every micro-batch (``per_mb_gathers``), which nothing precedes.
+    ``step_grad``: the once-per-step gradient reduction, in one bucket per layer: bucket k
+    overlaps the backward of the layers after it, so the last bucket (the first layer's
+    gradients) is exposed (PyTorch DDP, Li et al. 2020, section 3.2.3; Megatron
+    --overlap-grad-reduce). ``step_gather``: the parameter all-gather after the optimizer
+    (ZeRO-1/2) or at the first forward (FSDP2 + PP), overlapped with the first forward
+    except its first bucket (Megatron --overlap-param-gather). Traffic that is hidden still
+    slows the kernels it overlaps by ``collectives.COLLECTIVE_COMPUTE_SHARE``. ``overlap`` (calibration)
+    scales the compute windows. Shared with the sharding ILP (planners/ilp_sharding.py).
+    """
+    first = np.maximum(layers, 1.0)
+    rest = (first - 1.0) / first
+    exposed_mb = per_mb * np.where(per_mb_gathers, 1.0 / first, 0.0) + np.maximum(
+        0.0, per_mb * np.where(per_mb_gathers, rest, 1.0) - overlap * compute_mb)
+    exposed = m * exposed_mb
+    if job.overlap_grad_reduce:
+        exposed = exposed + step_grad / first + np.maximum(0.0, step_grad * rest
+                                                           - overlap * bwd_mb)
+    else:
+        exposed = exposed + step_grad
+    if job.overlap_param_gather:
+        exposed = exposed + step_gather / first + np.maximum(0.0, step_gather * rest
+                                                             - overlap * fwd_mb)
+    else:
+        exposed = exposed + step_gather
+    hidden = m * per_mb + step_grad + step_gather - exposed
+    return exposed + coll.COLLECTIVE_COMPUTE_SHARE * np.maximum(0.0, hidden)
+
+
 def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb, worst,
                            layers_stage):
-    """Exposed DP/ZeRO communication and the optimizer step.
+    """Exposed DP/ZeRO communication (``exposed_sharding_seconds``) and the optimizer step.
 
     Gradients are reduced over the DP x CP group (CP ranks hold the same weights); ZeRO-1/2
     reduce-scatter gradients and all-gather updated 16-bit parameters, ZeRO-3 also gathers
     parameters in forward and backward of every micro-batch (ZeRO paper, Rajbhandari et
-    al. 2020, section 7: 2 Psi vs 3 Psi). Overlap: gradient reduction hides behind the last
-    micro-batch's backward, the parameter gather behind the next step's first forward.
+    al. 2020, section 7: 2 Psi vs 3 Psi). ZeRO-3 under PP gathers once per step and
+    reduce-scatters once, at the last micro-batch (FSDP2 + PP: no reshard after forward, no
+    gradient sync before the last backward; see ``model_state_bytes``).
     """
     tp, dp, cp, zero = f["tp"], f["dp"], f["cp"], f["zero"]
     weight_bytes, grad_bytes, _ = state_bytes_per_param(job.precision)
@@ -219,22 +256,17 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
                       reduce(params.expert * grad_bytes, expert_group, True))
     gather = np.where(sharded, reduce(params.dense * weight_bytes, group, False)
                       + reduce(params.expert * weight_bytes, expert_group, False), 0.0)
-    bwd_mb, fwd_mb = per_mb["bwd"], per_mb["fwd"]
-    overlap = eff.calibration.overlap  # share of the compute window that hides traffic
-    window_bwd = overlap * bwd_mb if job.overlap_grad_reduce else 0.0
-    window_fwd = overlap * fwd_mb if job.overlap_param_gather else 0.0
-    exposed = np.maximum(0.0, grads - window_bwd) + np.maximum(0.0, gather - window_fwd)
-    # ZeRO-3 / FSDP: per micro-batch all-gather (fwd), all-gather (bwd) and reduce-scatter,
-    # prefetched behind compute; the first layer's gather is never hidden
-    zero3 = m * (2.0 * gather + grads)
-    compute = overlap * m * worst
-    exposed3 = np.maximum(0.0, zero3 - compute) + zero3 / np.maximum(m, 1.0) / layers_stage
+    once = (zero >= 3) & (f["pp"] > 1)  # FSDP2 + PP
+    per_step = (zero <= 1) | once
     # ZeRO-2: the accumulated gradient exists only as a shard, so every micro-batch
     # reduce-scatters its gradients (ZeRO paper, Rajbhandari et al. 2020, section 5.2;
-    # DeepSpeed reduces each micro-step, FSDP2 each backward), hidden behind the step's
-    # compute like ZeRO-3's; the parameter all-gather stays once per step
-    exposed2 = np.maximum(0.0, m * grads - compute) + np.maximum(0.0, gather - window_fwd)
-    exposed = np.where(zero >= 3, exposed3, np.where(zero == 2, exposed2, exposed))
+    # DeepSpeed reduces each micro-step, FSDP2 each backward)
+    per_mb_traffic = np.where(per_step, 0.0, np.where(zero >= 3, 2.0 * gather + grads, grads))
+    exposed = exposed_sharding_seconds(
+        per_mb_traffic, np.where(per_step, grads, 0.0),
+        np.where((zero >= 3) & ~once, 0.0, gather), m=m, layers=layers_stage,
+        compute_mb=worst, fwd_mb=per_mb["fwd"], bwd_mb=per_mb["bwd"],
+        overlap=eff.calibration.overlap, job=job, per_mb_gathers=(zero >= 3) & ~once)
     # Adam: read fp32 master, m, v, gradient; write master, m, v and the 16-bit weight
     # (30 bytes per parameter, memory-bound; ZeRO shards it over DP)
     opt_params = np.where(sharded, params.dense / group + params.expert / expert_group,

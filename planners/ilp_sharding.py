@@ -15,7 +15,7 @@ from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.memory import state_bytes_per_param
-from sysplan.costmodels.training import price_training, stage_view
+from sysplan.costmodels.training import exposed_sharding_seconds, price_training, stage_view
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
@@ -172,12 +172,10 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
                                    (params.expert[0], expert_groups["full"], fe)):
         a, b, g = _sharding_comm(cluster, eff, job.precision, nbytes, group, config.tp, factors)
         per_mb, step_grad, step_gather = per_mb + a, step_grad + b, step_gather + g
-    overlap = eff.calibration.overlap
-    exposed = (np.maximum(0.0, m * per_mb - overlap * m * worst_mb)
-               + np.where(fd[0] > 1, per_mb / layers, 0.0)  # first layer's gather unhidden
-               + np.maximum(0.0, step_grad - (overlap * bwd_mb if job.overlap_grad_reduce else 0))
-               + np.maximum(0.0, step_gather
-                            - (overlap * fwd_mb if job.overlap_param_gather else 0.0)))
+    exposed = exposed_sharding_seconds(  # the overlap price_training applies
+        per_mb, step_grad, step_gather, m=m, layers=layers, compute_mb=worst_mb,
+        fwd_mb=fwd_mb, bwd_mb=bwd_mb, overlap=eff.calibration.overlap, job=job,
+        per_mb_gathers=fd[0] > 1)
     total = float(params.total[0])
     optimizer = priced.time["optimizer"][0] * (params.dense[0] / fd[2]
                                                + params.expert[0] / fe[2]) / total

@@ -125,6 +125,7 @@ def test_the_fabric_alone_changes_the_winner_and_the_explanation_names_the_tier(
     native = plan_training(model, h100, job, num_gpus=64, top=1)
     other = plan_training(model, swapped, job, num_gpus=64, top=1)
     a, b = native.plans[0].parallel, other.plans[0].parallel
-    assert (a.tp, a.pp) != (b.tp, b.pp)
+    layout = ("tp", "pp", "vpp", "dp", "cp", "zero")
+    assert [getattr(a, k) for k in layout] != [getattr(b, k) for k in layout]
     assert "over NVLink4" in native.explanation
     assert any(f"over {tier.name}" in other.explanation for tier in frontier.tiers)

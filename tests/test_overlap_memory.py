@@ -1,0 +1,66 @@
+"""Issue 15: overlap is earned (last bucket, first gather, ring steps, slowed compute) and peak
+memory names what the allocator holds (loss buffers, FSDP2 + PP gathered states)."""
+
+import numpy as np
+import pytest
+
+from sysplan.costmodels import collectives as coll
+from sysplan.costmodels.candidates import Candidates
+from sysplan.costmodels.layer_cost import LOSS_BYTES_PER_LOGIT
+from sysplan.costmodels.training import exposed_sharding_seconds, price_training
+from sysplan.costmodels.types import ParallelConfig
+from sysplan.hardware import load_cluster
+from sysplan.models import resolve_model
+from sysplan.models.counting import padded_vocab
+from sysplan.workloads.training import TrainJob
+
+H100 = load_cluster("dgx-h100")[0]
+LLAMA8 = resolve_model("8b")[0]
+
+
+def _price(model, job, **config):
+    config.setdefault("global_batch", job.global_batch)
+    return price_training(model, job, H100, Candidates.from_configs([ParallelConfig(**config)]))
+
+
+def test_gradient_reduction_exposes_its_last_bucket_and_slows_what_it_hides_behind():
+    job = TrainJob(seq_len=4096, global_batch=8)
+    # 4 s of gradient reduction in 4 buckets behind a 100 s backward: 1 s (the last bucket)
+    # is exposed, and the 3 s hidden cost the overlapped compute its SM share
+    exposed = exposed_sharding_seconds(0.0, 4.0, 0.0, m=1.0, layers=4.0, compute_mb=300.0,
+                                       fwd_mb=100.0, bwd_mb=200.0, overlap=1.0, job=job,
+                                       per_mb_gathers=False)
+    assert exposed == pytest.approx(1.0 + 3.0 * coll.COLLECTIVE_COMPUTE_SHARE)
+    # without --overlap-grad-reduce all of it is exposed, and nothing is slowed
+    off = job.model_copy(update={"overlap_grad_reduce": False})
+    assert exposed_sharding_seconds(0.0, 4.0, 0.0, m=1.0, layers=4.0, compute_mb=300.0,
+                                    fwd_mb=100.0, bwd_mb=200.0, overlap=1.0, job=off,
+                                    per_mb_gathers=False) == pytest.approx(4.0)
+
+
+def test_ring_cp32_on_8k_tokens_is_not_free():
+    job = TrainJob(seq_len=8192, global_batch=32)
+    priced = _price(LLAMA8, job, tp=1, cp=32, dp=1, micro_batch=1)
+    per_layer_steps = 31 * 2  # forward and backward steps of every layer
+    assert priced.time["cp_comm"][0] > 32 * per_layer_steps * 20e-6 * 0.99
+
+
+def test_loss_holds_twelve_bytes_per_logit_on_the_last_stage():
+    job = TrainJob(seq_len=8192, global_batch=8)
+    priced = _price(LLAMA8, job, tp=2, dp=4, micro_batch=2, sequence_parallel=True, zero=1)
+    vocab = padded_vocab(LLAMA8, np.array([2.0]))[0]
+    assert priced.memory["logits"][0] == pytest.approx(LOSS_BYTES_PER_LOGIT * 2 * 8192 * vocab / 2)
+
+
+def test_zero3_under_pipeline_keeps_parameters_gathered_and_gradients_unsharded():
+    """FSDP2 + PP (torchtitan): no reshard after forward, fp32 gradients accumulated unsharded
+    until the last micro-batch; only the optimizer stays sharded, and the traffic is paid once
+    per step, not once per micro-batch."""
+    job = TrainJob(seq_len=4096, global_batch=64)
+    common = {"tp": 2, "pp": 4, "dp": 8, "micro_batch": 1, "sequence_parallel": True}
+    z3, z1 = _price(LLAMA8, job, zero=3, **common), _price(LLAMA8, job, zero=1, **common)
+    for term in ("weights", "gradients", "optimizer"):
+        assert z3.memory[term][0] == pytest.approx(z1.memory[term][0])
+    pp1 = _price(LLAMA8, job, zero=3, tp=2, pp=1, dp=32, micro_batch=1, sequence_parallel=True)
+    assert pp1.memory["weights"][0] < z3.memory["weights"][0] / 2  # resharded after forward
+    assert z3.time["dp_comm"][0] == pytest.approx(z1.time["dp_comm"][0], rel=0.5)
