@@ -106,7 +106,9 @@ class Screen:
                                 or _floors_ok(bounds[lay], q, ("ttft", "e2e"))]
         self.decode_layouts = [lay for lay in layouts if not needed
                                or _floors_ok(bounds[lay], q, ("tpot", "itl", "e2e"))]
-        self.layouts = [lay for lay in self.prefill_layouts if lay in self.decode_layouts]
+        # aggregated replicas need both floors; none when --disagg is pinned
+        self.layouts = [lay for lay in self.prefill_layouts if lay in self.decode_layouts
+                        and q.pins.disagg is not True]
         self.considered = 0
         self.beyond: list[tuple[Deployment, float]] = []  # meets only past the budget
 

@@ -271,8 +271,8 @@ def _notes(q: ServeQuestion, plan: ServePlan) -> tuple[str, ...]:
         notes.append("--rate inf is the offline case: plans are ranked by throughput and the "
                      "SLO is reported, not required")
     if mode_of(q) == "max-rate" and plan.max_rate_rps:
-        notes.append("rates are found on one replica at its share of the load, then checked "
-                     "on the whole deployment at the full number of requests")
+        notes.append("rates are found on a unit of up to two replicas at its share of the "
+                     "load, then checked on the whole deployment at the full number of requests")
     if q.timeout_s is not None:
         notes.append("--timeout makes the knob search depend on machine speed: not deterministic")
     return tuple(notes)

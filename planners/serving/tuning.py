@@ -115,12 +115,17 @@ def _knobs(d: Deployment) -> dict[str, Any]:
 def _with_knobs(d: Deployment, trial) -> Deployment:
     """``d`` with the knobs a trial suggests (or holds, for a finished trial)."""
     if hasattr(trial, "suggest_int"):
+        # ranges that hold the untuned knobs (an engine's own defaults may lie past ours)
+        knobs = d.engine
+        memory = round(knobs.gpu_memory_utilization, 3)
         values = {
-            "max_num_seqs": trial.suggest_int("max_num_seqs", 8, 1024, log=True),
-            "max_num_batched_tokens": trial.suggest_categorical("max_num_batched_tokens",
-                                                                BATCHED_TOKENS),
-            "gpu_memory_utilization": trial.suggest_float("gpu_memory_utilization", 0.80,
-                                                          0.95, step=0.01),
+            "max_num_seqs": trial.suggest_int("max_num_seqs", min(8, knobs.max_num_seqs),
+                                              max(1024, knobs.max_num_seqs), log=True),
+            "max_num_batched_tokens": trial.suggest_categorical(
+                "max_num_batched_tokens",
+                tuple(sorted({*BATCHED_TOKENS, knobs.max_num_batched_tokens}))),
+            "gpu_memory_utilization": trial.suggest_float(
+                "gpu_memory_utilization", min(0.80, memory), max(0.95, memory), step=0.001),
         }
     else:
         values = dict(trial.params)
