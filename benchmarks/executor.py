@@ -70,17 +70,19 @@ def _profile_paths(args) -> tuple[str, str]:
     return str(folder / "profile-cpu.yaml"), str(folder / "local-cpu.yaml")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile")
     parser.add_argument("--cluster")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--nproc", type=int, default=4)
-    args = parser.parse_args()
+    parser.add_argument("--layouts", help="comma-separated layout names (default: all)")
+    args = parser.parse_args(argv)
     profile_path, cluster_path = _profile_paths(args)
     cluster, _ = load_cluster(cluster_path)
     efficiency = Efficiency.from_profile(load_profile(profile_path), cluster)
-    names = [n for n, lay in LAYOUTS.items() if lay.world_size <= args.nproc]
+    wanted = set(args.layouts.split(",")) if args.layouts else set(LAYOUTS)
+    names = [n for n, lay in LAYOUTS.items() if lay.world_size <= args.nproc and n in wanted]
     started = time.perf_counter()
     results = run_cases([RunCase(tiny=TINY, layout=LAYOUTS[n]) for n in names], args.steps, 3,
                         max_procs=args.nproc)
@@ -112,9 +114,10 @@ def main() -> int:
         print(f"{name:20} {1e3 * m:12.1f} {1e3 * result.p10_step_s:7.1f}-"
               f"{1e3 * result.p90_step_s:<7.1f} {1e3 * p.step_time_s:11.1f} "
               f"{p.step_time_s / m - 1:+7.0%} {1e3 * base:9.1f} {base / m - 1:+7.0%}  {terms}")
-    tau = kendalltau(measured, predicted).statistic
+    tau = kendalltau(measured, predicted).statistic if len(names) > 1 else float("nan")
     tau_naive = kendalltau(measured, [6.0 / lay.world_size for lay in
-                                      (LAYOUTS[n] for n in names)]).statistic
+                                      (LAYOUTS[n] for n in names)]).statistic \
+        if len(names) > 1 else float("nan")
     print(f"MAPE: sysplan {100 * sum(ours) / len(ours):.1f} %  naive {100 * sum(naive) / len(naive):.1f} %"
           f"   ranking (Kendall tau, measured vs predicted): sysplan {tau:+.2f}  naive "
           f"{tau_naive:+.2f}")

@@ -39,3 +39,35 @@ def test_fair_baseline_is_bf16_palm_flops_with_recompute_for_every_row():
         flops *= 8 / 6 if "full" in r["recompute"] else 1.0
         expected = flops / (int(r["num_gpus"]) * cluster.gpu.peak("bf16") * 0.4)
         assert abs(bench.baseline_step(r, model, cluster) / expected - 1) < 1e-12
+
+
+def test_derive_default_efficiency_runs_on_the_first_rows(capsys):
+    import pytest
+
+    bench = _load("derive_default_efficiency")
+    if not (bench.DEFAULT / "gemm.csv").exists():
+        pytest.skip(f"measured H100 tables not at {bench.DEFAULT}")
+    assert bench.main(["--limit", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "GEMM: log2(FLOPs)" in out and "attention: backend" in out
+
+
+def test_executor_benchmark_runs_one_layout(tmp_path, capsys):
+    import pytest
+
+    pytest.importorskip("torch")
+    from sysplan.profiles.loader import write_profile
+    from sysplan.profiles.summary import local_cpu_cluster_yaml
+
+    spec = importlib.util.spec_from_file_location("run_cli_tests",
+                                                  Path(__file__).with_name("test_run_cli.py"))
+    run_cli_tests = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_cli_tests)
+    profile = run_cli_tests._cpu_profile()  # two CPU processes, round numbers
+    write_profile(profile, tmp_path / "profile-cpu.yaml")
+    (tmp_path / "local-cpu.yaml").write_text(local_cpu_cluster_yaml(profile, 8 * 2**30))
+    bench = _load("executor")
+    assert bench.main(["--profile", str(tmp_path / "profile-cpu.yaml"), "--steps", "2",
+                       "--nproc", "1", "--layouts", "single"]) == 0
+    out = capsys.readouterr().out
+    assert "single" in out and "MAPE: sysplan" in out
