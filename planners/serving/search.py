@@ -4,14 +4,16 @@ In stages, so that a full search fits in seconds and every answer printed was ch
 
 1. layouts (``space``) whose weights and one request fit; proven floors (``bound``) rule out
    those that cannot meet the SLO even unloaded;
-2. screen (``screen``): an aggregated layout is judged on one replica at its share of the
-   load, and the proven ceilings prune layouts that cannot beat the best found (branch and
-   bound); a few disaggregated pools are simulated whole;
+2. screen (``screen``): an aggregated layout is judged on a unit of up to two replicas at its
+   share of the load, and the proven ceilings prune layouts that cannot beat the best found
+   (branch and bound); a few disaggregated pools are simulated whole;
 3. tune the engine knobs of the best two with Optuna (``tuning``), keeping the untuned ones;
-4. verify: each plan to be printed is simulated whole at the workload's full length. A miss
-   steps the rate down (without a target rate) or falls back to the untuned knobs or one
-   more replica; a plan that still misses is not printed. When none is left the question
-   ends in NoPlanFits (exit 1) saying what came closest.
+4. verify: each plan to be printed is simulated whole at the workload's full length and must
+   hold the SLO (``ServeSummary.holds_slo``: each percentile's upper confidence bound within
+   bound, none drifting up). A miss steps the rate down (without a target rate) or falls back
+   to the untuned knobs or one more replica; with a target rate fewer replicas are tried whole
+   (least-loaded routing pools them); a plan that still misses is not printed. When none is
+   left the question ends in NoPlanFits (exit 1) saying what came closest.
 """
 
 from __future__ import annotations

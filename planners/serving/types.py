@@ -33,8 +33,8 @@ class ServePlan(Frozen):
     rank: int
     deployment: Deployment
     num_gpus: int
-    max_rate_rps: float | None = Field(description="Highest request rate meeting the SLO "
-                                       "(None when not searched).")
+    max_rate_rps: float | None = Field(description="Highest request rate found to hold the "
+                                       "SLO in the full-length check (None when not searched).")
     rate_rps: float | None = Field(description="Rate the summary was simulated at (None: the "
                                    "workload's own arrivals or closed loop).")
     summary: dict[str, Any] = Field(description="ServeSummary.to_dict() at that rate.")
@@ -56,7 +56,8 @@ class ServeResult(Frozen):
     max_gpus: int
     workload: dict[str, Any]
     slos: tuple[str, ...]
-    searched: int = Field(description="Deployments considered after the analytic bound.")
+    searched: int = Field(description="Layouts and pools screened by simulation after the "
+                          "proven bounds.")
     simulated: int = Field(description="Simulations run.")
     search_time_s: float
     deterministic: bool
