@@ -77,6 +77,11 @@ _Storage = Annotated[str | None, _opt("--storage", metavar="URL", panel=_SEARCH,
 _Routing = Annotated[str, _opt("--routing", metavar="[least-loaded|round-robin]", panel=_SEARCH,
                                parser=_choice("least-loaded", "round-robin"),
                                help="How requests pick a replica (simulated and exported).")]
+_Profile = Annotated[str | None, _opt(
+    "--profile", metavar="FILE|NAME|none", panel=_SEARCH,
+    help="Measured profile pricing the kernels (sysplan profile / calibrate --serving output, "
+    "or a bundled name); default: the bundled profile of the cluster's GPU or of its die; "
+    "none: the datasheet curves.")]
 _GpuCost = Annotated[float | None, _opt("--gpu-cost", metavar="DOLLARS", parser=_positive_float,
                                         panel=_SEARCH, help="Dollars per GPU-hour; ranks by "
                                         "cost and shows it.")]
@@ -115,7 +120,7 @@ def serve(
     concurrency: _Concurrency = None, num_requests: _Requests = 2000, slo: _Slo = None,
     engine: _Engine = "vllm", top: _Top = 3, trials: _Trials = 12, timeout: _Timeout = None,
     storage: _Storage = None, routing: _Routing = "least-loaded", gpu_cost: _GpuCost = None,
-    json_out: _Json = False,
+    profile: _Profile = None, json_out: _Json = False,
     export: _Export = None, output: _Output = "sysplan-serve", tp: _Tp = None, pp: _Pp = None,
     replicas: _Replicas = None, disagg: _Disagg = None, prefill_tp: _PrefillTp = None,
     prefill_replicas: _PrefillReplicas = None, decode_tp: _DecodeTp = None,
@@ -135,7 +140,8 @@ def serve(
         model=model, cluster=cluster, gpus=gpus, isl=isl, osl=osl, trace=trace, rate=rate,
         arrival=arrival, concurrency=concurrency, num_requests=num_requests, slo=slo or [],
         engine=engine, top=top, trials=trials, timeout=timeout, storage=storage,
-        routing=routing, gpu_cost=gpu_cost, pins=pins, export=export, output=output)
+        routing=routing, gpu_cost=gpu_cost, pins=pins, export=export, output=output,
+        profile=profile)
     if json_out:
         document = serve_run.document(results, spec, machine)
         typer.echo(json.dumps(document if len(results) > 1 else document["results"][0],

@@ -35,7 +35,7 @@ def _rate(text: str | None) -> float | None:
 
 def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, num_requests,
         slo, engine, top, trials, timeout, storage, routing, gpu_cost, pins, export,
-        output) -> tuple[list[ServeResult], Any, Any]:
+        output, profile=None) -> tuple[list[ServeResult], Any, Any]:
     """Plan for each engine asked; write the --export files of the first engine's best plan."""
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
@@ -58,13 +58,14 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
         workload_fields |= {"isl": isl, "osl": osl}
     workload = ServeWorkload(**workload_fields)
     slos = parse_slos(slo)
+    efficiency = serving_efficiency(profile, machine)
     results = []
     for name in (ENGINES if engine == "all" else (engine,)):
         question = ServeQuestion(
             model=spec, cluster=machine, workload=workload, slos=slos,
             max_gpus=gpus or machine.gpus_per_node, engine=name, pins=ServePins(**pins),
             gpu_hour_cost=gpu_cost, top=top, trials=trials, timeout_s=timeout, storage=storage,
-            routing=routing)
+            routing=routing, efficiency=efficiency)
         check_question(question)
         status = (err.status(f"simulating deployments of {spec.name} on {name} ...")
                   if err.is_terminal else nullcontext())
@@ -73,6 +74,20 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
     if export:
         _export(err, results[0], spec, machine, export, Path(output))
     return results, spec, machine
+
+
+def serving_efficiency(profile: str | None, machine):
+    """--profile as an Efficiency: None keeps the cluster's own (bundled or same-die profile,
+    else curves), "none" the datasheet curves, else the profile file or bundled name."""
+    from sysplan.costmodels.efficiency import Efficiency
+
+    if profile is None:
+        return None
+    if profile == "none":
+        return Efficiency.default(machine)
+    from sysplan.profiles.loader import load_profile
+
+    return Efficiency.from_profile(load_profile(profile), machine)
 
 
 def _export(err: Console, result: ServeResult, spec, machine, engines: str, folder: Path) -> None:

@@ -3,6 +3,7 @@ overlay `sysplan serve --profile` reads; the runs CSV's bad cells are one-line e
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 from test_cli import invoke
 
 from sysplan.core.errors import InputError
-from sysplan.costmodels.serving.cost import ServingCost
 from sysplan.costmodels.efficiency import Efficiency
+from sysplan.costmodels.serving.cost import ServingCost
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
 from sysplan.planners.calibrate_serving import predict, read_serving_csv
@@ -86,3 +87,28 @@ def test_calibrate_serving_bad_engine_is_exit_2(tmp_path):
                     "--engine", "tgi", "-o", str(tmp_path / "x.yaml"))
     assert result.exit_code == 2
     assert "--engine 'tgi'" in result.stderr
+
+
+def test_serve_prices_with_the_profile_it_is_given(tmp_path):
+    # a serving overlay whose iterations cost 20 ms more shows in serve's TPOT; "none" and a
+    # bad name are accepted / refused like train's --profile
+    from sysplan.profiles.loader import write_profile
+    from sysplan.profiles.schema import SCHEMA_VERSION, Calibration, Profile
+
+    slow = tmp_path / "slow.yaml"
+    write_profile(Profile(schema_version=SCHEMA_VERSION, name="slow", base="h100-sxm",
+                          calibration=Calibration(serve_iteration_overhead_s=0.02,
+                                                  serve_fitted_on="test")), slow)
+    pinned = ("serve", "--model", "8b", "--cluster", "dgx-h100", "--gpus", "1", "--tp", "1",
+              "--replicas", "1", "--no-disagg", "--isl", "256", "--osl", "64", "--rate", "1",
+              "--num-requests", "60", "--trials", "0", "--json")
+    tpot = {}
+    for profile in ("h100-sxm", str(slow), "none"):
+        result = invoke(*pinned, "--profile", profile)
+        assert result.exit_code == 0, result.stderr
+
+
+        tpot[profile] = json.loads(result.stdout)["plans"][0]["latency_s"]["tpot"]["p50"]
+    assert tpot[str(slow)] > tpot["h100-sxm"] + 0.015
+    bad = invoke(*pinned, "--profile", "no-such-profile")
+    assert bad.exit_code == 2 and "--profile no-such-profile" in bad.stderr

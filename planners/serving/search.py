@@ -72,7 +72,7 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
     closest, and InputError for a question that cannot be asked.
     """
     started = time.perf_counter()
-    with Runner(q, ServingCost(q.model, q.cluster)) as runner:
+    with Runner(q, ServingCost(q.model, q.cluster, q.efficiency)) as runner:
         layouts = replica_layouts(q, runner.cost)
         if not layouts:
             raise NoPlanFits(_nothing_fits(q, runner.cost))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sysplan.core.errors import InputError
+from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.serving.cost import ServingCost
 from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.costmodels.serving.engines import default_knobs, trtllm_bench_settings
@@ -42,6 +43,9 @@ class ServeQuestion:
     timeout_s: float | None = None
     storage: str | None = None
     routing: str = "least-loaded"
+    #: prices the kernels (--profile); None: the cluster's bundled or same-die profile, else
+    #: the datasheet curves (``Efficiency.for_cluster``)
+    efficiency: Efficiency | None = None
 
 
 def replica_layouts(q: ServeQuestion, cost: ServingCost) -> list[ReplicaLayout]:
