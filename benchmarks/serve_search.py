@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import time
 
+from sysplan.core.errors import NoPlanFits
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
 from sysplan.planners.serving.search import ServeQuestion, describe, plan_serving
@@ -59,7 +60,13 @@ def main(argv: list[str]) -> int:
         model, cluster, gpus, isl, _, rate, trials = case
         q = _question(*case)
         started = time.perf_counter()
-        result = plan_serving(q)
+        try:
+            result = plan_serving(q)
+        except NoPlanFits as error:
+            print(f"{model:5} {cluster:9} {gpus:>4} {isl:>18} {rate or '-':>5} {trials:>6} "
+                  f"{'':>7} {'':>5} {time.perf_counter() - started:>8.1f} {'':>6} {'':>8}  "
+                  f"no plan: {error}")
+            continue
         elapsed = time.perf_counter() - started
         per_sim = elapsed / max(result.simulated, 1)
         naive = result.searched * (STEPS + 1) * per_sim

@@ -192,8 +192,8 @@ class SloCheck(Frozen):
                            "means), seconds.")
     drift_s: float = Field(default=0.0, description="How much that percentile grew over the "
                            "steady window (regression over consecutive batches), seconds.")
-    drifting: bool = Field(default=False, description="The growth is significant and at least "
-                           "DRIFT_SHARE of the bound: a longer run would see more.")
+    drifting: bool = Field(default=False, description="The growth is significant and, went on "
+                           "for a run five times as long, would cross the bound.")
 
 
 class ServeSummary(Frozen):

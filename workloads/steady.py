@@ -155,15 +155,17 @@ def upper_confidence(values: np.ndarray, percentile: float) -> float:
 
 #: One-sided 95 % Student t for a regression slope over BATCHES points (BATCHES - 2 dof).
 T95_SLOPE = 1.943
-#: Growth over the window, as a share of the bound, that counts as drifting.
-DRIFT_SHARE = 0.05
+#: A drift counts if this many more windows of the same growth would cross the bound (a run
+#: five times as long).
+DRIFT_WINDOWS = 4.0
 
 
 def drift(values: np.ndarray, percentile: float, bound_s: float) -> tuple[float, bool]:
     """(growth of the ``percentile`` over the values, in arrival order; whether it drifts):
     the least-squares slope of the percentiles of BATCHES consecutive batches times their
-    count, drifting when its t statistic exceeds T95_SLOPE and the growth DRIFT_SHARE of
-    ``bound_s`` (a queue filling slowly: no test of a finished run's counts sees it yet)."""
+    count, drifting when its t statistic exceeds T95_SLOPE and DRIFT_WINDOWS more windows of
+    that growth would take the percentile past ``bound_s`` (a queue filling slowly, which no
+    test of a finished run's counts sees yet)."""
     finite = values[np.isfinite(values)]
     if finite.size < BATCHES * PER_BATCH:
         return 0.0, False
@@ -175,4 +177,5 @@ def drift(values: np.ndarray, percentile: float, bound_s: float) -> tuple[float,
     error = math.sqrt(float(residual @ residual) / (BATCHES - 2) / float(x @ x))
     growth = slope * BATCHES
     significant = slope > T95_SLOPE * error if error > 0 else slope > 0
-    return growth, bool(significant and growth > DRIFT_SHARE * bound_s)
+    projected = float(np.percentile(finite, percentile)) + DRIFT_WINDOWS * growth
+    return growth, bool(significant and projected > bound_s)

@@ -6,7 +6,8 @@ A run is a ``costmodels.serving.simulator`` replay of the workload's requests su
 open-loop runs stop at a generous horizon so that a saturated deployment still ends (and is
 called saturated, its unfinished requests counted). An open-loop run whose arrivals span
 fewer than ``STEADY_LATENCIES`` median latencies never reaches steady state (the batch is
-still filling when the arrivals stop), so it is run again with proportionally more requests.
+still filling when the arrivals stop), so, unless a percentile misses already (it would
+only miss by more), it is run again with proportionally more requests.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ from sysplan.planners.serving.space import ServeQuestion, describe, workload_sam
 from sysplan.workloads.serving import make_requests
 from sysplan.workloads.slo import ServeSummary, summarize
 
-SEARCH_REQUESTS = 400  # requests per search run (the final check runs the workload's own)
+SEARCH_REQUESTS = 400  # requests of a search run without a rate (closed loop, a rate's check)
+#: Most requests of a search run at a rate (``Runner.search_requests``).
+MAX_SEARCH_REQUESTS = 2000
 #: An open-loop run is steady when its arrivals span this many median end-to-end latencies
 #: (1.5 are warm-up: ``workloads.slo.steady_window``), else it is rerun longer, ...
 STEADY_LATENCIES = 6.0
@@ -39,10 +42,13 @@ RATE_TOLERANCE = 0.04
 RATE_STEPS = 5
 #: Worst SLO ratio a saturated run counts as in the rate search's interpolation.
 SATURATED_RATIO = 4.0
-#: Requests of the unloaded run (each served alone: the SLO ratio at rate zero).
+#: Requests of the unloaded run (each served alone: the SLO ratio at rate zero), or when
+#: every request has the same lengths.
 UNLOADED_REQUESTS = 16
-#: A search run is sized to span this many end-to-end latencies (at most SEARCH_REQUESTS) ...
-SEARCH_LATENCIES = 12.0
+UNLOADED_ALIKE = 3
+#: A search run is sized to span this many end-to-end latencies (a little over
+#: STEADY_LATENCIES, so that ``evaluate`` rarely has to run it again longer) ...
+SEARCH_LATENCIES = 1.25 * STEADY_LATENCIES
 #: ... with at least this many requests above the highest SLO percentile.
 TAIL_REQUESTS = 12
 
@@ -85,12 +91,17 @@ def _alone_s(cost: ServingCost, layout: ReplicaLayout, lengths: Lengths) -> floa
 
 
 def evaluate(q: ServeQuestion, cost: ServingCost, d: Deployment, rate: float | None,
-             num_requests: int) -> ServeSummary:
+             num_requests: int, extend: bool = True) -> ServeSummary:
     """Simulate ``d`` at ``rate`` (None: the workload's own arrivals or closed loop) with
-    ``num_requests`` requests, or more when that is too short to reach steady state."""
+    ``num_requests`` requests, or (``extend``) more when that is too short to reach steady
+    state."""
     summary, latency_s, span_s = _run(q, cost, d, rate, num_requests)
+    # a percentile missed already would only be missed by more once the batch has filled (a
+    # saturation verdict of so short a run may be its filling, not its load)
     cut_off = summary.saturation_reason.endswith("never finished")
-    if is_online(q) and not cut_off and span_s < STEADY_LATENCIES * latency_s:
+    percentiles_met = all(c.met for c in summary.slo_checks)
+    if (extend and is_online(q) and percentiles_met and not cut_off
+            and span_s < STEADY_LATENCIES * latency_s):
         wanted = math.ceil(num_requests * 1.25 * STEADY_LATENCIES * latency_s
                            / max(span_s, 1e-9))
         longer = min(wanted, MAX_EXTENSION * num_requests)
@@ -141,10 +152,11 @@ class Task:
     n: int
     label: Deployment | None = None
     unloaded: bool = False
+    trial: bool = False  # a tuning trial: ranks knobs, never extended (``evaluate``)
 
     @property
     def key(self) -> tuple:
-        return (self.d, self.rate, self.n, self.unloaded)
+        return (self.d, self.rate, self.n, self.unloaded, self.trial)
 
 
 def _evaluate_task(runner: Runner, task: Task) -> ServeSummary:
@@ -153,7 +165,7 @@ def _evaluate_task(runner: Runner, task: Task) -> ServeSummary:
         workload = q.workload.model_copy(update={"arrival": "constant", "cv": None,
                                                  "concurrency": None})
         q = replace(q, workload=workload)
-    return evaluate(q, runner.cost, task.d, task.rate, task.n)
+    return evaluate(q, runner.cost, task.d, task.rate, task.n, extend=not task.trial)
 
 
 def _call_recording(runner: Runner, function: Callable, args: tuple) -> tuple:
@@ -175,6 +187,7 @@ class Runner:
         self._bounds: dict[tuple[ReplicaLayout, EngineKnobs], Bound] = {}
         self.runs: dict[tuple, ServeSummary] = {}
         self._labels: dict[tuple, Task] = {}
+        self._latency: dict[Deployment, dict[float, float]] = {}  # rate -> median E2E
         requests = workload_sample(q.workload)
         self.lengths = Lengths.of(requests.input_tokens, requests.output_tokens)
         self.workers = Workers(self)
@@ -219,9 +232,9 @@ class Runner:
         return [self.runs[t.key] for t in tasks]
 
     def run(self, d: Deployment, rate: float | None, n: int = SEARCH_REQUESTS, *,
-            label: Deployment | None = None) -> ServeSummary:
+            label: Deployment | None = None, trial: bool = False) -> ServeSummary:
         """Simulate ``d`` at ``rate`` with ``n`` requests (once; repeats are remembered)."""
-        return self.run_many([Task(d, rate, n, label)])[0]
+        return self.run_many([Task(d, rate, n, label, trial=trial)])[0]
 
     def call_many(self, function: Callable, jobs: list[tuple]) -> list:
         """``function(runner, *args)`` for each job, a batch at a time; the runs they made
@@ -238,9 +251,12 @@ class Runner:
     def _record(self, key: tuple, summary: ServeSummary, task: Task | None) -> None:
         self.runs[key] = summary
         self.simulations += 1
+        latency, rate = summary.e2e_s.p50, key[1]
+        if not key[3] and rate is not None and not summary.saturated and math.isfinite(latency):
+            self._latency.setdefault(key[0], {})[rate] = latency
         if task is not None:
             self._labels[key] = task
-        d, rate, _, unloaded = key
+        d, rate, _, unloaded, _ = key
         score = worst_ratio(summary)
         label = task.label if task is not None and task.label is not None else d
         within = label.num_gpus <= self.q.max_gpus  # runs past the budget only advise
@@ -266,9 +282,13 @@ class Runner:
 
     def unloaded_task(self, d: Deployment) -> Task:
         """``d`` serving the workload's first requests one at a time (constant arrivals, each
-        long after the last ended): its SLO ratio at rate zero."""
+        long after the last ended): its SLO ratio at rate zero. Requests of one length are
+        all served alike: a few of them tell as much as UNLOADED_REQUESTS."""
         alone = max(_alone_s(self.cost, lay, self.lengths) for lay in _layouts(d))
-        return Task(d, 1.0 / (2.0 * alone), UNLOADED_REQUESTS, unloaded=True)
+        lengths = self.lengths
+        alike = np.ptp(lengths.inputs) == 0 and np.ptp(lengths.outputs) == 0
+        count = UNLOADED_ALIKE if alike else UNLOADED_REQUESTS
+        return Task(d, 1.0 / (2.0 * alone), count, unloaded=True)
 
     def unloaded(self, d: Deployment) -> Probe:
         return self.unloaded_many([d])[0]
@@ -279,17 +299,22 @@ class Runner:
 
     def search_requests(self, d: Deployment, rate: float) -> int:
         """Requests of a search run of ``d`` at ``rate``: enough to span SEARCH_LATENCIES
-        end-to-end latencies (served alone, when that was simulated, else the floor) and to
-        put TAIL_REQUESTS past the highest SLO percentile, at most SEARCH_REQUESTS
-        (``evaluate`` extends a run that is still too short)."""
-        alone = self.runs.get(self.unloaded_task(d).key)
-        latency = alone.e2e_s.p50 if alone is not None else math.nan
+        end-to-end latencies and to put TAIL_REQUESTS past the highest SLO percentile, at most
+        MAX_SEARCH_REQUESTS. The latency is the median ``d`` had in its unsaturated run at the
+        highest rate up to this one, else served alone (it or one replica of it), else its
+        floor (latency grows with the rate)."""
+        known = {r: v for r, v in self._latency.get(d, {}).items() if r <= rate}
+        latency = known[max(known)] if known else math.nan
         if not math.isfinite(latency):
-            latency = max(self.bound(lay, d.engine).e2e_s for lay in _layouts(d))
+            one = d if d.disaggregated else d.model_copy(update={"replicas": 1})
+            alone = [self.runs.get(self.unloaded_task(x).key) for x in (d, one)]
+            known = [s.e2e_s.p50 for s in alone if s is not None and math.isfinite(s.e2e_s.p50)]
+            latency = known[0] if known else max(self.bound(lay, d.engine).e2e_s
+                                                 for lay in _layouts(d))
         percentile = max((s.percentile for s in self.q.slos), default=90.0)
         tail = math.ceil(TAIL_REQUESTS / max(1.0 - percentile / 100.0, 1e-3))
         spanned = math.ceil(SEARCH_LATENCIES * rate * latency)
-        return min(SEARCH_REQUESTS, max(tail, spanned))
+        return min(MAX_SEARCH_REQUESTS, max(tail, spanned))
 
     @staticmethod
     def ratio(summary: ServeSummary) -> float:
@@ -297,7 +322,7 @@ class Runner:
 
     def rates_probed(self, d: Deployment) -> list[float]:
         """Rates ``d`` was simulated at so far (not counting its unloaded run)."""
-        return [rate for (run, rate, _, unloaded) in self.runs
+        return [rate for (run, rate, _, unloaded, _) in self.runs
                 if run == d and rate is not None and not unloaded]
 
     def closest_text(self) -> str:

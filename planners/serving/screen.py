@@ -88,6 +88,12 @@ def _floors_ok(bound: Bound, q: ServeQuestion, metrics: tuple[str, ...]) -> bool
     return all(floors[s.metric] <= s.bound_s for s in q.slos if s.metric in metrics)
 
 
+def _alone_ok(probe, metrics: tuple[str, ...]) -> bool:
+    """Whether an unloaded run holds the SLOs on ``metrics``."""
+    return all(c.upper_s <= c.slo.bound_s for c in probe.summary.slo_checks
+               if c.slo.metric in metrics)
+
+
 def _batches(items: list, size: int = BATCH) -> Generator[list, None, None]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
@@ -154,11 +160,21 @@ class Screen:
         return len(values) >= self.q.top and best_possible <= values[self.q.top - 1]
 
     def _disaggregated(self, rate: float | None) -> list[Deployment]:
+        """Pools whose prefill layout meets the TTFT bounds, and decode layout the token-gap
+        bounds, serving requests one at a time (one batch of unloaded runs)."""
         if not (self.prefill_layouts and self.decode_layouts):
             return []
-        decode = self.decode_layouts[0]
-        found = disaggregated_candidates(self.q, self.prefill_layouts, self.decode_layouts, rate,
-                                         self.knobs[decode], self.runner.ceiling)
+        prefills, decodes = self.prefill_layouts, self.decode_layouts
+        if self.mode != "offline" and self.q.slos:
+            every = list(dict.fromkeys(prefills + decodes))
+            alone = dict(zip(every, self.runner.unloaded_many([self.unit(lay) for lay in every]),
+                             strict=True))
+            prefills = [lay for lay in prefills if _alone_ok(alone[lay], ("ttft", "e2e"))]
+            decodes = [lay for lay in decodes if _alone_ok(alone[lay], ("tpot", "itl"))]
+        if not (prefills and decodes):
+            return []
+        found = disaggregated_candidates(self.q, prefills, decodes, rate,
+                                         self.knobs[decodes[0]], self.runner.ceiling)
         return [d.model_copy(update={"routing": self.q.routing}) for d in found]
 
     def _usable(self, ds: list[Deployment]) -> list[bool]:
@@ -175,7 +191,8 @@ class Screen:
     def _promising(self, layouts: list[ReplicaLayout]) -> list[ReplicaLayout]:
         """Layouts by a guess of their SLO-meeting rate per GPU: the proven ceiling times the
         headroom left unloaded (1 - the SLO ratio of requests served alone), so that the
-        first found prune the rest. A guess: it orders, the ceiling alone prunes."""
+        first found prune the rest. A guess: it orders, the ceiling alone prunes (``_max_rate``
+        orders the same way)."""
         ceilings = {lay: self.runner.ceiling(self.unit(lay)) for lay in layouts}
         alone = dict(zip(layouts, self.runner.unloaded_many([self.unit(lay) for lay in layouts]),
                          strict=True)) if self.q.slos else {}
@@ -201,37 +218,49 @@ class Screen:
         return search, (lambda rate: self.runner.task(unit, rate, label=whole))
 
     def _max_rate(self) -> list[Candidate]:
+        """Aggregated layouts and a few pools in one queue, most promising first (the proven
+        ceiling per GPU times the headroom left serving requests alone), a batch at a time;
+        an entry is skipped when its ceiling cannot beat the ``top``-th found."""
+        entries = []  # (guess, ceiling per GPU, order, unit, whole)
+        for lay in self.layouts:
+            replicas = self.budget_replicas(lay)
+            if replicas:
+                whole = self.whole(lay, replicas)
+                entries.append((self.unit(lay), self.pair(lay, replicas), whole))
+        pools = self._disaggregated(None)[:DISAGG_CANDIDATES]
+        entries += [(d, d, d) for d in pools]
+        alone = self.runner.unloaded_many([first for first, _, _ in entries]) if self.q.slos \
+            else [None] * len(entries)
+        ranked = []
+        for (first, unit, whole), probe in zip(entries, alone, strict=True):
+            if probe is not None and not probe.meets:
+                continue  # misses serving requests one at a time
+            per_gpu = self.runner.ceiling(first) / first.num_gpus
+            headroom = max(0.0, 1.0 - probe.ratio) if probe is not None else 1.0
+            ranked.append((-per_gpu * headroom, -per_gpu, describe(whole), unit, whole))
+        ranked.sort(key=lambda r: r[:3])
+        # the best of each kind first (an aggregated layout and a pool), then the rest: what
+        # either finds prunes the other kind too
+        kinds = [next((r for r in ranked if r[4].disaggregated == pooled), None)
+                 for pooled in (False, True)]
+        leaders = [r for r in kinds if r is not None]
+        ranked = leaders + [r for r in ranked if r not in leaders]
+        queue = [(unit, whole) for *_, unit, whole in ranked]
         found: list[Candidate] = []
-        queue = [lay for lay in self._promising(self.layouts) if self.budget_replicas(lay)]
         while queue:
             batch = []
             while queue and len(batch) < BATCH:
-                lay = queue.pop(0)
-                ceiling = self.runner.ceiling(self.unit(lay))
-                if not self._beaten(found, ceiling * self.osl / lay.gpus) and (
-                        not self.q.slos or self.runner.unloaded(self.unit(lay)).meets):
-                    batch.append(lay)
+                unit, whole = queue.pop(0)
+                per_gpu = self.runner.ceiling(unit) / unit.num_gpus
+                if not self._beaten(found, per_gpu * self.osl):
+                    batch.append((unit, whole))
             self.considered += len(batch)
-            wholes = [self.whole(lay, self.budget_replicas(lay)) for lay in batch]
-            units = [self.pair(lay, whole.replicas) for lay, whole in zip(batch, wholes,
-                                                                         strict=True)]
-            searches = [self._rate_search(unit, whole, found)
-                        for unit, whole in zip(units, wholes, strict=True)]
-            for unit, whole, best in zip(units, wholes, drive(self.runner, searches),
-                                         strict=True):
+            searches = [self._rate_search(unit, whole, found) for unit, whole in batch]
+            for (unit, whole), best in zip(batch, drive(self.runner, searches), strict=True):
                 if best is not None:
-                    scale = whole.replicas / unit.replicas
+                    scale = 1.0 if whole.disaggregated else whole.replicas / unit.replicas
                     found.append(Candidate(whole, unit, best.rate * scale, best.rate,
                                            best.rate * self.osl / unit.num_gpus, best.ratio))
-        pools = [d for d in self._disaggregated(None)[:DISAGG_CANDIDATES]
-                 if not self._beaten(found, self.runner.ceiling(d) * self.osl / d.num_gpus)]
-        pools = [d for d, ok in zip(pools, self._usable(pools), strict=True) if ok]
-        self.considered += len(pools)
-        searches = [self._rate_search(d, d, found) for d in pools]
-        for d, best in zip(pools, drive(self.runner, searches), strict=True):
-            if best is not None:
-                found.append(Candidate(d, d, best.rate, best.rate,
-                                       best.rate * self.osl / d.num_gpus, best.ratio))
         return found
 
     def _fewest_replicas(self, lay: ReplicaLayout, low: int, high: int) -> Generator:

@@ -52,15 +52,16 @@ def study_name(runner, deployment: Deployment, rate: float | None, count: int) -
 
 
 def tune(runner, deployment: Deployment, rate: float | None, count: int, trials: int,
-         timeout_s: float | None, storage: str | None, feasible_only: bool = True
-         ) -> Deployment:
+         timeout_s: float | None, storage: str | None, feasible_only: bool = True,
+         fewest_seqs: int = 8) -> Deployment:
     """``deployment`` with the best knobs after ``trials`` trials, each a run of ``count``
     requests at ``rate`` (``runner.run``); ``deployment`` itself if no trial does better. At
     a rate, the best knobs leave the most headroom (the lowest worst SLO ratio, feasible when
     the SLO holds), which is what lets a higher rate or fewer replicas meet it; offline and
     in closed loop, the most output tokens/s (closed loop: within the SLO). Without
     ``feasible_only`` (knobs tried past the rate the untuned sustain) the best of any trial
-    counts: the caller checks the SLO at its own rate."""
+    counts: the caller checks the SLO at its own rate. ``max_num_seqs`` is tried from
+    ``fewest_seqs`` up."""
     import optuna
 
     from sysplan.planners.serving.runs import worst_ratio
@@ -73,7 +74,8 @@ def tune(runner, deployment: Deployment, rate: float | None, count: int, trials:
     offline = rate is None and runner.q.workload.concurrency is None
 
     def objective(trial) -> float:
-        summary = runner.run(_with_knobs(deployment, trial), rate, count)
+        summary = runner.run(_with_knobs(deployment, trial, fewest_seqs), rate, count,
+                             trial=rate is not None)
         worst = worst_ratio(summary)
         met = summary.holds_slo or offline
         trial.set_constraint("slo", 0.0 if met else (min(worst, 1e6) - 1.0) or 1.0)
@@ -112,15 +114,16 @@ def _knobs(d: Deployment) -> dict[str, Any]:
             "gpu_memory_utilization": d.engine.gpu_memory_utilization}
 
 
-def _with_knobs(d: Deployment, trial) -> Deployment:
+def _with_knobs(d: Deployment, trial, fewest_seqs: int = 8) -> Deployment:
     """``d`` with the knobs a trial suggests (or holds, for a finished trial)."""
     if hasattr(trial, "suggest_int"):
         # ranges that hold the untuned knobs (an engine's own defaults may lie past ours)
         knobs = d.engine
         memory = round(knobs.gpu_memory_utilization, 3)
         values = {
-            "max_num_seqs": trial.suggest_int("max_num_seqs", min(8, knobs.max_num_seqs),
-                                              max(1024, knobs.max_num_seqs), log=True),
+            "max_num_seqs": trial.suggest_int(
+                "max_num_seqs", min(fewest_seqs, knobs.max_num_seqs),
+                max(1024, knobs.max_num_seqs, fewest_seqs), log=True),
             "max_num_batched_tokens": trial.suggest_categorical(
                 "max_num_batched_tokens",
                 tuple(sorted({*BATCHED_TOKENS, knobs.max_num_batched_tokens}))),
@@ -140,7 +143,7 @@ def tune_candidates(screen, candidates: list) -> list:
     ranked = sorted(candidates, key=lambda c: (-c.objective, c.deployment.num_gpus, c.ratio,
                                                describe(c.deployment)))[:2]
     jobs = [(c.unit, _trial_rate(screen, c), _requests(screen, c), q.trials, q.timeout_s,
-             q.storage, screen.mode != "max-rate") for c in ranked]
+             q.storage, screen.mode != "max-rate", _fewest_seqs(screen, c)) for c in ranked]
     if q.storage is None:
         tuned = screen.runner.call_many(tune, jobs)
     else:  # one study at a time in a shared storage
@@ -152,6 +155,21 @@ def tune_candidates(screen, candidates: list) -> list:
             if found is not None:
                 out.append(found)
     return out
+
+
+def _fewest_seqs(screen, c) -> int:
+    """The smallest ``max_num_seqs`` worth a trial: what Little's law needs at the trial
+    rate, that rate times the latency of a request served alone over the replicas that
+    decode (fewer sequences cannot keep up with it), and at least 8."""
+    rate = _trial_rate(screen, c)
+    if rate is None:
+        return 8
+    one = c.unit if c.unit.disaggregated else c.unit.model_copy(update={"replicas": 1})
+    latency = screen.runner.unloaded(one).summary.e2e_s.p50
+    decoding = c.unit.decode_replicas if c.unit.disaggregated else c.unit.replicas
+    if not math.isfinite(latency):
+        return 8
+    return max(8, math.ceil(rate * latency / decoding))
 
 
 def _trial_rate(screen, c) -> float | None:
@@ -169,7 +187,7 @@ def _requests(screen, c) -> int:
             1 if c.unit == c.deployment else c.deployment.replicas))
     if c.unit_rate is None:
         return SEARCH_REQUESTS
-    return screen.runner.search_requests(c.unit, _trial_rate(screen, c))
+    return min(SEARCH_REQUESTS, screen.runner.search_requests(c.unit, _trial_rate(screen, c)))
 
 
 def _retuned(screen, c, unit: Deployment, count: int):
