@@ -71,9 +71,19 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
                   if err.is_terminal else nullcontext())
         with status:
             results.append(plan_serving(question))
+    if engine == "all":  # said once, under the last engine's table
+        last = results[-1]
+        results[-1] = last.model_copy(update={"notes": (*last.notes, *engine_comparison())})
     if export:
         _export(err, results[0], spec, machine, export, Path(output))
     return results, spec, machine
+
+
+def engine_comparison() -> tuple[str, ...]:
+    """What --engine all compares: where the simulated engines differ and where not."""
+    from sysplan.costmodels.serving.engines import DIFFERENCES, EQUAL
+
+    return (*(f"engines differ in {d}" for d in DIFFERENCES), f"engines are equal in {EQUAL}")
 
 
 def serving_efficiency(profile: str | None, machine):

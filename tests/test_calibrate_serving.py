@@ -112,3 +112,14 @@ def test_serve_prices_with_the_profile_it_is_given(tmp_path):
     assert tpot[str(slow)] > tpot["h100-sxm"] + 0.015
     bad = invoke(*pinned, "--profile", "no-such-profile")
     assert bad.exit_code == 2 and "--profile no-such-profile" in bad.stderr
+
+
+def test_engine_all_says_where_the_engines_differ_and_where_not():
+    result = invoke("serve", "--model", "8b", "--cluster", "dgx-h100", "--gpus", "1", "--tp",
+                    "1", "--replicas", "1", "--no-disagg", "--isl", "256", "--osl", "32",
+                    "--rate", "2", "--num-requests", "40", "--trials", "0", "--engine", "all")
+    assert result.exit_code == 0, result.stderr
+    for engine in ("engine vllm", "engine sglang", "engine trtllm"):
+        assert engine in result.stdout
+    said = " ".join(result.stderr.split())
+    assert said.count("engines differ in memory") == 1 and "engines are equal in" in said
