@@ -32,6 +32,7 @@ the error on all other rows before (no factors) and after: a calibration judged 
 it did not see. No factor is per row, per model or per GPU.
 
     python benchmarks/serving_accuracy.py [--fit-on H100|H200|A100|GH200|L40S] [--ids S075,S001]
+    python benchmarks/serving_accuracy.py --planner   # every row asked through `sysplan serve`
 """
 
 from __future__ import annotations
@@ -210,12 +211,50 @@ def held_out(rows: list[dict], fit_on: str) -> int:
     return 0
 
 
+def through_planner(rows: list[dict]) -> int:
+    """Ask ``sysplan serve``'s planner every row as a user would (deployment, precisions,
+    engine, lengths, request count and rate pinned; no tuning) and count the answers: a crash,
+    a "does not fit" or a saturated verdict on an offline question is a failure."""
+    from sysplan.planners.serving.search import ServeQuestion, plan_serving
+    from sysplan.planners.serving.types import ServePins
+    from sysplan.workloads.serving import ServeWorkload
+
+    failures, errors = 0, []
+    for r in rows:
+        run = to_run(r)
+        pins = ServePins(tp=run.layout.tp, pp=run.layout.pp, replicas=1, disagg=False,
+                         weights_precision=run.layout.weights_precision,
+                         kv_precision=run.layout.kv_precision)
+        workload = ServeWorkload(isl=str(run.isl), osl=str(run.osl), rate=run.rate,
+                                 num_requests=run.num_requests)
+        question = ServeQuestion(model=run.model, cluster=run.cluster, workload=workload,
+                                 slos=(), max_gpus=run.layout.gpus, engine="trtllm", pins=pins)
+        try:
+            plan = plan_serving(question).plans[0]
+        except Exception as error:  # noqa: BLE001 - every failure (NoPlanFits too) is counted
+            failures += 1
+            print(f"{r['id']}: {type(error).__name__}: {error}")
+            continue
+        saturated = plan.summary["saturated"] and run.offline
+        failures += bool(saturated)
+        if run.offline:
+            ours = plan.summary["output_tokens_per_s"]
+            errors.append(abs(ours / run.measured["output_tok_per_s"] - 1))
+        print(f"{r['id']}: {'SATURATED ' if saturated else ''}"
+              f"{plan.summary['output_tokens_per_s']:.0f} output tokens/s")
+    print(f"\n{len(rows) - failures} of {len(rows)} rows answered by the planner; offline "
+          f"output tokens/s MAPE through it {np.mean(errors):.1%} ({len(errors)} rows)")
+    return 0 if not failures else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--offline-csv", type=Path, default=DATA / "serving_offline.csv")
     parser.add_argument("--online-csv", type=Path, default=DATA / "serving.csv")
     parser.add_argument("--fit-on", choices=sorted(GPUS), default=None)
     parser.add_argument("--ids", default="", help="only these row ids (comma-separated)")
+    parser.add_argument("--planner", action="store_true",
+                        help="ask every row through sysplan serve's planner instead")
     args = parser.parse_args(argv)
     rows = [*csv.DictReader(args.offline_csv.open()), *csv.DictReader(args.online_csv.open())]
     if args.ids:
@@ -223,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [r for r in rows if r["id"] in wanted]
     if args.fit_on:
         return held_out(rows, args.fit_on)
+    if args.planner:
+        return through_planner(rows)
     results = [evaluate(r) for r in rows]
     print(f"{'id':5} {'model':14} {'gpu':5} {'prec':4} tp {'isl':>5} {'osl':>4} {'rate':>5}  "
           f"{'metric':16} {'published':>9} {'sysplan':>9} {'err':>6} {'naive':>6}  state")
