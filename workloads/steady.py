@@ -91,9 +91,10 @@ def saturation(metrics: RequestMetrics, window: Window, floor_s: float = 1.0) ->
     Saturated when (a) any request never finished (NaN ``finish_s``: the run was cut off),
     (b) the queue keeps growing: split the steady-state requests into quarters by arrival; the
     median queueing delay of the last quarter exceeds both twice that of the second quarter
-    and ``floor_s``, or (c) fewer requests finished inside the window than
-    ``COMPLETED_SHARE`` of those that arrived in it, beyond the noise of a stable queue (the
-    number in the system grew by the difference; Little's law). (b) and (c) need ``MIN_STEADY`` steady-state requests.
+    and ``floor_s`` (or the median end-to-end latency, if shorter), or (c) fewer requests
+    finished inside the window than ``COMPLETED_SHARE`` of those that arrived in it, beyond
+    the noise of a stable queue (the number in the system grew by the difference; Little's
+    law). (b) and (c) need ``MIN_STEADY`` steady-state requests.
     """
     if window.offline:
         return ""
@@ -106,16 +107,19 @@ def saturation(metrics: RequestMetrics, window: Window, floor_s: float = 1.0) ->
     queue = metrics.queue_s[steady]
     second = float(np.median(queue[count // 4 : count // 2]))
     last = float(np.median(queue[3 * count // 4 :]))
+    # a queueing delay matters once it is a second, or as long as a whole request takes
+    floor_s = min(floor_s, _median(metrics.e2e_s[steady]))
     if last > 2 * second and last > floor_s:
         return (f"median queueing delay grew from {second:.3g} s (second quarter) to "
                 f"{last:.3g} s (last quarter)")
     arrived = count - 1  # arrivals after the window opens, up to the last one
     finished = int(np.count_nonzero(in_window(metrics, window)))
     with np.errstate(invalid="ignore"):
-        in_flight = int(np.count_nonzero((metrics.arrival_s <= window.end_s)
-                                         & (metrics.finish_s > window.end_s)))
-    # a stable queue holds about Poisson(lambda L) requests (M/G/inf), so departures over the
-    # window trail arrivals by up to ~2 standard deviations of the difference, 3 sqrt(in flight)
+        in_flight = int(np.count_nonzero((metrics.arrival_s <= window.start_s)
+                                         & (metrics.finish_s > window.start_s)))
+    # a stable queue holds about Poisson(lambda L) requests (M/G/inf; counted as the window
+    # opens, before any backlog), so departures over the window trail arrivals by up to ~2
+    # standard deviations of the difference, 3 sqrt(in flight)
     if finished < COMPLETED_SHARE * arrived - 3 * math.sqrt(max(in_flight, 1)):
         return (f"{finished / window.seconds:.3g} requests/s finished over the steady window, "
                 f"{finished / arrived:.0%} of the {arrived / window.seconds:.3g} that arrived "
@@ -123,11 +127,22 @@ def saturation(metrics: RequestMetrics, window: Window, floor_s: float = 1.0) ->
     return ""
 
 
-#: Batches of the batch-means bound, and the one-sided 95 % Student t for their count - 1.
+#: Most batches of the batch-means bound and the drift test, ...
 BATCHES = 8
-T95 = 1.895
-#: Fewest values per batch for the batch-means bound.
-PER_BATCH = 10
+#: ... each with at least this many values past the percentile, ...
+TAIL_PER_BATCH = 2
+#: ... and at least this many batches.
+MIN_BATCHES = 4
+#: One-sided 95 % Student t by degrees of freedom (the batch-means bound: batches - 1; the
+#: drift slope: batches - 2).
+T95 = {2: 2.920, 3: 2.353, 4: 2.132, 5: 2.015, 6: 1.943, 7: 1.895}
+
+
+def _batches(values: np.ndarray, percentile: float) -> list[np.ndarray]:
+    """Consecutive batches with TAIL_PER_BATCH values past the percentile each, at most
+    BATCHES of them; none if fewer than MIN_BATCHES fit."""
+    count = min(BATCHES, int(values.size * (1.0 - percentile / 100.0) / TAIL_PER_BATCH))
+    return np.array_split(values, count) if count >= MIN_BATCHES else []
 
 
 def upper_confidence(values: np.ndarray, percentile: float) -> float:
@@ -135,47 +150,48 @@ def upper_confidence(values: np.ndarray, percentile: float) -> float:
     arrival order) sample, the larger of two: the order statistic of rank
     ceil(m q + 1.645 sqrt(m q (1 - q))) of the m finite values (the count below a quantile is
     binomial; its normal approximation, Conover, Practical Nonparametric Statistics, section
-    3.2; the largest value if that rank is past them), and, with PER_BATCH values per batch,
-    batch means: the percentile + T95 x the standard deviation of the percentiles of BATCHES
-    consecutive batches / sqrt(BATCHES) (Law, Simulation Modeling and Analysis, section 9.5.3:
-    requests served together are correlated, which the order statistic alone ignores). NaN
-    if there are no values."""
+    3.2; the largest value if that rank is past them), and batch means: the percentile + t x
+    the standard deviation of the percentiles of consecutive batches / sqrt(their count)
+    (Law, Simulation Modeling and Analysis, section 9.5.3: requests served together are
+    correlated, which the order statistic alone ignores). NaN if there are no values."""
     finite = values[np.isfinite(values)]
     if not finite.size:
         return math.nan
     q, m = percentile / 100.0, finite.size
     rank = math.ceil(m * q + 1.645 * math.sqrt(m * q * (1.0 - q)))
     bound = float(np.sort(finite)[min(max(rank, 1), m) - 1])
-    if m >= BATCHES * PER_BATCH:
-        batch = [np.percentile(part, percentile) for part in np.array_split(finite, BATCHES)]
-        spread = float(np.std(batch, ddof=1)) / math.sqrt(BATCHES)
-        bound = max(bound, float(np.percentile(finite, percentile)) + T95 * spread)
+    parts = _batches(finite, percentile)
+    if parts:
+        batch = [np.percentile(part, percentile) for part in parts]
+        spread = float(np.std(batch, ddof=1)) / math.sqrt(len(parts))
+        bound = max(bound, float(np.percentile(finite, percentile)) + T95[len(parts) - 1] * spread)
     return bound
 
 
-#: One-sided 95 % Student t for a regression slope over BATCHES points (BATCHES - 2 dof).
-T95_SLOPE = 1.943
 #: A drift counts if this many more windows of the same growth would cross the bound (a run
 #: five times as long).
 DRIFT_WINDOWS = 4.0
+#: The drift of a percentile past this one is read on this one (its batches have the tail).
+DRIFT_PERCENTILE = 90.0
 
 
 def drift(values: np.ndarray, percentile: float, bound_s: float) -> tuple[float, bool]:
-    """(growth of the ``percentile`` over the values, in arrival order; whether it drifts):
-    the least-squares slope of the percentiles of BATCHES consecutive batches times their
-    count, drifting when its t statistic exceeds T95_SLOPE and DRIFT_WINDOWS more windows of
-    that growth would take the percentile past ``bound_s`` (a queue filling slowly, which no
-    test of a finished run's counts sees yet)."""
+    """(growth over the values, in arrival order; whether it drifts): the least-squares slope
+    of the percentiles (DRIFT_PERCENTILE at most) of consecutive batches times their count,
+    drifting when its t statistic exceeds the one-sided 95 % t and DRIFT_WINDOWS more windows
+    of that growth would take the ``percentile`` past ``bound_s`` (a queue filling slowly,
+    which no test of a finished run's counts sees yet)."""
     finite = values[np.isfinite(values)]
-    if finite.size < BATCHES * PER_BATCH:
+    parts = _batches(finite, min(percentile, DRIFT_PERCENTILE))
+    if not parts:
         return 0.0, False
-    batch = np.array([np.percentile(part, percentile)
-                      for part in np.array_split(finite, BATCHES)])
-    x = np.arange(BATCHES) - (BATCHES - 1) / 2
+    batch = np.array([np.percentile(part, min(percentile, DRIFT_PERCENTILE))
+                      for part in parts])
+    x = np.arange(len(parts)) - (len(parts) - 1) / 2
     slope = float(x @ (batch - batch.mean()) / (x @ x))  # least squares
     residual = batch - batch.mean() - slope * x
-    error = math.sqrt(float(residual @ residual) / (BATCHES - 2) / float(x @ x))
-    growth = slope * BATCHES
-    significant = slope > T95_SLOPE * error if error > 0 else slope > 0
+    error = math.sqrt(float(residual @ residual) / (len(parts) - 2) / float(x @ x))
+    growth = slope * len(parts)
+    significant = slope > T95[len(parts) - 2] * error if error > 0 else slope > 0
     projected = float(np.percentile(finite, percentile)) + DRIFT_WINDOWS * growth
     return growth, bool(significant and projected > bound_s)

@@ -331,6 +331,9 @@ class Runner:
                     "workload")
         _, d, summary, note = self.closest
         checks = "; ".join(f"{c.slo} observed {c.observed_s * 1e3:,.0f} ms"
+                           + (f" (95 % bound {c.upper_s * 1e3:,.0f} ms)"
+                              if c.upper_s > c.slo.bound_s >= c.observed_s else "")
+                           + (" and growing" if c.drifting else "")
                            for c in summary.slo_checks)
         state = f" (saturated: {summary.saturation_reason})" if summary.saturated else ""
         return (f"no deployment of up to {self.q.max_gpus} GPUs meets the SLO; closest: "

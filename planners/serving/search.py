@@ -109,7 +109,7 @@ def _verify(q: ServeQuestion, runner: Runner, screen: Screen,
     checks of the best ``top`` run as one batch."""
     order = sorted(candidates, key=lambda c: (-c.objective, c.deployment.num_gpus, c.ratio,
                                               describe(c.deployment)))
-    n, first = q.workload.num_requests, []
+    n, first = check_requests(q), []
     for c in order:  # the best of each shape, checked first, as one batch
         if len(first) < q.top and not any(_same_shape(c.deployment, f.deployment)
                                           for f in first):
@@ -132,6 +132,13 @@ def _verify(q: ServeQuestion, runner: Runner, screen: Screen,
     return tuple(p.model_copy(update={"rank": rank}) for rank, p in enumerate(plans, start=1))
 
 
+def check_requests(q: ServeQuestion) -> int:
+    """Requests of the full-length check: the workload's own (``evaluate`` runs more when
+    they are too few to settle). Not more: a check longer than a rerun of the workload
+    would be surer of its percentiles than that rerun, and ship rates it may miss."""
+    return q.workload.num_requests
+
+
 def _same_shape(a: Deployment, b: Deployment) -> bool:
     """Equal but for the engine knobs."""
     return a.model_copy(update={"engine": b.engine}) == b
@@ -145,7 +152,7 @@ def _check(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate, upwar
            ) -> tuple[Deployment, float | None, ServeSummary] | None:
     """(deployment, rate, full-length summary) of a candidate that meets the SLO whole, after
     stepping its rate down, or adding a replica, if it has to; None if it still misses."""
-    n, d = q.workload.num_requests, c.deployment
+    n, d = check_requests(q), c.deployment
     if screen.mode in ("offline", "closed"):
         summary = runner.run(d, None, n)
         return (d, None, summary) if summary.holds_slo or screen.mode == "offline" else None
@@ -179,7 +186,7 @@ def _pooled(q: ServeQuestion, runner: Runner, c: Candidate, rate: float,
                      0.99 * runner.ceiling(d))
         if higher <= best[0] * (1 + RATE_TOLERANCE):
             break
-        more = runner.run(d, higher, q.workload.num_requests)
+        more = runner.run(d, higher, check_requests(q))
         if not more.holds_slo:
             break
         best = (higher, more)
@@ -191,7 +198,7 @@ def _fewest_whole(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate
     """With a target rate: the candidate's deployment checked whole at full length, then
     with fewer replicas (down to what the ceiling allows, bisection, FEWER_STEPS at most)
     since least-loaded routing pools them; one more replica if even it misses."""
-    rate, n, d = q.workload.rate, q.workload.num_requests, c.deployment
+    rate, n, d = q.workload.rate, check_requests(q), c.deployment
     summary = runner.run(d, rate, n)
     if not summary.holds_slo:
         more = screen.one_more_replica(d)
@@ -287,7 +294,7 @@ def _evaluate_pinned(q: ServeQuestion, runner: Runner, d: Deployment,
     if any(lay not in layouts for lay in used):
         raise NoPlanFits(f"{describe(d)} does not fit: the weights and one request's KV cache "
                          f"exceed {q.cluster.gpu.name} memory")
-    mode, n = mode_of(q), q.workload.num_requests
+    mode, n = mode_of(q), check_requests(q)
     screen = Screen(q, runner, layouts)
     rate = q.workload.rate if mode == "rate" else None
     if mode == "max-rate":
