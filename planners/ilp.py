@@ -98,7 +98,17 @@ def _solve(problem, time_limit_s: float, warm_start: bool, what: str,
                                        threads=1, timeMode="elapsed", logPath=str(log_path),
                                        gapRel=gap_rel)
         started = time.perf_counter()
-        problem.solve(solver)
+        try:
+            problem.solve(solver)
+        except pulp.PulpSolverError:
+            # CBC can exit non-zero when a sub-second limit falls in its preprocessing on a
+            # loaded machine (seen with 0.5 s on 2 busy cores): one retry with twice the time
+            solver.timeLimit = 2 * time_limit_s
+            try:
+                problem.solve(solver)
+            except pulp.PulpSolverError as error:
+                raise NoPlanFits(f"{what}: the CBC solver failed ({error}); raise the time "
+                                 "limit") from None
         elapsed = time.perf_counter() - started
         log = log_path.read_text() if log_path.exists() else ""
     status = true_status(problem.status, problem.sol_status)
