@@ -20,6 +20,7 @@ Modes: ``max-rate`` (no target rate: the highest SLO-meeting rate per GPU on the
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -239,12 +240,10 @@ class Screen:
             headroom = max(0.0, 1.0 - probe.ratio) if probe is not None else 1.0
             ranked.append((-per_gpu * headroom, -per_gpu, describe(whole), unit, whole))
         ranked.sort(key=lambda r: r[:3])
-        # the best of each kind first (an aggregated layout and a pool), then the rest: what
+        # the two kinds (aggregated layouts, pools) taken in turn, each best first: what
         # either finds prunes the other kind too
-        kinds = [next((r for r in ranked if r[4].disaggregated == pooled), None)
-                 for pooled in (False, True)]
-        leaders = [r for r in kinds if r is not None]
-        ranked = leaders + [r for r in ranked if r not in leaders]
+        kinds = [[r for r in ranked if r[4].disaggregated == pooled] for pooled in (False, True)]
+        ranked = [r for pair in itertools.zip_longest(*kinds) for r in pair if r is not None]
         queue = [(unit, whole) for *_, unit, whole in ranked]
         found: list[Candidate] = []
         while queue:

@@ -72,6 +72,8 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
     closest, and InputError for a question that cannot be asked.
     """
     started = time.perf_counter()
+    if q.trials:
+        import optuna  # noqa: F401 - loaded once, before the workers fork and tune with it
     with Runner(q, ServingCost(q.model, q.cluster, q.efficiency)) as runner:
         layouts = replica_layouts(q, runner.cost)
         if not layouts:
