@@ -240,10 +240,12 @@ class Screen:
             headroom = max(0.0, 1.0 - probe.ratio) if probe is not None else 1.0
             ranked.append((-per_gpu * headroom, -per_gpu, describe(whole), unit, whole))
         ranked.sort(key=lambda r: r[:3])
-        # the two kinds (aggregated layouts, pools) taken in turn, each best first: what
-        # either finds prunes the other kind too
+        # the best batch of each kind (aggregated layouts, pools), then the rest in turn:
+        # what either finds prunes the other kind too, and a batch runs alike searches
         kinds = [[r for r in ranked if r[4].disaggregated == pooled] for pooled in (False, True)]
-        ranked = [r for pair in itertools.zip_longest(*kinds) for r in pair if r is not None]
+        ranked = kinds[0][:BATCH] + kinds[1][:BATCH] + [
+            r for pair in itertools.zip_longest(kinds[0][BATCH:], kinds[1][BATCH:])
+            for r in pair if r is not None]
         queue = [(unit, whole) for *_, unit, whole in ranked]
         found: list[Candidate] = []
         while queue:

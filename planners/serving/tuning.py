@@ -148,13 +148,12 @@ def tune_candidates(screen, candidates: list) -> list:
         tuned = screen.runner.call_many(tune, jobs)
     else:  # one study at a time in a shared storage
         tuned = [tune(screen.runner, *job) for job in jobs]
-    out = list(candidates)
-    for c, unit in zip(ranked, tuned, strict=True):
-        if unit != c.unit:
-            found = _retuned(screen, c, unit, _requests(screen, c))
-            if found is not None:
-                out.append(found)
-    return out
+    from sysplan.planners.serving.runs import drive
+
+    judged = [(_retuned(screen, c, unit, _requests(screen, c)), lambda task: task)
+              for c, unit in zip(ranked, tuned, strict=True) if unit != c.unit]
+    return list(candidates) + [found for found in drive(screen.runner, judged)
+                               if found is not None]
 
 
 def _fewest_seqs(screen, c) -> int:
@@ -193,24 +192,25 @@ def _requests(screen, c) -> int:
 def _retuned(screen, c, unit: Deployment, count: int):
     """The candidate ``c`` with the tuned knobs of ``unit``, judged as the screen did: the
     highest rate from the untuned one's up (no target rate), one replica fewer or more
-    headroom (target rate), output tokens/s (offline, closed loop)."""
-    from sysplan.planners.serving.runs import drive, rate_steps
+    headroom (target rate), output tokens/s (offline, closed loop). A generator of the runs
+    it needs (``runs.drive``, several candidates side by side); returns the candidate or
+    None."""
+    from sysplan.planners.serving.runs import Probe, rate_steps, worst_ratio
     from sysplan.planners.serving.screen import Candidate
 
     runner, whole = screen.runner, c.deployment.model_copy(update={"engine": unit.engine})
     scale = 1.0 if unit.disaggregated else whole.replicas / unit.replicas
     if screen.mode == "max-rate":
-        low = runner.probe(unit, c.unit_rate, label=whole)
+        low = yield runner.task(unit, c.unit_rate, label=whole)
         if not low.meets:
             return None
-        top = min(runner.ceiling(unit), 1.5 * c.unit_rate)
-        best = drive(runner, [(rate_steps(top, low=low, steps=3),
-                               lambda rate: runner.task(unit, rate, label=whole))])[0]
+        search = rate_steps(min(runner.ceiling(unit), 1.5 * c.unit_rate), low=low, steps=3)
+        best = yield from _probing(search, lambda rate: runner.task(unit, rate, label=whole))
         return Candidate(whole, unit, best.rate * scale, best.rate,
                          best.rate * screen.osl / unit.num_gpus, best.ratio)
     if screen.mode == "rate":
         rate = screen.q.workload.rate
-        probe = runner.probe(unit, c.unit_rate, count, label=whole)
+        probe = yield runner.task(unit, c.unit_rate, count, label=whole)
         if not probe.meets:
             return None
         fewer = whole.replicas - 1 if not whole.disaggregated else 0
@@ -218,14 +218,28 @@ def _retuned(screen, c, unit: Deployment, count: int):
             smaller = whole.model_copy(update={"replicas": fewer})
             small = unit.model_copy(update={"replicas": min(unit.replicas, fewer)})
             share = rate * small.replicas / fewer
-            less = runner.probe(small, share, label=smaller)
+            less = yield runner.task(small, share, label=smaller)
             if less.meets:
                 return Candidate(smaller, small, rate, share, -screen.price(smaller),
                                  less.ratio, c.fewest)
         return Candidate(whole, unit, rate, c.unit_rate, -screen.price(whole), probe.ratio,
                          c.fewest)
-    summary = runner.run(unit, None, count, label=whole)
+    from sysplan.planners.serving.runs import Task
+
+    done: Probe = yield Task(unit, None, count, whole)
+    summary = done.summary
     if screen.mode == "closed" and not summary.holds_slo:
         return None
     return Candidate(whole, unit, None, None, summary.output_tokens_per_s / unit.num_gpus,
-                     runner.ratio(summary))
+                     worst_ratio(summary))
+
+
+def _probing(search, to_task):
+    """Run a ``rate_steps`` search inside another generator: yield its tasks, send back
+    their probes, return its result."""
+    try:
+        rate = next(search)
+        while True:
+            rate = search.send((yield to_task(rate)))
+    except StopIteration as stop:
+        return stop.value
