@@ -106,6 +106,21 @@ _DecodeTp = _degree("--decode-tp", "Disaggregated: TP of a decode replica.")
 _DecodeReplicas = _degree("--decode-replicas", "Disaggregated: decode replicas.")
 _MaxSeqs = _degree("--max-num-seqs", "Sequences batched at once.")
 _MaxTokens = _degree("--max-num-batched-tokens", "Tokens per engine iteration.")
+def _hit_rate(value: object) -> float:
+    """A share of prompt tokens in [0, 1)."""
+    try:
+        rate = float(str(value).strip())
+    except ValueError:
+        rate = -1.0
+    if not 0 <= rate < 1:
+        raise typer.BadParameter(f"{value}: expected a share of each prompt in [0, 1), e.g. 0.5")
+    return rate
+
+
+_HitRate = Annotated[float | None, _opt(
+    "--prefix-cache-hit-rate", metavar="SHARE", parser=_hit_rate, panel=_LOAD,
+    help="Share of each prompt found in the engine's prefix cache (not recomputed; e.g. a "
+    "shared system prompt): vLLM's prefix caching, SGLang's radix cache.")]
 _Disagg = Annotated[bool | None, _opt("--disagg/--no-disagg", panel=_PINNED, help="Separate "
                                       "prefill and decode pools (default: searched).")]
 _Weights = Annotated[str | None, _opt("--weights-precision", metavar="[bf16|fp8]", panel=_PINNED,
@@ -126,7 +141,7 @@ def serve(
     prefill_replicas: _PrefillReplicas = None, decode_tp: _DecodeTp = None,
     decode_replicas: _DecodeReplicas = None, weights_precision: _Weights = None,
     kv_precision: _Kv = None, max_num_seqs: _MaxSeqs = None,
-    max_num_batched_tokens: _MaxTokens = None,
+    max_num_batched_tokens: _MaxTokens = None, prefix_cache_hit_rate: _HitRate = None,
 ) -> None:
     """Find the cheapest deployment that serves a workload within its latency SLO."""
     from sysplan.cli import serve_run
@@ -135,7 +150,8 @@ def serve(
             "prefill_tp": prefill_tp, "prefill_replicas": prefill_replicas,
             "decode_tp": decode_tp, "decode_replicas": decode_replicas,
             "weights_precision": weights_precision, "kv_precision": kv_precision,
-            "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens}
+            "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
+            "prefix_cache_hit_rate": prefix_cache_hit_rate}
     results, spec, machine = serve_run.run(
         model=model, cluster=cluster, gpus=gpus, isl=isl, osl=osl, trace=trace, rate=rate,
         arrival=arrival, concurrency=concurrency, num_requests=num_requests, slo=slo or [],

@@ -123,3 +123,17 @@ def test_engine_all_says_where_the_engines_differ_and_where_not():
         assert engine in result.stdout
     said = " ".join(result.stderr.split())
     assert said.count("engines differ in memory") == 1 and "engines are equal in" in said
+
+
+def test_prefix_cache_hits_shorten_ttft_and_bad_shares_are_refused():
+    pinned = ("serve", "--model", "8b", "--cluster", "dgx-h100", "--gpus", "1", "--tp", "1",
+              "--replicas", "1", "--no-disagg", "--isl", "4000", "--osl", "32", "--rate", "2",
+              "--num-requests", "60", "--trials", "0", "--json")
+    ttft = {}
+    for share in ("0", "0.8"):
+        result = invoke(*pinned, "--prefix-cache-hit-rate", share)
+        assert result.exit_code == 0, result.stderr
+        ttft[share] = json.loads(result.stdout)["plans"][0]["latency_s"]["ttft"]["p50"]
+    assert ttft["0.8"] < 0.5 * ttft["0"]
+    bad = invoke(*pinned, "--prefix-cache-hit-rate", "1")
+    assert bad.exit_code == 2 and "[0, 1)" in bad.stderr

@@ -167,7 +167,8 @@ def layout_knobs(q: ServeQuestion, layout: ReplicaLayout) -> EngineKnobs:
     else:
         knobs = default_knobs(q.engine, q.cluster.gpu, layout.gpus)
     pinned = {"max_num_seqs": q.pins.max_num_seqs,
-              "max_num_batched_tokens": q.pins.max_num_batched_tokens}
+              "max_num_batched_tokens": q.pins.max_num_batched_tokens,
+              "prefix_cache_hit_rate": q.pins.prefix_cache_hit_rate}
     return knobs.model_copy(update={k: v for k, v in pinned.items() if v})
 
 

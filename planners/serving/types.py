@@ -25,6 +25,7 @@ class ServePins(Frozen):
     kv_precision: Literal["bf16", "fp8"] | None = None
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
+    prefix_cache_hit_rate: float | None = Field(default=None, ge=0, lt=1)
 
 
 class ServePlan(Frozen):
