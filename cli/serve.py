@@ -121,6 +121,11 @@ _HitRate = Annotated[float | None, _opt(
     "--prefix-cache-hit-rate", metavar="SHARE", parser=_hit_rate, panel=_LOAD,
     help="Share of each prompt found in the engine's prefix cache (not recomputed; e.g. a "
     "shared system prompt): vLLM's prefix caching, SGLang's radix cache.")]
+_Capacity = Annotated[str | None, _opt(
+    "--capacity-policy", metavar="[guaranteed-no-evict|max-utilization]", panel=_SEARCH,
+    parser=_choice("guaranteed-no-evict", "max-utilization"),
+    help="With --engine trtllm: reserve KV for whole requests (its default), or admit on the "
+    "prompt and pause requests when KV runs out.")]
 _Disagg = Annotated[bool | None, _opt("--disagg/--no-disagg", panel=_PINNED, help="Separate "
                                       "prefill and decode pools (default: searched).")]
 _Weights = Annotated[str | None, _opt("--weights-precision", metavar="[bf16|fp8]", panel=_PINNED,
@@ -142,6 +147,7 @@ def serve(
     decode_replicas: _DecodeReplicas = None, weights_precision: _Weights = None,
     kv_precision: _Kv = None, max_num_seqs: _MaxSeqs = None,
     max_num_batched_tokens: _MaxTokens = None, prefix_cache_hit_rate: _HitRate = None,
+    capacity_policy: _Capacity = None,
 ) -> None:
     """Find the cheapest deployment that serves a workload within its latency SLO."""
     from sysplan.cli import serve_run
@@ -151,7 +157,8 @@ def serve(
             "decode_tp": decode_tp, "decode_replicas": decode_replicas,
             "weights_precision": weights_precision, "kv_precision": kv_precision,
             "max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_num_batched_tokens,
-            "prefix_cache_hit_rate": prefix_cache_hit_rate}
+            "prefix_cache_hit_rate": prefix_cache_hit_rate,
+            "capacity_policy": capacity_policy.replace("-", "_") if capacity_policy else None}
     results, spec, machine = serve_run.run(
         model=model, cluster=cluster, gpus=gpus, isl=isl, osl=osl, trace=trace, rate=rate,
         arrival=arrival, concurrency=concurrency, num_requests=num_requests, slo=slo or [],

@@ -50,7 +50,8 @@ def options(request: ServeExportRequest) -> dict:
     return {
         "kv_cache_config": kv_cache,
         "enable_chunked_prefill": request.deployment.engine.chunked_prefill,
-        "scheduler_config": {"capacity_scheduler_policy": "GUARANTEED_NO_EVICT"},
+        "scheduler_config": {"capacity_scheduler_policy":
+                             request.deployment.engine.capacity_policy.upper()},
     }
 
 
@@ -61,14 +62,15 @@ def options_text(request: ServeExportRequest) -> str:
     lines = [serve_comment_block(request, "trtllm").rstrip("\n"),
              "# TensorRT-LLM reserves no more than this KV share of the memory left after weights",
              "# and activations; GUARANTEED_NO_EVICT admits a request only when its KV fits to",
-             "# completion (the TensorRT-LLM-like policy sysplan simulates).",
+             "# completion, MAX_UTILIZATION on its prompt (pausing requests when KV runs out).",
              "kv_cache_config:",
              f"  free_gpu_memory_fraction: {kv['free_gpu_memory_fraction']:.2f}"]
     if "dtype" in kv:
         lines.append(f"  dtype: {kv['dtype']}")
     lines += [f"enable_chunked_prefill: {str(data['enable_chunked_prefill']).lower()}",
               "scheduler_config:",
-              "  capacity_scheduler_policy: GUARANTEED_NO_EVICT"]
+              "  capacity_scheduler_policy: "
+              + data["scheduler_config"]["capacity_scheduler_policy"]]
     return "\n".join(lines) + "\n"
 
 

@@ -327,3 +327,20 @@ def test_prefix_cache_hits_skip_prefill_work():
         if rate:
             assert all(b.prefill_tokens <= 8192 for b in cost.batches)
     assert ttft[0.75] < 0.6 * ttft[0.0]
+
+
+def test_trtllm_max_utilization_packs_more_and_pauses_where_no_evict_waits():
+    # KV for the prompts of all 40 but the outputs of few: GUARANTEED_NO_EVICT admits only
+    # what fits to completion and never preempts; MAX_UTILIZATION admits on the prompt and
+    # pauses (recomputes) requests when blocks run out
+    arrivals = (np.zeros(40), np.full(40, 200), np.full(40, 800))
+    peak, preempted = {}, {}
+    for policy in ("guaranteed_no_evict", "max_utilization"):
+        cost = RecordingCost(capacity_tokens=16_000)
+        result = simulator.simulate(aggregated(engine="trtllm", capacity_policy=policy), cost,
+                                    *arrivals)
+        assert result.finished.all()
+        peak[policy] = max(b.decode_seqs for b in cost.batches)
+        preempted[policy] = result.preemptions
+    assert peak["max_utilization"] > peak["guaranteed_no_evict"]
+    assert preempted["guaranteed_no_evict"] == 0 < preempted["max_utilization"]

@@ -46,6 +46,9 @@ class EngineKnobs(Frozen):
     gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="Share of GPU "
                                           "memory for weights, activations and KV cache.")
     block_size: int = Field(default=16, ge=1, description="KV-cache tokens per block.")
+    capacity_policy: Literal["guaranteed_no_evict", "max_utilization"] = Field(
+        default="guaranteed_no_evict", description="TensorRT-LLM's capacity scheduler: reserve "
+        "KV for whole requests, or admit on the prompt and pause (evict) when KV runs out.")
     prefix_cache_hit_rate: float = Field(default=0.0, ge=0, lt=1, description="Share of each "
                                          "prompt found in the prefix cache (vLLM automatic "
                                          "prefix caching, SGLang's radix cache): not "

@@ -38,6 +38,10 @@ Policies (``EngineKnobs.engine``):
   fits in what the budget leaves). Capacity scheduler GUARANTEED_NO_EVICT (the default, docs
   "Useful Runtime Options: Capacity Scheduler Policy"): a request is admitted only if KV for
   prompt + output tokens can be reserved, so a started request is never paused; others wait.
+  MAX_UTILIZATION (``capacity_policy``) admits on the prompt's blocks alone and, when a
+  decode finds no free block, pauses the newest request: its KV is freed and it resumes by
+  recomputing its context (``batch_manager/capacityScheduler.cpp`` MaxUtilizationScheduler;
+  docs "Capacity Scheduler Policy"), as vLLM preempts, with no watermark.
 
 Token accounting: after a request's k-th output token its KV holds prompt + k - 1 tokens; a
 decode step stores one token and emits one. A prompt longer than the token budget is admitted
@@ -120,19 +124,20 @@ class Replica:
         self.block = knobs.block_size
         self.total_blocks = max(int(capacity_tokens), 0) // self.block
         self.free_blocks = self.total_blocks
-        self.no_evict = knobs.engine == "trtllm"
+        trtllm = knobs.engine == "trtllm"
+        self.no_evict = trtllm and knobs.capacity_policy == "guaranteed_no_evict"
         self.sglang = knobs.engine == "sglang"
         self.chunked = knobs.chunked_prefill
         # SGLang runs a prefill batch whenever it can admit one, decodes otherwise (no mixing
         # without --enable-mixed-chunk: scheduler.py get_next_batch_to_run)
-        self.mixed = (self.chunked or self.no_evict) and not self.sglang
+        self.mixed = (self.chunked or trtllm) and not self.sglang
         self.hit_rate = knobs.prefix_cache_hit_rate
         # SGLang's admission estimate of the tokens running requests will still write
         # (schedule_policy.py PrefillAdder; global_config.py: init 0.7 x conservativeness,
         # floor 0.14 x init, decayed linearly over 600 decode steps)
         self.new_token_ratio = self.NEW_TOKEN_RATIO
         self.last_step_sum = 0
-        self.watermark = 0 if self.no_evict else int(0.01 * self.total_blocks)
+        self.watermark = 0 if trtllm else int(0.01 * self.total_blocks)
         self.max_tokens = knobs.max_num_batched_tokens
         # every running sequence takes a token of the budget each iteration
         self.max_seqs = min(knobs.max_num_seqs, knobs.max_num_batched_tokens)

@@ -168,7 +168,8 @@ def layout_knobs(q: ServeQuestion, layout: ReplicaLayout) -> EngineKnobs:
         knobs = default_knobs(q.engine, q.cluster.gpu, layout.gpus)
     pinned = {"max_num_seqs": q.pins.max_num_seqs,
               "max_num_batched_tokens": q.pins.max_num_batched_tokens,
-              "prefix_cache_hit_rate": q.pins.prefix_cache_hit_rate}
+              "prefix_cache_hit_rate": q.pins.prefix_cache_hit_rate,
+              "capacity_policy": q.pins.capacity_policy}
     return knobs.model_copy(update={k: v for k, v in pinned.items() if v})
 
 
@@ -198,6 +199,10 @@ def check_question(q: ServeQuestion) -> None:
                              f"{q.model.name}")
     if q.engine not in ("vllm", "sglang", "trtllm"):
         raise InputError(f"--engine {q.engine}: not accepted; choose vllm, sglang, trtllm or all")
+    if q.pins.capacity_policy and q.engine != "trtllm":
+        raise InputError(f"--capacity-policy {q.pins.capacity_policy.replace('_', '-')}: "
+                         f"TensorRT-LLM's scheduler policy; add --engine trtllm "
+                         f"(got --engine {q.engine})")
 
 
 def pinned_deployment(q: ServeQuestion) -> Deployment | None:

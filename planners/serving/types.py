@@ -26,6 +26,7 @@ class ServePins(Frozen):
     max_num_seqs: int | None = None
     max_num_batched_tokens: int | None = None
     prefix_cache_hit_rate: float | None = Field(default=None, ge=0, lt=1)
+    capacity_policy: Literal["guaranteed_no_evict", "max_utilization"] | None = None
 
 
 class ServePlan(Frozen):
