@@ -3,17 +3,7 @@ numbers are read by people, not asserted here (they are measured, not tested).""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from benchmark_scripts import load_benchmark as _load
 
 
 def test_serving_accuracy_runs_on_one_row_of_each_file(capsys):
