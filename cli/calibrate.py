@@ -80,8 +80,8 @@ def calibrate(measured: _Measured, cluster: _Cluster, profile: _Profile = None,
 def _calibrate_serving(measured: str, cluster: str, profile: str | None, output: str,
                        engine: str) -> None:
     """Fit the serving factors to measured serving runs; print them and each run's error."""
+    from sysplan.cli.serve_run import serving_efficiency
     from sysplan.core.errors import InputError
-    from sysplan.costmodels.efficiency import Efficiency
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
     from sysplan.planners.calibrate_serving import (
@@ -95,11 +95,7 @@ def _calibrate_serving(measured: str, cluster: str, profile: str | None, output:
     if engine not in ("vllm", "sglang", "trtllm"):
         raise InputError(f"--engine {engine!r}: expected vllm, sglang or trtllm")
     machine, _ = load_cluster(cluster)
-    eff = None  # each run's cluster: the bundled profile of its GPU, or the curves
-    if profile == "none":
-        eff = Efficiency.default(machine)
-    elif profile is not None:  # a bad --profile is an error before the fit
-        eff = Efficiency.from_profile(load_profile(profile), machine)
+    eff = serving_efficiency(profile, machine)  # a bad --profile is an error before the fit
     runs = read_serving_csv(Path(measured), machine, resolve_model, engine)
     fitted = fit_serving(runs, f"{Path(measured).name} ({len(runs)} serving runs on "
                          f"{machine.name}, sysplan calibrate --serving)", efficiency=eff)

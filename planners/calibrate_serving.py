@@ -105,12 +105,11 @@ def _predict_all(runs: list[ServingRun], calibration: Calibration,
     return [predict(run, calibration, efficiency) for run in runs]
 
 
-def _residuals(runs: list[ServingRun], calibration: Calibration, pool=None,
+def _residuals(runs: list[ServingRun], calibration: Calibration, pool=None, share: int = 1,
                efficiency: Efficiency | None = None) -> np.ndarray:
     if pool is None:
         predicted = _predict_all(runs, calibration, efficiency)
-    else:  # every worker replays a strided share of the runs (long and short ones mixed)
-        share = pool._max_workers
+    else:  # each of the ``share`` workers replays a strided share (long and short runs mixed)
         parts = pool.map(_predict_all, [runs[i::share] for i in range(share)],
                          [calibration] * share, [efficiency] * share)
         predicted = [None] * len(runs)
@@ -147,9 +146,9 @@ def fit_serving(runs: list[ServingRun], fitted_on: str, max_evaluations: int = 4
 
         pool = ProcessPoolExecutor(workers)
     try:
-        theta = least_squares(lambda t: _residuals(runs, calibration_of(t), pool, efficiency),
-                              start,
-                              bounds=(low, high), diff_step=2e-2, max_nfev=max_evaluations).x
+        theta = least_squares(
+            lambda t: _residuals(runs, calibration_of(t), pool, workers, efficiency), start,
+            bounds=(low, high), diff_step=2e-2, max_nfev=max_evaluations).x
     finally:
         if pool is not None:
             pool.shutdown()
