@@ -232,3 +232,16 @@ def test_trtllm_bench_derives_its_engine_from_the_dataset():
     assert knobs.engine == "trtllm" and knobs.chunked_prefill
     long = trtllm_bench_settings(llama8, H100.gpu, 1, 1, "fp8", "fp8", 20000, 2000)
     assert long.max_num_seqs == 64 and long.max_num_batched_tokens >= 2048
+
+
+@pytest.mark.parametrize("model", ["8b", "70b", "deepseek-v3"])
+@settings(max_examples=60, deadline=None)
+@given(seqs=st.integers(1, 2048), per_seq=st.integers(0, 200_000), tp=st.sampled_from([1, 2, 8]))
+def test_decode_seconds_is_iteration_seconds_to_the_last_bit(model, seqs, per_seq, tp):
+    """The simulator prices decode-only runs with ``decode_seconds``: it must be the same
+    model as ``iteration_seconds``, not an approximation of it."""
+    cost = ServingCost(resolve_model(model)[0], load_cluster("dgx-h100")[0])
+    layout = ReplicaLayout(tp=tp, kv_precision="fp8")
+    context = seqs * per_seq
+    assert (cost.decode_seconds(layout, seqs)(context)
+            == cost.iteration_seconds(layout, Batch.decode(seqs, context)))

@@ -191,6 +191,9 @@ DEPLOYMENTS = {
     "vllm-whole-prompts": (aggregated(chunked_prefill=False, max_num_batched_tokens=1024), 3000),
     "trtllm": (aggregated(replicas=2, engine="trtllm", routing="round-robin"), 3000),
     "disaggregated": (disaggregated(2, 3, max_num_batched_tokens=512), 3000),
+    "sglang": (aggregated(replicas=2, engine="sglang", max_num_batched_tokens=512), 3000),
+    "trtllm-max-utilization": (aggregated(engine="trtllm", capacity_policy="max_utilization",
+                                          max_num_seqs=64), 3000),
 }
 
 
@@ -233,11 +236,65 @@ def test_deterministic_and_inline_stepping_changes_nothing(name, monkeypatch):
 
     monkeypatch.setattr(simulator._EventLoop, "_advance", through_the_heap)
     plain = run(deployment, arrivals, inputs, outputs, cost)
-    for other in (second, plain):
+    assert_same_run(first, second, plain)
+
+
+def assert_same_run(first: SimResult, *others: SimResult) -> None:
+    for other in others:
         for name_ in ("arrival_s", "first_token_s", "finish_s", "itl_max_s", "queue_s",
                       "itl_gap_s", "itl_weight", "busy_s"):
             assert np.array_equal(getattr(first, name_), getattr(other, name_), equal_nan=True)
         assert (first.preemptions, first.iterations) == (other.preemptions, other.iterations)
+        assert np.array_equal(first.itl_by_request()[0], other.itl_by_request()[0])
+
+
+def _one_iteration_at_a_time(self, now_s, limit_s):
+    return now_s
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "trtllm", "trtllm-max-utilization"])
+@pytest.mark.parametrize("shape", ["aggregated", "disaggregated", "closed-loop", "cut-off"])
+def test_decode_runs_ahead_exactly_as_one_iteration_at_a_time(engine, shape, monkeypatch):
+    """``Replica.decode_ahead`` books runs of decode-only iterations at once, and decode
+    replicas run ahead past other decode replicas' events: the same result to the last bit,
+    with the real cost model (its ``decode_seconds``) and tight KV (preemptions, waits)."""
+    from sysplan.costmodels.serving.cost import ServingCost
+    from sysplan.hardware import load_cluster
+    from sysplan.models import resolve_model
+
+    knobs = {"engine": engine.split("-")[0], "max_num_seqs": 96, "block_size": 16,
+             "max_num_batched_tokens": 1024, "gpu_memory_utilization": 0.2}
+    if engine == "trtllm-max-utilization":
+        knobs["capacity_policy"] = "max_utilization"
+    layout = ReplicaLayout(tp=1)
+    if shape == "disaggregated":
+        deployment = Deployment(disaggregated=True, prefill=layout, decode=layout,
+                                prefill_replicas=1, decode_replicas=2,
+                                engine=EngineKnobs(**knobs))
+    else:
+        deployment = Deployment(replica=layout, replicas=2, engine=EngineKnobs(**knobs))
+    cost = ServingCost(resolve_model("8b")[0], load_cluster("dgx-h100")[0])
+    rng = np.random.default_rng(7)
+    count = 400
+    arrivals = np.cumsum(rng.exponential(1 / 12.0, count))
+    inputs, outputs = rng.integers(100, 4000, count), rng.integers(1, 800, count)
+    options = {"concurrency": 48} if shape == "closed-loop" else {}
+    if shape == "cut-off":
+        options["max_time_s"] = 0.5 * float(arrivals[-1])
+    ahead = simulate(deployment, cost, arrivals, inputs, outputs, **options)
+    monkeypatch.setattr(simulator.Replica, "decode_ahead", _one_iteration_at_a_time)
+    monkeypatch.setattr(simulator._EventLoop, "_limit", _heap_limit)
+    plain = simulate(deployment, cost, arrivals, inputs, outputs, **options)
+    assert_same_run(ahead, plain)
+
+
+def _heap_limit(self, replica):
+    """The limit before decode replicas ran ahead: any event of any replica."""
+    limit = min(self.times[self.next_rid] if self.next_rid < self.sent else math.inf,
+                self.horizon_s)
+    if self.closed_loop or replica.role == "decode":
+        limit = min(limit, self.heap[0][0] if self.heap else math.inf)
+    return limit
 
 
 def test_weighted_percentile_is_the_inverted_cdf():

@@ -17,6 +17,7 @@ Expert parallelism is not modelled: routed experts are split over the TP ranks l
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -87,6 +88,7 @@ class _LayoutCost:
     stage_weight_bytes: tuple[float, ...]  # per GPU, each pipeline stage
     stage_kv_bytes_per_token: tuple[float, ...]  # per GPU, each stage
     kv_read_bytes_per_token: float  # one TP rank, all layers (the stages run in turn)
+    memory_bytes_per_s: float  # HBM bandwidth memory-bound kernels reach
     prefill_flops_per_pair: float  # attention FLOPs per (query, key) pair, all layers, one GPU
     decode_flops_per_pair: float
     gemm: list[float]  # over T
@@ -134,6 +136,7 @@ class ServingCost:
         self._moe_layer = tuple(model.is_moe_layer(i) for i in range(model.num_layers))
         self._shapes = {kind: layer_shapes(model, kind) for kind in set(self._moe_layer)}
         self._cache: dict[ReplicaLayout, _LayoutCost] = {}
+        self._decode_functions: dict[tuple[ReplicaLayout, int], Callable[[int], float]] = {}
 
     @property
     def attention_backend(self) -> str:
@@ -299,17 +302,40 @@ class ServingCost:
             attention += (pairs * c.prefill_flops_per_pair
                           * _interp(c.attention_s_per_flop, seq))
         if b.decode_seqs > 0 and b.decode_context_tokens > 0:
-            # decode attention reads every cached token once; compute only if it is larger
-            read_s = (b.decode_context_tokens * c.kv_read_bytes_per_token
-                      / self.eff.memory_bytes_per_s)
-            seq = min(max(b.decode_context_tokens / b.decode_seqs, 1.0), _GRID_LIST[-1])
-            compute_s = (b.decode_context_tokens * c.decode_flops_per_pair
-                         * _interp(c.attention_s_per_flop, seq))
-            attention += max(read_s, compute_s)
+            attention += self._decode_attention(c, b.decode_seqs, b.decode_context_tokens)
         return (_interp(c.gemm, tokens), _interp(c.lm_head, emitting), attention,
                 _interp(c.elementwise, tokens),
                 _interp(c.communication, tokens) + _interp(c.logits_gather, emitting),
                 self.iteration_overhead_s)
+
+    def _decode_attention(self, c: _LayoutCost, seqs: int, context: int) -> float:
+        """Decode attention reads every cached token once; its compute counts only where it
+        takes longer (serving-formulas 4.3, roofline)."""
+        read_s = context * c.kv_read_bytes_per_token / c.memory_bytes_per_s
+        seq = min(max(context / seqs, 1.0), _GRID_LIST[-1])
+        compute_s = context * c.decode_flops_per_pair * _interp(c.attention_s_per_flop, seq)
+        return max(read_s, compute_s)
+
+    def decode_seconds(self, layout: ReplicaLayout, seqs: int) -> Callable[[int], float]:
+        """``iteration_seconds(layout, Batch.decode(seqs, context))`` as a function of the
+        summed ``context`` (the simulator's decode-only runs): the parts that do not depend
+        on it are evaluated once, the total is summed in the same order, so the values are
+        the same to the last bit."""
+        key = (layout, seqs)
+        function = self._decode_functions.get(key)
+        if function is not None:
+            return function
+        c = self._layout(layout)
+        gemm, lm_head, _, elementwise, communication, overhead = self._parts(
+            c, Batch.decode(seqs, 0))
+        attention = self._decode_attention
+
+        def function(context: int) -> float:
+            return gemm + lm_head + attention(c, seqs, context) + elementwise + communication \
+                + overhead
+
+        self._decode_functions[key] = function
+        return function
 
     def _layout(self, layout: ReplicaLayout) -> _LayoutCost:
         cost = self._cache.get(layout)
@@ -418,6 +444,7 @@ class ServingCost:
             stage_kv_bytes_per_token=tuple(len(layers) * kv_layer
                                            for layers in self._stage_layers(layout.pp)),
             kv_read_bytes_per_token=m.num_layers * kv_layer,
+            memory_bytes_per_s=self.eff.memory_bytes_per_s,
             prefill_flops_per_pair=per_pair * prefill_dims,
             decode_flops_per_pair=per_pair * decode_dims,
             gemm=_monotone(gemm), elementwise=elementwise.tolist(),

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 import numpy as np
 
@@ -62,6 +63,8 @@ from sysplan.costmodels.serving.deployment import Batch, EngineKnobs, ReplicaLay
 NEVER = 1 << 62
 #: Iteration times remembered per layout (about 150 bytes each).
 CACHE_ENTRIES = 200_000
+#: What admission decides for the head of the waiting queue.
+ADMIT, WAIT, REJECT = 0, 1, 2
 
 
 class Ledger:
@@ -121,6 +124,7 @@ class Replica:
         self.index, self.role, self.layout, self.cost, self.ledger = (
             index, role, layout, cost, ledger)
         self.seconds_cache = {} if seconds_cache is None else seconds_cache
+        self._decode_functions: dict[int, Callable[[int], float]] = {}
         self.block = knobs.block_size
         self.total_blocks = max(int(capacity_tokens), 0) // self.block
         self.free_blocks = self.total_blocks
@@ -178,13 +182,13 @@ class Replica:
     def has_work(self) -> bool:
         return bool(self.n or self.prefilling or self.waiting)
 
-    def _blocks_for(self, rid: int, kv_tokens: int) -> int:
+    def _blocks_for(self, rid: int, kv_tokens: int, slots_reserved: bool) -> int:
         if self.no_evict:  # GUARANTEED_NO_EVICT reserves prompt + output up front
             ledger = self.ledger
             tokens = ledger.input[rid] + (0 if self.role == "prefill" else ledger.output[rid])
             return -(-tokens // self.block)
         blocks = -(-kv_tokens // self.block)
-        if self._slots_reserved and kv_tokens % self.block == 0:
+        if slots_reserved and kv_tokens % self.block == 0:
             blocks += 1  # a transferred sequence joining after this step's blocks were handed
         return blocks
 
@@ -278,15 +282,107 @@ class Replica:
         decode_context = 0
         if self._decoding:
             decode_context = self.base_sum + self._decoding * (self.step + 1)  # keys read
-        key = Batch(tokens, context, pairs, len(chunks), self._decoding, decode_context)
-        seconds = self.seconds_cache.get(key)
-        if seconds is None:
-            seconds = self.cost.iteration_seconds(self.layout, key)
-            assert seconds > 0, f"iteration_seconds must be positive, got {seconds}"
-            if len(self.seconds_cache) < CACHE_ENTRIES:
-                self.seconds_cache[key] = seconds
+        if chunks:
+            seconds = self._seconds(Batch(tokens, context, pairs, len(chunks), self._decoding,
+                                          decode_context))
+        else:
+            seconds = self._decode_seconds(self._decoding)(decode_context)
         self._chunks, self._start_s, self.busy = chunks, now_s, True
         return now_s + seconds
+
+    def _seconds(self, batch: Batch) -> float:
+        seconds = self.seconds_cache.get(batch)
+        if seconds is None:
+            seconds = self.cost.iteration_seconds(self.layout, batch)
+            assert seconds > 0, f"iteration_seconds must be positive, got {seconds}"
+            if len(self.seconds_cache) < CACHE_ENTRIES:
+                self.seconds_cache[batch] = seconds
+        return seconds
+
+    def decode_ahead(self, now_s: float, limit_s: float) -> float:
+        """Run, from ``now_s``, the decode-only iterations that ``start`` and ``complete``
+        would run one by one, without forming each batch: while each ends before
+        ``limit_s``, no sequence finishes in it, every decode gets its next KV block without
+        a preemption and the waiting queue's head cannot be admitted (nothing that frees
+        sequences or blocks happens in between, so a head that waits now waits throughout).
+        The iterations are priced and booked exactly as one by one. Returns when the last of
+        them ended (``now_s`` when none ran)."""
+        n = self.n
+        if self.busy or not n or self.prefilling or (self.waiting and not self._head_waits()):
+            return now_s
+        seconds_of = self._decode_seconds(n)
+        block, phase, no_evict = self.block, self.phase, self.no_evict
+        step, last, free, base_sum = self.step, self.next_finish - 1, self.free_blocks, self.base_sum
+        ends: list[float] = []
+        busy_s, start_s = self.busy_s, now_s
+        while step < last:  # the iteration ending at step + 1 finishes nobody
+            need = 0 if no_evict else phase[-step % block]
+            if need > free:
+                break  # a preemption: left to ``start``
+            end_s = start_s + seconds_of(base_sum + n * (step + 1))
+            if end_s >= limit_s:
+                break
+            free -= need
+            busy_s += end_s - start_s
+            ends.append(end_s)
+            start_s, step = end_s, step + 1
+        if not ends:
+            return now_s
+        self.free_blocks, self.busy_s = free, busy_s
+        self.iterations += len(ends)
+        self._decoding = n
+        self._end_decode_step(ends[0])  # the first may close gaps of slots that just joined
+        if len(ends) > 1:
+            self._book_shared_gaps(ends)
+        return ends[-1]
+
+    def _decode_seconds(self, seqs: int) -> Callable[[int], float]:
+        """Seconds of a decode-only iteration of ``seqs`` sequences by their summed context:
+        the cost model's ``decode_seconds`` where it has one, else ``iteration_seconds``."""
+        function = self._decode_functions.get(seqs)
+        if function is None:
+            of_cost = getattr(self.cost, "decode_seconds", None)
+            if of_cost is not None:
+                function = of_cost(self.layout, seqs)
+            else:
+                function = lambda context: self._seconds(Batch.decode(seqs, context))  # noqa: E731
+            self._decode_functions[seqs] = function
+        return function
+
+    def _book_shared_gaps(self, ends: list[float]) -> None:
+        """``_end_decode_step`` for the decode steps ending at ``ends[1:]`` (``ends[0]`` is
+        booked): every sequence shares their gaps and none finishes."""
+        first, count = self.step, len(ends) - 1
+        stop = first + count
+        if stop > self.step_gap_s.size:
+            grow = max(stop, self.step_gap_s.size)
+            self.step_gap_s = np.concatenate([self.step_gap_s, np.zeros(grow)])
+            self.step_gap_count = np.concatenate([self.step_gap_count,
+                                                  np.zeros(grow, dtype=np.int64)])
+        self.step_gap_s[first:stop] = np.diff(ends)
+        self.step_gap_count[first:stop] = self.n
+        if self.sglang:
+            ratio = self.new_token_ratio
+            for _ in range(count):
+                ratio = max(self.MIN_NEW_TOKEN_RATIO, ratio - self.NEW_TOKEN_RATIO_DECAY)
+            self.new_token_ratio = ratio
+        self.step, self.last_decode_end_s = stop, ends[-1]
+
+    def _head_waits(self) -> bool:
+        """The waiting head cannot join the next decode iteration: neither where ``start``
+        first looks (transferred KV, before the decodes' blocks are handed) nor, on a replica
+        that mixes prefill and decode, with the token budget the decodes leave. Engines that
+        run prefill apart (SGLang, vLLM V0 without chunking) admit on other terms: not
+        judged here."""
+        if not self.mixed:
+            return False
+        rid, prefill_tokens, kv_tokens = self.waiting[0]
+        need = 0 if self.no_evict else self.phase[-self.step % self.block]
+        first, _ = self._verdict(rid, prefill_tokens, kv_tokens, 0, False, self.free_blocks,
+                                 False)
+        second, _ = self._verdict(rid, prefill_tokens, kv_tokens, self.max_tokens - self.n,
+                                  False, self.free_blocks - need, not self.no_evict)
+        return first == WAIT and second == WAIT
 
     def _take_chunk(self, entry: list[int], budget: int, chunks: list) -> int:
         left = entry[2] - entry[1]
@@ -294,30 +390,43 @@ class Replica:
         chunks.append((entry, chunk))
         return budget - chunk
 
+    def _verdict(self, rid: int, prefill_tokens: int, kv_tokens: int, budget: int,
+                 has_chunks: bool, free_blocks: int, slots_reserved: bool) -> tuple[int, int]:
+        """Whether the waiting request can join the batch now (ADMIT), must wait (WAIT) or
+        can never fit (REJECT), with the KV blocks it takes."""
+        if self.n + len(self.prefilling) >= self.max_seqs:
+            return WAIT, 0
+        if prefill_tokens and budget <= 0:
+            return WAIT, 0
+        if (prefill_tokens and not self.chunked and prefill_tokens > budget
+                and (has_chunks or prefill_tokens <= self.max_tokens)):
+            return WAIT, 0  # whole prompts only; an oversized one runs alone
+        blocks = self._blocks_for(rid, kv_tokens, slots_reserved)
+        if blocks > self.total_blocks - self.watermark:
+            return REJECT, blocks
+        if free_blocks - blocks < self.watermark:
+            return WAIT, blocks
+        if self.sglang and prefill_tokens and not self._sglang_fits(rid, blocks):
+            return WAIT, blocks
+        return ADMIT, blocks
+
     def _admit(self, now_s: float, budget: int, chunks: list) -> int | None:
         """Admit waiting requests FCFS while budget, sequences and blocks allow; None if the
         head could not be admitted, else the budget left."""
         ledger = self.ledger
         while self.waiting:
-            if self.n + len(self.prefilling) >= self.max_seqs:
-                return None
             rid, prefill_tokens, kv_tokens = self.waiting[0]
-            if prefill_tokens and budget <= 0:
+            verdict, blocks = self._verdict(rid, prefill_tokens, kv_tokens, budget,
+                                            bool(chunks), self.free_blocks,
+                                            self._slots_reserved)
+            if verdict == WAIT:
                 return None
-            if (prefill_tokens and not self.chunked and prefill_tokens > budget
-                    and (chunks or prefill_tokens <= self.max_tokens)):
-                return None  # whole prompts only; an oversized one runs alone
-            blocks = self._blocks_for(rid, kv_tokens)
-            if blocks > self.total_blocks - self.watermark:
+            if verdict == REJECT:
                 self.waiting.popleft()  # can never fit: the engine rejects it
                 self.outstanding -= 1
                 ledger.rejected[rid] = True
                 ledger.done.append(rid)
                 continue
-            if self.free_blocks - blocks < self.watermark:
-                return None
-            if self.sglang and prefill_tokens and not self._sglang_fits(rid, blocks):
-                return None
             self.waiting.popleft()
             self.free_blocks -= blocks
             ledger.reserved_blocks[rid] = blocks

@@ -180,15 +180,13 @@ class _EventLoop:
         end = replica.start(now)
         if end is None:
             return
-        limit = min(self.times[self.next_rid] if self.next_rid < self.sent else math.inf,
-                    self.horizon_s)
-        if self.closed_loop or replica.role == "decode":
-            limit = min(limit, self.heap[0][0] if self.heap else math.inf)
+        limit = self._limit(replica)
         while end < limit:
             replica.complete(end)
             self._settle(end)
             if self.closed_loop and self.sent > self.next_rid:
                 limit = min(limit, self.times[self.next_rid])
+            end = replica.decode_ahead(end, limit)
             following = replica.start(end)
             if following is None:
                 self.stopped_s = max(self.stopped_s, end)
@@ -196,6 +194,24 @@ class _EventLoop:
             end = following
         heapq.heappush(self.heap, (end, self.ticket, replica.index, -1))
         self.ticket += 1
+
+    def _limit(self, replica: Replica) -> float:
+        """The earliest time anything else can reach ``replica``: the next arrival; in a
+        closed loop any event (a finish sends a request); for a decode replica the next
+        prefill iteration's end or routing of a finished prefill (routing reads every decode
+        replica's load) and the next KV landing on it. Other decode replicas' iterations
+        cannot reach it."""
+        limit = min(self.times[self.next_rid] if self.next_rid < self.sent else math.inf,
+                    self.horizon_s)
+        if self.closed_loop:
+            return min(limit, self.heap[0][0] if self.heap else math.inf)
+        if replica.role == "decode":
+            replicas, own = self.replicas, replica.index
+            for time_s, _, index, rid in self.heap:
+                if time_s < limit and (index == ROUTE or (rid >= 0 and index == own) or (
+                        rid < 0 and replicas[index].role == "prefill")):
+                    limit = time_s
+        return limit
 
     def _route_transfer(self, rid: int, now: float) -> None:
         target = self.decode_router.pick()
