@@ -20,14 +20,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Generator
 
 from sysplan.core.errors import NoPlanFits
 from sysplan.costmodels.serving.cost import ServingCost
 from sysplan.costmodels.serving.deployment import Deployment, EngineKnobs, ReplicaLayout
 from sysplan.planners.serving.runs import (
     RATE_TOLERANCE,
+    Probe,
     Runner,
     Task,
+    drive,
     evaluate,
     rate_search,
     worst_ratio,
@@ -107,16 +110,20 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
 
 def _verify(q: ServeQuestion, runner: Runner, screen: Screen,
             candidates: list[Candidate]) -> tuple[ServePlan, ...]:
-    """The best candidates that pass the full-length check, as ranked plans. The first
-    checks of the best ``top`` run as one batch."""
+    """The best candidates that pass the full-length check, as ranked plans. The checks of
+    the best of each shape (``top`` of them) run side by side, a batch of runs at a time;
+    the others, needed when one misses, one after the other."""
     order = sorted(candidates, key=lambda c: (-c.objective, c.deployment.num_gpus, c.ratio,
                                               describe(c.deployment)))
-    n, first = check_requests(q), []
-    for c in order:  # the best of each shape, checked first, as one batch
+    first: list[Candidate] = []
+    for c in order:  # the best of each shape, checked first, side by side
         if len(first) < q.top and not any(_same_shape(c.deployment, f.deployment)
                                           for f in first):
             first.append(c)
-    runner.run_many([Task(c.deployment, _first_rate(q, screen, c), n) for c in first])
+    # order[0] is the first tried: it gets the upward steps
+    done = dict(zip(map(id, first), drive(runner, [
+        (_checking(q, runner, screen, c, UPWARD_STEPS if i == 0 else 1), _as_task)
+        for i, c in enumerate(first)]), strict=True))
     kept: list[tuple[Deployment, float | None, ServeSummary]] = []
     tried = 0
     for c in order:
@@ -125,7 +132,7 @@ def _verify(q: ServeQuestion, runner: Runner, screen: Screen,
         if any(_same_shape(c.deployment, d) for d, _, _ in kept):
             continue  # one plan per shape: the best knobs found for it
         tried += 1
-        found = _check(q, runner, screen, c, UPWARD_STEPS if tried == 1 else 1)
+        found = done[id(c)] if id(c) in done else _check(q, runner, screen, c)
         if found is not None and not any(_same_shape(found[0], d) for d, _, _ in kept):
             kept.append(found)
     plans = [_plan(q, runner, screen, d, rate, summary) for d, rate, summary in kept]
@@ -146,27 +153,42 @@ def _same_shape(a: Deployment, b: Deployment) -> bool:
     return a.model_copy(update={"engine": b.engine}) == b
 
 
-def _first_rate(q: ServeQuestion, screen: Screen, c: Candidate) -> float | None:
-    return q.workload.rate if screen.mode == "rate" else c.rate
+def _as_task(task: Task) -> Task:
+    return task
+
+
+Checked = tuple[Deployment, float | None, ServeSummary] | None
 
 
 def _check(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate, upward: int = 1
-           ) -> tuple[Deployment, float | None, ServeSummary] | None:
+           ) -> Checked:
+    """``_checking`` run alone."""
+    return drive(runner, [(_checking(q, runner, screen, c, upward), _as_task)])[0]
+
+
+def _summary(d: Deployment, rate: float | None, n: int) -> Generator[Task, Probe, ServeSummary]:
+    """One full-length run inside a check (``runs.drive`` runs it)."""
+    return (yield Task(d, rate, n)).summary
+
+
+def _checking(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate, upward: int = 1
+              ) -> Generator[Task, Probe, Checked]:
     """(deployment, rate, full-length summary) of a candidate that meets the SLO whole, after
-    stepping its rate down, or adding a replica, if it has to; None if it still misses."""
+    stepping its rate down, or adding a replica, if it has to; None if it still misses. A
+    generator of the runs it needs, so that several checks run side by side (``drive``)."""
     n, d = check_requests(q), c.deployment
     if screen.mode in ("offline", "closed"):
-        summary = runner.run(d, None, n)
+        summary = yield from _summary(d, None, n)
         return (d, None, summary) if summary.holds_slo or screen.mode == "offline" else None
     if screen.mode == "rate":
-        return _fewest_whole(q, runner, screen, c)
+        return (yield from _fewest_whole(q, screen, c))
     rate = c.rate
     for attempt in range(1 + STEP_DOWNS):  # without a target rate: the highest that holds
-        summary = runner.run(d, rate, n)
+        summary = yield from _summary(d, rate, n)
         if summary.holds_slo:
             if attempt:
                 return d, rate, summary
-            return _pooled(q, runner, c, rate, summary, upward)
+            return (yield from _pooled(q, runner, c, rate, summary, upward))
         # down by what the worst ratio asks for (to STEP_DOWN_TARGET), within STEP_DOWN_RANGE
         low, high = STEP_DOWN_RANGE
         rate *= min(high, max(low, STEP_DOWN_TARGET / worst_ratio(summary)))
@@ -174,7 +196,7 @@ def _check(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate, upwar
 
 
 def _pooled(q: ServeQuestion, runner: Runner, c: Candidate, rate: float,
-            summary: ServeSummary, steps: int) -> tuple[Deployment, float, ServeSummary]:
+            summary: ServeSummary, steps: int) -> Generator[Task, Probe, Checked]:
     """A deployment screened on a unit of its replicas and checked whole at ``rate``:
     least-loaded routing over all of them usually sustains more, so up to ``steps`` higher
     rates are tried at full length, each as far above as the SLO ratio leaves headroom and
@@ -188,25 +210,25 @@ def _pooled(q: ServeQuestion, runner: Runner, c: Candidate, rate: float,
                      0.99 * runner.ceiling(d))
         if higher <= best[0] * (1 + RATE_TOLERANCE):
             break
-        more = runner.run(d, higher, check_requests(q))
+        more = yield from _summary(d, higher, check_requests(q))
         if not more.holds_slo:
             break
         best = (higher, more)
     return d, best[0], best[1]
 
 
-def _fewest_whole(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate
-                  ) -> tuple[Deployment, float, ServeSummary] | None:
+def _fewest_whole(q: ServeQuestion, screen: Screen, c: Candidate
+                  ) -> Generator[Task, Probe, Checked]:
     """With a target rate: the candidate's deployment checked whole at full length, then
     with fewer replicas (down to what the ceiling allows, bisection, FEWER_STEPS at most)
     since least-loaded routing pools them; one more replica if even it misses."""
     rate, n, d = q.workload.rate, check_requests(q), c.deployment
-    summary = runner.run(d, rate, n)
+    summary = yield from _summary(d, rate, n)
     if not summary.holds_slo:
         more = screen.one_more_replica(d)
         if more is None:
             return None
-        summary = runner.run(more, rate, n)
+        summary = yield from _summary(more, rate, n)
         return (more, rate, summary) if summary.holds_slo else None
     if d.disaggregated:
         return d, rate, summary
@@ -216,7 +238,7 @@ def _fewest_whole(q: ServeQuestion, runner: Runner, screen: Screen, c: Candidate
             break
         middle = (failed + best[0].replicas) // 2
         fewer = d.model_copy(update={"replicas": middle})
-        found = runner.run(fewer, rate, n)
+        found = yield from _summary(fewer, rate, n)
         if found.holds_slo:
             best = (fewer, found)
         else:
