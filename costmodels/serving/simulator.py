@@ -135,6 +135,7 @@ class _EventLoop:
         self.times, self.sent, self.inputs, self.horizon_s = times, sent, inputs, horizon_s
         self.closed_loop = sent < len(times)
         self.heap: list[tuple[float, int, int, int]] = []
+        self.transfer_s: dict[int, float] = {}  # KV transfer time by prompt length
         self.ticket = self.next_rid = 0
         self.stopped_s = 0.0
 
@@ -216,8 +217,11 @@ class _EventLoop:
     def _route_transfer(self, rid: int, now: float) -> None:
         target = self.decode_router.pick()
         target.outstanding += 1  # routed now, queued when the KV lands
-        seconds = self.cost.kv_transfer_seconds(self.deployment.prefill, self.deployment.decode,
-                                                self.inputs[rid])
+        tokens = self.inputs[rid]
+        seconds = self.transfer_s.get(tokens)
+        if seconds is None:
+            seconds = self.transfer_s[tokens] = self.cost.kv_transfer_seconds(
+                self.deployment.prefill, self.deployment.decode, tokens)
         heapq.heappush(self.heap, (now + seconds, self.ticket, target.index, rid))
         self.ticket += 1
 
