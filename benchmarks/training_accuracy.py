@@ -98,7 +98,9 @@ def job_for(r: dict) -> TrainJob:
     elif "Megatron-Core" in framework or "NeMo" in framework or "HAI-LLM" in framework:
         flags.update(attention_backend="cudnn", tp_comm_overlap="--tp-comm-overlap" in notes)
     elif "torchtitan" in framework:
-        flags.update(tp_comm_overlap="AsyncTP" in r["precision"] + r["source"])
+        # its Llama 3 train configs checkpoint selectively per op (selective_ac_option "op")
+        flags.update(tp_comm_overlap="AsyncTP" in r["precision"] + r["source"],
+                     selective_policy="op")
     if "force-balance token routing" in notes:
         flags.update(moe_load_imbalance=1.0)  # the benchmark balances routing (row notes)
     if "megatron" in framework.lower() and r["model"].startswith("GPT-3 175B") and not old_megatron:

@@ -19,7 +19,12 @@ from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.compute import LayerTime, layer_forward, linear_seconds
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.layers import LayerShapes, layer_shapes
-from sysplan.costmodels.memory import activation_bytes_per_token, element_bytes, linear_dtype
+from sysplan.costmodels.memory import (
+    activation_bytes_per_token,
+    element_bytes,
+    linear_dtype,
+    op_checkpoint_bytes_per_token,
+)
 from sysplan.costmodels.moe import MoECost, moe_layer_cost
 from sysplan.hardware.types import Cluster
 from sysplan.models.counting import padded_vocab
@@ -72,6 +77,8 @@ class LayerCost:
     activation_bytes: np.ndarray  # kept for backward per micro-batch, no recompute
     selective_bytes: np.ndarray  # kept with selective recompute
     input_bytes: np.ndarray  # kept with full recompute: the layer input
+    selective_s: np.ndarray  # forward seconds selective recompute reruns per micro-batch
+    selective_flops: np.ndarray  # and their FLOPs
     moe: MoECost | None = None  # what the MoE block costs, for the explanation
 
     def terms(self, full, selective) -> dict[str, np.ndarray]:
@@ -83,9 +90,8 @@ class LayerCost:
             "gemm": t.gemm_s + t.gemm_bwd_s,
             "attn": t.attention_s + t.attention_bwd_s,
             "elem": 3.0 * t.elementwise_s,  # backward touches each tensor about twice
-            # full recompute reruns the forward; selective the attention core
-            # (Korthikanti et al. 2022, sections 4.2-5)
-            "recompute": full * t.total_s + selective * t.attention_s,
+            # full recompute reruns the forward; selective what its policy does not keep
+            "recompute": full * t.total_s + selective * self.selective_s,
             # recompute repeats the forward half of TP and EP traffic (Korthikanti 2022, 4.2.2)
             "tp": self.comm["tp"] * (1.0 + 0.5 * full),
             "cp": self.comm["cp"],
@@ -111,7 +117,7 @@ class LayerCost:
 
     def recompute_flops(self, full, selective) -> np.ndarray:
         """Forward FLOPs recomputed per micro-batch (for HFU)."""
-        return full * self.time.flops + selective * self.time.attention_flops
+        return full * self.time.flops + selective * self.selective_flops
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,16 @@ def layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficienc
     split, replicated, routed = layer_params(shapes, model.hidden_size)
     act = [activation_bytes_per_token(model, job, shapes, lay.tp, lay.sp, lay.etp, s)
            * lay.tokens for s in (False, True)]
+    # Megatron's selective recompute reruns the attention core (Korthikanti et al. 2022,
+    # sections 4.2-5)
+    selective_s, selective_flops = fwd.attention_s, fwd.attention_flops
+    if job.selective_policy == "op" and moe is None:  # torchtitan's Llama: dense layers
+        kept, share = op_checkpoint_bytes_per_token(model, shapes, lay.tp, lay.sp,
+                                                    job.precision)
+        act[1] = kept * lay.tokens
+        # it reruns the unsaved matmuls and every element-wise op
+        selective_s = share * fwd.gemm_s + fwd.elementwise_s
+        selective_flops = share * (fwd.flops - fwd.attention_flops)
     if moe is not None:
         act = [a + moe.extra_activation_bytes for a in act]
     # full recompute keeps only the layer input, 2 b s h (/ t with SP) (Korthikanti 2022, T. 2)
@@ -165,7 +181,8 @@ def layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficienc
               / np.where(lay.sp > 0, lay.tp, 1.0))
     return LayerCost("moe" if moe_layer and model.moe else "dense", fwd, comm,
                      split / lay.tp + replicated, routed / (lay.ep * lay.etp) + 0.0 * lay.tp,
-                     act[0], act[1], inputs, moe)
+                     act[0], act[1], inputs, selective_s + 0.0 * lay.tp,
+                     selective_flops + 0.0 * lay.tp, moe)
 
 
 def layer_params(shapes: LayerShapes, h: int) -> tuple[float, float, float]:

@@ -48,6 +48,7 @@ class Runtime:
     title: str
     version: str
     context_parallel_comms: tuple[str, ...] = ("p2p",)  # CP algorithms offered, preferred first
+    selective_policy: str = "attention"  # what its selective recompute reruns (TrainJob)
     rules: tuple[Rule, ...] = ()
     model_rules: tuple[ModelRule, ...] = field(default_factory=tuple)
 
@@ -148,6 +149,9 @@ TORCHTITAN = Runtime(
     name="torchtitan",
     title="torchtitan",
     version="torchtitan 0.3.0 (PyPI; also main b5bcd76c, 2026-08-21)",
+    # activation_checkpoint mode "selective" with selective_ac_option "op" (its Llama 3
+    # train configs): per-op checkpointing (costmodels/memory.op_checkpoint_bytes_per_token)
+    selective_policy="op",
     rules=(
         Rule("ZeRO-1 (torchtitan shards with FSDP2: ZeRO-2, ZeRO-3 or none)",
              lambda c, m, j: c.zero == 1),
@@ -191,11 +195,15 @@ def get_runtime(name: str) -> Runtime:
 
 
 def job_for(runtimes: list[Runtime], job: TrainJob) -> TrainJob:
-    """``job`` with a context-parallel algorithm every runtime in ``runtimes`` runs, if any.
+    """``job`` with a context-parallel algorithm every runtime in ``runtimes`` runs, if any,
+    and the first runtime's selective-recompute policy.
 
-    The job's own choice wins when all accept it; otherwise the first common one; with none
-    in common the first runtime's preferred one, and the others' rules then exclude CP > 1.
+    The job's own CP choice wins when all accept it; otherwise the first common one; with
+    none in common the first runtime's preferred one, and the others' rules then exclude
+    CP > 1.
     """
+    if runtimes and job.selective_policy != runtimes[0].selective_policy:
+        job = job.model_copy(update={"selective_policy": runtimes[0].selective_policy})
     offered = [r.context_parallel_comms for r in runtimes]
     if not offered or all(job.context_parallel_comm in o for o in offered):
         return job

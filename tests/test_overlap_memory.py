@@ -64,3 +64,26 @@ def test_zero3_under_pipeline_keeps_parameters_gathered_and_gradients_unsharded(
     pp1 = _price(LLAMA8, job, zero=3, tp=2, pp=1, dp=32, micro_batch=1, sequence_parallel=True)
     assert pp1.memory["weights"][0] < z3.memory["weights"][0] / 2  # resharded after forward
     assert z3.time["dp_comm"][0] == pytest.approx(z1.time["dp_comm"][0], rel=0.5)
+
+
+def test_torchtitan_op_checkpointing_keeps_every_second_matmul_output():
+    """torchtitan's per-op selective checkpointing (its Llama 3 configs) keeps the layer input,
+    wq, wv, w1 and w2 outputs, the SDPA output and its fp32 log-sum-exp: for Llama 3.1 8B
+    2 x (4096 + 4096 + 1024 + 4096 + 14336 + 4096) + 4 x 32 bytes a token, less than half of
+    what Megatron's selective recompute keeps, at the price of rerunning wk, wo and w3 (36.5 %
+    of the layer's matmul FLOPs) and the element-wise ops."""
+    from sysplan.costmodels.layers import layer_shapes
+    from sysplan.costmodels.memory import op_checkpoint_bytes_per_token
+    from sysplan.planners.runtimes import TORCHTITAN, job_for
+
+    kept, share = op_checkpoint_bytes_per_token(LLAMA8, layer_shapes(LLAMA8, False),
+                                                np.array([1.0]), np.array([0.0]), "bf16")
+    assert kept[0] == 2 * (4096 + 4096 + 1024 + 4096 + 14336 + 4096) + 4 * 32
+    assert share == pytest.approx((1024 + 4096 + 14336) / (4096 + 2 * 1024 + 4096 + 3 * 14336))
+    job = TrainJob(seq_len=8192, global_batch=16)
+    titan = job_for([TORCHTITAN], job)
+    assert titan.selective_policy == "op" and job.selective_policy == "attention"
+    config = {"tp": 1, "dp": 8, "micro_batch": 2, "zero": 3, "recompute": "selective"}
+    op, megatron = _price(LLAMA8, titan, **config), _price(LLAMA8, job, **config)
+    assert op.memory["activations"][0] < 0.5 * megatron.memory["activations"][0]
+    assert op.time["recompute"][0] > megatron.time["recompute"][0]

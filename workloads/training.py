@@ -50,6 +50,12 @@ class TrainJob(Frozen):
         "(ring attention, Megatron's default and torchtitan's) or 'a2a' (all-to-all between "
         "sequence and head splits, DeepSpeed-Ulysses)."
     )
+    selective_policy: Literal["attention", "op"] = Field(
+        default="attention", description="What selective recompute reruns: 'attention' "
+        "(Megatron --recompute-granularity selective: the attention core) or 'op' "
+        "(torchtitan's per-op checkpointing: every matmul output but every second one and "
+        "the attention output are kept, everything else is recomputed)."
+    )
     moe_load_imbalance: float = Field(
         default=1.1, ge=1.0, description="Max / mean tokens per expert-parallel rank; the "
         "slowest rank sets the MoE time (1.0 = perfectly balanced routing)."
