@@ -4,6 +4,7 @@ Field names follow the ``configuration_*.py`` and ``modeling_*.py`` files of Hug
 transformers for each ``model_type``. What the spec does not model is dropped: rotary settings,
 sliding windows, GPT-NeoX's parallel residual (it changes neither parameters nor FLOPs), and
 the o_proj bias of a Llama-style ``attention_bias: true`` without ``mlp_bias`` (h per layer).
+Multimodal configs (``llama4``) are read from their ``text_config``: the text model only.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ _ARCHITECTURES = {
     "GPT2LMHeadModel": "gpt2",
     "GPTNeoXForCausalLM": "gpt_neox",
     "NemotronForCausalLM": "nemotron",
+    "DbrxForCausalLM": "dbrx",
+    "Llama4ForConditionalGeneration": "llama4",
+    "Llama4ForCausalLM": "llama4_text",
+    "GptOssForCausalLM": "gpt_oss",
 }
 _ACTIVATIONS = {"silu": "silu", "swish": "silu", "relu2": "relu2"}
 
@@ -37,21 +42,31 @@ _ACTIVATIONS = {"silu": "silu", "swish": "silu", "relu2": "relu2"}
 class _Config:
     """A parsed config.json that names the file and the field in every error."""
 
-    def __init__(self, path: Path, data: dict[str, Any], model_type: str) -> None:
+    def __init__(self, path: Path, data: dict[str, Any], model_type: str, prefix: str = "") -> None:
         self.path, self.data, self.model_type = path, data, model_type
+        self.prefix = prefix  # "text_config." inside a nested object, named in errors
 
     def error(self, message: str) -> InputError:
         return InputError(f"{self.path}: {message} (model_type '{self.model_type}')")
+
+    def section(self, field: str) -> _Config:
+        """The nested object ``field`` (DBRX attn_config, Llama 4 text_config)."""
+        value = self.data.get(field)
+        if not isinstance(value, dict):
+            raise self.error(f"missing field '{self.prefix}{field}' (a JSON object)")
+        return _Config(self.path, value, self.model_type, f"{self.prefix}{field}.")
 
     def positive(self, field: str, default: int | None = None) -> int:
         """A positive integer field; ``default`` stands in when it is absent or null."""
         value = self.data.get(field)
         if value is None:
             if default is None:
-                raise self.error(f"missing field '{field}'")
+                raise self.error(f"missing field '{self.prefix}{field}'")
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error(f"field '{field}' must be a positive integer, got {value!r}")
+            raise self.error(
+                f"field '{self.prefix}{field}' must be a positive integer, got {value!r}"
+            )
         return value
 
     def count(self, field: str, default: int = 0) -> int:
@@ -60,7 +75,9 @@ class _Config:
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise self.error(f"field '{field}' must be a non-negative integer, got {value!r}")
+            raise self.error(
+                f"field '{self.prefix}{field}' must be a non-negative integer, got {value!r}"
+            )
         return value
 
     def flag(self, field: str, default: bool) -> bool:
@@ -68,7 +85,7 @@ class _Config:
         if value is None:
             return default
         if not isinstance(value, bool):
-            raise self.error(f"field '{field}' must be true or false, got {value!r}")
+            raise self.error(f"field '{self.prefix}{field}' must be true or false, got {value!r}")
         return value
 
     def activation(self, field: str, default: str) -> str:
@@ -77,7 +94,7 @@ class _Config:
             return "gelu"
         if value not in _ACTIVATIONS:
             accepted = ", ".join([*_ACTIVATIONS, "gelu*"])
-            raise self.error(f"field '{field}' is {value!r}; supported: {accepted}")
+            raise self.error(f"field '{self.prefix}{field}' is {value!r}; supported: {accepted}")
         return _ACTIVATIONS[value]
 
 
@@ -248,6 +265,92 @@ def _nemotron(cfg: _Config) -> dict[str, Any]:
     return fields
 
 
+def _dbrx(cfg: _Config) -> dict[str, Any]:
+    # HF configuration_dbrx.py names; modeling_dbrx.py: fused Wqkv and out_proj without bias,
+    # LayerNorm(bias=False) (counted with a bias: h per norm too many, see the catalog note),
+    # every layer a GLU MoE (w1, v1, w2 of ffn_hidden_size per expert), router without bias
+    attn, ffn = cfg.section("attn_config"), cfg.section("ffn_config")
+    hidden, heads = cfg.positive("d_model"), cfg.positive("n_heads")
+    if hidden % heads:
+        raise cfg.error(f"d_model {hidden} is not a multiple of n_heads {heads}")
+    act = ffn.data.get("ffn_act_fn") or {"name": "silu"}  # DbrxFFNConfig default
+    activation = act.get("name") if isinstance(act, dict) else act
+    if activation not in _ACTIVATIONS:
+        accepted = ", ".join(_ACTIVATIONS)
+        raise ffn.error(f"field 'ffn_config.ffn_act_fn' is {act!r}; supported names: {accepted}")
+    expert_ffn = ffn.positive("ffn_hidden_size")
+    return {
+        "num_layers": cfg.positive("n_layers"),
+        "hidden_size": hidden,
+        "num_heads": heads,
+        "num_kv_heads": attn.positive("kv_n_heads"),
+        "head_dim": hidden // heads,
+        "ffn_hidden": expert_ffn,
+        "vocab_size": cfg.positive("vocab_size"),
+        "max_seq_len": cfg.positive("max_seq_len"),
+        "tied_embeddings": cfg.flag("tie_word_embeddings", False),
+        "activation": _ACTIVATIONS[activation],
+        "norm": "layernorm",
+        "moe": {
+            "num_experts": ffn.positive("moe_num_experts"),
+            "top_k": ffn.positive("moe_top_k"),
+            "expert_ffn_hidden": expert_ffn,
+        },
+    }
+
+
+def _llama4(cfg: _Config) -> dict[str, Any]:
+    # Llama4ForConditionalGeneration: the text model is text_config (the vision encoder is not
+    # counted); Llama4ForCausalLM (model_type llama4_text) has the same fields at the top level
+    text = cfg.section("text_config") if cfg.model_type == "llama4" else cfg
+    fields = _decoder(text)
+    # tie_word_embeddings sits at the top of a multimodal config (HF Llama4Config), else inside
+    fields["tied_embeddings"] = cfg.flag(
+        "tie_word_embeddings", text.flag("tie_word_embeddings", False)
+    )
+    # dense layers: Llama4TextMLP(intermediate_size_mlp); experts and the shared expert:
+    # intermediate_size (HF modeling_llama4.py Llama4TextDecoderLayer, Llama4TextMoe);
+    # use_qk_norm is Llama4TextL2Norm, which has no weights
+    fields["ffn_hidden"] = text.positive("intermediate_size_mlp")
+    layers = fields["num_layers"]
+    step = text.positive("interleave_moe_layer_step", 1)
+    moe_layers = text.data.get("moe_layers")
+    if moe_layers is None:  # configuration_llama4.py default: range(step - 1, L, step)
+        moe_layers = list(range(step - 1, layers, step))
+    if not isinstance(moe_layers, list):
+        raise text.error(
+            f"field '{text.prefix}moe_layers' must be a list of layer indices, got {moe_layers!r}"
+        )
+    is_moe = [i in moe_layers for i in range(layers)]
+    if any(is_moe):
+        first, freq = _moe_layout(cfg, is_moe)
+        fields["moe"] = {
+            "num_experts": text.positive("num_local_experts"),
+            "top_k": text.positive("num_experts_per_tok"),
+            "expert_ffn_hidden": text.positive("intermediate_size"),
+            "num_shared_experts": 1,  # Llama4TextMoe.shared_expert, always one
+            "first_dense_layers": first,
+            "layer_freq": freq,
+        }
+    return fields
+
+
+def _gpt_oss(cfg: _Config) -> dict[str, Any]:
+    # HF modeling_gpt_oss.py: every layer MoE with experts of intermediate_size. As in the
+    # catalog entry, the q/k/v/o, expert and router biases and the attention sinks are not
+    # modelled (about 0.04B parameters in gpt-oss-120b), nor the alternating sliding window
+    fields = _decoder(cfg)
+    fields.update(qkv_bias=False, linear_bias=False)
+    # openai/gpt-oss config.json holds num_experts_per_tok and experts_per_token (OpenAI's name)
+    top_k = cfg.data.get("num_experts_per_tok")
+    fields["moe"] = {
+        "num_experts": cfg.positive("num_local_experts"),
+        "top_k": cfg.positive("num_experts_per_tok" if top_k is not None else "experts_per_token"),
+        "expert_ffn_hidden": fields["ffn_hidden"],
+    }
+    return fields
+
+
 _BUILDERS: dict[str, Callable[[_Config], dict[str, Any]]] = {
     "llama": _llama,
     "mistral": _llama,
@@ -257,9 +360,14 @@ _BUILDERS: dict[str, Callable[[_Config], dict[str, Any]]] = {
     "qwen3_moe": _qwen3_moe,
     "deepseek_v2": _deepseek,
     "deepseek_v3": _deepseek,
+    "kimi_k2": _deepseek,  # Kimi K2: DeepseekV3ForCausalLM with its own model_type
     "gpt2": _gpt2,
     "gpt_neox": _gpt_neox,
     "nemotron": _nemotron,
+    "dbrx": _dbrx,
+    "llama4": _llama4,
+    "llama4_text": _llama4,
+    "gpt_oss": _gpt_oss,
 }
 
 
