@@ -139,6 +139,11 @@ _TpCommOverlap = Annotated[bool, _opt(
     "--tp-comm-overlap", panel=_RUNTIME,
     help="Overlap TP collectives with GEMMs (Megatron --tp-comm-overlap, torchtitan AsyncTP).")]
 
+_MoeCapacityFactor = Annotated[float | None, _opt(
+    "--moe-capacity-factor", metavar="F", panel=_RUNTIME, parser=_positive_float,
+    help="MoE: an expert takes at most F times its mean share of routed tokens and drops the "
+    "rest (Megatron --moe-expert-capacity-factor); default: dropless.")]
+
 
 _Profile = Annotated[str | None, _opt(
     "--profile", metavar="FILE|NAME|none",
@@ -201,6 +206,7 @@ def train(
     sequence_parallel: _SequenceParallel = None,
     no_overlap_grad_reduce: _NoOverlapGradReduce = False,
     tp_comm_overlap: _TpCommOverlap = False,
+    moe_capacity_factor: _MoeCapacityFactor = None,
     runtime: _Runtime = None,
     export: _Export = None,
     output: _Output = "sysplan-export",
@@ -219,7 +225,7 @@ def train(
         gpu_hour_cost=gpu_hour_cost, top=top, memory_headroom=memory_headroom, pins=pins,
         profile=profile, lengths=lengths, stages=stages,
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
-        runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
+        moe_capacity_factor=moe_capacity_factor, runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
     )
     run_train(request, json_out=json_out, explain=explain)
 
@@ -245,6 +251,7 @@ class TrainRequest:
     pins: dict[str, object] = field(default_factory=dict)
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
+    moe_capacity_factor: float | None = None
     runtime: str | None = None
     export: str | None = None
     output: str = "sysplan-export"
@@ -262,6 +269,7 @@ class TrainRequest:
 
 def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = False) -> None:
     """Resolve the inputs, plan, and write the result to stdout (notes to stderr)."""
+    from sysplan.core.errors import InputError
     from sysplan.core.units import parse_bytes, parse_count
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
@@ -280,11 +288,14 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
 
         measured = load_profile(request.profile)
     spec, model_note = resolve_model(request.model)
+    if request.moe_capacity_factor is not None and spec.moe is None:
+        raise InputError(f"--moe-capacity-factor {request.moe_capacity_factor:g}: {spec.name} "
+                         "has no experts; the option applies to mixture-of-experts models")
     cluster, cluster_notes = load_cluster(request.cluster)
     job, job_notes = make_train_job(
         spec, seq_len=request.seq_len, global_batch=request.global_batch,
         precision=request.precision, overlap_grad_reduce=request.overlap_grad_reduce,
-        tp_comm_overlap=request.tp_comm_overlap,
+        tp_comm_overlap=request.tp_comm_overlap, moe_capacity_factor=request.moe_capacity_factor,
     )
     runtimes = request.search_runtimes()
     if runtimes and request.runtime is None:

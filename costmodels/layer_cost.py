@@ -154,7 +154,7 @@ def layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficienc
     """Price one dense (``moe_layer=False``) or MoE layer of ``model`` on layout ``lay``."""
     shapes = layer_shapes(model, moe_layer)
     fwd = layer_forward(model, job, eff, shapes, tokens=lay.tokens, tp=lay.tp, etp=lay.etp,
-                        ep=lay.ep, sp=lay.sp, cp=lay.cp, imbalance=job.moe_load_imbalance)
+                        ep=lay.ep, sp=lay.sp, cp=lay.cp, imbalance=job.moe_routed_imbalance)
     moe = None
     comm = _layer_comm(model, job, cluster, eff, shapes, fwd, lay)
     if moe_layer and model.moe is not None:

@@ -73,7 +73,7 @@ def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerSha
                 # routed rows: top_k copies of the expert input (2h) and hidden (/ ETP) per
                 # token (Megatron #1784); the MoE input is sequence-split over TP and ETP
                 # gathers its group's rows, so a GPU keeps etp / tp (SP) of them
-                expert += model.moe.top_k * job.moe_load_imbalance * (hidden + 2.0 * h * etp)
+                expert += model.moe.top_k * job.moe_routed_imbalance * (hidden + 2.0 * h * etp)
             else:
                 mlp += hidden  # the MLP input is counted in `replicated`
     shared = np.where(sp > 0, replicated / tp, replicated)

@@ -67,7 +67,7 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     """Price the routed experts of one MoE layer on layout ``lay`` (a ``layer_cost.Layout``)."""
     moe, h = model.moe, model.hidden_size
     tp, ep, etp = lay.tp, lay.ep, lay.etp
-    imbalance = job.moe_load_imbalance
+    imbalance = job.moe_routed_imbalance
     act_b = element_bytes(job.precision)
     # the MoE block's input is sequence-split over TP (Megatron requires SP with EP and TP)
     tokens = lay.tokens / np.where(lay.sp > 0, tp, 1.0)

@@ -122,7 +122,7 @@ def model_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
         args.append("--add-qkv-bias")
     if model.qk_norm:
         args.append("--qk-layernorm")
-    return args + _moe_arguments(model) + _mla_arguments(model)
+    return args + _moe_arguments(model, job) + _mla_arguments(model)
 
 
 def layer_arguments(model: ModelSpec) -> list[str]:
@@ -142,10 +142,14 @@ def layer_arguments(model: ModelSpec) -> list[str]:
     return args
 
 
-def _moe_arguments(model: ModelSpec) -> list[str]:
+def _moe_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
     moe = model.moe
     if moe is None:
         return []
+    capacity = []
+    if job.moe_capacity_factor is not None:  # tokens past capacity dropped, lowest probs first
+        capacity = ["--moe-expert-capacity-factor", f"{job.moe_capacity_factor:g}",
+                    "--moe-token-drop-policy", "probs"]
     args = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
             "--moe-ffn-hidden-size", str(moe.expert_ffn_hidden), "--moe-grouped-gemm",
             "--moe-token-dispatcher-type", "alltoall"]
@@ -155,7 +159,7 @@ def _moe_arguments(model: ModelSpec) -> list[str]:
     if moe.first_dense_layers or moe.layer_freq > 1:
         pattern = ",".join(str(int(model.is_moe_layer(i))) for i in range(model.num_layers))
         args += ["--moe-layer-freq", f"[{pattern}]"]
-    return args
+    return args + capacity
 
 
 def _mla_arguments(model: ModelSpec) -> list[str]:

@@ -119,3 +119,42 @@ def test_imbalance_slows_the_moe_layer():
         times.append(float(model_costs(model, job, CLUSTER, c, EFF).kinds["moe"]
                            .seconds(0.0, 0.0)[0]))
     assert times[1] > times[0]
+
+
+def test_capacity_factor_caps_what_the_busiest_rank_computes_and_sends():
+    """Dropping past capacity: with imbalance 1.5 and capacity factor 1.25 the busiest rank
+    holds 1.25x the mean routed rows, and a factor above the imbalance changes nothing."""
+    model = resolve_model("qwen3-30b-a3b")[0]
+
+    def cost(**flags):
+        job = make_train_job(model, seq_len=4096, global_batch=8, **flags)[0]
+        return moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 8))
+
+    capped = cost(moe_load_imbalance=1.5, moe_capacity_factor=1.25)
+    assert capped.tokens_per_expert[0] == pytest.approx(8192 * 1.25)
+    assert capped.dispatch_bytes[0] == pytest.approx(16384 * 8 * 2048 * 2 * 1.25)
+    loose = cost(moe_load_imbalance=1.5, moe_capacity_factor=4.0)
+    dropless = cost(moe_load_imbalance=1.5)
+    assert loose.expert_gemm_s[0] == dropless.expert_gemm_s[0] > capped.expert_gemm_s[0]
+
+
+def test_capacity_factor_is_exported_to_megatron_and_refused_on_dense_models():
+    from test_cli import invoke
+
+    ok = invoke("train", "--model", "qwen3-30b-a3b", "--cluster", "dgx-h100", "--gpus", "8",
+                "--moe-capacity-factor", "1.25", "--top", "1", "--json")
+    assert ok.exit_code == 0, ok.stderr
+    dense = invoke("train", "--model", "8b", "--cluster", "dgx-h100",
+                   "--moe-capacity-factor", "1.25")
+    assert dense.exit_code == 2 and "has no experts" in dense.stderr
+    from sysplan.exporters import megatron
+    from sysplan.workloads.training import TrainJob
+
+    job = TrainJob(seq_len=4096, global_batch=8, moe_capacity_factor=1.25)
+    args = megatron.model_arguments(resolve_model("qwen3-30b-a3b")[0], job)
+    at = args.index("--moe-expert-capacity-factor")
+    assert args[at + 1] == "1.25" and "--moe-token-drop-policy" in args
+    from pathlib import Path
+
+    names = (Path(__file__).parent / "data/runtime-names/megatron.txt").read_text().split()
+    assert {"--moe-expert-capacity-factor", "--moe-token-drop-policy"} <= set(names)

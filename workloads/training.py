@@ -61,6 +61,21 @@ class TrainJob(Frozen):
         "slowest rank sets the MoE time (1.0 = perfectly balanced routing)."
     )
 
+    moe_capacity_factor: float | None = Field(
+        default=None, gt=0, description="Routed tokens an expert takes at most, as a multiple "
+        "of the mean (Megatron --moe-expert-capacity-factor; the rest are dropped); None: "
+        "dropless."
+    )
+
+    @property
+    def moe_routed_imbalance(self) -> float:
+        """Busiest expert-parallel rank's routed tokens over the mean: the load imbalance,
+        capped by the capacity factor (an expert drops tokens past capacity x mean, so no
+        rank of whole experts computes more: Fedus et al. 2022, Switch Transformer, 2.2)."""
+        if self.moe_capacity_factor is None:
+            return self.moe_load_imbalance
+        return min(self.moe_load_imbalance, self.moe_capacity_factor)
+
     @property
     def tokens_per_step(self) -> int:
         """Tokens consumed by one optimizer step."""
