@@ -4,9 +4,14 @@ Each published row (shared/data/published/training.csv) becomes a measured run: 
 layout, completed by the planner as in training_accuracy.py, and its step time (derived from
 the row's own metric). ``sysplan.planners.calibrate.fit_calibration`` fits the factors on the
 rows of the training sources; the table reports the error on the held-out sources before and
-after, with the naive baseline (6 N tokens at 40 % of peak) beside them.
+after, with the fair naive baseline beside them (training_accuracy.baseline_step: 6 N + attention
+FLOPs at 40 % of the bf16 peak, x 8/6 with full recompute).
 
-    python benchmarks/calibration_holdout.py [--csv PATH]
+    python benchmarks/calibration_holdout.py [--csv PATH ...] [--ids T001,T012,...]
+        [--factors gemm_scale,attention_scale] [--base raw|bundled]
+
+The bundled H100 profile's calibration comes from
+``--factors gemm_scale,attention_scale``: the Megatron-LM README line (fit on its rows).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ def measured_run(r: dict) -> tuple[MeasuredRun, float, object] | None:
     unit = acc.predicted(key, r, model, 1.0, gpus, cluster.gpu.peak("bf16"))
     step = unit / truth if key != "step_time_s" else truth
     run = MeasuredRun(r["id"], model, result.job, plan.parallel, step)
-    naive = acc.naive_step(r, model, cluster, job.precision)
+    naive = acc.baseline_step(r, model, cluster)
     return run, naive, cluster
 
 
@@ -64,11 +69,52 @@ def mape(predicted: np.ndarray, measured: np.ndarray) -> float:
     return float(np.mean(np.abs(predicted / measured - 1.0)))
 
 
+def _experiment(fit_on: tuple[str, ...], judge_on: tuple[str, ...], train: list,
+                test: list, factors: list[str] | None, calibrated: bool) -> None:
+    """Fit on ``train`` (one cluster), print the error on ``test`` before and after."""
+    cluster = train[0][2]
+    profile = bundled_for_gpu(cluster.gpu.name)
+    if profile is not None and not calibrated:  # the measured tables alone
+        profile = profile.model_copy(update={"calibration": None})
+    eff = Efficiency.from_profile(profile, cluster) if profile else Efficiency.default(cluster)
+    try:
+        fit = fit_calibration([x[0] for x in train], cluster, eff, fitted_on=", ".join(fit_on),
+                              factors=factors)
+    except SysplanError as error:  # too few rows to fit every factor
+        print(f"{', '.join(fit_on)[:32]:32} {', '.join(judge_on)[:32]:32} {len(test):>4}  "
+              f"not fitted: {error}")
+        return
+    fitted = replace(eff, calibration=fit.calibration)
+    measured = np.array([x[0].step_time_s for x in test])
+    before = predict([x[0] for x in test], cluster, eff)
+    after = predict([x[0] for x in test], cluster, fitted)
+    naive = np.array([x[1] for x in test])
+    factors = " ".join(f"{k}={v:.2f}" for k, v in fit.calibration.model_dump().items()
+                       if isinstance(v, float) and k != "allocator_reserve"
+                       and not k.startswith("serve_"))
+    print(f"{', '.join(fit_on)[:32]:32} {', '.join(judge_on)[:32]:32} {len(test):>4} "
+          f"{mape(before, measured):>8.1%} {mape(after, measured):>8.1%} "
+          f"{mape(naive, measured):>8.1%}  {factors} ({cluster.gpu.name})")
+    print(f"{'':32} {'(fit rows: in-sample / leave-one-out)':32} {len(train):>4} "
+          f"{fit.mape('before_s'):>8.1%} {fit.mape('after_s'):>8.1%} "
+          f"{'':>8}  LOO {fit.mape('left_out_s'):.1%}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--csv", type=Path, default=acc.DEFAULT_CSV)
+    parser.add_argument("--csv", type=Path, nargs="+", default=list(acc.DEFAULT_CSVS))
+    parser.add_argument("--ids", help="comma-separated row ids to use (default: all)")
+    parser.add_argument("--factors", help="comma-separated factors to fit (default: all of "
+                        "planners.calibrate.FACTORS)")
+    parser.add_argument("--base", choices=("raw", "bundled"), default="raw",
+                        help="start from the bundled profile's tables without its calibration "
+                        "(raw, default) or with it")
     args = parser.parse_args(argv)
-    rows = list(csv.DictReader(args.csv.open()))
+    factors = args.factors.split(",") if args.factors else None
+    rows = [r for path in args.csv for r in csv.DictReader(path.open())]
+    if args.ids:
+        wanted = set(args.ids.split(","))
+        rows = [r for r in rows if r["id"] in wanted]
     by_source: dict[str, list] = {}
     for r in rows:
         item = measured_run(r)
@@ -77,30 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'fit on':32} {'judged on':32} {'rows':>4} {'before':>8} {'after':>8} "
           f"{'naive':>8}  factors")
     for fit_on, judge_on in EXPERIMENTS:
-        train = [x for s in fit_on for x in by_source.get(s, [])]
-        if not train:
-            continue
-        cluster = train[0][2]  # one GPU type per experiment: rows on others are left out
-        train = [x for x in train if x[2].name == cluster.name]
-        test = [x for s in judge_on for x in by_source.get(s, []) if x[2].name == cluster.name]
-        if not test:
-            continue
-        profile = bundled_for_gpu(cluster.gpu.name)
-        eff = Efficiency.from_profile(profile, cluster) if profile else Efficiency.default(cluster)
-        fit = fit_calibration([x[0] for x in train], cluster, eff, fitted_on=", ".join(fit_on))
-        fitted = replace(eff, calibration=fit.calibration)
-        measured = np.array([x[0].step_time_s for x in test])
-        before = predict([x[0] for x in test], cluster, eff)
-        after = predict([x[0] for x in test], cluster, fitted)
-        naive = np.array([x[1] for x in test])
-        factors = " ".join(f"{k}={v:.2f}" for k, v in fit.calibration.model_dump().items()
-                           if isinstance(v, float) and k != "allocator_reserve")
-        print(f"{', '.join(fit_on)[:32]:32} {', '.join(judge_on)[:32]:32} {len(test):>4} "
-              f"{mape(before, measured):>8.1%} {mape(after, measured):>8.1%} "
-              f"{mape(naive, measured):>8.1%}  {factors}")
-        print(f"{'':32} {'(fit rows: in-sample / leave-one-out)':32} {len(train):>4} "
-              f"{fit.mape('before_s'):>8.1%} {fit.mape('after_s'):>8.1%} "
-              f"{'':>8}  LOO {fit.mape('left_out_s'):.1%}")
+        fitted_rows = [x for src in fit_on for x in by_source.get(src, [])]
+        judged_rows = [x for src in judge_on for x in by_source.get(src, [])]
+        # one GPU type per experiment: a source's rows on other GPUs are left out
+        for name in sorted({x[2].name for x in fitted_rows} & {x[2].name for x in judged_rows}):
+            train = [x for x in fitted_rows if x[2].name == name]
+            test = [x for x in judged_rows if x[2].name == name]
+            _experiment(fit_on, judge_on, train, test, factors, args.base == "bundled")
     return 0
 
 

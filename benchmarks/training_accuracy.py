@@ -26,6 +26,7 @@ from sysplan.models import model_flops_per_token, param_counts, resolve_model
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.training import plan_training
 from sysplan.planners.types import Pins
+from sysplan.profiles.loader import bundled_for_gpu
 from sysplan.workloads.training import TrainJob
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -208,9 +209,12 @@ def evaluate(r: dict, bundled_profile: bool = True) -> dict:
     peak = cluster.gpu.peak("bf16")
     ours = predicted(key, r, model, step, gpus, peak)
     base = predicted(key, r, model, baseline_step(r, model, cluster), gpus, peak)
+    # in-sample: a row the bundled profile's calibration was fitted on (its fitted_on names it)
+    bundled = bundled_for_gpu(cluster.gpu.name) if bundled_profile else None
+    fitted_on = bundled.calibration.fitted_on if bundled and bundled.calibration else ""
     out.update(metric=key, truth=truth, ours=ours, naive=base, err=ours / truth - 1,
                naive_err=base / truth - 1, layout=_layout(plan.parallel), ep=plan.parallel.ep,
-               profile=result.profile.name)
+               profile=result.profile.name, in_sample=r["id"] in fitted_on.split())
     if _float(r["peak_mem_gib"]) is not None:
         mem_truth = float(r["peak_mem_gib"])
         # the published figure is the caching allocator's max reserved: NCCL's buffers are
@@ -265,17 +269,21 @@ def _summary(results: list[dict], quality: set[str]) -> None:
         if "err" in x and x["quality"] in quality:
             by_source[x["source"]].append(x)
     print(f"\nMAPE by source (quality {''.join(sorted(quality))}; throughput or step time):")
-    print(f"  {'source':30} {'rows':>4} {'sysplan':>8} {'baseline':>8}")
+    print(f"  {'source':30} {'rows':>4} {'sysplan':>8} {'baseline':>8}  in-sample rows "
+          f"(fitted by a bundled calibration)")
     everything = [x for xs in by_source.values() for x in xs]
     groups = [("ALL dense", [x for x in everything if not x["moe"]]),
               ("  dense, training.csv", [x for x in everything
                                          if not x["moe"] and "GB300" not in x["gpu"]]),
+              ("  dense, out of sample", [x for x in everything
+                                          if not x["moe"] and not x["in_sample"]]),
               ("  dense, GB300", [x for x in everything if not x["moe"] and "GB300" in x["gpu"]]),
               ("ALL MoE", [x for x in everything if x["moe"]])]
     for name, xs in sorted(by_source.items()) + [g for g in groups if g[1]]:
         ours = sum(abs(x["err"]) for x in xs) / len(xs)
         naive = sum(abs(x["naive_err"]) for x in xs) / len(xs)
-        print(f"  {name:30} {len(xs):>4} {ours:>8.1%} {naive:>8.1%}")
+        fitted = sum(x["in_sample"] for x in xs)
+        print(f"  {name:30} {len(xs):>4} {ours:>8.1%} {naive:>8.1%}  {fitted or ''}")
     mem = [x for x in results if "mem_truth" in x and x["quality"] in quality]
     if mem:
         print("\nPeak memory (GiB; published = the allocator's max reserved):")

@@ -11,6 +11,7 @@ leave-one-out error (refit without each row, predict it) says how well the fit g
 from __future__ import annotations
 
 import csv
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -81,38 +82,46 @@ def predict(runs: list[MeasuredRun], cluster: Cluster, eff: Efficiency) -> np.nd
     return np.array(steps, dtype=float)
 
 
-def _with(eff: Efficiency, theta: np.ndarray) -> Efficiency:
-    values = dict(zip(FACTORS, (float(t) for t in theta), strict=True))
+def _with(eff: Efficiency, theta: np.ndarray, names: Sequence[str]) -> Efficiency:
+    values = dict(zip(names, (float(t) for t in theta), strict=True))
     return replace(eff, calibration=eff.calibration.model_copy(update=values))
 
 
-def _solve(runs, cluster, eff, start: np.ndarray, max_nfev: int) -> np.ndarray:
+def _solve(runs, cluster, eff, start: np.ndarray, max_nfev: int,
+           names: Sequence[str]) -> np.ndarray:
     measured = np.log([r.step_time_s for r in runs])
-    low, high = zip(*FACTORS.values(), strict=True)
+    low, high = zip(*(FACTORS[name] for name in names), strict=True)
 
     def residual(theta):
-        return np.log(predict(runs, cluster, _with(eff, theta))) - measured
+        return np.log(predict(runs, cluster, _with(eff, theta, names))) - measured
 
     return least_squares(residual, start, bounds=(low, high), diff_step=1e-3,
                          max_nfev=max_nfev).x
 
 
 def fit_calibration(runs: list[MeasuredRun], cluster: Cluster, eff: Efficiency,
-                    fitted_on: str = "") -> CalibrationFit:
-    """Fit the factors to ``runs`` on ``cluster`` starting from ``eff``'s calibration."""
-    needed = len(FACTORS) + MIN_EXTRA_ROWS
+                    fitted_on: str = "", factors: Sequence[str] | None = None
+                    ) -> CalibrationFit:
+    """Fit ``factors`` (default: all of ``FACTORS``; the others keep ``eff``'s values) to
+    ``runs`` on ``cluster``, starting from ``eff``'s calibration."""
+    names = tuple(FACTORS) if factors is None else tuple(factors)
+    unknown = sorted(set(names) - set(FACTORS))
+    if unknown or not names:
+        raise InputError(f"calibrate: factors {', '.join(unknown) or '(none)'} not accepted; "
+                         f"choose among {', '.join(FACTORS)}")
+    needed = len(names) + MIN_EXTRA_ROWS
     if len(runs) < needed:
-        raise InputError(f"calibrate: {len(runs)} measured rows; fitting {len(FACTORS)} factors "
+        raise InputError(f"calibrate: {len(runs)} measured rows; fitting {len(names)} factors "
                          f"needs at least {needed}")
-    start = np.array([getattr(eff.calibration, name) for name in FACTORS], dtype=float)
-    start = np.clip(start, *zip(*FACTORS.values(), strict=True))
-    theta = _solve(runs, cluster, eff, start, max_nfev=200)
-    fitted = _with(eff, theta)
+    start = np.array([getattr(eff.calibration, name) for name in names], dtype=float)
+    start = np.clip(start, *zip(*(FACTORS[name] for name in names), strict=True))
+    theta = _solve(runs, cluster, eff, start, max_nfev=200, names=names)
+    fitted = _with(eff, theta, names)
     before, after = predict(runs, cluster, eff), predict(runs, cluster, fitted)
     left_out = []
     for i in range(len(runs)):
         others = runs[:i] + runs[i + 1:]
-        loo = _with(eff, _solve(others, cluster, eff, theta, max_nfev=40))
+        loo = _with(eff, _solve(others, cluster, eff, theta, max_nfev=40, names=names), names)
         left_out.append(predict([runs[i]], cluster, loo)[0])
     reserve = _fit_reserve(runs, cluster, fitted)
     calibration = fitted.calibration.model_copy(

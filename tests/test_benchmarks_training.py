@@ -64,3 +64,11 @@ def test_executor_benchmark_runs_one_layout(tmp_path, capsys):
                        "--nproc", "1", "--layouts", "single"]) == 0
     out = capsys.readouterr().out
     assert "single" in out and "MAPE: sysplan" in out
+
+
+def test_calibration_holdout_runs_on_a_few_rows(capsys):
+    bench = _load("calibration_holdout")
+    ids = "T001,T002,T003,T004,T012,T013,T014,T015"  # Narayanan 2021 / Korthikanti 2022, A100
+    assert bench.main(["--ids", ids, "--factors", "gemm_scale"]) == 0
+    out = capsys.readouterr().out
+    assert "Narayanan et al. 2021" in out and "leave-one-out" in out and "gemm_scale=" in out

@@ -51,7 +51,13 @@ def test_scattered_table_is_exact_at_measured_points_and_flags_the_outside() -> 
 
 def test_bundled_h100_profile_reproduces_its_measurements() -> None:
     profile = load_profile("h100-sxm")
-    eff = Efficiency.from_profile(profile, H100)
+    # the tables alone (the bundled calibration scales them to whole training steps)
+    eff = Efficiency.from_profile(profile.model_copy(update={"calibration": None}), H100)
+    scaled = Efficiency.from_profile(profile, H100)
+    shape = (np.array([4096.0]), 4096 * 4096, 1, H100.gpu.peak("bf16"))
+    assert scaled.gemm_seconds(*shape)[0] * profile.calibration.gemm_scale == pytest.approx(
+        eff.gemm_seconds(*shape)[0])
+    assert profile.calibration.fitted_on.startswith("Megatron-LM README H100 rows T021")
     # the table is over (log m, log n k): shapes sharing m and n k average their efficiency
     groups: dict[tuple[int, int], list[float]] = {}
     for m, n, k, seconds in profile.gemm.rows:
@@ -126,7 +132,9 @@ def test_an_overlay_keeps_its_base_tables_and_applies_its_factors(tmp_path: Path
     assert merged.gemm == load_profile("h100-sxm").gemm and merged.calibration.gemm_scale == 0.5
     job = TrainJob(seq_len=4096, global_batch=64)
     config = ParallelConfig(tp=8, dp=1, global_batch=64, sequence_parallel=True)
-    base = Efficiency.from_profile(load_profile("h100-sxm"), H100)
+    # the overlay's calibration replaces the base's whole: compare with the raw tables
+    raw = load_profile("h100-sxm").model_copy(update={"calibration": None})
+    base = Efficiency.from_profile(raw, H100)
     slow = Efficiency.from_profile(merged, H100)
     runs = [MeasuredRun("x", LLAMA8, job, config, 1.0)]
     assert predict(runs, H100, slow)[0] > 1.3 * predict(runs, H100, base)[0]
@@ -157,6 +165,19 @@ def test_calibrate_recovers_the_factors_that_made_the_steps() -> None:
     assert fit.mape("before_s") > 0.05
     assert fit.mape("after_s") < 0.01 and fit.mape("left_out_s") < 0.05
     assert fit.calibration.gemm_scale == pytest.approx(0.8, rel=0.05)
+
+
+def test_calibrate_fits_only_the_factors_asked_for() -> None:
+    base = Efficiency.from_profile(load_profile("h100-sxm"), H100)
+    truth = base.calibration.model_copy(update={"gemm_scale": 0.7})
+    runs = _synthetic_runs(replace(base, calibration=truth))[:4]
+    fit = fit_calibration(runs, H100, base, factors=["gemm_scale"])
+    assert fit.calibration.gemm_scale == pytest.approx(0.7, rel=0.02)
+    for name in FACTORS:
+        if name != "gemm_scale":
+            assert getattr(fit.calibration, name) == getattr(base.calibration, name)
+    with pytest.raises(InputError, match="factors tflops_scale not accepted"):
+        fit_calibration(runs, H100, base, factors=["tflops_scale"])
 
 
 def test_calibrate_cli_refuses_too_few_rows_and_writes_an_overlay(tmp_path: Path) -> None:

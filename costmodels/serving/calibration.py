@@ -7,6 +7,8 @@ are the same on every GPU (no factor per GPU, model or row): ``DEFAULT`` was fit
 ``python benchmarks/serving_accuracy.py --fit-on H100`` on the H100 rows of the published
 offline and online runs and is judged there on the H200, GH200, A100 and L40S rows. A profile
 whose calibration has ``serve_fitted_on`` set (``sysplan calibrate --serving``) replaces them.
+All of them apply over the raw measured tables: a profile's training factors (fitted to
+whole training steps) are not serving's.
 """
 
 from __future__ import annotations
@@ -25,8 +27,17 @@ DEFAULT = Calibration(
     "online H200 rows (TTFT 37.7 % -> 8.3 %, ITL 32.9 % -> 10.0 %)")
 
 
+#: Factors fitted to training steps (``sysplan calibrate``, a bundled profile's end-to-end
+#: training calibration). Serving never reads them: its own factors, DEFAULT's and those of
+#: ``sysplan calibrate --serving``, are fitted over the raw tables.
+TRAINING_FIELDS = ("gemm_scale", "attention_scale", "elementwise_scale", "comm_scale_node",
+                   "comm_scale_network", "overlap")
+
+
 def serving_calibration(calibration: Calibration) -> Calibration:
-    """``calibration`` with the default serving factors unless it carries its own."""
-    if calibration.serve_fitted_on:
-        return calibration
-    return calibration.model_copy(update={k: getattr(DEFAULT, k) for k in SERVE_FIELDS})
+    """The serving factors ``calibration`` carries (``serve_fitted_on`` set), else the
+    default ones; the training factors at 1 either way."""
+    source = calibration if calibration.serve_fitted_on else DEFAULT
+    update = {k: getattr(source, k) for k in SERVE_FIELDS}
+    update.update({k: getattr(Calibration(), k) for k in TRAINING_FIELDS})
+    return calibration.model_copy(update=update)
