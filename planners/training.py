@@ -8,7 +8,7 @@ import numpy as np
 
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.efficiency import Efficiency
+from sysplan.costmodels.efficiency import Efficiency, same_die_profile
 from sysplan.costmodels.estimate import build_estimate, throughput_arrays
 from sysplan.costmodels.training import price_training
 from sysplan.hardware.types import Cluster
@@ -105,9 +105,14 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         raise InputError(f"no layout of {gpus} GPUs satisfies the pinned knobs and the "
                          f"global batch of {job.global_batch} sequences")
     c = _runnable(c, targets, model, job)
-    if profile is None and bundled_profile:
-        profile = bundled_for_gpu(cluster.gpu.name)
-    eff = Efficiency.from_profile(profile, cluster) if profile else Efficiency.default(cluster)
+    if profile is not None:
+        eff = Efficiency.from_profile(profile, cluster)
+    elif bundled_profile:  # the GPU's bundled profile, else one of its die, else curves
+        eff = Efficiency.for_cluster(cluster)
+        profile = bundled_for_gpu(cluster.gpu.name) or (same_die_profile(cluster.gpu)
+                                                         or (None,))[0]
+    else:
+        eff = Efficiency.default(cluster)
     priced = price_training(model, job, cluster, c, eff)
     rates = throughput_arrays(model, job, cluster, c, priced)
     memory = priced.memory_bytes
@@ -142,11 +147,22 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
     )
 
 
+#: What published runs reached on GPUs sysplan has no profile for, said beside the defaults.
+PUBLISHED_MFU = {
+    "cdna2": ("published MI250X (Frontier) LLM training reached 32-38 % of the bf16 peak "
+              "(Dash et al. 2023, arXiv 2312.12705: 22B 38.4 %, 175B 36.1 %, 1T 32.0 %, "
+              "Megatron-DeepSpeed); the defaults assume H100-like kernel efficiency, so MFU "
+              "here reads high until `sysplan profile` measures the node"),
+}
+
+
 def _notes(model: ModelSpec, cluster: Cluster, profile: Profile | None) -> tuple[str, ...]:
     """Assumptions a reader should know about this search."""
     if profile is None:
         notes = [(f"efficiencies are uncalibrated defaults for {cluster.gpu.gpu_class} GPUs "
                   "(H100-measured fractions of datasheet peak) until a profile is given")]
+        if cluster.gpu.gpu_class in PUBLISHED_MFU:
+            notes.append(PUBLISHED_MFU[cluster.gpu.gpu_class])
     else:
         measured = profile.device.name if profile.device else profile.name
         missing = [t for t in ("gemm", "attention", "memory", "collectives")
@@ -156,7 +172,8 @@ def _notes(model: ModelSpec, cluster: Cluster, profile: Profile | None) -> tuple
                  + (f"; {', '.join(missing)} use the uncalibrated defaults" if missing else "")]
         if profile.calibration is not None and profile.calibration.fitted_on:
             factors = ", ".join(f"{k} {v:.3g}" for k, v in profile.calibration.model_dump().items()
-                                if isinstance(v, float) and not k.startswith("serve_"))
+                                if isinstance(v, float) and not k.startswith("serve_")
+                                and v != 1.0)
             fitted = f" fitted on {profile.calibration.fitted_on}" if profile.calibration.fitted_on \
                 else ""
             notes.append(f"calibration{fitted}: {factors}")

@@ -188,7 +188,7 @@ def test_h200_and_gh200_carry_the_h100_tables_of_their_die():
     from sysplan.hardware import load_cluster
 
     h100 = Efficiency.for_cluster(H100)
-    for name in ("dgx-h200", "gh200"):
+    for name in ("dgx-h200", "gh200", "grand-teton"):  # grand-teton: 500 W H100 96 GB
         cluster = load_cluster(name)[0]
         eff = Efficiency.for_cluster(cluster)
         assert "same die" in eff.name and "gemm" not in eff.uncalibrated
@@ -197,8 +197,14 @@ def test_h200_and_gh200_carry_the_h100_tables_of_their_die():
             h100.memory_bytes_per_s / H100.gpu.hbm_bandwidth_bytes_per_s)
         assert eff.gemm_seconds(4096, 8192, 8192, 989.4e12) == pytest.approx(
             h100.gemm_seconds(4096, 8192, 8192, 989.4e12))
-    # a power-limited H100 part throttles sooner: it keeps the uncalibrated curves
-    assert "same die" not in Efficiency.for_cluster(load_cluster("grand-teton")[0]).name
+    # training plans on them read the same tables, with the end-to-end training calibration
+    from sysplan.planners.training import plan_training
+    from sysplan.workloads.training import TrainJob
+
+    result = plan_training(resolve_model("8b")[0], load_cluster("grand-teton")[0],
+                           TrainJob(seq_len=4096, global_batch=64), num_gpus=8, top=1)
+    assert "same die" in result.profile.name and result.profile.calibrated
+    assert result.profile.fitted_on.startswith("Megatron-LM README")
 
 
 def test_each_engine_reads_its_memory_knob():
