@@ -132,11 +132,12 @@ def stages(time_limit_s: float) -> None:
               f"every layer; ILP none/selective/full layers: {modes}")
 
 
-def main() -> int:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = [a for a in argv if not a.startswith("--")]
     limit = float(args[0]) if args else 20.0
     sharding(limit)
-    if "--skip-brute-force" not in sys.argv:
+    if "--skip-brute-force" not in argv:
         small_stages(limit)
     stages(limit)
     return 0

@@ -60,10 +60,18 @@ def fmt(plan, fixed) -> str:
     return f"{plan.step_time_s:8.2f} s  {(max(plan.stage_memory_bytes) + fixed) / GIB:5.1f} GiB"
 
 
-def main() -> None:
+def _cases(argv: list[str] | None, cases: list) -> list:
+    """``cases``, or the first N with ``--cases N`` (the tests run one)."""
+    args = sys.argv[1:] if argv is None else argv
+    if "--cases" in args:
+        return cases[:int(args[args.index("--cases") + 1])]
+    return cases
+
+
+def main(argv: list[str] | None = None) -> int:
     cluster = load_cluster("dgx-h100")[0]
     limit = cluster.gpu.memory_bytes - HEADROOM
-    for name, seq, config in CASES:
+    for name, seq, config in _cases(argv, CASES):
         model = resolve_model(name)[0]
         job = make_train_job(model, seq_len=seq, global_batch=config.global_batch)[0]
         costs = layer_costs(model, job, cluster, config)
@@ -97,9 +105,11 @@ def main() -> None:
                   f"{fmt(plan, 0.0):>24} {gain:>7} {solve:6.2f}s  "
                   f"{','.join(map(str, plan.stage_layers))} | {modes}"
                   + ("" if plan.exact else "  (heuristic)"))
-    stress()
+    if "--cases" not in (sys.argv[1:] if argv is None else argv):
+        stress()
     print("\ngain: uniform split (config mode, else best modes) / DP - 1; times are the "
           "pipeline compute of one step (no DP/optimizer/p2p terms)", file=sys.stderr)
+    return 0
 
 
 def stress() -> None:
@@ -120,4 +130,4 @@ def stress() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

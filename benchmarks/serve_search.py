@@ -9,6 +9,7 @@ tokens/s per GPU and p90 TTFT in the full-length check it passed.
 
     python benchmarks/serve_search.py            # all cases
     python benchmarks/serve_search.py --reference
+    python benchmarks/serve_search.py --quick    # one small search
 
 Timings exclude the one-time start of the process (imports, the profile's first lookups,
 which on a busy machine include OpenBLAS starting its threads): a first small question warms
@@ -51,8 +52,12 @@ def _warm_up() -> None:
     plan_serving(_question("8b", "dgx-h100", 1, "200", "20", 2.0, 0, requests=100))
 
 
+#: ``--quick``: one small search (the tests run it so the script cannot rot).
+QUICK = [("8b", "dgx-h100", 2, "500", "50", None, 2)]
+
+
 def main(argv: list[str]) -> int:
-    cases = CASES[:1] if "--reference" in argv else CASES
+    cases = CASES[:1] if "--reference" in argv else QUICK if "--quick" in argv else CASES
     _warm_up()
     print(f"{'model':5} {'cluster':9} {'gpus':>4} {'isl':>18} {'rate':>5} {'trials':>6} "
           f"{'deploys':>7} {'sims':>5} {'search s':>8} {'s/sim':>6} {'naive s':>8}  best")
