@@ -139,6 +139,10 @@ _TpCommOverlap = Annotated[bool, _opt(
     "--tp-comm-overlap", panel=_RUNTIME,
     help="Overlap TP collectives with GEMMs (Megatron --tp-comm-overlap, torchtitan AsyncTP).")]
 
+_EpCommOverlap = Annotated[bool, _opt(
+    "--ep-comm-overlap", panel=_RUNTIME,
+    help="MoE: overlap each micro-batch's expert all-to-alls with another's compute (Megatron "
+    "--overlap-moe-expert-parallel-comm).")]
 _MoeCapacityFactor = Annotated[float | None, _opt(
     "--moe-capacity-factor", metavar="F", panel=_RUNTIME, parser=_positive_float,
     help="MoE: an expert takes at most F times its mean share of routed tokens and drops the "
@@ -207,6 +211,7 @@ def train(
     no_overlap_grad_reduce: _NoOverlapGradReduce = False,
     tp_comm_overlap: _TpCommOverlap = False,
     moe_capacity_factor: _MoeCapacityFactor = None,
+    ep_comm_overlap: _EpCommOverlap = False,
     runtime: _Runtime = None,
     export: _Export = None,
     output: _Output = "sysplan-export",
@@ -225,7 +230,8 @@ def train(
         gpu_hour_cost=gpu_hour_cost, top=top, memory_headroom=memory_headroom, pins=pins,
         profile=profile, lengths=lengths, stages=stages,
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
-        moe_capacity_factor=moe_capacity_factor, runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
+        moe_capacity_factor=moe_capacity_factor, ep_comm_overlap=ep_comm_overlap,
+        runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
     )
     run_train(request, json_out=json_out, explain=explain)
 
@@ -252,6 +258,7 @@ class TrainRequest:
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
     moe_capacity_factor: float | None = None
+    ep_comm_overlap: bool = False
     runtime: str | None = None
     export: str | None = None
     output: str = "sysplan-export"
@@ -291,11 +298,15 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if request.moe_capacity_factor is not None and spec.moe is None:
         raise InputError(f"--moe-capacity-factor {request.moe_capacity_factor:g}: {spec.name} "
                          "has no experts; the option applies to mixture-of-experts models")
+    if request.ep_comm_overlap and spec.moe is None:
+        raise InputError(f"--ep-comm-overlap: {spec.name} has no experts; the option applies "
+                         "to mixture-of-experts models")
     cluster, cluster_notes = load_cluster(request.cluster)
     job, job_notes = make_train_job(
         spec, seq_len=request.seq_len, global_batch=request.global_batch,
         precision=request.precision, overlap_grad_reduce=request.overlap_grad_reduce,
         tp_comm_overlap=request.tp_comm_overlap, moe_capacity_factor=request.moe_capacity_factor,
+        ep_comm_overlap=request.ep_comm_overlap,
     )
     runtimes = request.search_runtimes()
     if runtimes and request.runtime is None:

@@ -161,6 +161,15 @@ def layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficienc
         moe = moe_layer_cost(model, job, cluster, eff, lay)
         fwd = moe.add_to(fwd)
         comm["ep"] = moe.dispatch_s
+        if job.ep_comm_overlap:
+            # batch-level overlap (Megatron-Core v0.14 MoE README, --overlap-moe-expert-parallel-
+            # comm): the forward of one micro-batch runs beside the backward of another, so a
+            # layer's all-to-alls hide behind the other's compute of that layer (forward +
+            # backward) and slow it by the SMs they take; the warm-up and cool-down micro-batches
+            # that have no partner are not modelled apart
+            compute = fwd.total_s + fwd.gemm_bwd_s + fwd.attention_bwd_s + 2.0 * fwd.elementwise_s
+            hidden = np.minimum(comm["ep"], compute)
+            comm["ep"] = comm["ep"] - hidden + coll.COLLECTIVE_COMPUTE_SHARE * hidden
     split, replicated, routed = layer_params(shapes, model.hidden_size)
     act = [activation_bytes_per_token(model, job, shapes, lay.tp, lay.sp, lay.etp, s)
            * lay.tokens for s in (False, True)]

@@ -147,9 +147,11 @@ def _moe_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
     if moe is None:
         return []
     capacity = []
+    if job.ep_comm_overlap:  # batch-level EP overlap needs the delayed weight gradients
+        capacity += ["--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"]
     if job.moe_capacity_factor is not None:  # tokens past capacity dropped, lowest probs first
-        capacity = ["--moe-expert-capacity-factor", f"{job.moe_capacity_factor:g}",
-                    "--moe-token-drop-policy", "probs"]
+        capacity += ["--moe-expert-capacity-factor", f"{job.moe_capacity_factor:g}",
+                     "--moe-token-drop-policy", "probs"]
     args = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
             "--moe-ffn-hidden-size", str(moe.expert_ffn_hidden), "--moe-grouped-gemm",
             "--moe-token-dispatcher-type", "alltoall"]

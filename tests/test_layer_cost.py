@@ -158,3 +158,27 @@ def test_capacity_factor_is_exported_to_megatron_and_refused_on_dense_models():
 
     names = (Path(__file__).parent / "data/runtime-names/megatron.txt").read_text().split()
     assert {"--moe-expert-capacity-factor", "--moe-token-drop-policy"} <= set(names)
+
+
+def test_ep_overlap_hides_the_all_to_all_behind_the_layer_compute():
+    """Batch-level overlap: exposed = what the layer's forward + backward compute cannot hide,
+    plus the SM share the hidden part takes from that compute; exported as Megatron's flags."""
+    from sysplan.costmodels import collectives as coll
+    from sysplan.costmodels.layer_cost import layer_cost
+
+    model = resolve_model("deepseek-v3")[0]
+    lay = _moe_layout(4096, 64)
+    plain = make_train_job(model, seq_len=4096, global_batch=8)[0]
+    over = plain.model_copy(update={"ep_comm_overlap": True})
+    a, b = (layer_cost(model, j, CLUSTER, EFF, lay, True) for j in (plain, over))
+    t = a.time
+    compute = t.total_s + t.gemm_bwd_s + t.attention_bwd_s + 2.0 * t.elementwise_s
+    hidden = np.minimum(a.comm["ep"], compute)
+    assert b.comm["ep"][0] == pytest.approx(
+        (a.comm["ep"] - hidden + coll.COLLECTIVE_COMPUTE_SHARE * hidden)[0])
+    assert b.comm["ep"][0] < a.comm["ep"][0]
+    from sysplan.exporters import megatron
+
+    args = megatron.model_arguments(model, over)
+    assert "--overlap-moe-expert-parallel-comm" in args and "--delay-wgrad-compute" in args
+    assert "--overlap-moe-expert-parallel-comm" not in megatron.model_arguments(model, plain)

@@ -50,6 +50,11 @@ class TrainJob(Frozen):
         "(ring attention, Megatron's default and torchtitan's) or 'a2a' (all-to-all between "
         "sequence and head splits, DeepSpeed-Ulysses)."
     )
+    ep_comm_overlap: bool = Field(
+        default=False, description="MoE dispatch and combine all-to-alls of one micro-batch "
+        "overlapped with the compute of another (Megatron --overlap-moe-expert-parallel-comm "
+        "with --delay-wgrad-compute, batch-level overlap)."
+    )
     selective_policy: Literal["attention", "op"] = Field(
         default="attention", description="What selective recompute reruns: 'attention' "
         "(Megatron --recompute-granularity selective: the attention core) or 'op' "
