@@ -14,6 +14,7 @@ import sys
 import time
 
 import numpy as np
+from bench_args import first_cases
 
 from sysplan.core.errors import NoPlanFits
 from sysplan.costmodels.estimate import balanced_stage_layers
@@ -60,18 +61,10 @@ def fmt(plan, fixed) -> str:
     return f"{plan.step_time_s:8.2f} s  {(max(plan.stage_memory_bytes) + fixed) / GIB:5.1f} GiB"
 
 
-def _cases(argv: list[str] | None, cases: list) -> list:
-    """``cases``, or the first N with ``--cases N`` (the tests run one)."""
-    args = sys.argv[1:] if argv is None else argv
-    if "--cases" in args:
-        return cases[:int(args[args.index("--cases") + 1])]
-    return cases
-
-
 def main(argv: list[str] | None = None) -> int:
     cluster = load_cluster("dgx-h100")[0]
     limit = cluster.gpu.memory_bytes - HEADROOM
-    for name, seq, config in _cases(argv, CASES):
+    for name, seq, config in first_cases(argv, CASES):
         model = resolve_model(name)[0]
         job = make_train_job(model, seq_len=seq, global_batch=config.global_batch)[0]
         costs = layer_costs(model, job, cluster, config)

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from bench_args import first_cases
+
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
@@ -86,16 +88,8 @@ def mix_column(model, job, cluster, p) -> str:
             f"({mix.speedup:.2f}x, {mix.status}, {mix.solve_time_s:.1f} s)")
 
 
-def _cases(argv: list[str] | None, cases: list) -> list:
-    """``cases``, or the first N with ``--cases N`` (the tests run one)."""
-    args = sys.argv[1:] if argv is None else argv
-    if "--cases" in args:
-        return cases[:int(args[args.index("--cases") + 1])]
-    return cases
-
-
 def main(argv: list[str] | None = None) -> int:
-    for name, cluster_name, gpus, seq, pins in _cases(argv, CASES):
+    for name, cluster_name, gpus, seq, pins in first_cases(argv, CASES):
         model, _ = resolve_model(name)
         cluster, _ = load_cluster(cluster_name)
         job, _ = make_train_job(model, seq_len=seq)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sys
 import time
 
+from bench_args import first_cases
+
 from sysplan.costmodels.estimate import estimate_config
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
@@ -39,18 +41,10 @@ def _scalar_rate(model, job, cluster, gpus) -> float:
     return len(configs) / (time.perf_counter() - started)
 
 
-def _cases(argv: list[str] | None, cases: list) -> list:
-    """``cases``, or the first N with ``--cases N`` (the tests run one)."""
-    args = sys.argv[1:] if argv is None else argv
-    if "--cases" in args:
-        return cases[:int(args[args.index("--cases") + 1])]
-    return cases
-
-
 def main(argv: list[str] | None = None) -> int:
     print(f"{'model':10} {'cluster':9} {'GPUs':>6} {'priced':>8} {'fit':>7} {'search s':>9} "
           f"{'configs/s':>10} {'us/config':>9} {'one-by-one configs/s':>21}")
-    for name, cluster_name, gpus, seq, batch in _cases(argv, CASES):
+    for name, cluster_name, gpus, seq, batch in first_cases(argv, CASES):
         model, _ = resolve_model(name)
         cluster, _ = load_cluster(cluster_name)
         job = TrainJob(seq_len=seq, global_batch=batch)

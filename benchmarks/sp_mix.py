@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_args import first_cases
 
 from sysplan.hardware.loader import load_cluster
 from sysplan.models.catalog import resolve_model
@@ -71,14 +72,6 @@ def _row(model_name, tp, slots, comm, long_run: bool) -> str:
             f"{m(gap):.1%} | {m(solve):.2f} / {m(price):.2f} | {mixes} | {long_text} |")
 
 
-def _cases(argv: list[str] | None, cases: list) -> list:
-    """``cases``, or the first N with ``--cases N`` (the tests run one)."""
-    args = sys.argv[1:] if argv is None else argv
-    if "--cases" in args:
-        return cases[:int(args[args.index("--cases") + 1])]
-    return cases
-
-
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     long_run = "--quick" not in args
@@ -87,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     print("| model | CP comm | best uniform | greedy | LP+round | MILP 2 s | gap 2 s | "
           "solve / pricing s | degrees used | MILP 120 s (step 0) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for model_name, tp, slots in _cases(argv, list(SETUPS)):
+    for model_name, tp, slots in first_cases(argv, list(SETUPS)):
         for comm in ("p2p", "a2a"):
             print(_row(model_name, tp, slots, comm, long_run and comm == "p2p"), flush=True)
     return 0

@@ -345,7 +345,7 @@ class Replica:
             if of_cost is not None:
                 function = of_cost(self.layout, seqs)
             else:
-                function = lambda context: self._seconds(Batch.decode(seqs, context))  # noqa: E731
+                function = lambda context: self._seconds(Batch.decode(seqs, context))
             self._decode_functions[seqs] = function
         return function
 
