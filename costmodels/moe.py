@@ -1,8 +1,10 @@
 """The routed-expert block of an MoE layer priced as Megatron-Core runs it (dropless,
-``--moe-grouped-gemm``, ``--moe-token-dispatcher-type alltoall``), per micro-batch on one GPU.
+``--moe-grouped-gemm``), per micro-batch on one GPU, with the token dispatcher that is faster
+for the layout: all-to-all or all-gather (``--moe-token-dispatcher-type``).
 
 Router (GEMM h -> E, softmax/sigmoid and top-k), permute, dispatch all-to-all over the EP
-group, the local experts as grouped GEMMs, combine all-to-all, unpermute. Shared experts and
+group (or all-gather of the group's tokens), the local experts as grouped GEMMs, combine
+all-to-all (or reduce-scatter), unpermute. Shared experts and
 the router GEMM are ordinary TP-split/replicated GEMMs of the layer (``costmodels/layers.py``).
 """
 
@@ -37,9 +39,10 @@ class MoECost:
     elementwise_bytes: np.ndarray  # forward HBM bytes: router, permute, unpermute, activation
     elementwise_s: np.ndarray
     dispatch_s: np.ndarray  # exposed dispatch + combine all-to-all, forward + backward
-    dispatch_bytes: np.ndarray  # bytes one rank sends per all-to-all
+    dispatch_bytes: np.ndarray  # all-to-all: what one rank sends; all-gather: the gathered
     extra_activation_bytes: np.ndarray  # router scores and combine inputs kept for backward
     imbalance: float
+    allgather: np.ndarray  # True where the all-gather dispatcher is cheaper than all-to-all
 
     def add_to(self, t: LayerTime) -> LayerTime:
         """The layer's time with this block added."""
@@ -60,6 +63,17 @@ def grouped_gemm_seconds(eff: Efficiency, rows_per_expert, experts, n, k, peak: 
     # wgrad: experts x (n x k) outputs, reduction over each expert's rows
     backward = eff.gemm_seconds(rows, k, n, peak) + eff.gemm_seconds(experts * n, k, padded, peak)
     return forward, backward
+
+
+def token_dispatcher(model: ModelSpec, job: TrainJob, cluster: Cluster, config) -> str:
+    """Megatron's ``--moe-token-dispatcher-type`` the plan ``config`` (a ``ParallelConfig``)
+    was priced with on ``cluster``'s default efficiency: "allgather" or "alltoall"."""
+    from sysplan.costmodels.candidates import Candidates
+    from sysplan.costmodels.layer_cost import model_costs
+
+    costs = model_costs(model, job, cluster, Candidates.from_configs([config]),
+                        Efficiency.for_cluster(cluster))
+    return "allgather" if bool(costs.kinds["moe"].moe.allgather[0]) else "alltoall"
 
 
 def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficiency,
@@ -104,9 +118,22 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     dispatch += np.where(etp > 1, 2.0 * (coll.all_gather_time(cluster, gathered, etp, 1, eff)
                                          + coll.reduce_scatter_time(cluster, gathered, etp, 1,
                                                                     eff)), 0.0)
+    # the all-gather dispatcher (Megatron --moe-token-dispatcher-type allgather,
+    # MoEAllGatherTokenDispatcher): every token of the EP x ETP group is all-gathered and the
+    # expert outputs reduce-scattered back, forward and backward; its volume does not grow
+    # with top_k, so it wins at small EP and large top_k; permuting reads the gathered tokens
+    group = ep * etp
+    whole = tokens * h * act_b * group
+    gather_s = np.where(group > 1, 2.0 * (coll.all_gather_time(cluster, whole, group, 1, eff)
+                                          + coll.reduce_scatter_time(cluster, whole, group, 1,
+                                                                     eff)), 0.0)
+    gather_pass = 2.0 * act_b * h * tokens * (group - 1.0)  # permute + unpermute, extra reads
+    allgather = (ep > 1) & (gather_s + 3.0 * gather_pass / eff.memory_bytes_per_s < dispatch)
+    dispatch = np.where(allgather, gather_s, dispatch)
+    elementwise = elementwise + np.where(allgather, gather_pass, 0.0)
     # kept for backward: fp32 router scores and the routing map (5E bytes per token), and the
     # top_k expert outputs the unpermute weights by the router probabilities
     extra = tokens * (5.0 * moe.num_experts + moe.top_k * imbalance * h * act_b)
     return MoECost(per_expert, local + 0.0 * tp, up_f + down_f, up_b + down_b, flops,
-                   elementwise, elementwise / eff.memory_bytes_per_s, dispatch, a2a_bytes,
-                   extra, imbalance)
+                   elementwise, elementwise / eff.memory_bytes_per_s, dispatch,
+                   np.where(allgather, whole, a2a_bytes), extra, imbalance, allgather)

@@ -10,6 +10,7 @@ the script runs as written and measures the step time sysplan predicted.
 from __future__ import annotations
 
 from sysplan.costmodels.layers import uses_dropout
+from sysplan.costmodels.moe import token_dispatcher
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.exporters.base import ExportFile, ExportRequest, check_runnable
 from sysplan.exporters.launch import Script, script_text
@@ -107,8 +108,9 @@ def shape_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
             "--max-position-embeddings", str(max(model.max_seq_len, job.seq_len))]
 
 
-def model_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
-    """The architecture as Megatron's GPT model flags."""
+def model_arguments(model: ModelSpec, job: TrainJob, dispatcher: str = "alltoall") -> list[str]:
+    """The architecture as Megatron's GPT model flags (``dispatcher``: the MoE token
+    dispatcher the plan was priced with)."""
     args = shape_arguments(model, job)
     if model.mla is None and model.head_dim * model.num_heads != model.hidden_size:
         args += ["--kv-channels", str(model.head_dim)]
@@ -122,7 +124,7 @@ def model_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
         args.append("--add-qkv-bias")
     if model.qk_norm:
         args.append("--qk-layernorm")
-    return args + _moe_arguments(model, job) + _mla_arguments(model)
+    return args + _moe_arguments(model, job, dispatcher) + _mla_arguments(model)
 
 
 def layer_arguments(model: ModelSpec) -> list[str]:
@@ -142,7 +144,7 @@ def layer_arguments(model: ModelSpec) -> list[str]:
     return args
 
 
-def _moe_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
+def _moe_arguments(model: ModelSpec, job: TrainJob, dispatcher: str) -> list[str]:
     moe = model.moe
     if moe is None:
         return []
@@ -154,7 +156,7 @@ def _moe_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
                      "--moe-token-drop-policy", "probs"]
     args = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
             "--moe-ffn-hidden-size", str(moe.expert_ffn_hidden), "--moe-grouped-gemm",
-            "--moe-token-dispatcher-type", "alltoall"]
+            "--moe-token-dispatcher-type", dispatcher]
     if moe.num_shared_experts:
         shared = moe.num_shared_experts * moe.shared_ffn
         args += ["--moe-shared-expert-intermediate-size", str(shared)]
@@ -202,7 +204,10 @@ def run_arguments(model: ModelSpec) -> list[str]:
 def arguments(request: ExportRequest) -> list[str]:
     """The whole ``pretrain_gpt.py`` argument list for the plan."""
     p, model, job = request.plan.parallel, request.model, request.job
-    return (parallel_arguments(p, model, job) + model_arguments(model, job)
+    dispatcher = "alltoall"
+    if model.moe is not None:
+        dispatcher = token_dispatcher(model, job, request.cluster, p)
+    return (parallel_arguments(p, model, job) + model_arguments(model, job, dispatcher)
             + precision_arguments(job) + run_arguments(model)
             + ["--log-throughput", "$DATA_ARGS"])
 

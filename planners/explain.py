@@ -114,7 +114,12 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
     dispatch = float(moe.dispatch_s[0])
     passes = 3.0 * float(moe.elementwise_s[0])
     ep, etp = int(one.ep[0]), int(one.etp[0])
-    if ep > 1:
+    if ep > 1 and bool(moe.allgather[0]):
+        tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
+        where = (f"all-gather dispatcher (cheaper than all-to-all here: top-{model.moe.top_k} "
+                 f"copies outweigh gathering every token) {dispatch * 1e3:.2f} ms over {tier} "
+                 f"(EP {ep}, {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB gathered)")
+    elif ep > 1:
         tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
         where = (f"dispatch + combine all-to-all {dispatch * 1e3:.2f} ms over {tier} "
                  f"(EP {ep}, {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB per rank each way)")

@@ -128,10 +128,12 @@ def test_capacity_factor_caps_what_the_busiest_rank_computes_and_sends():
 
     def cost(**flags):
         job = make_train_job(model, seq_len=4096, global_batch=8, **flags)[0]
-        return moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 8))
+        return moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 64))
 
     capped = cost(moe_load_imbalance=1.5, moe_capacity_factor=1.25)
-    assert capped.tokens_per_expert[0] == pytest.approx(8192 * 1.25)
+    # EP 64: 2 local experts of 16,384 x 8 / 2 rows at the mean; the all-to-all dispatcher
+    assert capped.tokens_per_expert[0] == pytest.approx(65536 * 1.25)
+    assert not capped.allgather[0]
     assert capped.dispatch_bytes[0] == pytest.approx(16384 * 8 * 2048 * 2 * 1.25)
     loose = cost(moe_load_imbalance=1.5, moe_capacity_factor=4.0)
     dropless = cost(moe_load_imbalance=1.5)
@@ -182,3 +184,22 @@ def test_ep_overlap_hides_the_all_to_all_behind_the_layer_compute():
     args = megatron.model_arguments(model, over)
     assert "--overlap-moe-expert-parallel-comm" in args and "--delay-wgrad-compute" in args
     assert "--overlap-moe-expert-parallel-comm" not in megatron.model_arguments(model, plain)
+
+
+def test_all_gather_dispatcher_wins_at_small_ep_and_large_top_k():
+    """Qwen3-30B-A3B (top-8): at EP 4 the all-to-all sends 8 copies of 3/4 of the tokens each
+    way, the all-gather 3/4 of one copy of the group's 4x: the planner prices the all-gather
+    and Megatron's export names it; at EP 64 the all-to-all stays."""
+    model = resolve_model("qwen3-30b-a3b")[0]
+    job = make_train_job(model, seq_len=4096, global_batch=8, moe_load_imbalance=1.0)[0]
+    small = moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 4))
+    wide = moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 64))
+    assert small.allgather[0] and not wide.allgather[0]
+    assert small.dispatch_bytes[0] == pytest.approx(16384 * 2048 * 2 * 4)  # the gathered
+    from sysplan.costmodels.moe import token_dispatcher
+    from sysplan.costmodels.types import ParallelConfig as Config
+
+    config = Config(tp=1, dp=8, ep=4, global_batch=8)
+    assert token_dispatcher(model, job, CLUSTER, config) == "allgather"
+    assert token_dispatcher(model, job, CLUSTER, config.model_copy(
+        update={"ep": 64, "dp": 64, "global_batch": 64})) == "alltoall"
