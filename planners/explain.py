@@ -132,8 +132,9 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
             f"{float(moe.tokens_per_expert[0]):,.0f} tokens each, top-{model.moe.top_k} of "
             f"{model.moe.num_experts}, width {model.moe.expert_ffn_hidden // etp}), {where}, "
             f"router and permute/unpermute passes {passes * 1e3:.2f} ms; a load imbalance of "
-            f"{moe.imbalance:.2f}x (busiest over mean rank) stretches the expert GEMMs and the "
-            f"all-to-all; EP communication is {share:.1%} of the step"
+            f"{moe.imbalance:.2f}x (busiest over mean rank) stretches the expert GEMMs"
+            + ("" if bool(moe.allgather[0]) else " and the all-to-all")
+            + f"; EP communication is {share:.1%} of the step"
             + (", what batch-level overlap leaves exposed (--ep-comm-overlap)."
                if job.ep_comm_overlap else
                ", not overlapped (Megatron's default 1F1B; --ep-comm-overlap hides it behind "
