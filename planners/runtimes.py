@@ -169,8 +169,13 @@ TORCHTITAN = Runtime(
              lambda c, m, j: np.full(len(c), m.tied_embeddings) & (c.pp > 1)),
     ),
     model_rules=(
+        # torchtitan 0.3.0 has MoE model code of its own (deepseek_v3, llama4, qwen3 under
+        # torchtitan/models), with config fields sysplan does not write yet
+        ModelRule("mixture-of-experts layers: torchtitan's own MoE models are not exported "
+                  "yet, --runtime megatron exports them", lambda m: m.moe is not None),
         ModelRule("an architecture other than Llama-style dense (sysplan writes torchtitan's "
-                  "llama3 model: SwiGLU, RMSNorm, RoPE, no biases)", lambda m: not _llama_like(m)),
+                  "llama3 model: SwiGLU, RMSNorm, RoPE, no biases)",
+                  lambda m: m.moe is None and not _llama_like(m)),
     ),
 )
 

@@ -106,7 +106,11 @@ def test_runtime_that_cannot_train_the_model_is_one_line() -> None:
                     "torchtitan")
     assert result.exit_code == 2
     (line,) = [line for line in stderr_lines(result) if not line.startswith("note:")]
-    assert "--runtime torchtitan" in line and "Llama-style dense" in line
+    assert "--runtime torchtitan" in line and "mixture-of-experts" in line
+    assert "--runtime megatron exports them" in line
+    dense = invoke("train", "--model", "gpt3-xl", "--cluster", "dgx-h100", "--runtime",
+                   "torchtitan")
+    assert dense.exit_code == 2 and "Llama-style dense" in dense.stderr
 
 
 @pytest.mark.parametrize("runtime", list(RUNTIMES))
