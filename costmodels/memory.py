@@ -96,38 +96,27 @@ def op_checkpoint_bytes_per_token(model: ModelSpec, shapes: LayerShapes, tp, sp,
     token's partial sum; SDPA keeps its output and the fp32 log-sum-exp (4 bytes per head).
     """
     h, a = model.hidden_size, model.num_heads
-    matmuls = []  # (output features per token, split by TP) in call order
+    matmuls = []  # (output features per token, input features, split by TP) in call order
     for g in shapes.gemms:
         if g.expert or g.name == "router":
             continue
         if g.name == "qkv":  # wq, wk, wv
             q = a * shapes.attn_qk_dim
             kv = (g.n - q) / 2
-            matmuls += [(q, True), (kv, True), (kv, True)]
+            matmuls += [(q, g.k, True), (kv, g.k, True), (kv, g.k, True)]
         elif g.name.endswith("_up") and model.gated_mlp:  # w1, w3
-            matmuls += [(g.n / 2, True), (g.n / 2, True)]
+            matmuls += [(g.n / 2, g.k, True)] * 2
         else:
             row = g.name == "attn_out" or g.name.endswith("_down")
-            matmuls.append((g.n, g.split == "tp" and not row))
-    saved = sum(n / tp if split else n + 0.0 * tp for n, split in matmuls[0::2])
-    flops = [n * g_k for (n, _), g_k in zip(matmuls, _matmul_inputs(shapes, model), strict=True)]
+            matmuls.append((g.n, g.k, g.split == "tp" and not row))
+    saved = sum(n / tp if split else n + 0.0 * tp for n, _, split in matmuls[0::2])
+    flops = [n * k for n, k, _ in matmuls]
     recomputed = sum(flops[1::2]) / max(sum(flops), 1.0)
     sp_split = np.where(sp > 0, tp, 1.0)
     elements = (h / sp_split + saved + a * shapes.attn_v_dim / tp
                 + np.where((sp > 0) & (tp > 1), 2.0 * h / tp, 0.0))
     scale = element_bytes(precision)
     return elements * scale + 4.0 * a / tp, recomputed
-
-
-def _matmul_inputs(shapes: LayerShapes, model: ModelSpec) -> list[float]:
-    """Input features of each matmul ``op_checkpoint_bytes_per_token`` lists, in order."""
-    inputs = []
-    for g in shapes.gemms:
-        if g.expert or g.name == "router":
-            continue
-        count = 3 if g.name == "qkv" else 2 if g.name.endswith("_up") and model.gated_mlp else 1
-        inputs += [float(g.k)] * count
-    return inputs
 
 
 def in_flight_microbatches(pp, vpp, m) -> np.ndarray:
