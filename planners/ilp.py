@@ -81,11 +81,17 @@ def _cbc_gap(log: str) -> float | None:
     return abs(incumbent - best) / max(abs(incumbent), 1e-30)
 
 
-def _solve(problem, time_limit_s: float, warm_start: bool, what: str,
-           gap_rel: float | None = None) -> IlpResult:
-    """Solve with CBC (one thread: deterministic), raising NoPlanFits when nothing is found;
-    ``gap_rel`` stops the search once incumbent and bound are that close (then "optimal"
-    means optimal within it)."""
+def solve_ilp(problem, time_limit_s: float, warm_start: bool, what: str,
+              gap_rel: float | None = None) -> IlpResult:
+    """Solve the PuLP ``problem`` with CBC (one thread: deterministic) within
+    ``time_limit_s`` and report what was proven (``IlpResult``); its variables hold the
+    solution afterwards.
+
+    ``warm_start``: the variables carry initial values (``setInitialValue``) to start from.
+    ``what`` names the problem in errors. ``gap_rel`` stops the search once incumbent and
+    bound are that close (then "optimal" means optimal within it). Raises InputError for a
+    non-positive limit and NoPlanFits when CBC finds no feasible point or fails.
+    """
     import pulp
 
     if time_limit_s <= 0:

@@ -23,7 +23,7 @@ from sysplan.planners.ilp import (
     SHARD_GROUPS,
     STATES,
     IlpResult,
-    _solve,
+    solve_ilp,
 )
 from sysplan.workloads.training import TrainJob
 
@@ -110,7 +110,7 @@ def plan_sharding_ilp(costs: ShardingCosts, *, nested: bool = True, time_limit_s
             var.setInitialValue(float(c == tuple(warm_start)))
     # a 0.1 % relative gap ends the search: CBC could otherwise stall at a 0.03 % gap on
     # these 27 combinations until the time limit (seen in CI and under load)
-    result = _solve(problem, time_limit_s, warm_start is not None, "model-state sharding",
+    result = solve_ilp(problem, time_limit_s, warm_start is not None, "model-state sharding",
                     gap_rel=1e-3)
     combo = tuple(max(SHARD_GROUPS, key=lambda g, s=s: x[s, g].value() or 0.0) for s in STATES)
     return _plan_for(costs, combo).model_copy(update={"ilp": result})

@@ -15,7 +15,7 @@ from sysplan.costmodels.layer_cost import RECOMPUTE_MODES
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
-from sysplan.planners.ilp import IlpResult, _solve
+from sysplan.planners.ilp import IlpResult, solve_ilp
 from sysplan.planners.stage_costs import layer_costs
 from sysplan.workloads.training import TrainJob
 
@@ -212,7 +212,7 @@ def plan_stages_ilp(problem: StageProblem, *, time_limit_s: float = 10.0,
             span = slice(bounds[k], bounds[k + 1])
             var.setInitialValue(float(np.where(modes[span] == 2, problem.recompute_peak_bytes[span],
                                                0.0).max()))
-    result = _solve(lp, time_limit_s, warm is not None, "recompute and stage boundaries")
+    result = solve_ilp(lp, time_limit_s, warm is not None, "recompute and stage boundaries")
     bounds = [0, *(round(sum(b * (z[k, b].value() or 0.0) for b in starts[k])) for k in starts),
               layers]
     modes = np.zeros(layers, dtype=int)
