@@ -43,22 +43,23 @@ SCHEDULES = [("1f1b", 1), ("zb-h1", 1), ("interleaved-1f1b", 2), ("zb-v", 2), ("
 
 def uniform_best_modes(costs, stages, m, schedule, limit):
     """Uniform split; per stage the fastest recompute mode whose memory fits."""
-    per_mode = {mode: evaluate_stages(stages, (mode,) * len(stages), m, schedule,
-                                      **costs.arrays()) for mode in costs.modes}
+    arrays = {**costs.arrays(), "fixed_bytes": costs.fixed_bytes}
+    per_mode = {mode: evaluate_stages(stages, (mode,) * len(stages), m, schedule, **arrays)
+                for mode in costs.modes}
     chosen = []
     for i in range(len(stages)):
-        fits = [(per_mode[mode].stage_times_s[i], mode) for mode in costs.modes
-                if per_mode[mode].stage_memory_bytes[i] + costs.fixed_bytes <= limit]
+        fits = [(per_mode[mode].stage_time_s[i], mode) for mode in costs.modes
+                if per_mode[mode].stage_memory_bytes[i] <= limit]
         chosen.append(min(fits)[1] if fits else None)
     if None in chosen:
         return None
-    return evaluate_stages(stages, tuple(chosen), m, schedule, **costs.arrays())
+    return evaluate_stages(stages, tuple(chosen), m, schedule, **arrays)
 
 
-def fmt(plan, fixed) -> str:
+def fmt(plan) -> str:
     if plan is None:
         return "does not fit"
-    return f"{plan.step_time_s:8.2f} s  {(max(plan.stage_memory_bytes) + fixed) / GIB:5.1f} GiB"
+    return f"{plan.pipeline_time_s:8.2f} s  {max(plan.stage_memory_bytes) / GIB:5.1f} GiB"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             base = uniform_best = None
             if contiguous:
                 base = evaluate_stages(stages, (config.recompute,) * config.pp, m, schedule,
-                                       **costs.arrays())
-                if max(base.stage_memory_bytes) + costs.fixed_bytes > limit:
+                                       fixed_bytes=costs.fixed_bytes, **costs.arrays())
+                if max(base.stage_memory_bytes) > limit:
                     base = None
                 uniform_best = uniform_best_modes(costs, stages, m, schedule, limit)
             started = time.perf_counter()
@@ -90,12 +91,13 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             solve = time.perf_counter() - started
             ref = base or uniform_best
-            gain = f"{100 * (ref.step_time_s / plan.step_time_s - 1):6.2f}%" if ref else "    n/a"
+            gain = (f"{100 * (ref.pipeline_time_s / plan.pipeline_time_s - 1):6.2f}%" if ref
+                    else "    n/a")
             modes = "".join({"none": "n", "selective": "s", "full": "f"}[r]
                             for r in plan.stage_recompute)
-            print(f"{schedule:18} {fmt(base, costs.fixed_bytes) if contiguous else '':>24} "
-                  f"{fmt(uniform_best, costs.fixed_bytes) if contiguous else '':>24} "
-                  f"{fmt(plan, 0.0):>24} {gain:>7} {solve:6.2f}s  "
+            print(f"{schedule:18} {fmt(base) if contiguous else '':>24} "
+                  f"{fmt(uniform_best) if contiguous else '':>24} "
+                  f"{fmt(plan):>24} {gain:>7} {solve:6.2f}s  "
                   f"{','.join(map(str, plan.stage_layers))} | {modes}"
                   + ("" if plan.exact else "  (heuristic)"))
     if "--cases" not in (sys.argv[1:] if argv is None else argv):

@@ -28,81 +28,15 @@ import numpy as np
 from sysplan.core.errors import NoPlanFits
 from sysplan.costmodels import schedules as sched
 from sysplan.costmodels.layer_cost import RECOMPUTE_MODES, balanced_stage_layers
+from sysplan.planners.stages import (
+    LayerProblem,
+    StagePlan,
+    layer_problem,
+    price_assignment,
+    stage_cost,
+)
 
-__all__ = ["RECOMPUTE_MODES", "StagePlan", "evaluate_ranks", "evaluate_stages", "optimal_stages"]
-Extra = tuple[float, ...]  # (seconds, fixed bytes[, activation bytes per micro-batch])
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """Layers and recompute per pipeline stage (per rank), with the time and memory they give."""
-
-    stage_layers: tuple[int, ...]  # transformer layers per rank (ParallelConfig.stage_layers)
-    stage_recompute: tuple[str, ...]  # recompute mode per rank
-    step_time_s: float  # the schedule's pipeline time for m micro-batches (compute only)
-    stage_times_s: tuple[float, ...]  # forward + backward per micro-batch, per rank
-    stage_memory_bytes: tuple[float, ...]  # peak bytes per rank (states + activations)
-    exact: bool  # provably optimal for the stated objective
-    note: str  # method, and what was approximated
-    chunk_layers: tuple[int, ...] = ()  # per model chunk in schedule order (vpp, V, DualPipe)
-
-
-@dataclass(frozen=True)
-class _Problem:
-    """Normalised inputs: rows are recompute modes, columns layers."""
-
-    fwd: np.ndarray  # (R, L)
-    bwd: np.ndarray  # (R, L) full backward incl. recompute
-    wgrad: np.ndarray  # (L,) weight-gradient share of bwd (zero-bubble W)
-    act: np.ndarray  # (R, L) stored bytes per micro-batch
-    transient: np.ndarray  # (R, L) working set while one layer is recomputed
-    state: np.ndarray  # (L,)
-    modes: tuple[str, ...]
-    first: tuple[float, float, float]
-    last: tuple[float, float, float]
-
-    @property
-    def layers(self) -> int:
-        return self.fwd.shape[1]
-
-    def prefix(self):
-        """Prefix sums over layers: forward and backward (R, L+1), wgrad (L+1), act (R, L+1),
-        state (L+1)."""
-        def cum(x):
-            pad = np.zeros(x.shape[:-1] + (1,))
-            return np.concatenate([pad, np.cumsum(x, axis=-1)], axis=-1)
-        return (cum(self.fwd), cum(self.bwd), cum(self.wgrad), cum(self.act),
-                cum(self.state))
-
-    def range_max_transient(self) -> np.ndarray:
-        """(R, L+1, L+1): the largest transient of layers a..b-1 (0 when empty)."""
-        r, n = self.transient.shape
-        out = np.zeros((r, n + 1, n + 1))
-        for a in range(n):
-            out[:, a, a + 1:] = np.maximum.accumulate(self.transient[:, a:], axis=1)
-        return out
-
-
-def _extra(value: Sequence[float]) -> tuple[float, float, float]:
-    items = tuple(float(x) for x in value)
-    assert len(items) in (2, 3), f"extra must be (seconds, bytes[, act bytes]): {value}"
-    return items if len(items) == 3 else (*items, 0.0)
-
-
-_DEFAULTS = {"first_extra": (0.0, 0.0), "last_extra": (0.0, 0.0), "recompute_options": ("none",),
-             "layer_wgrad_s": None, "layer_transient_bytes": None}
-
-
-def _problem(layer_fwd_s, layer_bwd_s, layer_act_bytes, layer_state_bytes, first_extra,
-             last_extra, recompute_options, layer_wgrad_s, layer_transient_bytes) -> _Problem:
-    modes = tuple(recompute_options)
-    state = np.asarray(layer_state_bytes, dtype=float)
-    shape = (len(modes), state.shape[0])
-    as_rows = lambda x: np.broadcast_to(np.asarray(x, dtype=float), shape).copy()
-    wgrad = np.zeros(shape[1]) if layer_wgrad_s is None else np.asarray(layer_wgrad_s, float)
-    transient = as_rows(0.0 if layer_transient_bytes is None else layer_transient_bytes)
-    return _Problem(as_rows(layer_fwd_s), as_rows(layer_bwd_s), wgrad, as_rows(layer_act_bytes),
-                    transient, state, modes, _extra(first_extra), _extra(last_extra))
+__all__ = ["RECOMPUTE_MODES", "evaluate_ranks", "evaluate_stages", "optimal_stages"]
 
 
 def optimal_stages(layer_fwd_s, layer_bwd_s, layer_act_bytes, layer_state_bytes, pp: int,
@@ -110,19 +44,23 @@ def optimal_stages(layer_fwd_s, layer_bwd_s, layer_act_bytes, layer_state_bytes,
                    first_extra: Sequence[float] = (0.0, 0.0),
                    last_extra: Sequence[float] = (0.0, 0.0),
                    recompute_options: Sequence[str] = ("none",), vpp: int = 1,
-                   layer_wgrad_s=None, layer_transient_bytes=None) -> StagePlan:
+                   layer_wgrad_s=None, layer_transient_bytes=None,
+                   fixed_bytes: float = 0.0) -> StagePlan:
     """Best split of ``L`` layers into ``pp`` stages with a recompute mode per stage.
 
     Per-layer arrays are shape (L,) or (R, L), one row per name in ``recompute_options``
     (forward seconds, full-backward seconds incl. recompute, stored activation bytes per
     micro-batch). ``first_extra`` / ``last_extra``: (seconds, bytes[, activation bytes per
     micro-batch]) the first / last stage also carries (embedding; LM head, loss, MTP).
-    ``layer_wgrad_s``: weight-gradient part of backward (ZB schedules). Raises NoPlanFits when
-    no split fits ``memory_limit_bytes``; ValueError for an unknown schedule.
+    ``layer_wgrad_s``: weight-gradient part of backward (ZB schedules); ``fixed_bytes``: on
+    every rank (``stages.layer_problem``). Raises NoPlanFits when no split fits
+    ``memory_limit_bytes``; ValueError for an unknown schedule.
     """
     info = sched.schedule_info(schedule)
-    prob = _problem(layer_fwd_s, layer_bwd_s, layer_act_bytes, layer_state_bytes, first_extra,
-                    last_extra, recompute_options, layer_wgrad_s, layer_transient_bytes)
+    prob = layer_problem(layer_fwd_s, layer_bwd_s, layer_act_bytes, layer_state_bytes,
+                         first_extra=first_extra, last_extra=last_extra,
+                         recompute_options=recompute_options, layer_wgrad_s=layer_wgrad_s,
+                         layer_transient_bytes=layer_transient_bytes, fixed_bytes=fixed_bytes)
     units = pp if info.contiguous else _ranks_or_stages(info, pp, vpp)
     if prob.layers < units * (vpp if schedule == "interleaved-1f1b" else info.chunks_per_rank):
         raise NoPlanFits(f"{prob.layers} layers cannot fill {pp} pipeline stages of the "
@@ -142,8 +80,9 @@ def _ranks_or_stages(info: sched.ScheduleInfo, pp: int, vpp: int) -> int:
 
 # --- exact DP for contiguous schedules -------------------------------------------------------
 
-def _stage_tables(prob: _Problem, pp: int, m: int, schedule: str, limit: float):
-    """(time, cost, memory) of stage i over layers a..b-1 in mode r: (pp, R, L+1, L+1)."""
+def _stage_tables(prob: LayerProblem, pp: int, m: int, schedule: str, limit: float):
+    """(time, cost, memory) of stage i over layers a..b-1 in mode r: (pp, R, L+1, L+1), each
+    priced by ``stages.stage_cost``."""
     fwd_cum, bwd_cum, w_cum, act_cum, state_cum = prob.prefix()
     time_cum = fwd_cum + bwd_cum
     span = lambda c: c[..., None, :] - c[..., :, None]  # [.., a, b] = c[b] - c[a]
@@ -153,18 +92,11 @@ def _stage_tables(prob: _Problem, pp: int, m: int, schedule: str, limit: float):
     a_idx, b_idx = np.meshgrid(np.arange(n + 1), np.arange(n + 1), indexing="ij")
     times, costs, mems = [], [], []
     for i in range(pp):
-        extra = np.zeros(3)
-        if i == 0:
-            extra += prob.first
-        if i == pp - 1:
-            extra += prob.last
         # stage i needs >= 1 layer and must leave one for every other stage
         valid = (a_idx < b_idx) & (a_idx >= i) & (n - b_idx >= pp - 1 - i)
         valid &= (a_idx == 0) if i == 0 else True
         valid &= (b_idx == n) if i == pp - 1 else True
-        t = time_ab + extra[0]
-        mem = (state_ab + extra[1] + sched.in_flight(schedule, pp, m, i) * (act_ab + extra[2])
-               + peak)
+        t, mem = stage_cost(prob, i, pp, m, schedule, time_ab, act_ab, state_ab, peak)
         ok = valid & (mem <= limit)
         cost = t - 2.0 * (pp - 1) / pp * w_ab if schedule == "zb-h1" else t
         times.append(np.where(ok, t, np.inf))
@@ -207,7 +139,7 @@ def _objective(schedule: str, m: int, threshold: float, cost: float) -> float:
     return max(m * threshold, value) if schedule == "zb-h1" else value
 
 
-def _exact(prob: _Problem, pp: int, m: int, schedule: str, limit: float) -> StagePlan:
+def _exact(prob: LayerProblem, pp: int, m: int, schedule: str, limit: float) -> StagePlan:
     times, costs, mems = _stage_tables(prob, pp, m, schedule, limit)
     candidates = np.unique(times[np.isfinite(times)])
     if not len(candidates) or not np.isfinite(_dp(times, costs, candidates[-1])[0]):
@@ -228,22 +160,9 @@ def _exact(prob: _Problem, pp: int, m: int, schedule: str, limit: float) -> Stag
     cuts = _dp(times, costs, best_t, want_path=True)[1]
     note = (f"exact: bottleneck threshold scan over {evaluated} of {len(candidates)} candidate "
             f"stage times, DP over {pp} stages x {prob.layers} layers")
-    return _contiguous_plan(prob, pp, m, schedule, cuts, times, mems, note)
-
-
-def _contiguous_plan(prob, pp, m, schedule, cuts, times, mems, note) -> StagePlan:
-    stage_t = [float(times[i, r, a, b]) for i, (a, b, r) in enumerate(cuts)]
-    w_cum = prob.prefix()[2]
-    fwd_b = [(t, 0.0) for t in stage_t]
-    w = [float(w_cum[b] - w_cum[a]) for a, b, _ in cuts]
-    step = (sched.step_time_zb_h1(*zip(*fwd_b), w, m) if schedule == "zb-h1"
-            else sched.step_time_1f1b(*zip(*fwd_b), m))
-    return StagePlan(
-        stage_layers=tuple(b - a for a, b, _ in cuts),
-        stage_recompute=tuple(prob.modes[r] for _, _, r in cuts),
-        step_time_s=step, stage_times_s=tuple(stage_t),
-        stage_memory_bytes=tuple(float(mems[i, r, a, b]) for i, (a, b, r) in enumerate(cuts)),
-        exact=True, note=note)
+    return price_assignment(prob, [b - a for a, b, _ in cuts],
+                            [r for a, b, r in cuts for _ in range(a, b)], m, schedule,
+                            exact=True, note=note)
 
 
 def _no_fit_message(mems, pp: int, limit: float, layers: int) -> str:
@@ -260,20 +179,16 @@ def _no_fit_message(mems, pp: int, limit: float, layers: int) -> str:
 
 def evaluate_stages(stage_layers: Sequence[int], stage_recompute: Sequence[str], m: int,
                     schedule: str = "1f1b", **layer_arrays) -> StagePlan:
-    """Price a given contiguous split (e.g. the uniform baseline) with the same model.
+    """Price a given contiguous split (e.g. the uniform baseline), one recompute mode per
+    stage, with ``stages.price_assignment`` (what the DP's and the ILP's plans are priced by).
 
     ``layer_arrays``: the layer keyword arguments of ``optimal_stages`` (``layer_fwd_s`` ...
-    ``layer_transient_bytes``; ``LayerCosts.arrays()`` gives them). Memory is reported, not
-    checked.
+    ``fixed_bytes``; ``LayerCosts.arrays()`` gives them). Memory is reported, not checked.
     """
-    prob = _problem(**{**_DEFAULTS, **layer_arrays})
-    pp = len(stage_layers)
-    times, _, mems = _stage_tables(prob, pp, m, schedule, math.inf)
-    bounds = np.concatenate([[0], np.cumsum(stage_layers)])
-    assert bounds[-1] == prob.layers, (stage_layers, prob.layers)
-    cuts = [(int(bounds[i]), int(bounds[i + 1]), prob.modes.index(stage_recompute[i]))
-            for i in range(pp)]
-    return _contiguous_plan(prob, pp, m, schedule, cuts, times, mems, "given split")
+    prob = layer_problem(**layer_arrays)
+    rows = [prob.modes.index(mode) for mode, n in zip(stage_recompute, stage_layers, strict=True)
+            for _ in range(n)]
+    return price_assignment(prob, stage_layers, rows, m, schedule)
 
 
 def evaluate_ranks(rank_layers: Sequence[int], m: int, schedule: str, vpp: int = 2,
@@ -281,7 +196,7 @@ def evaluate_ranks(rank_layers: Sequence[int], m: int, schedule: str, vpp: int =
     """Price given layers per rank for a schedule whose ranks hold non-adjacent chunks
     (interleaved 1F1B, ZB-V, DualPipe), each rank in the fastest of the given recompute
     options (one option: that mode everywhere). Memory is reported, not checked."""
-    prob = _problem(**{**_DEFAULTS, **layer_arrays})
+    prob = layer_problem(**layer_arrays)
     lay = _Layout(schedule, len(rank_layers), vpp if schedule == "interleaved-1f1b" else 2, m)
     assert sum(rank_layers) == prob.layers, (rank_layers, prob.layers)
     return _layout_plan(prob, lay, list(rank_layers), math.inf, "given split", exact=False)
@@ -334,7 +249,7 @@ class _Layout:
         return [np.array([sched.dualpipe_stage_peaks(p, m)])] * p
 
 
-def _evaluate_layout(prob: _Problem, lay: _Layout, counts, cum, peaks, charge, limit):
+def _evaluate_layout(prob: LayerProblem, lay: _Layout, counts, cum, peaks, charge, limit):
     """(overflow bytes, step time, modes, rank times, rank memory, chunk counts)."""
     chunks = lay.chunks(counts)
     bounds = np.concatenate([[0], np.cumsum(chunks)])
@@ -387,12 +302,13 @@ def _rank_options(prob, held, t, act, state, trans, charge, schedule):
     for combo in combos:
         choice = np.array(combo)
         acts = act[choice, held]
-        mem = (state[held].sum() + float((charge @ acts).max()) + trans[choice, held].max())
+        mem = (prob.fixed_bytes + state[held].sum() + float((charge @ acts).max())
+               + trans[choice, held].max())
         out.append((float(t[choice, held].sum()), float(mem), choice))
     return [(o[0], o[1], tuple(o[2])) for o in out]
 
 
-def _heuristic(prob: _Problem, pp: int, m: int, schedule: str, vpp: int,
+def _heuristic(prob: LayerProblem, pp: int, m: int, schedule: str, vpp: int,
                limit: float) -> StagePlan:
     lay = _Layout(schedule, pp, vpp if schedule == "interleaved-1f1b" else 2, m)
     cum, peaks, charge = prob.prefix(), prob.range_max_transient(), lay.charge()
@@ -429,15 +345,14 @@ def _heuristic(prob: _Problem, pp: int, m: int, schedule: str, vpp: int,
               "rank, each rank's memory summed over its chunks and checked exactly"))
 
 
-def _layout_plan(prob: _Problem, lay: _Layout, counts, limit: float, note: str,
+def _layout_plan(prob: LayerProblem, lay: _Layout, counts, limit: float, note: str,
                  exact: bool) -> StagePlan:
     """The StagePlan of per-rank ``counts`` under ``lay`` (modes as _evaluate_layout picks)."""
     _, step, modes, rank_t, rank_mem, chunks = _evaluate_layout(
         prob, lay, counts, prob.prefix(), prob.range_max_transient(), lay.charge(), limit)
-    per_rank = [modes[h[0]] for h in lay.rank_chunks()]
     return StagePlan(
         stage_layers=tuple(int(n) for n in counts),
-        stage_recompute=tuple(prob.modes[r] for r in per_rank),
-        step_time_s=float(step), stage_times_s=tuple(float(x) for x in rank_t),
+        layer_recompute=tuple(prob.modes[r] for r, n in zip(modes, chunks) for _ in range(n)),
+        pipeline_time_s=float(step), stage_time_s=tuple(float(x) for x in rank_t),
         stage_memory_bytes=tuple(float(x) for x in rank_mem), exact=exact, note=note,
-        chunk_layers=tuple(chunks))
+        chunk_layers=tuple(int(n) for n in chunks))

@@ -20,14 +20,10 @@ from sysplan.costmodels.estimate import estimate_config
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.explain import why_line
-from sysplan.planners.pipeline_dp import (
-    RECOMPUTE_MODES,
-    StagePlan,
-    evaluate_ranks,
-    evaluate_stages,
-)
+from sysplan.planners.pipeline_dp import RECOMPUTE_MODES, evaluate_ranks, evaluate_stages
 from sysplan.planners.runtimes import Runtime
 from sysplan.planners.stage_costs import layer_costs, plan_stages
+from sysplan.planners.stages import StagePlan
 from sysplan.planners.types import NEAR_TIE, Plan
 from sysplan.workloads.training import TrainJob
 
@@ -121,15 +117,16 @@ def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_va
     schedule = "interleaved-1f1b" if p.vpp > 1 else "1f1b"
     if p.vpp > 1:  # ranks hold non-adjacent chunks: the heuristic's evaluator, one mode each
         even = {mode: evaluate_ranks(p.stage_layers, costs.microbatches, schedule, p.vpp,
+                                     fixed_bytes=costs.fixed_bytes,
                                      **_with_modes(costs, (mode,)).arrays())
                 for mode in RECOMPUTE_MODES}
     else:
         even = {mode: evaluate_stages(p.stage_layers, (mode,) * p.pp, costs.microbatches,
-                                      schedule, **costs.arrays()) for mode in RECOMPUTE_MODES}
+                                      schedule, fixed_bytes=costs.fixed_bytes, **costs.arrays())
+                for mode in RECOMPUTE_MODES}
     # the DP's per-layer memory is exact per stage; the enumerated estimate charges the worst
     # stage's layers with the first stage's in-flight micro-batches, so scale to stay on its side
-    memory_scale = plan.estimate.memory.total_bytes / (
-        max(even[p.recompute].stage_memory_bytes) + costs.fixed_bytes)
+    memory_scale = plan.estimate.memory.total_bytes / max(even[p.recompute].stage_memory_bytes)
     options = [(mode,) for mode in RECOMPUTE_MODES] if one_mode else [RECOMPUTE_MODES]
     found: list[StagePlan] = []
     for modes in options:
@@ -140,16 +137,16 @@ def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_va
             continue
     if not found:
         return plan
-    best = min(found, key=lambda s: s.step_time_s)
+    best = min(found, key=lambda s: s.pipeline_time_s)
     modes = best.stage_recompute
     heaviest = max(modes, key=RECOMPUTE_MODES.index)
-    if best.step_time_s >= even[heaviest].step_time_s * (1 - 1e-6):
+    if best.pipeline_time_s >= even[heaviest].pipeline_time_s * (1 - 1e-6):
         return plan  # no gain from the split itself; enumeration priced the other modes
     # price the even split in the DP's heaviest mode with the full cost model, then scale its
     # pipeline terms by the DP's time over that even split's (same per-layer model)
     base = plan.estimate if heaviest == p.recompute else estimate_config(
         model, job, cluster, p.model_copy(update={"recompute": heaviest}), usable, eff)
-    ratio = best.step_time_s / even[heaviest].step_time_s
+    ratio = best.pipeline_time_s / even[heaviest].pipeline_time_s
     breakdown = {k: v * ratio if k in PIPELINE_TERMS else v for k, v in base.breakdown.items()}
     step = sum(breakdown.values())
     speed = base.step_time_s / step

@@ -17,7 +17,8 @@ from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.layer_cost import RECOMPUTE_MODES, model_costs
 from sysplan.costmodels.memory import ALLOCATOR_RESERVE_FRACTION, NCCL_BYTES_PER_COMMUNICATOR
 from sysplan.costmodels.training import model_state_bytes
-from sysplan.planners.pipeline_dp import StagePlan, optimal_stages
+from sysplan.planners.pipeline_dp import optimal_stages
+from sysplan.planners.stages import StagePlan
 
 # --- per-layer inputs from the training cost model ---------------------------------------------
 
@@ -39,7 +40,8 @@ class LayerCosts:
     microbatches: int  # m of the configuration
 
     def arrays(self) -> dict:
-        """The layer keyword arguments of ``optimal_stages`` / ``evaluate_stages``."""
+        """The layer keyword arguments of ``optimal_stages`` / ``evaluate_stages`` /
+        ``stages.layer_problem``, less ``fixed_bytes`` (pass it to count those bytes)."""
         return {"layer_fwd_s": self.forward_s, "layer_bwd_s": self.backward_s,
                 "layer_act_bytes": self.activation_bytes, "layer_state_bytes": self.state_bytes,
                 "first_extra": self.first_extra, "last_extra": self.last_extra,
@@ -95,10 +97,8 @@ def layer_costs(model, job, cluster, config, efficiency=None) -> LayerCosts:
 
 def plan_stages(costs: LayerCosts, pp: int, schedule: str = "1f1b",
                 memory_limit_bytes: float = math.inf, vpp: int = 1) -> StagePlan:
-    """``optimal_stages`` on a configuration's ``layer_costs``; the per-rank fixed bytes
-    come off the limit and are added back to the reported memory."""
-    plan = optimal_stages(pp=pp, m=costs.microbatches, schedule=schedule,
-                          memory_limit_bytes=memory_limit_bytes - costs.fixed_bytes, vpp=vpp,
-                          **costs.arrays())
-    memory = tuple(x + costs.fixed_bytes for x in plan.stage_memory_bytes)
-    return StagePlan(**{**plan.__dict__, "stage_memory_bytes": memory})
+    """``optimal_stages`` on a configuration's ``layer_costs``, its per-rank fixed bytes
+    included in every stage's memory."""
+    return optimal_stages(pp=pp, m=costs.microbatches, schedule=schedule,
+                          memory_limit_bytes=memory_limit_bytes, vpp=vpp,
+                          fixed_bytes=costs.fixed_bytes, **costs.arrays())

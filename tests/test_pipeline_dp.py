@@ -64,7 +64,7 @@ def _instance(rng: random.Random, layers: int, rows: int) -> dict:
             "modes": MODES[:rows]}
 
 
-def _solve(inst, pp, m, schedule, limit):
+def _optimal(inst, pp, m, schedule, limit):
     return optimal_stages(inst["fwd"], inst["bwd"], inst["act"], inst["state"], pp, m, schedule,
                           limit, first_extra=inst["first"], last_extra=inst["last"],
                           recompute_options=inst["modes"], layer_wgrad_s=inst["wgrad"],
@@ -83,10 +83,10 @@ def test_dp_equals_brute_force(seed):
     expected = _brute_force(inst, pp, m, schedule, limit)
     if expected is None:
         with pytest.raises(NoPlanFits, match="GiB"):
-            _solve(inst, pp, m, schedule, limit)
+            _optimal(inst, pp, m, schedule, limit)
         return
-    plan = _solve(inst, pp, m, schedule, limit)
-    assert plan.exact and plan.step_time_s == pytest.approx(expected, rel=1e-9)
+    plan = _optimal(inst, pp, m, schedule, limit)
+    assert plan.exact and plan.pipeline_time_s == pytest.approx(expected, rel=1e-9)
     assert sum(plan.stage_layers) == layers and len(plan.stage_recompute) == pp
     assert max(plan.stage_memory_bytes) <= limit
 
@@ -94,13 +94,13 @@ def test_dp_equals_brute_force(seed):
 def test_memory_limit_forces_recompute_and_fails_clearly():
     rng = random.Random(7)
     inst = _instance(rng, 8, 3)
-    free = _solve(inst, 2, 4, "1f1b", math.inf)
+    free = _optimal(inst, 2, 4, "1f1b", math.inf)
     assert set(free.stage_recompute) == {"none"}
-    tight = _solve(inst, 2, 4, "1f1b", 0.8 * max(free.stage_memory_bytes))
+    tight = _optimal(inst, 2, 4, "1f1b", 0.8 * max(free.stage_memory_bytes))
     assert max(tight.stage_memory_bytes) <= 0.8 * max(free.stage_memory_bytes)
-    assert tight.step_time_s >= free.step_time_s
+    assert tight.pipeline_time_s >= free.pipeline_time_s
     with pytest.raises(NoPlanFits, match="fullest stage"):
-        _solve(inst, 2, 4, "1f1b", 1.0)
+        _optimal(inst, 2, 4, "1f1b", 1.0)
 
 
 @pytest.mark.parametrize(("layers", "pp"), [(12, 4), (16, 8), (126, 16)])
@@ -108,7 +108,7 @@ def test_uniform_costs_give_the_balanced_split(layers, pp):
     ones = np.ones(layers)
     plan = optimal_stages(ones, 2 * ones, ones, ones, pp, 64)
     assert max(plan.stage_layers) - min(plan.stage_layers) <= 1
-    assert plan.step_time_s == pytest.approx(3 * (sum(plan.stage_layers) + 63 * max(
+    assert plan.pipeline_time_s == pytest.approx(3 * (sum(plan.stage_layers) + 63 * max(
         plan.stage_layers)))
 
 
@@ -121,7 +121,7 @@ def test_embedding_and_head_move_layers_off_the_end_stages():
     uniform = evaluate_stages((6, 6, 6, 6), ("none",) * 4, 32, layer_fwd_s=ones,
                               layer_bwd_s=2 * ones, layer_act_bytes=ones, layer_state_bytes=ones,
                               first_extra=(4.0, 0.0), last_extra=(7.0, 0.0))
-    assert plan.step_time_s < uniform.step_time_s
+    assert plan.pipeline_time_s < uniform.pipeline_time_s
 
 
 def test_schedule_formulas_on_hand_examples():
@@ -146,7 +146,7 @@ def test_schedule_formulas_on_hand_examples():
 def test_chunked_schedules_are_heuristic_and_fit(schedule, vpp):
     rng = random.Random(3)
     inst = _instance(rng, 24, 3)
-    free = _solve({**inst}, 4, 16, "1f1b", math.inf)
+    free = _optimal({**inst}, 4, 16, "1f1b", math.inf)
     limit = 1.5 * max(free.stage_memory_bytes)
     plan = optimal_stages(inst["fwd"], inst["bwd"], inst["act"], inst["state"], 4, 16, schedule,
                           limit, first_extra=inst["first"], last_extra=inst["last"],
@@ -179,4 +179,4 @@ def test_layer_costs_reproduce_price_training_per_stage():
         plan = evaluate_stages((8, 8, 8, 8), (recompute,) * 4, costs.microbatches,
                                **costs.arrays())
         # price_training charges m x (a stage's layers + the LM head) for the slowest stage
-        assert costs.microbatches * plan.stage_times_s[-1] == pytest.approx(compute, rel=1e-9)
+        assert costs.microbatches * plan.stage_time_s[-1] == pytest.approx(compute, rel=1e-9)
