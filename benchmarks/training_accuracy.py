@@ -30,9 +30,12 @@ from sysplan.profiles.loader import bundled_for_gpu
 from sysplan.workloads.training import TrainJob
 
 DATA = Path(__file__).resolve().parent / "data"
-DEFAULT_CSVS = (DATA / "training.csv", DATA / "training_moe_gb300.csv")
+DEFAULT_CSVS = (DATA / "training.csv", DATA / "training_moe_gb300.csv", DATA / "training_moe.csv")
 #: Rows whose architecture the table leaves to the model's config: catalog name, MTP modules
-CATALOG_MODELS = {"deepseekv3 (w/o mtp)": ("deepseek-v3", 0), "deepseek-v3": ("deepseek-v3", None),
+#: (the first key a row's model name starts with wins; unlabelled DeepSeek-V3 rows keep the
+#: catalog's one MTP module, the model's own configuration)
+CATALOG_MODELS = {"deepseekv3 (w/o mtp)": ("deepseek-v3", 0), "deepseekv3 (w/ mtp)": ("deepseek-v3", 1),
+                  "deepseekv3": ("deepseek-v3", None), "deepseek-v3": ("deepseek-v3", None),
                   "gpt oss 120b": ("gpt-oss-120b", None), "qwen3_30b_a3b": ("qwen3-30b-a3b", None),
                   "qwen3_235b_a22b": ("qwen3-235b-a22b", None)}
 GIB = 2**30
@@ -74,8 +77,9 @@ def model_from_row(r: dict) -> ModelSpec:
 
 def cluster_for(r: dict):
     gpu = r["gpu"]
-    if "GB300" in gpu:
-        return load_cluster("gb300-nvl72")[0]
+    for name, cluster in (("GB300", "gb300-nvl72"), ("GB200", "gb200-nvl72"), ("B200", "dgx-b200")):
+        if name in gpu:
+            return load_cluster(cluster)[0]
     if "96GB" in gpu:
         return load_cluster("grand-teton")[0]
     # H800 (export H100: same die and HBM, NVLink cut to 400 GB/s) is priced as an H100: the
@@ -104,6 +108,9 @@ def job_for(r: dict) -> TrainJob:
                      selective_policy="op")
     if "force-balance token routing" in notes:
         flags.update(moe_load_imbalance=1.0)  # the benchmark balances routing (row notes)
+    if "apply_moe_token_drop" in notes:
+        # Megatron-Bridge token drop: capacity factor 1.0, expert inputs padded to capacity
+        flags.update(moe_capacity_factor=1.0)
     if "megatron" in framework.lower() and r["model"].startswith("GPT-3 175B") and not old_megatron:
         flags.update(flash_attention=False)
     return TrainJob(**flags)

@@ -143,6 +143,10 @@ _EpCommOverlap = Annotated[bool, _opt(
     "--ep-comm-overlap", panel=_RUNTIME,
     help="MoE: overlap each micro-batch's expert all-to-alls with another's compute (Megatron "
     "--overlap-moe-expert-parallel-comm).")]
+_MoeDispatcher = Annotated[str, _opt(
+    "--moe-dispatcher", metavar="NAME", panel=_RUNTIME,
+    help="MoE token dispatcher: alltoall, allgather, flex (DeepEP-style, deduplicated per GPU "
+    "and per node) or auto (the cheapest per layout).")]
 _MoeCapacityFactor = Annotated[float | None, _opt(
     "--moe-capacity-factor", metavar="F", panel=_RUNTIME, parser=_positive_float,
     help="MoE: an expert takes at most F times its mean share of routed tokens and drops the "
@@ -211,6 +215,7 @@ def train(
     no_overlap_grad_reduce: _NoOverlapGradReduce = False,
     tp_comm_overlap: _TpCommOverlap = False,
     moe_capacity_factor: _MoeCapacityFactor = None,
+    moe_dispatcher: _MoeDispatcher = "auto",
     ep_comm_overlap: _EpCommOverlap = False,
     runtime: _Runtime = None,
     export: _Export = None,
@@ -231,7 +236,7 @@ def train(
         profile=profile, lengths=lengths, stages=stages,
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         moe_capacity_factor=moe_capacity_factor, ep_comm_overlap=ep_comm_overlap,
-        runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
+        moe_dispatcher=moe_dispatcher, runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
     )
     run_train(request, json_out=json_out, explain=explain)
 
@@ -259,6 +264,7 @@ class TrainRequest:
     tp_comm_overlap: bool = False
     moe_capacity_factor: float | None = None
     ep_comm_overlap: bool = False
+    moe_dispatcher: str = "auto"
     runtime: str | None = None
     export: str | None = None
     output: str = "sysplan-export"
@@ -298,6 +304,13 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if request.moe_capacity_factor is not None and spec.moe is None:
         raise InputError(f"--moe-capacity-factor {request.moe_capacity_factor:g}: {spec.name} "
                          "has no experts; the option applies to mixture-of-experts models")
+    dispatchers = ("auto", "alltoall", "allgather", "flex")
+    if request.moe_dispatcher not in dispatchers:
+        raise InputError(f"--moe-dispatcher {request.moe_dispatcher!r}: accepted: "
+                         + ", ".join(dispatchers))
+    if request.moe_dispatcher != "auto" and spec.moe is None:
+        raise InputError(f"--moe-dispatcher {request.moe_dispatcher}: {spec.name} has no "
+                         "experts; the option applies to mixture-of-experts models")
     if request.ep_comm_overlap and spec.moe is None:
         raise InputError(f"--ep-comm-overlap: {spec.name} has no experts; the option applies "
                          "to mixture-of-experts models")
@@ -306,7 +319,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         spec, seq_len=request.seq_len, global_batch=request.global_batch,
         precision=request.precision, overlap_grad_reduce=request.overlap_grad_reduce,
         tp_comm_overlap=request.tp_comm_overlap, moe_capacity_factor=request.moe_capacity_factor,
-        ep_comm_overlap=request.ep_comm_overlap,
+        ep_comm_overlap=request.ep_comm_overlap, moe_dispatcher=request.moe_dispatcher,
     )
     runtimes = request.search_runtimes()
     if runtimes and request.runtime is None:

@@ -1,6 +1,7 @@
 """The routed-expert block of an MoE layer priced as Megatron-Core runs it (dropless,
 ``--moe-grouped-gemm``), per micro-batch on one GPU, with the token dispatcher that is faster
-for the layout: all-to-all or all-gather (``--moe-token-dispatcher-type``).
+for the layout: all-to-all, all-gather or flex (DeepEP-style deduplicating kernels)
+(``--moe-token-dispatcher-type``).
 
 Router (GEMM h -> E, softmax/sigmoid and top-k), permute, dispatch all-to-all over the EP
 group (or all-gather of the group's tokens), the local experts as grouped GEMMs, combine
@@ -13,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
+from scipy.special import gammaln
 
 from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.compute import LayerTime
@@ -21,6 +23,9 @@ from sysplan.costmodels.memory import element_bytes, linear_dtype
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
+
+#: Megatron ``--moe-token-dispatcher-type`` values, in the order of ``MoECost.dispatcher`` codes
+DISPATCHERS = ("alltoall", "allgather", "flex")
 
 #: Rows of one CTA tile of a grouped GEMM: each expert's token count is padded to it
 #: (CUTLASS grouped GEMM schedules whole 128-row tiles per problem; cuBLAS/TE the same).
@@ -42,7 +47,11 @@ class MoECost:
     dispatch_bytes: np.ndarray  # all-to-all: what one rank sends; all-gather: the gathered
     extra_activation_bytes: np.ndarray  # router scores and combine inputs kept for backward
     imbalance: float
-    allgather: np.ndarray  # True where the all-gather dispatcher is cheaper than all-to-all
+    dispatcher: np.ndarray  # index into DISPATCHERS of the cheapest dispatcher per layout
+
+    def dispatcher_name(self, i: int = 0) -> str:
+        """The dispatcher of configuration ``i``."""
+        return DISPATCHERS[int(self.dispatcher[i])]
 
     def add_to(self, t: LayerTime) -> LayerTime:
         """The layer's time with this block added."""
@@ -73,7 +82,37 @@ def token_dispatcher(model: ModelSpec, job: TrainJob, cluster: Cluster, config) 
 
     costs = model_costs(model, job, cluster, Candidates.from_configs([config]),
                         Efficiency.for_cluster(cluster))
-    return "allgather" if bool(costs.kinds["moe"].moe.allgather[0]) else "alltoall"
+    return costs.kinds["moe"].moe.dispatcher_name()
+
+
+def _log_comb(n, k):
+    return gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
+
+
+def distinct_units(units, spec) -> np.ndarray:
+    """Expected number of distinct units (GPUs or NVLink domains, each holding an equal share
+    of the experts) a token's top-k experts land on under uniform routing: units x (1 -
+    C(E - E/u, k) / C(E, k)) (hypergeometric: the chance a unit holds none of the k). With
+    group-limited routing (DeepSeek-V3 report section 2.1.2: at most topk_group of n_group
+    groups per token; DeepSeek-V2 section 2.1.3) a token reaches only its chosen groups: when
+    units hold whole groups the same formula counts groups, else the k experts fall among
+    the chosen groups' units."""
+    units = np.maximum(np.asarray(units, dtype=float), 1.0)
+    experts, k = float(spec.num_experts), float(spec.top_k)
+    groups = float(spec.route_groups)
+    chosen = float(spec.route_groups_per_token or spec.route_groups)
+    if chosen < groups:
+        whole = units <= groups  # each unit holds groups / units whole groups
+        per = np.where(whole, groups / units, 1.0)
+        by_groups = units * (1.0 - np.exp(_log_comb(groups - per, chosen)
+                                          - _log_comb(groups, chosen)))
+        eligible = units * chosen / groups  # units of the chosen groups
+        pool = experts * chosen / groups
+        share = pool / np.maximum(eligible, 1.0)
+        by_experts = eligible * (1.0 - np.exp(_log_comb(pool - share, k) - _log_comb(pool, k)))
+        return np.where(whole, by_groups, by_experts)
+    return units * (1.0 - np.exp(_log_comb(experts - experts / units, k)
+                                 - _log_comb(experts, k)))
 
 
 def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficiency,
@@ -128,12 +167,53 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
                                           + coll.reduce_scatter_time(cluster, whole, group, 1,
                                                                      eff)), 0.0)
     gather_pass = 2.0 * act_b * h * tokens * (group - 1.0)  # permute + unpermute, extra reads
-    allgather = (ep > 1) & (gather_s + 3.0 * gather_pass / eff.memory_bytes_per_s < dispatch)
-    dispatch = np.where(allgather, gather_s, dispatch)
-    elementwise = elementwise + np.where(allgather, gather_pass, 0.0)
+    flex_s = 4.0 * _flex_seconds(model, cluster, eff, tokens * h * act_b * imbalance, ep, etp)
+    # the cheapest of the allowed ones per layout (EP 1: none is used; all-to-all is the
+    # default); the flex dispatcher runs without expert tensor parallelism only
+    options = np.stack([dispatch, gather_s + 3.0 * gather_pass / eff.memory_bytes_per_s,
+                        np.where(etp > 1, np.inf, flex_s)])
+    if job.moe_dispatcher != "auto":  # a pinned one (all-to-all where flex cannot run)
+        keep = np.array(DISPATCHERS) == job.moe_dispatcher
+        options = np.where(keep[:, None], options, np.inf)
+    dispatcher = np.where(ep > 1, np.argmin(options, axis=0), 0)
+    dispatch = np.choose(dispatcher, [dispatch, gather_s, flex_s])
+    elementwise = elementwise + np.where(dispatcher == 1, gather_pass, 0.0)
+    sent = np.choose(dispatcher, [a2a_bytes, whole, _flex_bytes(model, cluster, tokens * h * act_b
+                                                                * imbalance, ep, etp)])
     # kept for backward: fp32 router scores and the routing map (5E bytes per token), and the
     # top_k expert outputs the unpermute weights by the router probabilities
     extra = tokens * (5.0 * moe.num_experts + moe.top_k * imbalance * h * act_b)
     return MoECost(per_expert, local + 0.0 * tp, up_f + down_f, up_b + down_b, flops,
-                   elementwise, elementwise / eff.memory_bytes_per_s, dispatch,
-                   np.where(allgather, whole, a2a_bytes), extra, imbalance, allgather)
+                   elementwise, elementwise / eff.memory_bytes_per_s, dispatch, sent, extra,
+                   imbalance, dispatcher)
+
+
+def _ep_domains(cluster: Cluster, ep, etp):
+    """(EP ranks per innermost fabric domain, domains the EP group spans); the group's ranks
+    are ETP ranks apart (Megatron expert rank order etp-ep-edp)."""
+    inner = np.clip(np.floor(cluster.tiers[0].domain_size / etp), 1.0, ep)
+    return inner, np.maximum(ep / inner, 1.0)
+
+
+def _flex_bytes(model, cluster: Cluster, token_bytes, ep, etp):
+    """Bytes one rank sends per flex dispatch: one copy per distinct destination GPU (DeepEP
+    deduplicates a token's experts on one GPU)."""
+    return token_bytes * distinct_units(ep, model.moe)
+
+
+def _flex_seconds(model, cluster: Cluster, eff: Efficiency, token_bytes, ep, etp):
+    """One flex (DeepEP-style) dispatch or combine: a token crosses the scale-out fabric once
+    per distinct remote NVLink domain holding its experts and is forwarded inside that domain
+    over NVLink to each expert's GPU (DeepEP README, normal kernels: "NVLink and RDMA
+    forwarding"; DeepSeek-V3 report section 3.2.2: IB to the node once, then NVLink); the two
+    hops are pipelined, so the slower tier sets the time. Each hop is priced as an all-to-all
+    of the deduplicated bytes over its ranks."""
+    inner, domains = _ep_domains(cluster, ep, etp)
+    # scale-out: distinct domains per token (each rank sends to its peer GPU in each domain)
+    outer = coll.all_to_all_time(cluster, token_bytes * distinct_units(domains, model.moe), ep,
+                                 etp, eff)
+    outer = np.where(domains > 1, outer, 0.0)
+    # NVLink: one copy per distinct GPU hit, own and forwarded traffic alike
+    nvlink = coll.all_to_all_time(cluster, token_bytes * distinct_units(ep, model.moe), inner,
+                                  etp, eff)
+    return np.where(ep > 1, np.maximum(outer, nvlink), 0.0)

@@ -157,6 +157,11 @@ def _moe_arguments(model: ModelSpec, job: TrainJob, dispatcher: str) -> list[str
     args = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
             "--moe-ffn-hidden-size", str(moe.expert_ffn_hidden), "--moe-grouped-gemm",
             "--moe-token-dispatcher-type", dispatcher]
+    if dispatcher == "flex":  # DeepEP kernels (Megatron-Core MoE README, "DeepEP")
+        args += ["--moe-flex-dispatcher-backend", "deepep"]
+    if moe.route_groups > 1:  # group-limited routing (DeepSeek-V3 node-limited routing)
+        args += ["--moe-router-num-groups", str(moe.route_groups),
+                 "--moe-router-group-topk", str(moe.route_groups_per_token or moe.route_groups)]
     if moe.num_shared_experts:
         shared = moe.num_shared_experts * moe.shared_ffn
         args += ["--moe-shared-expert-intermediate-size", str(shared)]

@@ -216,8 +216,22 @@ def _deepseek(cfg: _Config) -> dict[str, Any]:
             "layer_freq": layer_freq,
             # e_score_correction_bias exists with topk_method noaux_tc (DeepSeek-V3 §2.1.2)
             "router_bias": cfg.data.get("topk_method") == "noaux_tc",
+            # group-limited routing: a token reaches at most topk_group of n_group expert
+            # groups (DeepSeek-V2 report section 2.1.3 device-limited routing; V3 section 2.1.2
+            # node-limited routing); greedy top-k (V2-Lite) has no groups
+            **_route_groups(cfg),
         }
     return fields
+
+
+def _route_groups(cfg: _Config) -> dict[str, int]:
+    """``route_groups`` fields of a DeepSeek config; none with greedy (ungrouped) top-k."""
+    if cfg.data.get("topk_method", "greedy") == "greedy":
+        return {}
+    groups = cfg.positive("n_group", 1)
+    if groups == 1:  # one group: ungrouped (Kimi K2)
+        return {}
+    return {"route_groups": groups, "route_groups_per_token": cfg.positive("topk_group", groups)}
 
 
 def _gpt2(cfg: _Config) -> dict[str, Any]:

@@ -29,11 +29,25 @@ class MoESpec(Frozen):
         default=False,
         description="Per-expert score-correction bias on the router (DeepSeek-V3 noaux_tc).",
     )
+    route_groups: int = Field(
+        default=1, ge=1,
+        description="Expert groups of group-limited routing (HF n_group; DeepSeek-V3: 8).",
+    )
+    route_groups_per_token: int | None = Field(
+        default=None, ge=1,
+        description="Groups one token may reach (HF topk_group; DeepSeek-V3: 4; None: all).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> MoESpec:
         if self.top_k > self.num_experts:
             raise ValueError(f"top_k {self.top_k} exceeds num_experts {self.num_experts}")
+        if self.num_experts % self.route_groups:
+            raise ValueError(f"route_groups {self.route_groups} does not divide num_experts "
+                             f"{self.num_experts}")
+        if (self.route_groups_per_token or 1) > self.route_groups:
+            raise ValueError(f"route_groups_per_token {self.route_groups_per_token} exceeds "
+                             f"route_groups {self.route_groups}")
         return self
 
     @property

@@ -114,11 +114,17 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
     dispatch = float(moe.dispatch_s[0])
     passes = 3.0 * float(moe.elementwise_s[0])
     ep, etp = int(one.ep[0]), int(one.etp[0])
-    if ep > 1 and bool(moe.allgather[0]):
+    dispatcher = moe.dispatcher_name()
+    if ep > 1 and dispatcher == "allgather":
         tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
         where = (f"all-gather dispatcher (cheaper than all-to-all here: top-{model.moe.top_k} "
                  f"copies outweigh gathering every token) {dispatch * 1e3:.2f} ms over {tier} "
                  f"(EP {ep}, {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB gathered)")
+    elif ep > 1 and dispatcher == "flex":
+        tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
+        where = (f"flex (DeepEP-style) dispatch + combine {dispatch * 1e3:.2f} ms over {tier} "
+                 f"(EP {ep}: each token sent once per destination GPU and once per remote "
+                 f"node, {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB per rank each way)")
     elif ep > 1:
         tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
         where = (f"dispatch + combine all-to-all {dispatch * 1e3:.2f} ms over {tier} "
@@ -133,7 +139,7 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
             f"{model.moe.num_experts}, width {model.moe.expert_ffn_hidden // etp}), {where}, "
             f"router and permute/unpermute passes {passes * 1e3:.2f} ms; a load imbalance of "
             f"{moe.imbalance:.2f}x (busiest over mean rank) stretches the expert GEMMs"
-            + ("" if bool(moe.allgather[0]) else " and the all-to-all")
+            + ("" if dispatcher == "allgather" else " and the dispatch")
             + f"; EP communication is {share:.1%} of the step"
             + (", what batch-level overlap leaves exposed (--ep-comm-overlap)."
                if job.ep_comm_overlap else

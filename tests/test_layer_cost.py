@@ -83,13 +83,43 @@ def test_tokens_per_expert_and_dispatch_volume_by_hand():
     """Qwen3-30B-A3B, 16,384 local tokens, EP 8: 128 experts top-8 -> 16 local experts of
     16,384 x 8 / 16 = 8,192 rows; each rank sends 16,384 x 8 x 2,048 x 2 bytes per a2a."""
     model = resolve_model("qwen3-30b-a3b")[0]
-    job = make_train_job(model, seq_len=4096, global_batch=8, moe_load_imbalance=1.0)[0]
+    job = make_train_job(model, seq_len=4096, global_batch=8, moe_load_imbalance=1.0,
+                         moe_dispatcher="alltoall")[0]
     cost = moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 8))
     assert cost.local_experts[0] == 16
     assert cost.tokens_per_expert[0] == pytest.approx(8192)
     assert cost.dispatch_bytes[0] == pytest.approx(16384 * 8 * 2048 * 2)
     # 2 MNK over the gate/up (2 x 768) and down (768) GEMMs of every routed row
     assert cost.expert_flops[0] == pytest.approx(2 * 16384 * 8 * 2048 * (2 * 768 + 768))
+
+
+def test_flex_dispatch_sends_one_copy_per_destination_gpu_and_node():
+    """Flex (DeepEP-style): Qwen3-30B-A3B's 8 experts of 128 over 8 GPUs land on
+    8 (1 - C(112, 8)/C(128, 8)) distinct GPUs, the bytes one rank sends per token; DeepSeek-V3's
+    node-limited routing keeps a token on at most 4 of 8 nodes, and the flex dispatcher is
+    the cheapest over InfiniBand at EP 64."""
+    from math import comb
+
+    from sysplan.costmodels.moe import distinct_units
+
+    qwen = resolve_model("qwen3-30b-a3b")[0]
+    expected = 8 * (1 - comb(112, 8) / comb(128, 8))
+    assert distinct_units(np.array([8.0]), qwen.moe)[0] == pytest.approx(expected)
+    job = make_train_job(qwen, seq_len=4096, global_batch=8, moe_load_imbalance=1.0,
+                         moe_dispatcher="flex")[0]
+    cost = moe_layer_cost(qwen, job, CLUSTER, EFF, _moe_layout(16384, 8))
+    assert cost.dispatcher_name() == "flex"
+    assert cost.dispatch_bytes[0] == pytest.approx(16384 * 2048 * 2 * expected)
+    dsv3 = resolve_model("deepseek-v3")[0]
+    nodes = distinct_units(np.array([8.0]), dsv3.moe)[0]
+    assert 3.5 < nodes <= 4.0 + 1e-9  # 4 of 8 groups, one group per node
+    assert distinct_units(np.array([8.0]), dsv3.moe.model_copy(
+        update={"route_groups": 1, "route_groups_per_token": None}))[0] > 5.0
+    job = make_train_job(dsv3, seq_len=4096, global_batch=8)[0]
+    auto = moe_layer_cost(dsv3, job, CLUSTER, EFF, _moe_layout(4096, 64))
+    a2a = moe_layer_cost(dsv3, job.model_copy(update={"moe_dispatcher": "alltoall"}), CLUSTER,
+                         EFF, _moe_layout(4096, 64))
+    assert auto.dispatcher_name() == "flex" and auto.dispatch_s[0] < 0.6 * a2a.dispatch_s[0]
 
 
 def test_dispatch_across_nodes_costs_more_than_inside_nvlink():
@@ -130,10 +160,10 @@ def test_capacity_factor_caps_what_the_busiest_rank_computes_and_sends():
         job = make_train_job(model, seq_len=4096, global_batch=8, **flags)[0]
         return moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 64))
 
-    capped = cost(moe_load_imbalance=1.5, moe_capacity_factor=1.25)
+    capped = cost(moe_load_imbalance=1.5, moe_capacity_factor=1.25, moe_dispatcher="alltoall")
     # EP 64: 2 local experts of 16,384 x 8 / 2 rows at the mean; the all-to-all dispatcher
     assert capped.tokens_per_expert[0] == pytest.approx(65536 * 1.25)
-    assert not capped.allgather[0]
+    assert capped.dispatcher_name() == "alltoall"
     assert capped.dispatch_bytes[0] == pytest.approx(16384 * 8 * 2048 * 2 * 1.25)
     loose = cost(moe_load_imbalance=1.5, moe_capacity_factor=4.0)
     dropless = cost(moe_load_imbalance=1.5)
@@ -188,18 +218,31 @@ def test_ep_overlap_hides_the_all_to_all_behind_the_layer_compute():
 
 def test_all_gather_dispatcher_wins_at_small_ep_and_large_top_k():
     """Qwen3-30B-A3B (top-8): at EP 4 the all-to-all sends 8 copies of 3/4 of the tokens each
-    way, the all-gather 3/4 of one copy of the group's 4x: the planner prices the all-gather
-    and Megatron's export names it; at EP 64 the all-to-all stays."""
+    way, the all-gather 3/4 of one copy of the group's 4x: without the flex kernels the
+    planner prices the all-gather and Megatron's export names it; at EP 64 the all-to-all
+    stays; with them ("auto") the deduplicating flex dispatcher is the cheapest of the three."""
     model = resolve_model("qwen3-30b-a3b")[0]
     job = make_train_job(model, seq_len=4096, global_batch=8, moe_load_imbalance=1.0)[0]
-    small = moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 4))
-    wide = moe_layer_cost(model, job, CLUSTER, EFF, _moe_layout(16384, 64))
-    assert small.allgather[0] and not wide.allgather[0]
-    assert small.dispatch_bytes[0] == pytest.approx(16384 * 2048 * 2 * 4)  # the gathered
+    cost = {name: {ep: moe_layer_cost(model, job.model_copy(update={"moe_dispatcher": name}),
+                                      CLUSTER, EFF, _moe_layout(16384, ep)) for ep in (4, 64)}
+            for name in ("alltoall", "allgather", "auto")}
+    assert cost["allgather"][4].dispatch_s[0] < cost["alltoall"][4].dispatch_s[0]
+    assert cost["allgather"][64].dispatch_s[0] > cost["alltoall"][64].dispatch_s[0]
+    assert cost["allgather"][4].dispatch_bytes[0] == pytest.approx(16384 * 2048 * 2 * 4)
+    for ep in (4, 64):
+        assert cost["auto"][ep].dispatcher_name() == "flex"
+        assert cost["auto"][ep].dispatch_s[0] == min(
+            cost[name][ep].dispatch_s[0] for name in ("alltoall", "allgather", "auto"))
     from sysplan.costmodels.moe import token_dispatcher
     from sysplan.costmodels.types import ParallelConfig as Config
 
     config = Config(tp=1, dp=8, ep=4, global_batch=8)
-    assert token_dispatcher(model, job, CLUSTER, config) == "allgather"
-    assert token_dispatcher(model, job, CLUSTER, config.model_copy(
-        update={"ep": 64, "dp": 64, "global_batch": 64})) == "alltoall"
+    no_flex = job.model_copy(update={"moe_dispatcher": "allgather"})
+    assert token_dispatcher(model, no_flex, CLUSTER, config) == "allgather"
+    assert token_dispatcher(model, job, CLUSTER, config) == "flex"
+    from sysplan.exporters import megatron
+
+    args = megatron.model_arguments(model, job, "flex")
+    assert args[args.index("--moe-flex-dispatcher-backend") + 1] == "deepep"
+    dsv3 = megatron.model_arguments(resolve_model("deepseek-v3")[0], job)
+    assert dsv3[dsv3.index("--moe-router-group-topk") + 1] == "4"

@@ -65,7 +65,11 @@ class TrainJob(Frozen):
         default=1.1, ge=1.0, description="Max / mean tokens per expert-parallel rank; the "
         "slowest rank sets the MoE time (1.0 = perfectly balanced routing)."
     )
-
+    moe_dispatcher: Literal["auto", "alltoall", "allgather", "flex"] = Field(
+        default="auto", description="MoE token dispatcher (Megatron --moe-token-dispatcher-"
+        "type): 'alltoall', 'allgather', 'flex' (DeepEP-style kernels that send a token once "
+        "per destination GPU and once per remote node) or 'auto' (the cheapest per layout)."
+    )
     moe_capacity_factor: float | None = Field(
         default=None, gt=0, description="Routed tokens an expert takes at most, as a multiple "
         "of the mean (Megatron --moe-expert-capacity-factor; the rest are dropped); None: "

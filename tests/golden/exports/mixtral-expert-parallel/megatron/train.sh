@@ -47,7 +47,8 @@ ARGS=(
   --moe-router-topk 2
   --moe-ffn-hidden-size 14336
   --moe-grouped-gemm
-  --moe-token-dispatcher-type alltoall
+  --moe-token-dispatcher-type flex
+  --moe-flex-dispatcher-backend deepep
   --bf16
   --attention-backend flash
   --train-iters "$TRAIN_ITERS"
