@@ -286,6 +286,9 @@ def _summary(results: list[dict], quality: set[str]) -> None:
                                           if not x["moe"] and not x["in_sample"]]),
               ("  dense, GB300", [x for x in everything if not x["moe"] and "GB300" in x["gpu"]]),
               ("ALL MoE", [x for x in everything if x["moe"]])]
+    for gpu in ("H100", "B200", "GB200", "GB300"):  # MoE by system (B200 excludes GB200)
+        groups.append((f"  MoE, {gpu}", [x for x in everything if x["moe"] and (
+            x["gpu"].startswith(gpu) or x["gpu"].startswith("H800") and gpu == "H100")]))
     for name, xs in sorted(by_source.items()) + [g for g in groups if g[1]]:
         ours = sum(abs(x["err"]) for x in xs) / len(xs)
         naive = sum(abs(x["naive_err"]) for x in xs) / len(xs)

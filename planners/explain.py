@@ -123,8 +123,10 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
     elif ep > 1 and dispatcher == "flex":
         tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
         where = (f"flex (DeepEP-style) dispatch + combine {dispatch * 1e3:.2f} ms over {tier} "
-                 f"(EP {ep}: each token sent once per destination GPU and once per remote "
-                 f"node, {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB per rank each way)")
+                 f"(EP {ep}: each token sent once per destination GPU"
+                 + (" and once per remote node" if ep * etp > cluster.tiers[0].domain_size
+                    else "")
+                 + f", {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB per rank each way)")
     elif ep > 1:
         tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
         where = (f"dispatch + combine all-to-all {dispatch * 1e3:.2f} ms over {tier} "
