@@ -28,6 +28,7 @@ from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
 from sysplan.planners import ilp, ilp_sharding, ilp_stages
+from sysplan.planners.stages import layer_problem
 from sysplan.workloads.training import TrainJob
 
 GIB = 2**30
@@ -68,9 +69,11 @@ def sharding(time_limit_s: float) -> None:
 
 def _brute_force_rate(problem: ilp_stages.StageProblem, free: int) -> float:
     """Assignments per second of brute force: one split, ``free`` layers' modes enumerated."""
-    sub = ilp_stages.StageProblem(problem.layer_time_s[:free], problem.activation_bytes[:free],
-                           problem.state_bytes[:free], 1, problem.microbatches, np.inf,
-                           problem.recompute_peak_bytes[:free])
+    p = problem.per_layer
+    sub = ilp_stages.StageProblem(layer_problem(
+        p.fwd[:, :free], p.bwd[:, :free], p.act[:, :free], p.state[:free],
+        recompute_options=p.modes, layer_wgrad_s=p.wgrad[:free],
+        layer_transient_bytes=p.transient[:, :free]), 1, problem.microbatches, np.inf)
     started = time.perf_counter()
     ilp_stages.brute_force_stages(sub)
     return 3.0**free / (time.perf_counter() - started)
@@ -92,7 +95,7 @@ def small_stages(time_limit_s: float) -> None:
     solved = ilp_stages.plan_stages_ilp(problem, time_limit_s=time_limit_s)
     ilp_s = time.perf_counter() - started
     baseline = ilp_stages.uniform_stages(problem)
-    print(f"  baseline (uniform, {baseline.recompute[0]} everywhere): "
+    print(f"  baseline (uniform, {baseline.layer_recompute[0]} everywhere): "
           f"{baseline.pipeline_time_s:.4f} s")
     print(f"  ILP: {solved.pipeline_time_s:.4f} s, stages {solved.stage_layers}, "
           f"{solved.ilp.describe()}, wall {ilp_s:.1f} s")
@@ -124,11 +127,11 @@ def stages(time_limit_s: float) -> None:
         base = f"{baseline.pipeline_time_s:10.3f}" if baseline else f"{'none fits':>10}"
         gain = (f"{100 * (1 - solved.pipeline_time_s / baseline.pipeline_time_s):5.1f}%"
                 if baseline else "")
-        modes = "/".join(str(solved.recompute.count(m)) for m in ilp.RECOMPUTE_MODES)
+        modes = "/".join(str(solved.layer_recompute.count(m)) for m in ilp.RECOMPUTE_MODES)
         print(f"{f'tp{tp} pp{pp} dp{dp} ep{dp}':22} {base} {solved.pipeline_time_s:8.3f} {gain:>6} "
               f"{solved.ilp.describe():42} {solved.stage_layers!s:28} "
               f"{count:.1e} assignments, ~{years:.1e} years")
-        print(f"{'':22} baseline: {baseline.recompute[0] if baseline else '-'} recompute on "
+        print(f"{'':22} baseline: {baseline.layer_recompute[0] if baseline else '-'} recompute on "
               f"every layer; ILP none/selective/full layers: {modes}")
 
 

@@ -14,6 +14,7 @@ from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
 from sysplan.planners import ilp, ilp_sharding, ilp_stages
+from sysplan.planners.stages import layer_problem, price_assignment
 from sysplan.workloads.training import TrainJob
 
 GIB = 2**30
@@ -86,16 +87,16 @@ def _synthetic_stages(seed: int, layers: int, stages: int, budget: float) -> ilp
     kind = rng.integers(0, 2, layers)  # mixed "dense" and "MoE" layers
     time = np.where(kind[:, None] == 1, 1.6, 1.0) * np.array([1.0, 1.04, 1.33])
     kept = np.where(kind[:, None] == 1, 1.5, 1.0) * np.array([1.0, 0.7, 0.12])
-    arrays = {
-        "layer_time_s": time * rng.uniform(0.9, 1.1, (layers, 1)), "activation_bytes": kept,
-        "state_bytes": np.where(kind == 1, 2.5, 1.0), "stages": stages, "microbatches": 8,
-        "recompute_peak_bytes": kept[:, 0], "stage_time_s": np.eye(stages)[-1] * 0.5,
-        "stage_bytes": np.eye(stages)[0] * 0.7}
-    probe = ilp_stages.StageProblem(**arrays, budget_bytes=np.inf)
+    # forward + backward as one time (a zero backward), the transient only under full recompute
+    per_layer = layer_problem(
+        (time * rng.uniform(0.9, 1.1, (layers, 1))).T, np.zeros((3, layers)), kept.T,
+        np.where(kind == 1, 2.5, 1.0), first_extra=(0.0, 0.7), last_extra=(0.5, 0.0),
+        recompute_options=("none", "selective", "full"),
+        layer_transient_bytes=[np.zeros(layers), np.zeros(layers), kept[:, 0]])
     counts = [len(part) for part in np.array_split(np.arange(layers), stages)]
-    low, high = (max(ilp_stages.evaluate_stages(probe, counts, [mode] * layers).stage_memory_bytes)
+    low, high = (max(price_assignment(per_layer, counts, [mode] * layers, 8).stage_memory_bytes)
                  for mode in (2, 0))
-    return ilp_stages.StageProblem(**arrays, budget_bytes=low + budget * (high - low))
+    return ilp_stages.StageProblem(per_layer, stages, 8, budget_bytes=low + budget * (high - low))
 
 
 @pytest.mark.parametrize(("seed", "layers", "stages"),
@@ -122,10 +123,11 @@ def test_stage_problem_that_cannot_fit_says_so() -> None:
 
 
 def test_stage_problem_checks_its_shapes() -> None:
+    ones = np.ones(3)
     with pytest.raises(InputError, match="stages 5"):
-        ilp_stages.StageProblem(np.ones((3, 3)), np.ones((3, 3)), np.ones(3), 5, 4, 10.0)
-    with pytest.raises(InputError, match="layer_time_s"):
-        ilp_stages.StageProblem(np.ones((3, 2)), np.ones((3, 3)), np.ones(3), 2, 4, 10.0)
+        ilp_stages.StageProblem(layer_problem(ones, ones, ones, ones), 5, 4, 10.0)
+    with pytest.raises(InputError, match="layer_fwd_s"):
+        layer_problem(np.ones((3, 2)), ones, ones, ones, recompute_options=("none", "full"))
 
 
 def test_true_status_reads_sol_status_not_status() -> None:
@@ -163,10 +165,11 @@ def test_stage_problem_from_the_cost_model_is_consistent() -> None:
     config = ParallelConfig(tp=2, pp=4, dp=2, ep=2, micro_batch=1, global_batch=64,
                             sequence_parallel=True, zero=1)
     problem = ilp_stages.stage_problem(model, job, cluster, config, budget_bytes=60 * GIB)
-    assert problem.layer_time_s.shape == (model.num_layers, 3)
+    time = problem.per_layer.fwd + problem.per_layer.bwd
+    assert time.shape == (3, model.num_layers)
     # full recompute costs time and saves memory; selective sits between
-    assert (np.diff(problem.layer_time_s, axis=1) >= 0).all()
-    assert (np.diff(problem.activation_bytes, axis=1) <= 0).all()
+    assert (np.diff(time, axis=0) >= 0).all()
+    assert (np.diff(problem.per_layer.act, axis=0) <= 0).all()
     with pytest.raises(InputError, match="vpp"):
         ilp_stages.stage_problem(model, job, cluster,
                           config.model_copy(update={"vpp": 2, "schedule": "interleaved-1f1b"}),
@@ -183,7 +186,7 @@ def test_stage_ilp_counts_kinds_and_equals_brute_force_on_a_deepseek_cut() -> No
                             sequence_parallel=True, zero=1)
     for budget_gib in (14, 20, 40):
         problem = ilp_stages.stage_problem(model, job, cluster, config, budget_gib * GIB)
-        assert len(ilp_stages._kinds(problem)[1]) == 2
+        assert len(ilp_stages._kinds(problem.per_layer)[1]) == 2
         exact = ilp_stages.brute_force_stages(problem)
         solved = ilp_stages.plan_stages_ilp(problem, time_limit_s=30)
         assert solved.ilp.status == "optimal"
