@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -14,6 +15,8 @@ from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
 from sysplan.planners import ilp, ilp_sharding, ilp_stages
+from sysplan.planners.pipeline_dp import evaluate_stages
+from sysplan.planners.stage_costs import layer_costs, plan_stages
 from sysplan.planners.stages import layer_problem, price_assignment
 from sysplan.workloads.training import TrainJob
 
@@ -176,14 +179,20 @@ def test_stage_problem_from_the_cost_model_is_consistent() -> None:
                           budget_bytes=60 * GIB)
 
 
-def test_stage_ilp_counts_kinds_and_equals_brute_force_on_a_deepseek_cut() -> None:
-    # 3 dense + 5 MoE layers: two kinds, so the ILP chooses mode counts per stage and kind
+def _deepseek_cut():
+    """3 dense + 5 MoE layers of DeepSeek-V3 on 3 stages."""
     model, _ = resolve_model("deepseek-v3")
     model = model.model_copy(update={"num_layers": 8, "mtp_layers": 0})
     cluster, _ = load_cluster("dgx-h100")
     job = TrainJob(seq_len=4096, global_batch=1024)
     config = ParallelConfig(tp=2, pp=3, dp=64, ep=64, micro_batch=1, global_batch=1024,
                             sequence_parallel=True, zero=1)
+    return model, job, cluster, config
+
+
+def test_stage_ilp_counts_kinds_and_equals_brute_force_on_a_deepseek_cut() -> None:
+    # 3 dense + 5 MoE layers: two kinds, so the ILP chooses mode counts per stage and kind
+    model, job, cluster, config = _deepseek_cut()
     for budget_gib in (14, 20, 40):
         problem = ilp_stages.stage_problem(model, job, cluster, config, budget_gib * GIB)
         assert len(ilp_stages._kinds(problem.per_layer)[1]) == 2
@@ -191,3 +200,38 @@ def test_stage_ilp_counts_kinds_and_equals_brute_force_on_a_deepseek_cut() -> No
         solved = ilp_stages.plan_stages_ilp(problem, time_limit_s=30)
         assert solved.ilp.status == "optimal"
         assert solved.pipeline_time_s == pytest.approx(exact.pipeline_time_s, rel=1e-7)
+
+
+def test_the_stage_ilp_and_the_stage_dp_price_an_assignment_alike() -> None:
+    """Both read one per-layer problem (layer_costs) and price with stages.price_assignment:
+    the DP's plan costs the same on the ILP's StageProblem as through the DP's own
+    evaluate_stages, and with one recompute mode (per-stage = per-layer choice) both optima
+    agree; with all modes the ILP's per-layer choice is never slower than the DP's per-stage."""
+    model, job, cluster, config = _deepseek_cut()
+    budget = 14 * GIB  # the DP needs full recompute on some stages, not all
+    costs = layer_costs(model, job, cluster, config)
+    problem = ilp_stages.stage_problem(model, job, cluster, config, budget)
+    dp = plan_stages(costs, config.pp, "1f1b", budget)
+    assert len(set(dp.stage_recompute)) > 1
+    rows = [problem.per_layer.modes.index(mode) for mode in dp.layer_recompute]
+    on_ilp = price_assignment(problem.per_layer, dp.stage_layers, rows, problem.microbatches)
+    again = evaluate_stages(dp.stage_layers, dp.stage_recompute, costs.microbatches,
+                            fixed_bytes=costs.fixed_bytes, **costs.arrays())
+    for plan in (on_ilp, again):
+        assert plan.pipeline_time_s == pytest.approx(dp.pipeline_time_s, rel=1e-12)
+        assert plan.stage_memory_bytes == pytest.approx(dp.stage_memory_bytes, rel=1e-12)
+    # 1F1B: sum of the stage times + (m - 1) x the slowest (Narayanan et al. 2021, 2.2)
+    times = on_ilp.stage_time_s
+    assert on_ilp.pipeline_time_s == pytest.approx(
+        sum(times) + (problem.microbatches - 1) * max(times), rel=1e-12)
+    solved = ilp_stages.plan_stages_ilp(problem, time_limit_s=30)
+    assert solved.exact and solved.pipeline_time_s <= dp.pipeline_time_s * (1 + 1e-7)
+    full = replace(costs, modes=("full",), backward_s=costs.backward_s[2:],
+                   activation_bytes=costs.activation_bytes[2:],
+                   transient_bytes=costs.transient_bytes[2:])
+    one_dp = plan_stages(full, config.pp, "1f1b", budget)
+    one_ilp = ilp_stages.plan_stages_ilp(ilp_stages.StageProblem(
+        layer_problem(fixed_bytes=full.fixed_bytes, **full.arrays()), config.pp,
+        full.microbatches, budget), time_limit_s=30)
+    assert one_ilp.pipeline_time_s == pytest.approx(one_dp.pipeline_time_s, rel=1e-9)
+    assert one_ilp.stage_layers == one_dp.stage_layers
