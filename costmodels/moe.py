@@ -169,9 +169,14 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     gather_pass = 2.0 * act_b * h * tokens * (group - 1.0)  # permute + unpermute, extra reads
     flex_s = 4.0 * _flex_seconds(model, cluster, eff, tokens * h * act_b * imbalance, ep, etp)
     # the cheapest of the allowed ones per layout (EP 1: none is used; all-to-all is the
-    # default); the flex dispatcher runs without expert tensor parallelism only
+    # default); the flex dispatcher runs without expert tensor parallelism only, and "auto"
+    # proposes it (an extra library, DeepEP) only where the EP group leaves its NVLink domain,
+    # the inter-node case its kernels are built for; pinned, it is priced anywhere
+    flex_ok = etp <= 1
+    if job.moe_dispatcher == "auto":
+        flex_ok = flex_ok & (_ep_domains(cluster, ep, etp)[1] > 1)
     options = np.stack([dispatch, gather_s + 3.0 * gather_pass / eff.memory_bytes_per_s,
-                        np.where(etp > 1, np.inf, flex_s)])
+                        np.where(flex_ok, flex_s, np.inf)])
     if job.moe_dispatcher != "auto":  # a pinned one (all-to-all where flex cannot run)
         keep = np.array(DISPATCHERS) == job.moe_dispatcher
         options = np.where(keep[:, None], options, np.inf)

@@ -47,8 +47,7 @@ ARGS=(
   --moe-router-topk 2
   --moe-ffn-hidden-size 14336
   --moe-grouped-gemm
-  --moe-token-dispatcher-type flex
-  --moe-flex-dispatcher-backend deepep
+  --moe-token-dispatcher-type alltoall
   --bf16
   --attention-backend flash
   --train-iters "$TRAIN_ITERS"
