@@ -150,13 +150,17 @@ def plan_stages_ilp(problem: StageProblem, *, time_limit_s: float = 10.0,
     w = {(k, q, j): lp.add_variable(f"w_{k}_{q}_{j}", cat="Binary")
          for k in range(p) for q in q_all for j in rows if peak_q[q, j] > 0}
     slowest = lp.add_variable("T", lowBound=0)
-    peak = [lp.add_variable(f"peak_{k}", lowBound=0) for k in range(p)]
+    # bytes in units of the budget: byte-sized coefficients (1e10) next to 0/1 variables let
+    # CBC return a worse plan as optimal (the DeepSeek-V3 cut of the tests at 16 GiB)
+    scale = problem.budget_bytes if np.isfinite(problem.budget_bytes) else 1.0
+    peak = [lp.add_variable(f"peak_{k}", lowBound=0) for k in range(p)]  # x scale bytes
     count = [{q: before(q, k + 1) - before(q, k) for q in q_all} for k in range(p)]
     stage_t, memory = zip(*(stage_cost(
         prob, k, p, m, SCHEDULE,
         pulp.lpSum(float(t[q, j]) * c[k, q, j] for q in q_all for j in rows),
         pulp.lpSum(float(a[q, j]) * c[k, q, j] for q in q_all for j in rows),
-        pulp.lpSum(float(state[q]) * count[k][q] for q in q_all), peak[k]) for k in range(p)))
+        pulp.lpSum(float(state[q]) * count[k][q] for q in q_all), scale * peak[k])
+        for k in range(p)))
     lp += pulp.lpSum(stage_t) + (m - 1) * slowest
     for k, positions in starts.items():
         lp += pulp.lpSum(z[k, b] for b in positions) == 1
@@ -168,8 +172,8 @@ def plan_stages_ilp(problem: StageProblem, *, time_limit_s: float = 10.0,
             for j in rows:
                 if (k, q, j) in w:
                     lp += c[k, q, j] <= float(total[q]) * w[k, q, j]
-                    lp += peak[k] >= float(peak_q[q, j]) * w[k, q, j]
-        lp += memory[k] <= problem.budget_bytes
+                    lp += peak[k] >= float(peak_q[q, j] / scale) * w[k, q, j]
+        lp += memory[k] / scale <= problem.budget_bytes / scale
     warm = warm_start or uniform_stages(problem)
     if warm is not None:
         bounds = np.cumsum([0, *warm.stage_layers])
@@ -185,7 +189,7 @@ def plan_stages_ilp(problem: StageProblem, *, time_limit_s: float = 10.0,
             var.setInitialValue(float(((kind[span] == q) & (modes[span] == j)).any()))
         slowest.setInitialValue(max(warm.stage_time_s))
         for k, var in enumerate(peak):
-            var.setInitialValue(float(held[bounds[k]:bounds[k + 1]].max()))
+            var.setInitialValue(float(held[bounds[k]:bounds[k + 1]].max() / scale))
     result = solve_ilp(lp, time_limit_s, warm is not None, "recompute and stage boundaries")
     bounds = [0, *(round(sum(b * (z[k, b].value() or 0.0) for b in starts[k])) for k in starts),
               layers]
