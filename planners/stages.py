@@ -133,13 +133,13 @@ class StagePlan(Frozen):
     """Layers per pipeline stage and recompute per layer, with the pipeline time and per-stage
     memory they give; what the stage DP and the stage ILP return."""
 
-    stage_layers: tuple[int, ...]  # per stage (per rank: interleaved, ZB-V); stage_layers knob
+    stage_layers: tuple[int, ...]  # per stage (rank for interleaved, ZB-V) as in ParallelConfig
     layer_recompute: tuple[str, ...]  # recompute mode of every layer, in layer order
     pipeline_time_s: float  # the schedule's time for m micro-batches (compute only)
     stage_time_s: tuple[float, ...]  # forward + backward per micro-batch, per stage (rank)
     stage_memory_bytes: tuple[float, ...]  # peak bytes per stage (rank), fixed bytes included
-    exact: bool = False  # provably optimal for the stated objective
-    note: str = "given split"  # method, and what was approximated
+    exact: bool  # provably optimal for the stated objective
+    note: str  # method, and what was approximated
     chunk_layers: tuple[int, ...] = ()  # per model chunk in schedule order (vpp, V, DualPipe)
     ilp: IlpResult | None = None  # the solve, for plans the stage ILP found
 
@@ -180,6 +180,7 @@ def price_assignment(prob: LayerProblem, stage_layers: Sequence[int], layer_mode
     stage_t, memory = zip(*(stage_cost(prob, i, pp, m, schedule, time[i], act[i], state[i],
                                        peak[i]) for i in range(pp)))
     backward = np.zeros(pp)  # forward + backward enter as one time per stage
+    # 1F1B / GPipe: Narayanan et al. 2021, 2.2; ZB-H1: Qi et al. 2023, 2.1 (costmodels/schedules)
     pipeline = (sched.step_time_zb_h1(stage_t, backward, wgrad, m) if schedule == "zb-h1"
                 else sched.step_time_1f1b(stage_t, backward, m))
     return StagePlan(
