@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sysplan.cli import render
-from sysplan.cli.train import _choice, _opt, _positive_int
+from sysplan.cli.train import MAX_GPUS, _choice, _opt, _positive_int, whole_number
 
 HELP = """Measure this node (GEMMs, attention, copy bandwidth, collectives) and write a profile.
 
@@ -92,10 +92,11 @@ def parse_tp(text: str) -> tuple[int, ...]:
 
     degrees = []
     for part in text.split(","):
-        if not part.strip().isdigit() or int(part) < 1:
-            raise InputError(f"--tp {text}: {part.strip()!r} is not a whole number of at least "
-                             "1 (write e.g. 1,2,4,8)")
-        degrees.append(int(part))
+        degree = whole_number(part) if "," not in part and "_" not in part else None
+        if degree is None or not 1 <= degree <= MAX_GPUS:
+            raise InputError(f"--tp {text}: {part.strip()!r} is not a whole number from 1 to "
+                             f"{MAX_GPUS:,} (write e.g. 1,2,4,8)")
+        degrees.append(degree)
     return tuple(sorted(set(degrees)))
 
 

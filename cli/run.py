@@ -117,7 +117,7 @@ def _load(text: str):
     from sysplan.exporters.plan_json import load_plan_json
 
     path, _, rank_text = text.partition("#")
-    if rank_text and not rank_text.isdigit():
+    if rank_text and not (rank_text.isascii() and rank_text.isdigit()):
         raise InputError(f"{text}: accepted is FILE or FILE#RANK with a whole-number rank")
     result = load_plan_json(path)
     rank = int(rank_text) if rank_text else None

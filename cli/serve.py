@@ -11,7 +11,14 @@ from typing import Annotated
 
 import typer
 
-from sysplan.cli.train import _choice, _opt, _positive_float, _positive_int
+from sysplan.cli.train import (
+    _choice,
+    _gpu_count,
+    _opt,
+    _positive_float,
+    _positive_int,
+    whole_number,
+)
 
 HELP = """Find the cheapest deployment that serves a workload within its latency SLO.
 
@@ -31,7 +38,7 @@ _Model = Annotated[str, _opt("--model", metavar="NAME|PATH", help="Model: catalo
                              "alias (70b, 8b) or a Hugging Face config.json path.")]
 _Cluster = Annotated[str, _opt("--cluster", metavar="NAME|PATH", help="Cluster: catalog name "
                                "(dgx-h100, ...) or a cluster YAML file.")]
-_Gpus = Annotated[int | None, _opt("--gpus", metavar="N", parser=_positive_int, help="GPU budget "
+_Gpus = Annotated[int | None, _opt("--gpus", metavar="N", parser=_gpu_count, help="GPU budget "
                                    "(default: one node).")]
 _Isl = Annotated[str, _opt("--isl", metavar="SPEC", panel=_LOAD, help="Input tokens: 4000, "
                            "normal:4000,800, lognormal:4000,0.5 or uniform:1000,4000.")]
@@ -59,10 +66,10 @@ _Top = Annotated[int, _opt("--top", metavar="N", parser=_positive_int, panel=_SE
                            help="Deployments to show.")]
 def _non_negative_int(value: object) -> int:
     """A whole number of at least 0."""
-    text = str(value).strip()
-    if not text.isdigit():
+    number = whole_number(value)
+    if number is None:
         raise typer.BadParameter(f"{value}: expected a whole number of at least 0")
-    return int(text)
+    return number
 
 
 _Trials = Annotated[int, _opt("--trials", metavar="N", panel=_SEARCH, parser=_non_negative_int,
@@ -92,8 +99,8 @@ _Export = Annotated[str | None, _opt("--export", metavar="ENGINES", help="Write 
 _Output = Annotated[str, _opt("--output", "-o", metavar="DIR", help="Folder for --export.")]
 
 
-def _degree(name: str, help: str):
-    return Annotated[int | None, _opt(name, metavar="N", parser=_positive_int, panel=_PINNED,
+def _degree(name: str, help: str, parser=_gpu_count):
+    return Annotated[int | None, _opt(name, metavar="N", parser=parser, panel=_PINNED,
                                       help=help)]
 
 
@@ -104,8 +111,8 @@ _PrefillTp = _degree("--prefill-tp", "Disaggregated: TP of a prefill replica.")
 _PrefillReplicas = _degree("--prefill-replicas", "Disaggregated: prefill replicas.")
 _DecodeTp = _degree("--decode-tp", "Disaggregated: TP of a decode replica.")
 _DecodeReplicas = _degree("--decode-replicas", "Disaggregated: decode replicas.")
-_MaxSeqs = _degree("--max-num-seqs", "Sequences batched at once.")
-_MaxTokens = _degree("--max-num-batched-tokens", "Tokens per engine iteration.")
+_MaxSeqs = _degree("--max-num-seqs", "Sequences batched at once.", _positive_int)
+_MaxTokens = _degree("--max-num-batched-tokens", "Tokens per engine iteration.", _positive_int)
 def _hit_rate(value: object) -> float:
     """A share of prompt tokens in [0, 1)."""
     try:

@@ -28,6 +28,8 @@ _PINNED = "Pinned knobs (fix one dimension; all pinned = evaluate one configurat
 _RUNTIME = "Runtime behaviour"
 _EXPORT = "Export (launch files for the top plan)"
 RUNTIME_NAMES = tuple(RUNTIMES)
+#: What --precision accepts (a GPU without an fp8 peak takes bf16 only).
+PRECISIONS = ("bf16", "fp8")
 
 
 def _choice(*accepted: str, convert: Callable[[str], object] = str) -> Callable[[object], object]:
@@ -42,12 +44,34 @@ def _choice(*accepted: str, convert: Callable[[str], object] = str) -> Callable[
     return parse
 
 
+#: The most GPUs (and so the largest parallel degree) any option accepts: 2**20.
+MAX_GPUS = 1_048_576
+
+
+def whole_number(text: object) -> int | None:
+    """``text`` as a whole number of ASCII digits (``1,024`` and ``1_024`` allowed), else None.
+
+    ``str.isdigit`` alone also accepts digits ``int`` cannot read, such as ``'²'``.
+    """
+    text = str(text).strip().replace(",", "").replace("_", "")
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
 def _positive_int(value: object) -> int:
     """A whole number of at least 1 (typer also passes the default through here)."""
-    text = str(value).strip().replace(",", "").replace("_", "")
-    if not text.isdigit() or int(text) < 1:
+    number = whole_number(value)
+    if number is None or number < 1:
         raise typer.BadParameter(f"{value}: expected a whole number of at least 1")
-    return int(text)
+    return number
+
+
+def _gpu_count(value: object) -> int:
+    """A GPU count, parallel degree or other per-GPU count: a whole number, 1 to ``MAX_GPUS``."""
+    number = whole_number(value)
+    if number is None or not 1 <= number <= MAX_GPUS:
+        raise typer.BadParameter(
+            f"{value}: expected a whole number of at least 1 and at most {MAX_GPUS:,}")
+    return number
 
 
 def _positive_float(value: object) -> float:
@@ -69,7 +93,7 @@ def _opt(*names: str, help: str, parser: Callable | None = None, metavar: str | 
 
 def _degree(name: str, help: str) -> typer.models.OptionInfo:
     """A pinned parallel degree: a whole number of at least 1."""
-    return _opt(name, help=help, parser=_positive_int, metavar="N", panel=_PINNED)
+    return _opt(name, help=help, parser=_gpu_count, metavar="N", panel=_PINNED)
 
 
 _Model = Annotated[str, _opt(
@@ -79,7 +103,7 @@ _Cluster = Annotated[str, _opt(
     "--cluster", metavar="NAME|PATH", help="Cluster: a catalog name (dgx-h100, frontier, ...) "
     "or a cluster YAML file.")]
 _Gpus = Annotated[int | None, _opt(
-    "--gpus", metavar="N", parser=_positive_int,
+    "--gpus", metavar="N", parser=_gpu_count,
     help="GPUs to plan for (default: the cluster's default allocation).")]
 _SeqLen = Annotated[int | None, _opt(
     "--seq-len", metavar="TOKENS", parser=_positive_int,
@@ -88,7 +112,7 @@ _GlobalBatch = Annotated[str | None, _opt(
     "--global-batch", metavar="N|TOKENS", help="Sequences per step (1536) or tokens with a "
     "suffix (4M), rounded down to whole sequences (default: about 4M tokens).")]
 _Precision = Annotated[str, _opt(
-    "--precision", metavar="[bf16|fp8]", parser=_choice("bf16", "fp8"),
+    "--precision", metavar="[bf16|fp8]", parser=_choice(*PRECISIONS),
     help="Precision of the linear layers.")]
 _Objective = Annotated[str, _opt(
     "--objective", metavar="[throughput|time-to-train|cost]",
@@ -288,13 +312,16 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     from sysplan.models import resolve_model
     from sysplan.planners.training import plan_training
     from sysplan.planners.types import Pins
-    from sysplan.workloads.training import make_train_job
+    from sysplan.workloads.training import check_precision, make_train_job
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     headroom = parse_bytes(request.memory_headroom, "--memory-headroom")
     tokens = None
     if request.train_tokens is not None:
         tokens = parse_count(request.train_tokens, "--train-tokens")
+        if tokens < 1:
+            raise InputError(f"--train-tokens {request.train_tokens}: must be at least 1 token "
+                             "(write e.g. 15T)")
     measured = None
     if request.profile not in (None, "none"):
         from sysplan.profiles.loader import load_profile
@@ -315,6 +342,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         raise InputError(f"--ep-comm-overlap: {spec.name} has no experts; the option applies "
                          "to mixture-of-experts models")
     cluster, cluster_notes = load_cluster(request.cluster)
+    check_precision(request.precision, cluster.gpu, PRECISIONS)
     job, job_notes = make_train_job(
         spec, seq_len=request.seq_len, global_batch=request.global_batch,
         precision=request.precision, overlap_grad_reduce=request.overlap_grad_reduce,

@@ -31,8 +31,15 @@ __all__ = [
 ]
 
 _NUMBER_AND_UNIT = re.compile(
-    r"^\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>\S*?)\s*$"
+    r"^\s*(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>\S*?)\s*$",
+    re.ASCII,  # digits 0-9 only: ``\d`` would also match other scripts' digits
 )
+
+#: The largest quantity any parser returns, in SI units (bytes, seconds, ...): far above any
+#: real machine or job, and small enough that sums and products of a few stay finite floats.
+LARGEST = 10**30
+#: Longest number text read; longer is refused before it reaches int/Fraction.
+_MAX_DIGITS = 64
 
 _DECIMAL = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
@@ -47,6 +54,7 @@ class _Quantity:
     example_units: tuple[str, ...]
     sample_number: str
     unit_required: bool = True
+    si_unit: str = ""
 
 
 def _byte_units() -> dict[str, Fraction]:
@@ -76,8 +84,9 @@ def _flops_units() -> dict[str, Fraction]:
     return units
 
 
-_BYTES = _Quantity("a size", _byte_units(), ("GiB",), "80")
-_BANDWIDTH = _Quantity("a bandwidth", _bandwidth_units(), ("Gbps", "GB/s"), "400")
+_BYTES = _Quantity("a size", _byte_units(), ("GiB",), "80", si_unit=" B")
+_BANDWIDTH = _Quantity("a bandwidth", _bandwidth_units(), ("Gbps", "GB/s"), "400",
+                       si_unit=" B/s")
 _TIME = _Quantity(
     "a time",
     {
@@ -92,10 +101,12 @@ _TIME = _Quantity(
     },
     ("us", "ms"),
     "200",
+    si_unit=" s",
 )
-_FLOPS = _Quantity("a FLOP rate", _flops_units(), ("TFLOP/s",), "989")
+_FLOPS = _Quantity("a FLOP rate", _flops_units(), ("TFLOP/s",), "989", si_unit=" FLOP/s")
 _POWER = _Quantity(
-    "a power", {"W": Fraction(1), "kW": Fraction(10**3), "MW": Fraction(10**6)}, ("W",), "700"
+    "a power", {"W": Fraction(1), "kW": Fraction(10**3), "MW": Fraction(10**6)}, ("W",), "700",
+    si_unit=" W",
 )
 _COUNT = _Quantity(
     "a count",
@@ -153,9 +164,18 @@ def _parse(value: object, field: str, quantity: _Quantity) -> Fraction:
             else f"has an unknown unit {unit!r}"
         )
         raise _fail(field, shown, problem, example)
-    amount = Fraction(number) * multiplier
+    too_large = f"is too large (accepted: at most 1e30{quantity.si_unit})"
+    plain = _examples(quantity.sample_number, quantity)
+    if len(number) > _MAX_DIGITS:
+        raise _fail(field, shown, f"has more than {_MAX_DIGITS} characters", plain)
+    magnitude = abs(float(number))  # inf past ~1.8e308; 0.0 below ~5e-324
+    if magnitude > 1e300:
+        raise _fail(field, shown, too_large, plain)
+    amount = Fraction(number) * multiplier if magnitude else Fraction(0)
     if amount < 0:
         raise _fail(field, shown, "is negative", example)
+    if amount > LARGEST:
+        raise _fail(field, shown, too_large, plain)
     return amount
 
 

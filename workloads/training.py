@@ -11,6 +11,7 @@ from sysplan.core.types import Frozen
 from sysplan.core.units import parse_count
 
 if TYPE_CHECKING:
+    from sysplan.hardware.types import GPU
     from sysplan.models.spec import ModelSpec
 
 Precision = Literal["bf16", "fp16", "fp8", "fp32"]
@@ -98,6 +99,9 @@ DEFAULT_BATCH_TOKENS = 4 * 2**20
 #: Default sequence length cap when the model's context is longer.
 DEFAULT_SEQ_LEN_CAP = 8192
 
+#: The most sequences --global-batch accepts (2**30; real batches are a few thousand).
+MAX_GLOBAL_BATCH = 1_073_741_824
+
 _ACCEPTED_BATCH = (
     "whole sequences (1536) or tokens with a decimal suffix K, M, G or T (4M = 4,000,000)"
 )
@@ -141,6 +145,20 @@ def make_train_job(
     return job, notes
 
 
+def check_precision(precision: str, gpu: GPU, choices: tuple[str, ...] = get_args(Precision)
+                    ) -> None:
+    """InputError unless ``gpu`` lists a dense peak for ``precision`` (bf16 and fp16 share one).
+
+    The message lists the ``choices`` (the precisions the caller accepts) the GPU has a peak for.
+    """
+    listed = set(gpu.peak_flops) | ({"bf16", "fp16"} if {"bf16", "fp16"} & set(gpu.peak_flops)
+                                    else set())
+    if precision not in listed:
+        accepted = [p for p in choices if p in listed]
+        raise InputError(f"--precision {precision}: {gpu.name} has no {precision} peak; "
+                         f"accepted for it: {', '.join(accepted)}")
+
+
 def _global_batch_sequences(value: str | int | None, seq_len: int) -> tuple[int, str]:
     """Sequences per step for ``--global-batch`` and the note saying how they were chosen."""
     if value is None:
@@ -150,16 +168,20 @@ def _global_batch_sequences(value: str | int | None, seq_len: int) -> tuple[int,
             f"({sequences * seq_len:,} tokens; default about 4M tokens, set --global-batch)"
         )
     text = str(value).strip().replace("_", "").replace(",", "")
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         sequences = int(text)
-        if sequences < 1:
-            raise InputError(f"--global-batch {value}: must be at least 1 sequence")
+        if not 1 <= sequences <= MAX_GLOBAL_BATCH:
+            raise InputError(f"--global-batch {value}: must be from 1 to "
+                             f"{MAX_GLOBAL_BATCH:,} sequences")
         return sequences, (
             f"global batch: {sequences:,} sequences of {seq_len:,} tokens "
             f"({sequences * seq_len:,} tokens)"
         )
     tokens = _parse_token_count(text, value)
     sequences = int(tokens // seq_len)
+    if sequences > MAX_GLOBAL_BATCH:
+        raise InputError(f"--global-batch {value}: {sequences:,} sequences of {seq_len:,} "
+                         f"tokens; accepted: at most {MAX_GLOBAL_BATCH:,} sequences")
     if sequences < 1:
         raise InputError(
             f"--global-batch {value}: {tokens:,.0f} tokens is less than one sequence of "
