@@ -58,9 +58,9 @@ def stages_column(model, job, cluster, p) -> str:
     mode = "full" if p.recompute == "full" else p.recompute
     uniform = evaluate_stages(p.stage_layers, (mode,) * p.pp, costs.microbatches, "1f1b",
                               **costs.arrays())
-    gain = uniform.step_time_s / plan.step_time_s - 1
+    gain = uniform.pipeline_time_s / plan.pipeline_time_s - 1
     exact = "exact" if plan.exact else "heuristic"
-    return f"{uniform.step_time_s:7.2f} -> {plan.step_time_s:7.2f} s ({gain:+.1%}, {exact}, {solve:.2f} s)"
+    return f"{uniform.pipeline_time_s:7.2f} -> {plan.pipeline_time_s:7.2f} s ({gain:+.1%}, {exact}, {solve:.2f} s)"
 
 
 def sharding_column(model, job, cluster, p) -> str:

@@ -155,11 +155,6 @@ class StagePlan(Frozen):
         # DualPipe), and a rank's chunks share its mode
         return tuple(modes.pop() for modes in chunks[:len(self.stage_layers)])
 
-    @property
-    def step_time_s(self) -> float:
-        """``pipeline_time_s`` under its former name, which benchmarks/planners.py reads."""
-        return self.pipeline_time_s
-
 
 def price_assignment(prob: LayerProblem, stage_layers: Sequence[int], layer_modes,
                      m: int, schedule: str = "1f1b", *, exact: bool = False,

@@ -56,7 +56,7 @@ def test_enumeration_and_dp_even_split_agree(layers, moe, mtp, first_dense, pp, 
     plan = evaluate_stages(balanced_stage_layers(layers, pp), (mode,) * pp, costs.microbatches,
                            **costs.arrays())
     enumerated = sum(float(priced.time[k][0]) for k in PIPELINE)
-    assert plan.step_time_s == pytest.approx(enumerated, rel=0.01)
+    assert plan.pipeline_time_s == pytest.approx(enumerated, rel=0.01)
     memory = max(plan.stage_memory_bytes) + costs.fixed_bytes
     assert memory == pytest.approx(float(priced.memory_bytes[0]), rel=0.01)
 
