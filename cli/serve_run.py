@@ -44,6 +44,7 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
     from sysplan.workloads.slo import parse_slos
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    engines = None if export is None else export_engines(export)
     spec, model_note = resolve_model(model)
     machine, cluster_notes = load_cluster(cluster)
     for note in (model_note, *cluster_notes):
@@ -74,8 +75,8 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
     if engine == "all":  # said once, under the last engine's table
         last = results[-1]
         results[-1] = last.model_copy(update={"notes": (*last.notes, *engine_comparison())})
-    if export:
-        _export(err, results[0], spec, machine, export, Path(output))
+    if engines:
+        _export(err, results[0], spec, machine, engines, Path(output))
     return results, spec, machine
 
 
@@ -100,14 +101,30 @@ def serving_efficiency(profile: str | None, machine):
     return Efficiency.from_profile(load_profile(profile), machine)
 
 
-def _export(err: Console, result: ServeResult, spec, machine, engines: str, folder: Path) -> None:
+def export_engines(text: str) -> list[str]:
+    """``--export vllm,sglang`` as engine names, in order, without repeats; InputError when a
+    name is unknown or none is given (``--export ,``)."""
+    from sysplan.exporters.serving import SERVE_EXPORTERS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    accepted = ", ".join(SERVE_EXPORTERS)
+    for name in names:
+        if name not in SERVE_EXPORTERS:
+            raise InputError(f"--export {name}: not accepted; choose from {accepted} "
+                             "(comma-separated)")
+    if not names:
+        raise InputError(f"--export {text!r}: name at least one of {accepted}")
+    return list(dict.fromkeys(names))
+
+
+def _export(err: Console, result: ServeResult, spec, machine, names: list[str],
+            folder: Path) -> None:
     from sysplan.costmodels.serving.cost import ServingCost
     from sysplan.exporters.base import write_files
     from sysplan.exporters.serving import serve_files
 
     plan = result.plans[0]
     request = export_request(plan, spec, machine, ServingCost(spec, machine), result)
-    names = [e.strip() for e in engines.split(",") if e.strip()]
     for path in write_files(serve_files(request, names), folder):
         err.print(f"wrote {path}", markup=False)
 

@@ -328,6 +328,12 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
 
         measured = load_profile(request.profile)
     spec, model_note = resolve_model(request.model)
+    lengths = None
+    if request.lengths is not None:
+        from sysplan.workloads.lengths import check_context, parse_lengths
+
+        lengths = parse_lengths(request.lengths)
+        check_context(lengths, spec.max_seq_len, spec.name)
     if request.moe_capacity_factor is not None and spec.moe is None:
         raise InputError(f"--moe-capacity-factor {request.moe_capacity_factor:g}: {spec.name} "
                          "has no experts; the option applies to mixture-of-experts models")
@@ -361,8 +367,8 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
             profile=measured, bundled_profile=request.profile != "none",
             stages=request.stages,
         )
-    if request.lengths is not None:
-        result = _with_sequence_mix(result, spec, cluster, job, request, headroom)
+    if lengths is not None:
+        result = _with_sequence_mix(result, spec, cluster, job, request, headroom, lengths)
     if request.export is not None:
         _export_top_plan(err, result, request)
     if json_out:
@@ -378,12 +384,13 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     render.print_training(render.stdout_console(), result, context, explain=explain)
 
 
-def _with_sequence_mix(result, spec, cluster, job, request: TrainRequest, headroom: float):
+def _with_sequence_mix(result, spec, cluster, job, request: TrainRequest, headroom: float,
+                       length_mix):
     """The result with ``sequence_mix``: a sampled step of --lengths data on the top plan."""
     from sysplan.planners.sp_mix import mix_for_plan
 
     plan = result.plans[0]
-    mix, lengths = mix_for_plan(spec, result.job or job, cluster, plan.parallel, request.lengths,
+    mix, lengths = mix_for_plan(spec, result.job or job, cluster, plan.parallel, length_mix,
                                 memory_headroom_bytes=headroom)
     data = mix.model_dump(mode="json")
     data |= {"source": request.lengths, "speedup": mix.speedup, "lengths": lengths.tolist(),

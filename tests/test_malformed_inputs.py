@@ -73,3 +73,34 @@ def test_train_tokens_zero_is_refused():
 def test_a_number_with_too_many_digits_is_refused():
     line = error_line(invoke(*TRAIN, "--memory-headroom", "1" * 5000 + "B"))
     assert "--memory-headroom" in line and "more than 64 characters" in line
+
+
+SERVE = ("serve", "--model", "8b", "--cluster", "dgx-h100", "--num-requests", "20")
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--osl", "uniform:1,1e30"),
+     "--osl uniform:1,1e30: lengths must be at most 16,777,216 tokens"),
+    (("--osl", "lognormal:1e300,1"), "lengths must be at most 16,777,216 tokens"),
+    (("--isl", "lognormal:4000,1e200"), "SIGMA must be at most 10"),
+    (("--arrival", "gamma:cv=1e-300", "--rate", "4"), "with CV from 0.001 to 1000"),
+    (("--arrival", "gamma:cv=1e300", "--rate", "4"), "with CV from 0.001 to 1000"),
+    (("--export", ","), "--export ',': name at least one of vllm, sglang, trtllm"),
+    (("--export", "vllm,nope"), "--export nope: not accepted; choose from vllm, sglang, trtllm"),
+])
+def test_serve_workload_ranges(args, expected):
+    assert expected in error_line(invoke(*SERVE, *args))
+
+
+@pytest.mark.parametrize(("lengths", "expected"), [
+    ("normal:1e18,1", "--lengths normal:1e18,1: lengths must be at most 16,777,216 tokens"),
+    ("normal:200000,1",
+     "MEAN 200,000 tokens is longer than Llama 3.1 8B's context; accepted: lengths up to 131,072"),
+    ("uniform:1,200000", "HIGH 200,000 tokens is longer"),
+    ("lognormal:8192,1,max=200000", "max 200,000 tokens is longer"),
+])
+def test_train_lengths_are_checked_against_the_context_before_planning(lengths, expected):
+    result = invoke("train", "--model", "8b", "--cluster", "frontier", "--gpus", "16",
+                    "--lengths", lengths)
+    assert expected in error_line(result)
+    assert "global batch" not in result.stderr  # refused before the job and the search

@@ -23,7 +23,7 @@ from sysplan.core.errors import InputError
 from sysplan.core.units import parse_count
 from sysplan.workloads.serving import LengthSpec, parse_length
 
-__all__ = ["LengthMix", "parse_lengths", "read_lengths", "sample_step"]
+__all__ = ["LengthMix", "check_context", "parse_lengths", "read_lengths", "sample_step"]
 
 #: File suffixes read as length files; anything else is parsed as a distribution.
 LENGTH_FILE_SUFFIXES = (".txt", ".csv", ".lengths")
@@ -116,6 +116,30 @@ def parse_lengths(value: str | Path | LengthMix) -> LengthMix:
     if isinstance(value, Path) or text.lower().endswith(LENGTH_FILE_SUFFIXES):
         return read_lengths(Path(text))
     return LengthMix(source=text, spec=parse_length(text, "--lengths"))
+
+
+def check_context(lengths: LengthMix, context_tokens: int, model_name: str) -> None:
+    """InputError unless the lengths ``lengths`` states fit the model's context.
+
+    The stated length is the file's longest, or the distribution's ``max=``, its fixed length,
+    its uniform HIGH, else (normal, lognormal) its mean, since those tails are unbounded.
+    """
+    if lengths.values is not None:
+        longest, what = int(lengths.values.max()), "the longest length"
+    else:
+        spec = lengths.spec
+        assert spec is not None
+        if spec.max_tokens is not None:
+            longest, what = spec.max_tokens, "max"
+        elif spec.kind == "uniform":
+            longest, what = spec.high_tokens, "HIGH"
+        else:
+            longest, what = spec.mean_tokens, "the length" if spec.kind == "fixed" else "MEAN"
+    if longest > context_tokens:
+        raise InputError(
+            f"--lengths {lengths.source}: {what} {longest:,.0f} tokens is longer than "
+            f"{model_name}'s context; accepted: lengths up to {context_tokens:,} tokens "
+            f"(e.g. add ,max={context_tokens} to a distribution)")
 
 
 def sample_step(lengths: LengthMix, batch_tokens: int | str, seed: int = 0,

@@ -45,6 +45,13 @@ __all__ = [
 LengthKind = Literal["fixed", "normal", "lognormal", "uniform"]
 ArrivalKind = Literal["poisson", "gamma", "constant", "trace"]
 DEFAULT_NUM_REQUESTS = 2000
+#: The longest request length any length parameter accepts: 2**24 tokens (16,777,216), above
+#: every model's context; larger values only overflow the sampler or never finish simulating.
+MAX_LENGTH_TOKENS = 16_777_216
+#: Largest lognormal SIGMA (the spread of the log-length; real traces have 0.3 to 1.5).
+MAX_SIGMA = 10.0
+#: Accepted gamma coefficients of variation (shape 1/cv^2 from 1e6 down to 1e-6).
+CV_RANGE = (1e-3, 1e3)
 
 _FORMS = {"fixed": "TOKENS", "normal": "normal:MEAN,STD", "lognormal": "lognormal:MEAN,SIGMA",
           "uniform": "uniform:LOW,HIGH"}
@@ -84,6 +91,12 @@ class LengthSpec(Frozen):
             "1 <= LOW <= HIGH is required": self.kind == "uniform"
             and not 1 <= self.low_tokens <= self.high_tokens,
             "1 <= min <= max is required": not 1 <= self.min_tokens <= top,
+            f"SIGMA must be at most {MAX_SIGMA:g}": self.kind == "lognormal"
+            and not self.sigma <= MAX_SIGMA,
+            f"lengths must be at most {MAX_LENGTH_TOKENS:,} tokens": any(
+                value is not None and not value <= MAX_LENGTH_TOKENS
+                for value in (self.mean_tokens, self.std_tokens, self.low_tokens,
+                              self.high_tokens, self.min_tokens, self.max_tokens)),
         }
         for problem, failed in problems.items():
             if failed:
@@ -117,7 +130,7 @@ class LengthSpec(Frozen):
             values = rng.lognormal(mu, self.sigma, count)
         else:
             values = rng.integers(self.low_tokens, self.high_tokens, size=count, endpoint=True)
-        top = np.inf if self.max_tokens is None else self.max_tokens
+        top = MAX_LENGTH_TOKENS if self.max_tokens is None else self.max_tokens
         return np.clip(np.rint(values), self.min_tokens, top).astype(np.int64)
 
 
@@ -173,9 +186,10 @@ def parse_arrival(value: str, field: str = "--arrival") -> tuple[ArrivalKind, fl
         cv = float(number) if kind == "gamma" else math.nan
     except ValueError:
         cv = math.nan
-    if not (math.isfinite(cv) and cv > 0):
+    low, high = CV_RANGE
+    if not low <= cv <= high:
         raise InputError(f"{field} {text}: expected poisson, constant, trace or gamma:cv=CV "
-                         "with CV > 0 (e.g. gamma:cv=2; 1 is Poisson)")
+                         f"with CV from {low:g} to {high:g} (e.g. gamma:cv=2; 1 is Poisson)")
     return "gamma", cv
 
 
@@ -317,8 +331,9 @@ class ServeWorkload(Frozen):
             f"--concurrency {self.concurrency}: expected at least 1":
                 self.concurrency is not None and self.concurrency < 1,
             f"--num-requests {self.num_requests}: expected at least 1": self.num_requests < 1,
-            "--arrival gamma needs a cv > 0 (e.g. gamma:cv=2)":
-                self.arrival == "gamma" and not (self.cv is not None and self.cv > 0),
+            f"--arrival gamma needs a cv from {CV_RANGE[0]:g} to {CV_RANGE[1]:g} (e.g. "
+            "gamma:cv=2)": self.arrival == "gamma"
+            and not (self.cv is not None and CV_RANGE[0] <= self.cv <= CV_RANGE[1]),
             f"cv applies only to --arrival gamma, not {self.arrival}":
                 self.arrival != "gamma" and self.cv is not None,
             "--arrival trace needs --trace FILE": self.arrival == "trace" and self.trace is None,
