@@ -135,6 +135,8 @@ def _read_object(path: Path) -> dict[str, Any]:
         data = json.loads(text)
     except json.JSONDecodeError as error:
         raise InputError(f"{path}: not JSON ({error.msg} at line {error.lineno})") from None
+    except RecursionError:  # e.g. 100,000 nested lists: a plan file is a few levels deep
+        raise InputError(f"{path}: not a sysplan plan file: nested too deeply to read") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object (a sysplan plan file)")
     return data

@@ -50,6 +50,8 @@ def read_yaml(text: str, source: str) -> Any:
         raise InputError(f"{source}: not valid YAML: {exc.problem}{at}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{source}: not valid YAML: {exc}") from None
+    except RecursionError:  # e.g. 100,000 nested lists: a cluster file is a few levels deep
+        raise InputError(f"{source}: not a cluster YAML file: nested too deeply to read") from None
 
 
 @dataclass
@@ -164,9 +166,13 @@ def load_cluster(name_or_path: str) -> tuple[Cluster, list[str]]:
     if not name_or_path.strip():
         raise InputError(catalog.unknown(name_or_path))
     path = Path(name_or_path).expanduser()
-    if path.is_file():
+    try:
+        is_file, is_dir = path.is_file(), path.is_dir()
+    except OSError:  # e.g. ENAMETOOLONG: a name of thousands of characters is no file
+        is_file = is_dir = False
+    if is_file:
         return _cluster_from_file(path, name_or_path), []
-    if path.is_dir():
+    if is_dir:
         raise InputError(f"{name_or_path} is a directory, not a cluster YAML file")
     key = catalog.resolve(path.stem)
     if key is not None:

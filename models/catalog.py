@@ -114,10 +114,13 @@ def describe(spec: ModelSpec) -> str:
 def _looks_like_path(name: str) -> Path | None:
     """The config.json ``name`` points at, if it names a file or a folder holding one."""
     path = Path(name).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        return path / "config.json"
-    if name.lower().endswith(".json") or path.is_file():
-        return path
+    try:
+        if path.is_dir() and (path / "config.json").is_file():
+            return path / "config.json"
+        if name.lower().endswith(".json") or path.is_file():
+            return path
+    except OSError:  # e.g. ENAMETOOLONG: a name of thousands of characters is no file
+        return None
     return None
 
 

@@ -392,6 +392,9 @@ def _read(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: no such file (expected a Hugging Face config.json)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path}: not a readable JSON file ({error})") from None
+    except RecursionError:  # e.g. 100,000 nested lists: a config.json is a few levels deep
+        raise InputError(f"{path}: not a Hugging Face config.json: nested too deeply to "
+                         "read") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

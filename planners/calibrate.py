@@ -160,6 +160,11 @@ def read_measured_csv(path: Path, resolve_model) -> list[MeasuredRun]:
             rows = list(csv.DictReader(stream))
     except OSError as error:
         raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise InputError(f"{path}: not a UTF-8 text CSV (byte {error.start}: "
+                         f"{error.reason})") from None
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        raise InputError(f"{path}: not a readable CSV ({error})") from None
     if not rows:
         raise InputError(f"{path}: no rows (columns: {', '.join(CSV_REQUIRED)}, optional "
                          f"{', '.join(CSV_OPTIONAL)})")

@@ -195,7 +195,10 @@ def read_serving_csv(path: Path, cluster: Cluster,
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read the runs CSV ({error})") from None
-    rows = list(csv.DictReader(text.splitlines()))
+    try:
+        rows = list(csv.DictReader(text.splitlines()))
+    except csv.Error as error:  # e.g. a field over the csv module's size limit
+        raise InputError(f"{path}: not a readable runs CSV ({error})") from None
     if not rows:
         raise InputError(f"{path}: no runs (expected a header and one row per run)")
     runs = []

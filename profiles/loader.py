@@ -124,12 +124,34 @@ def _is_bundled(name: str) -> bool:
 
 def _locate(source: str | Path) -> Path:
     path = Path(source)
-    if path.is_file():
-        return path
+    try:
+        if path.is_file():
+            return path
+    except OSError:  # e.g. ENAMETOOLONG: a name of thousands of characters is no file
+        pass
     if isinstance(source, str) and _is_bundled(source):
         return BUNDLED / f"{source}.yaml"
     bundled = ", ".join(list_bundled()) or "none"
     raise InputError(f"--profile {source}: no such file or bundled profile (bundled: {bundled})")
+
+
+#: Deepest nesting of lists and mappings read from a profile (real ones are about 5 deep).
+MAX_YAML_DEPTH = 100
+
+
+def _check_yaml_depth(text: str, loader: type, path: Path) -> None:
+    """InputError when ``text`` nests deeper than MAX_YAML_DEPTH: libyaml's composer recurses in
+    C, so 100,000 nested lists crash the interpreter instead of raising RecursionError. The
+    parser's events come without recursion and cost less than the load."""
+    depth = 0
+    for event in yaml.parse(text, Loader=loader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise InputError(f"{path}: not a profile: nested deeper than {MAX_YAML_DEPTH} "
+                                 "levels")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _read(path: Path) -> Any:
@@ -139,7 +161,12 @@ def _read(path: Path) -> Any:
         raise InputError(f"{path}: cannot read ({error})") from None
     try:
         loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when available
-        return json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=loader)
+        if path.suffix == ".json":
+            return json.loads(text)
+        _check_yaml_depth(text, loader, path)
+        return yaml.load(text, Loader=loader)
+    except RecursionError:
+        raise InputError(f"{path}: not a profile: nested too deeply to read") from None
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         first = str(error).splitlines()[0]
         raise InputError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} "

@@ -104,3 +104,64 @@ def test_train_lengths_are_checked_against_the_context_before_planning(lengths, 
                     "--lengths", lengths)
     assert expected in error_line(result)
     assert "global batch" not in result.stderr  # refused before the job and the search
+
+
+# --- files ------------------------------------------------------------------------------------
+
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(("name", "args", "expected"), [
+    ("config.json", ("train", "--model", "{path}", "--cluster", "dgx-h100"),
+     "not a Hugging Face config.json: nested too deeply to read"),
+    ("cluster.yaml", ("train", "--model", "8b", "--cluster", "{path}"),
+     "not a cluster YAML file: nested too deeply to read"),
+    ("profile.yaml", ("train", "--model", "8b", "--cluster", "dgx-h100", "--profile", "{path}"),
+     "not a profile: nested deeper than 100 levels"),  # libyaml would crash the interpreter
+    ("profile.json", ("train", "--model", "8b", "--cluster", "dgx-h100", "--profile", "{path}"),
+     "not a profile: nested too deeply to read"),
+    ("plan.json", ("export", "{path}", "--to", "megatron"),
+     "not a sysplan plan file: nested too deeply to read"),
+    ("trace.jsonl", ("serve", "--model", "8b", "--cluster", "dgx-h100", "--trace", "{path}"),
+     "line 1: nested too deeply to read"),
+])
+def test_deeply_nested_documents(tmp_path, name, args, expected):
+    path = tmp_path / name
+    path.write_text(DEEP if name != "config.json" else '{"a": ' + DEEP + "}")
+    line = error_line(invoke(*(a.replace("{path}", str(path)) for a in args)))
+    assert str(path) in line and expected in line
+
+
+def test_a_yaml_profile_just_past_the_depth_limit(tmp_path):
+    path = tmp_path / "profile.yaml"
+    path.write_text("- " * 101 + "x\n")
+    line = error_line(invoke("train", "--model", "8b", "--cluster", "dgx-h100",
+                             "--profile", str(path)))
+    assert "nested deeper than 100 levels" in line
+
+
+@pytest.mark.parametrize("option", ["--model", "--cluster", "--profile"])
+def test_a_name_longer_than_a_file_name_may_be(option):
+    args = {"--model": "8b", "--cluster": "dgx-h100"} | {option: "a" * 5000}
+    line = error_line(invoke("train", *(x for kv in args.items() for x in kv)))
+    assert "aaaa" in line and "File name too long" not in line
+
+
+def test_a_runs_csv_that_is_not_utf8(tmp_path):
+    path = tmp_path / "runs.csv"
+    path.write_bytes(b"model,gpus,global_batch,seq_len,step_time_s\n"
+                     b"llama2-7b,8,256,4096,1.5\xff\xfe\n")
+    line = error_line(invoke("calibrate", str(path), "--cluster", "dgx-h100",
+                             "-o", str(tmp_path / "out.yaml")))
+    assert line == f"error: {path}: not a UTF-8 text CSV (byte 68: invalid start byte)"
+
+
+@pytest.mark.parametrize("serving", [False, True])
+def test_a_csv_field_over_the_csv_limit(tmp_path, serving):
+    path = tmp_path / "runs.csv"
+    path.write_text('model,gpus,global_batch,seq_len,step_time_s\n"' + "a" * 200_000 +
+                    '",8,1,1,1\n')
+    flag = ("--serving",) if serving else ()
+    line = error_line(invoke("calibrate", *flag, str(path), "--cluster", "dgx-h100",
+                             "-o", str(tmp_path / "out.yaml")))
+    assert str(path) in line and "field larger than field limit" in line

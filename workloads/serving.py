@@ -243,7 +243,10 @@ def _trace_rows(path: Path, text: str) -> list[tuple[int, dict]]:
     """(line number, record) of each non-blank line of a CSV (with header) or JSONL trace."""
     if path.suffix.lower() == ".csv":
         reader = csv.DictReader(text.splitlines())
-        return [(reader.line_num, row) for row in reader if any(row.values())]
+        try:
+            return [(reader.line_num, row) for row in reader if any(row.values())]
+        except csv.Error as error:  # e.g. a field over the csv module's size limit
+            raise InputError(f"trace {path}: not a readable CSV ({error})") from None
     rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -252,6 +255,10 @@ def _trace_rows(path: Path, text: str) -> list[tuple[int, dict]]:
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise InputError(f"trace {path} line {number}: not JSON ({error.msg})") from None
+        except RecursionError:
+            raise InputError(f"trace {path} line {number}: nested too deeply to read (expected "
+                             'a flat {"arrival_s": ..., "input_tokens": ..., "output_tokens": '
+                             "...} object)") from None
         if not isinstance(record, dict):
             raise InputError(f"trace {path} line {number}: expected a JSON object "
                              '{"arrival_s": ..., "input_tokens": ..., "output_tokens": ...}')
