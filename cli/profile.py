@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sysplan.cli import render
-from sysplan.cli.train import MAX_GPUS, _choice, _opt, _positive_int, whole_number
+from sysplan.cli.train import MAX_GPUS, _choice, _gpu_count, _opt, whole_number
 
 HELP = """Measure this node (GEMMs, attention, copy bandwidth, collectives) and write a profile.
 
@@ -38,7 +38,7 @@ _Tp = Annotated[str, _opt(
     "--tp", metavar="LIST", help="Tensor-parallel degrees whose --model GEMM shapes to time "
     "(comma-separated, e.g. 1,2,4,8).")]
 _World = Annotated[int | None, _opt(
-    "--world", metavar="N", parser=_positive_int, help="Processes (devices) the collectives "
+    "--world", metavar="N", parser=_gpu_count, help="Processes (devices) the collectives "
     "span (default: every GPU, or min(cores, 4) CPU processes, at least 2).")]
 _Output = Annotated[str | None, _opt(
     "--output", "-o", metavar="FILE", help="Profile file to write (default: profile-cpu.yaml "

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from sysplan.cli.render import percent
 from sysplan.cli.serve import _non_negative_int
-from sysplan.cli.train import _choice, _opt, _positive_int
+from sysplan.cli.train import _bounded_int, _choice, _gpu_count, _opt
 
 HELP = """Run saved plans here with the reference executor and compare with the prediction.
 
@@ -36,13 +36,13 @@ _Plans = Annotated[list[str], typer.Argument(
     metavar="PLAN", help="sysplan train --json documents; FILE#N picks the plan of rank N.",
     show_default=False)]
 _Nproc = Annotated[int, _opt(
-    "--nproc", metavar="N", parser=_positive_int,
+    "--nproc", metavar="N", parser=_gpu_count,
     help="Processes a plan may use (DP is capped to fit when scaling down).")]
 _Scale = Annotated[bool, _opt(
     "--scale-down/--as-written",
     help="Run a tiny decoder keeping the layout (default), or the plan's own model sizes and "
     "DP degree.")]
-_Steps = Annotated[int, _opt("--steps", metavar="N", parser=_positive_int,
+_Steps = Annotated[int, _opt("--steps", metavar="N", parser=_bounded_int(1_000_000),
                              help="Training steps per plan.")]
 _Warmup = Annotated[int, _opt(
     "--warmup", metavar="N", parser=_non_negative_int,

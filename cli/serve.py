@@ -12,6 +12,8 @@ from typing import Annotated
 import typer
 
 from sysplan.cli.train import (
+    MAX_TOP,
+    _bounded_int,
     _choice,
     _gpu_count,
     _opt,
@@ -54,7 +56,7 @@ _Arrival = Annotated[str, _opt("--arrival", metavar="KIND", panel=_LOAD, help="p
                                "gamma:cv=2 (bursty), constant, or trace.")]
 _Concurrency = Annotated[int | None, _opt("--concurrency", metavar="N", parser=_positive_int,
                                           panel=_LOAD, help="Closed loop: N requests in flight.")]
-_Requests = Annotated[int, _opt("--num-requests", metavar="N", parser=_positive_int,
+_Requests = Annotated[int, _opt("--num-requests", metavar="N", parser=_bounded_int(1_000_000),
                                 panel=_LOAD, help="Requests simulated (first 10 % are warm-up).")]
 _Slo = Annotated[list[str] | None, _opt("--slo", metavar="METRIC[:pXX]=TIME", panel=_LOAD,
                                         help="Latency bound, repeatable: ttft=200ms, "
@@ -62,13 +64,14 @@ _Slo = Annotated[list[str] | None, _opt("--slo", metavar="METRIC[:pXX]=TIME", pa
 _Engine = Annotated[str, _opt("--engine", metavar="[vllm|sglang|trtllm|all]", panel=_SEARCH,
                               parser=_choice("vllm", "sglang", "trtllm", "all"),
                               help="Scheduler simulated and default export; all compares them.")]
-_Top = Annotated[int, _opt("--top", metavar="N", parser=_positive_int, panel=_SEARCH,
+_Top = Annotated[int, _opt("--top", metavar="N", parser=_bounded_int(MAX_TOP), panel=_SEARCH,
                            help="Deployments to show.")]
 def _non_negative_int(value: object) -> int:
-    """A whole number of at least 0."""
+    """A whole number from 0 to 1,000,000."""
     number = whole_number(value)
-    if number is None:
-        raise typer.BadParameter(f"{value}: expected a whole number of at least 0")
+    if number is None or number > 1_000_000:
+        raise typer.BadParameter(
+            f"{value}: expected a whole number of at least 0 and at most 1,000,000")
     return number
 
 
@@ -111,8 +114,9 @@ _PrefillTp = _degree("--prefill-tp", "Disaggregated: TP of a prefill replica.")
 _PrefillReplicas = _degree("--prefill-replicas", "Disaggregated: prefill replicas.")
 _DecodeTp = _degree("--decode-tp", "Disaggregated: TP of a decode replica.")
 _DecodeReplicas = _degree("--decode-replicas", "Disaggregated: decode replicas.")
-_MaxSeqs = _degree("--max-num-seqs", "Sequences batched at once.", _positive_int)
-_MaxTokens = _degree("--max-num-batched-tokens", "Tokens per engine iteration.", _positive_int)
+_MaxSeqs = _degree("--max-num-seqs", "Sequences batched at once.", _bounded_int(16_777_216))
+_MaxTokens = _degree("--max-num-batched-tokens", "Tokens per engine iteration.",
+                     _bounded_int(16_777_216))
 def _hit_rate(value: object) -> float:
     """A share of prompt tokens in [0, 1)."""
     try:

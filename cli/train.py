@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from sysplan.cli import render
+from sysplan.core import units
 from sysplan.exporters import plan_json
 from sysplan.planners.runtimes import RUNTIMES
 
@@ -45,7 +46,7 @@ def _choice(*accepted: str, convert: Callable[[str], object] = str) -> Callable[
 
 
 #: The most GPUs (and so the largest parallel degree) any option accepts: 2**20.
-MAX_GPUS = 1_048_576
+MAX_GPUS = units.MAX_GPUS
 
 
 def whole_number(text: object) -> int | None:
@@ -65,6 +66,24 @@ def _positive_int(value: object) -> int:
     return number
 
 
+def _bounded_int(maximum: int) -> Callable[[object], int]:
+    """A typer parser of whole numbers from 1 to ``maximum``."""
+
+    def parse(value: object) -> int:
+        number = whole_number(value)
+        if number is None or not 1 <= number <= maximum:
+            raise typer.BadParameter(
+                f"{value}: expected a whole number of at least 1 and at most {maximum:,}")
+        return number
+
+    return parse
+
+
+#: Most plans --top shows; --seq-len at most the longest context a model may state.
+MAX_TOP = 1_000
+MAX_SEQ_LEN = 1_073_741_824
+
+
 def _gpu_count(value: object) -> int:
     """A GPU count, parallel degree or other per-GPU count: a whole number, 1 to ``MAX_GPUS``."""
     number = whole_number(value)
@@ -74,14 +93,20 @@ def _gpu_count(value: object) -> int:
     return number
 
 
+#: Largest number a plain float option takes (dollars per GPU-hour, seconds, a factor): larger
+#: only turns costs into inf.
+MAX_FLOAT_OPTION = 1e12
+
+
 def _positive_float(value: object) -> float:
-    """A finite number above 0."""
+    """A finite number above 0, at most MAX_FLOAT_OPTION."""
     try:
         number = float(str(value))
     except ValueError:
         number = float("nan")
-    if not 0 < number < float("inf"):
-        raise typer.BadParameter(f"{value}: expected a positive number such as 2.5")
+    if not 0 < number <= MAX_FLOAT_OPTION:
+        raise typer.BadParameter(
+            f"{value}: expected a positive number up to 1e12, such as 2.5")
     return number
 
 
@@ -106,7 +131,7 @@ _Gpus = Annotated[int | None, _opt(
     "--gpus", metavar="N", parser=_gpu_count,
     help="GPUs to plan for (default: the cluster's default allocation).")]
 _SeqLen = Annotated[int | None, _opt(
-    "--seq-len", metavar="TOKENS", parser=_positive_int,
+    "--seq-len", metavar="TOKENS", parser=_bounded_int(MAX_SEQ_LEN),
     help="Tokens per sequence (default: the model's context, capped at 8192).")]
 _GlobalBatch = Annotated[str | None, _opt(
     "--global-batch", metavar="N|TOKENS", help="Sequences per step (1536) or tokens with a "
@@ -125,7 +150,8 @@ _TrainTokens = Annotated[str | None, _opt(
 _GpuHourCost = Annotated[float | None, _opt(
     "--gpu-hour-cost", metavar="DOLLARS", parser=_positive_float,
     help="Dollars per GPU-hour, for --objective cost.")]
-_Top = Annotated[int, _opt("--top", metavar="N", parser=_positive_int, help="Plans to show.")]
+_Top = Annotated[int, _opt("--top", metavar="N", parser=_bounded_int(MAX_TOP),
+                           help="Plans to show.")]
 _Json = Annotated[bool, _opt(
     "--json", help="Write one JSON object (schema: exporters/plan_schema.json) to stdout instead of "
     "tables.")]

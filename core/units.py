@@ -38,6 +38,8 @@ _NUMBER_AND_UNIT = re.compile(
 #: The largest quantity any parser returns, in SI units (bytes, seconds, ...): far above any
 #: real machine or job, and small enough that sums and products of a few stay finite floats.
 LARGEST = 10**30
+#: The most GPUs sysplan plans for (2**20): any GPU count, parallel degree or cluster size.
+MAX_GPUS = 1_048_576
 #: Longest number text read; longer is refused before it reaches int/Fraction.
 _MAX_DIGITS = 64
 

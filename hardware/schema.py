@@ -14,7 +14,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from sysplan.core.errors import InputError
-from sysplan.core.units import parse_bandwidth, parse_bytes, parse_flops, parse_power, parse_time
+from sysplan.core.units import (
+    MAX_GPUS,
+    parse_bandwidth,
+    parse_bytes,
+    parse_flops,
+    parse_power,
+    parse_time,
+)
 from sysplan.hardware.types import DTYPES, GPU, Cluster, FabricTier
 
 #: Efficiency classes the compute model knows; a GPU must name one of them. "cpu" is a CPU
@@ -91,9 +98,11 @@ def _text(data: Mapping[str, Any], key: str, where: Where, default: str | None =
     return value.strip()
 
 
-def _whole(value: object, where: Where) -> int:
+def _whole(value: object, where: Where, maximum: int | None = None, why: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise where.error(f"{value!r} is not a positive whole number")
+    if maximum is not None and value > maximum:
+        raise where.error(f"{value!r} is more than {maximum:,}{why}")
     return value
 
 
@@ -144,8 +153,12 @@ def gpu_from_mapping(value: object, where: Where, name: str | None = None) -> GP
     )
 
 
+#: Largest oversubscription read (a tier tapered 1000:1 is as good as absent).
+MAX_OVERSUBSCRIPTION = 1000.0
+
+
 def _oversubscription(value: object, where: Where) -> float:
-    """``2.0``, ``2`` or ``'2:1'``; at least 1."""
+    """``2.0``, ``2`` or ``'2:1'``; at least 1, at most MAX_OVERSUBSCRIPTION."""
     text = value.strip() if isinstance(value, str) else value
     if isinstance(text, str) and text.endswith(":1"):
         text = text.removesuffix(":1")
@@ -153,8 +166,9 @@ def _oversubscription(value: object, where: Where) -> float:
         ratio = float(text)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         ratio = float("nan")
-    if isinstance(value, bool) or not ratio >= 1.0:
-        raise where.error(f"{value!r} is not a ratio of at least 1 (write e.g. 1.0, 2 or '2:1')")
+    if isinstance(value, bool) or not 1.0 <= ratio <= MAX_OVERSUBSCRIPTION:
+        raise where.error(f"{value!r} is not a ratio of at least 1 and at most "
+                          f"{MAX_OVERSUBSCRIPTION:g} (write e.g. 1.0, 2 or '2:1')")
     return ratio
 
 
@@ -164,8 +178,9 @@ def _domain(value: object, where: Where, gpus_per_node: int, max_nodes: int | No
         return gpus_per_node
     if value == "cluster":
         return max_nodes * gpus_per_node if max_nodes else UNBOUNDED_DOMAIN_GPUS
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise where.error(f"{value!r} is not a GPU count, 'node' or 'cluster'")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_GPUS:
+        raise where.error(f"{value!r} is not a GPU count, 'node' or 'cluster' (a count is 1 "
+                          f"to {MAX_GPUS:,})")
     return value
 
 
@@ -216,11 +231,15 @@ def cluster_from_mapping(value: object, where: Where, lookup_gpu: GpuLookup,
     """A Cluster from its YAML mapping; ``name`` is the catalog key or the file's stem."""
     data = as_mapping(value, where)
     check_fields(data, where, CLUSTER_FIELDS, ("gpu", "gpus_per_node", "default_nodes", "tiers"))
-    gpus_per_node = _whole(data["gpus_per_node"], where / "gpus_per_node")
+    gpus_per_node = _whole(data["gpus_per_node"], where / "gpus_per_node", MAX_GPUS,
+                           " (the most GPUs sysplan plans for)")
+    node_limit = MAX_GPUS // gpus_per_node
+    why = (f" nodes ({MAX_GPUS:,} GPUs at {gpus_per_node} per node, the most sysplan plans "
+           "for)")
     max_nodes = data.get("max_nodes")
     if max_nodes is not None:
-        max_nodes = _whole(max_nodes, where / "max_nodes")
-    default_nodes = _whole(data["default_nodes"], where / "default_nodes")
+        max_nodes = _whole(max_nodes, where / "max_nodes", node_limit, why)
+    default_nodes = _whole(data["default_nodes"], where / "default_nodes", node_limit, why)
     if max_nodes is not None and default_nodes > max_nodes:
         raise (where / "default_nodes").error(
             f"{default_nodes} is more than max_nodes ({max_nodes})"

@@ -237,6 +237,8 @@ def _route_groups(cfg: _Config) -> dict[str, int]:
 def _gpt2(cfg: _Config) -> dict[str, Any]:
     # HF configuration_gpt2.py names; n_inner null means 4·n_embd (modeling_gpt2.py GPT2Block)
     hidden, heads = cfg.positive("n_embd"), cfg.positive("n_head")
+    if hidden % heads:
+        raise cfg.error(f"n_embd {hidden} is not a multiple of n_head {heads}")
     return {
         "num_layers": cfg.positive("n_layer"),
         "hidden_size": hidden,
@@ -441,5 +443,6 @@ def from_hf_config(path: str | Path) -> ModelSpec:
         )
     except ValidationError as error:
         detail = error.errors()[0]
-        where = ".".join(str(part) for part in detail["loc"])
-        raise InputError(f"{path}: {where}: {detail['msg']} (model_type '{model_type}')") from None
+        where = "".join(f"{part}: " for part in (".".join(map(str, detail["loc"])),) if part)
+        message = str(detail["msg"]).removeprefix("Value error, ")
+        raise InputError(f"{path}: {where}{message} (model_type '{model_type}')") from None

@@ -8,13 +8,20 @@ from pydantic import Field, model_validator
 
 from sysplan.core.types import Frozen
 
+#: Bounds far above any real model that keep a malformed config (a layer count of 10**20) from
+#: hanging the planners or overflowing int64 arithmetic: layers, widths and counts, context.
+MAX_LAYERS = 10_000
+MAX_WIDTH = 16_777_216
+MAX_CONTEXT = 1_073_741_824
+
 
 class MoESpec(Frozen):
     """Mixture-of-experts MLP description."""
 
-    num_experts: int = Field(gt=1, description="Routed experts per MoE layer.")
+    num_experts: int = Field(gt=1, le=MAX_WIDTH, description="Routed experts per MoE layer.")
     top_k: int = Field(gt=0, description="Routed experts each token is sent to.")
-    expert_ffn_hidden: int = Field(gt=0, description="FFN hidden size of one routed expert.")
+    expert_ffn_hidden: int = Field(gt=0, le=MAX_WIDTH,
+                                   description="FFN hidden size of one routed expert.")
     num_shared_experts: int = Field(default=0, ge=0, description="Always-on shared experts.")
     shared_expert_ffn_hidden: int | None = Field(
         default=None, description="FFN hidden of one shared expert (default: expert_ffn_hidden)."
@@ -71,14 +78,15 @@ class ModelSpec(Frozen):
 
     name: str = Field(description="Canonical name, e.g. 'Llama 3.1 70B'.")
     family: str = Field(default="", description="Family label, e.g. 'llama3', 'gpt3'.")
-    num_layers: int = Field(gt=0, description="Transformer layers.")
-    hidden_size: int = Field(gt=0, description="Model width h.")
-    num_heads: int = Field(gt=0, description="Attention (query) heads a.")
-    num_kv_heads: int = Field(gt=0, description="Key/value heads g (= a for MHA, 1 for MQA).")
-    head_dim: int = Field(gt=0, description="Per-head dim d_h (usually h / a).")
-    ffn_hidden: int = Field(gt=0, description="Dense MLP hidden size f.")
-    vocab_size: int = Field(gt=0, description="Vocabulary size (unpadded).")
-    max_seq_len: int = Field(gt=0, description="Trained context length.")
+    num_layers: int = Field(gt=0, le=MAX_LAYERS, description="Transformer layers.")
+    hidden_size: int = Field(gt=0, le=MAX_WIDTH, description="Model width h.")
+    num_heads: int = Field(gt=0, le=MAX_WIDTH, description="Attention (query) heads a.")
+    num_kv_heads: int = Field(gt=0, le=MAX_WIDTH,
+                              description="Key/value heads g (= a for MHA, 1 for MQA).")
+    head_dim: int = Field(gt=0, le=MAX_WIDTH, description="Per-head dim d_h (usually h / a).")
+    ffn_hidden: int = Field(gt=0, le=MAX_WIDTH, description="Dense MLP hidden size f.")
+    vocab_size: int = Field(gt=0, le=MAX_WIDTH, description="Vocabulary size (unpadded).")
+    max_seq_len: int = Field(gt=0, le=MAX_CONTEXT, description="Trained context length.")
     tied_embeddings: bool = Field(default=False, description="LM head shares the embedding.")
     gated_mlp: bool = Field(default=True, description="SwiGLU-style gate (3 MLP matrices).")
     activation: Literal["silu", "gelu", "relu2"] = Field(

@@ -7,6 +7,8 @@ and that the line names the bad value and what is accepted.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from test_cli import invoke, stderr_lines
 
@@ -165,3 +167,66 @@ def test_a_csv_field_over_the_csv_limit(tmp_path, serving):
     line = error_line(invoke("calibrate", *flag, str(path), "--cluster", "dgx-h100",
                              "-o", str(tmp_path / "out.yaml")))
     assert str(path) in line and "field larger than field limit" in line
+
+
+# --- cluster YAML and config.json values -------------------------------------------------------
+
+CLUSTER = """\
+gpu: H100-SXM
+gpus_per_node: 8
+default_nodes: {nodes}
+tiers:
+  - {{name: NVLink, domain: node, bandwidth: 450GB/s, latency: 1us}}
+  - {{name: IB, domain: cluster, bandwidth: 50GB/s, latency: 5us, oversubscription: {over}}}
+"""
+
+
+@pytest.mark.parametrize(("nodes", "over", "expected"), [
+    (2, "inf", "tiers[1].oversubscription: 'inf' is not a ratio of at least 1 and at most 1000"),
+    (2, ".inf", "tiers[1].oversubscription: inf is not a ratio of at least 1 and at most 1000"),
+    (2, "1e400", "is not a ratio of at least 1 and at most 1000"),
+    (99999999999999999999, 1, ("default_nodes: 99999999999999999999 is more than 131,072 nodes "
+     "(1,048,576 GPUs at 8 per node, the most sysplan plans for)")),
+])
+def test_cluster_yaml_values_out_of_range(tmp_path, nodes, over, expected):
+    path = tmp_path / "c.yaml"
+    path.write_text(CLUSTER.format(nodes=nodes, over=over))
+    assert expected in error_line(invoke("train", "--model", "8b", "--cluster", str(path)))
+
+
+LLAMA = {"model_type": "llama", "hidden_size": 4096, "num_attention_heads": 32,
+         "num_hidden_layers": 32, "intermediate_size": 11008, "vocab_size": 32000,
+         "max_position_embeddings": 4096}
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    ({"model_type": "gpt2", "n_embd": 770, "n_head": 12, "n_layer": 12, "vocab_size": 50257,
+      "n_positions": 1024}, "n_embd 770 is not a multiple of n_head 12 (model_type 'gpt2')"),
+    (LLAMA | {"hidden_size": 4095},
+     "hidden_size 4095 is not a multiple of num_attention_heads 32 (model_type 'llama')"),
+    (LLAMA | {"num_key_value_heads": 5},  # a model-level check: no empty field, no "Value error"
+     ".json: num_heads 32 is not a multiple of num_kv_heads 5 (model_type 'llama')"),
+    (LLAMA | {"num_hidden_layers": 99999999999999999999},  # hung the planner
+     "num_layers: Input should be less than or equal to 10000"),
+    (LLAMA | {"max_position_embeddings": 99999999999999999999},
+     "max_seq_len: Input should be less than or equal to 1073741824"),
+])
+def test_config_json_values(tmp_path, config, expected):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(config))
+    assert expected in error_line(invoke("train", "--model", str(path), "--cluster", "dgx-h100"))
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ((*TRAIN, "--seq-len", "99999999999999999999"), "at most 1,073,741,824"),  # OverflowError
+    ((*TRAIN, "--top", "99999999999999999999"), ("--top 99999999999999999999: expected a whole "
+     "number of at least 1 and at most 1,000")),  # hung
+    ((*TRAIN, "--objective", "cost", "--train-tokens", "1T", "--gpu-hour-cost", "1e308"),
+     "--gpu-hour-cost 1e308: expected a positive number up to 1e12"),  # costs of $inf
+    ((*SERVE, "--num-requests", "99999999999999999999"), "at most 1,000,000"),
+    ((*SERVE, "--trials", "99999999999999999999"), "at least 0 and at most 1,000,000"),
+    ((*SERVE, "--max-num-seqs", "99999999999999999999"), "at most 16,777,216"),
+    (("profile", "--world", "99999999999999999999"), "at most 1,048,576"),
+])
+def test_more_options_out_of_range(args, expected):
+    assert expected in error_line(invoke(*args))
