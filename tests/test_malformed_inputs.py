@@ -230,3 +230,21 @@ def test_config_json_values(tmp_path, config, expected):
 ])
 def test_more_options_out_of_range(args, expected):
     assert expected in error_line(invoke(*args))
+
+
+def test_trace_lengths_are_bounded(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_s,input_tokens,output_tokens\n0,1e30,10\n")
+    line = error_line(invoke("serve", "--model", "8b", "--cluster", "dgx-h100",
+                             "--trace", str(path)))
+    assert line.endswith("line 2: input_tokens '1e30' is not a positive integer (at most "
+                         "16,777,216 tokens)")
+
+
+def test_length_file_lengths_are_bounded(tmp_path):
+    path = tmp_path / "l.txt"
+    path.write_text("1e30\n100\n")
+    line = error_line(invoke("train", "--model", "8b", "--cluster", "frontier", "--gpus", "16",
+                             "--lengths", str(path)))
+    assert line.endswith("line 1: length '1e30' is not a positive whole number of tokens (at "
+                         "most 16,777,216)")

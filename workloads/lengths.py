@@ -21,7 +21,7 @@ import numpy as np
 
 from sysplan.core.errors import InputError
 from sysplan.core.units import parse_count
-from sysplan.workloads.serving import LengthSpec, parse_length
+from sysplan.workloads.serving import MAX_LENGTH_TOKENS, LengthSpec, parse_length
 
 __all__ = ["LengthMix", "check_context", "parse_lengths", "read_lengths", "sample_step"]
 
@@ -70,10 +70,12 @@ def _read_text(path: Path) -> str:
 def _positive_int(text: str, where: str, what: str, zero_ok: bool = False) -> int:
     try:
         value = float(text.strip())
-        if not value.is_integer() or value < (0 if zero_ok else 1):
+        if not value.is_integer() or value < (0 if zero_ok else 1) or not (
+                zero_ok or value <= MAX_LENGTH_TOKENS):
             raise ValueError(text)
     except ValueError:
-        accepted = "a whole number >= 0" if zero_ok else "a positive whole number of tokens"
+        accepted = ("a whole number >= 0" if zero_ok
+                    else f"a positive whole number of tokens (at most {MAX_LENGTH_TOKENS:,})")
         raise InputError(f"{where}: {what} {text.strip()!r} is not {accepted}") from None
     return int(value)
 

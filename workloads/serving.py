@@ -231,10 +231,11 @@ def _trace_value(where: str, row: dict, column: str) -> float | int:
         if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
             raise TypeError(raw)
         value = _number(str(raw), integer=column != "arrival_s")
-        if column != "arrival_s" and value < 1:
+        if column != "arrival_s" and not 1 <= value <= MAX_LENGTH_TOKENS:
             raise ValueError(raw)
     except (TypeError, ValueError):
-        accepted = "a number of seconds" if column == "arrival_s" else "a positive integer"
+        accepted = ("a number of seconds" if column == "arrival_s"
+                    else f"a positive integer (at most {MAX_LENGTH_TOKENS:,} tokens)")
         raise InputError(f"{where}: {key} {raw!r} is not {accepted}") from None
     return value
 
