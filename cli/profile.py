@@ -128,6 +128,10 @@ def print_summary(measured, path: Path, cluster_path: Path | None) -> None:
             f"datasheet {render.bandwidth(datasheet.hbm_bandwidth_bytes_per_s)}" \
             if datasheet else missing
         typer.echo(f"copy: {render.bandwidth(copy)}; {versus}")
+    if measured.overhead is not None:
+        typer.echo(f"per-op overhead: {measured.overhead.forward_s * 1e6:.1f} us forward, "
+                   f"{measured.overhead.backward_s * 1e6:.1f} us backward (a one-element "
+                   "autograd op; charged per op of every layer)")
     if measured.collectives is not None:
         for bus in largest_bus_bandwidths(measured.collectives):
             typer.echo(f"{bus.op}: bus bandwidth {render.bandwidth(bus.bytes_per_s)} at "

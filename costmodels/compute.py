@@ -15,7 +15,7 @@ import numpy as np
 
 from sysplan.costmodels.efficiency import ATTENTION_BWD_FLOPS, Efficiency
 from sysplan.costmodels.layers import Gemm, LayerShapes, uses_dropout
-from sysplan.costmodels.memory import linear_dtype
+from sysplan.costmodels.memory import element_bytes, linear_dtype
 from sysplan.models.spec import ModelSpec
 from sysplan.workloads.training import TrainJob
 
@@ -31,11 +31,13 @@ class LayerTime:
     attention_flops: np.ndarray  # the attention-core part of ``flops``
     gemm_bwd_s: np.ndarray  # data- and weight-gradient GEMMs
     attention_bwd_s: np.ndarray  # attention backward
+    overhead_s: np.ndarray | float = 0.0  # exposed per-op framework cost, forward
+    overhead_bwd_s: np.ndarray | float = 0.0  # and backward
 
     @property
     def total_s(self) -> np.ndarray:
         """Forward seconds."""
-        return self.gemm_s + self.attention_s + self.elementwise_s
+        return self.gemm_s + self.attention_s + self.elementwise_s + self.overhead_s
 
 
 def linear_seconds(eff: Efficiency, m, n, k, peak: float) -> tuple[np.ndarray, np.ndarray]:
@@ -80,8 +82,49 @@ def layer_forward(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: Laye
         # (Micikevicius et al. 2022, "FP8 Formats for Deep Learning", per-tensor scaling)
         elementwise = elementwise + 3.0 * cast_elements
     elementwise_s = elementwise / eff.memory_bytes_per_s
+    ops = layer_ops(model, job, shapes)
+    overhead = op_overhead_seconds(eff, ops * eff.op_forward_s, gemm + attention + elementwise_s)
+    overhead_bwd = op_overhead_seconds(eff, ops * eff.op_backward_s,
+                                       gemm_bwd + attention_bwd + 2.0 * elementwise_s)
     return LayerTime(gemm, attention, elementwise_s, flops_total + attn_flops, attn_flops,
-                     gemm_bwd, attention_bwd)
+                     gemm_bwd, attention_bwd, overhead, overhead_bwd)
+
+
+def op_overhead_seconds(eff: Efficiency, host_s, device_s) -> np.ndarray:
+    """Exposed seconds of the per-op framework cost ``host_s`` of work that runs
+    ``device_s`` on the device: all of it on a CPU (the process that issues an op runs it),
+    on a GPU only what the issuing CPU takes beyond the kernels it keeps busy (CUDA launches
+    are asynchronous; the host runs ahead unless it is the slower side)."""
+    if eff.gpu.gpu_class == "cpu":
+        return np.asarray(host_s, dtype=float) + 0.0 * device_s
+    return np.maximum(0.0, host_s - device_s)
+
+
+def layer_ops(model: ModelSpec, job: TrainJob, shapes: LayerShapes) -> float:
+    """Framework ops one layer's forward issues (each with its backward).
+
+    Eager PyTorch (``kernel_fusion`` "eager", executor/model.py), counted as autograd records
+    them (tests/test_executor.py checks the count): each of the seven linears (q, k, v, out,
+    gate, up, down) on a 3-D input 4 (weight transpose, view in, mm, view out), each
+    RMSNorm 6 (x^2, mean, + eps, rsqrt, two products), the two residual adds, RoPE 7 per
+    rotated tensor (x cos, two half slices, neg, cat, x sin, sum), q/k/v head views and
+    transposes 6, the output transpose and reshape 2, GQA's repeat of K and V 4 each
+    (unsqueeze, expand, clone, view; also with one head per group), attention 1, the activation (SwiGLU 2, GELU 1), and
+    one gradient accumulation per weight. Fused runtimes (Megatron-Core's Transformer
+    Engine layer spec): norm + QKV, RoPE, attention, output projection, bias-dropout-add,
+    norm + MLP up, activation, MLP down, bias-dropout-add (13 with the FP8 casts' bookkeeping
+    left out); routed experts add their own (``costmodels/moe.py`` block: priced there).
+    """
+    if job.kernel_fusion != "eager":
+        return 13.0
+    # q, k, v and output projections; gate, up and down (two without a gate)
+    linears = 4 + (3 if model.gated_mlp else 2)
+    rope = 0 if model.learned_positions else 2 * 7
+    repeat = 2 * 4  # repeat_interleave runs even with one query head per KV head
+    activation = 2 if model.gated_mlp else 1
+    norms = 2
+    return float(4 * linears + 6 * norms + 2 + rope + 6 + 2 + repeat + 1 + activation
+                 + linears + norms)
 
 
 def _attention(model, job, eff: Efficiency, shapes, tokens, tp, cp):
@@ -107,23 +150,48 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
                        tokens, tp, sp) -> np.ndarray:
     """HBM bytes moved by the memory-bound ops of one layer's forward.
 
-    Counted from the tensors of Korthikanti et al. 2022 (section 4.1): two norms (read +
-    write h), two residual adds (read 2h, write h), dropout (read, write, 1-byte mask) when
-    the model uses it, RoPE on q and k, the MLP activation (SwiGLU reads 2f writes f; GELU
-    reads and writes f). Norm/residual/dropout work is replicated across TP unless sequence
-    parallel splits it.
+    Fused kernels (``job.kernel_fusion`` "fused"), counted from the tensors of Korthikanti
+    et al. 2022 (section 4.1): two norms (read + write h), two residual adds (read 2h, write
+    h), dropout (read, write, 1-byte mask) when the model uses it, RoPE on q and k, the MLP
+    activation (SwiGLU reads 2f writes f; GELU reads and writes f). Eager PyTorch ("eager")
+    runs each op as its own pass (``_eager_elements``). Norm/residual/dropout work is
+    replicated across TP unless sequence parallel splits it.
     """
     h = model.hidden_size
-    replicated = 4 * h + 6 * h + (5 * h if uses_dropout(model) else 0)
-    rope = 0 if model.learned_positions else 2 * (model.num_heads + model.num_kv_heads) * model.head_dim
     per_f = 3 if model.gated_mlp else 2
     activation = 0.0
     for g in shapes.gemms:
         if g.name.endswith("_down"):  # its input width is the MLP hidden f
             activation += 0.0 if g.expert else per_f * g.k  # experts: costmodels/moe.py
+    if job.kernel_fusion == "eager":
+        replicated, split = _eager_elements(model, activation / per_f)
+    else:
+        replicated = 4 * h + 6 * h + (5 * h if uses_dropout(model) else 0)
+        rope = 0 if model.learned_positions else 2 * (model.num_heads + model.num_kv_heads) * model.head_dim
+        split = rope + activation
     if not job.flash_attention:
         # softmax + dropout over the a x s scores per token (Korthikanti et al. 2022, 5as term)
-        rope += 5 * model.num_heads * job.seq_len // 2
+        split += 5 * model.num_heads * job.seq_len // 2
     replicated_share = np.where(sp > 0, 1.0 / tp, 1.0)
-    elements = replicated * replicated_share + (rope + activation) / tp
-    return 2.0 * tokens * elements  # 16-bit activations
+    elements = replicated * replicated_share + split / tp
+    return element_bytes(job.precision) * tokens * elements
+
+
+def _eager_elements(model: ModelSpec, f: float) -> tuple[float, float]:
+    """(replicated, TP-split) elements read + written per token by one layer's forward in
+    eager PyTorch, one pass per op (executor/model.py, the Llama decoder of torchtitan
+    without torch.compile):
+    - RMSNorm x * rsqrt(mean(x^2) + eps) * w (Zhang & Sennrich 2019, eq. 4): x^2 (2h), its
+      mean (h), two products (2h each): 7h, twice; the two residual adds: 3h each;
+    - RoPE x cos + rotate(x) sin (Su et al. 2021, eq. 34) on q and k: x cos (2), neg of one
+      half and the concatenation (1 + 2), rotate(x) sin (2), the sum (3): 10 per element;
+    - GQA's repeat of K and V to the query heads (read kv, write q, each), and the copy of
+      the attention output back to [tokens, heads x d] (2q);
+    - the MLP activation: SwiGLU silu(gate) (2f) times up (3f); GELU (2f)."""
+    h, d = model.hidden_size, model.head_dim
+    q, kv = model.num_heads * d, model.num_kv_heads * d
+    replicated = 2 * 7 * h + 2 * 3 * h
+    rope = 0 if model.learned_positions else 10 * (q + kv)
+    repeat = 2 * (kv + q)  # the executor repeats K and V also with one head per group
+    activation = 5 * f if model.gated_mlp else 2 * f
+    return float(replicated), float(rope + repeat + 2 * q + activation)

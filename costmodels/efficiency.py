@@ -94,6 +94,8 @@ class Efficiency:
     memory_fraction: float = MEMORY_BOUND_FRACTION
     collective: dict[str, float] | None = None  # "node"/"network" -> share of link bandwidth
     measured_collectives: MeasuredCollectives | None = None  # CPU profiles: seconds per op
+    op_forward_s: float = 0.0  # per framework op beyond its work (profile ``overhead``)
+    op_backward_s: float = 0.0  # and per op's backward; 0 where not measured
     uncalibrated: tuple[str, ...] = UNCALIBRATED_TERMS
     seen: set[str] | None = None  # extrapolated terms, when tracking
 
@@ -125,6 +127,8 @@ class Efficiency:
             attention=attention, memory_fraction=memory,
             collective=_collective_fractions(profile, cluster),
             measured_collectives=_measured_collectives(profile),
+            op_forward_s=profile.overhead.forward_s if profile.overhead else 0.0,
+            op_backward_s=profile.overhead.backward_s if profile.overhead else 0.0,
             uncalibrated=tuple(t for t, table in TERMS.items() if getattr(profile, table) is None),
         )
 

@@ -89,7 +89,8 @@ class LayerCost:
         return {
             "gemm": t.gemm_s + t.gemm_bwd_s,
             "attn": t.attention_s + t.attention_bwd_s,
-            "elem": 3.0 * t.elementwise_s,  # backward touches each tensor about twice
+            # backward touches each tensor about twice; plus the exposed per-op cost
+            "elem": 3.0 * t.elementwise_s + t.overhead_s + t.overhead_bwd_s,
             # full recompute reruns the forward; selective what its policy does not keep
             "recompute": full * t.total_s + selective * self.selective_s,
             # recompute repeats the forward half of TP and EP traffic (Korthikanti 2022, 4.2.2)
@@ -97,7 +98,7 @@ class LayerCost:
             "cp": self.comm["cp"],
             "ep": self.comm["ep"] * (1.0 + 0.5 * full),
             "fwd": t.total_s,
-            "bwd": t.gemm_bwd_s + t.attention_bwd_s + 2.0 * t.elementwise_s,
+            "bwd": t.gemm_bwd_s + t.attention_bwd_s + 2.0 * t.elementwise_s + t.overhead_bwd_s,
         }
 
     def seconds(self, full, selective) -> np.ndarray:

@@ -91,8 +91,11 @@ def predict(tiny: TinyConfig, layout: ExecLayout, cluster: Cluster,
     """Price ``layout`` of ``tiny`` on ``cluster`` (CPU processes beyond the measured ones
     share its cores: ``shared_cores``)."""
     efficiency = shared_cores(efficiency, cluster, layout.world_size)
+    # the executor's attention is one SDPA call (priced from the profile's attention table)
+    # and every other op runs eagerly, one pass over memory each
     job = TrainJob(seq_len=tiny.seq_len, global_batch=layout.global_batch, precision="fp32",
-                   flash_attention=False, overlap_grad_reduce=False, overlap_param_gather=False)
+                   flash_attention=True, kernel_fusion="eager", overlap_grad_reduce=False,
+                   overlap_param_gather=False)
     estimate = estimate_config(tiny_model_spec(tiny), job, cluster,
                                parallel_config(tiny, layout), efficiency=efficiency)
     terms = {group: sum(estimate.breakdown.get(t, 0.0) for t in names)

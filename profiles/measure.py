@@ -27,6 +27,7 @@ from sysplan.profiles.schema import (
     AttentionTable,
     GemmTable,
     MemoryTable,
+    OpOverhead,
     Profile,
 )
 
@@ -267,6 +268,38 @@ def measure_memory(torch: Any, kind: str, sweep: Sweep, tick: Callable[[str], No
     return MemoryTable(rows=tuple(rows))
 
 
+#: Ops in the chain ``measure_overhead`` times
+OVERHEAD_CHAIN = 200
+
+
+def measure_overhead(torch: Any, kind: str, sweep: Sweep) -> OpOverhead:
+    """Seconds per op of a chain of one-element multiplications recorded by autograd, forward
+    and backward apart: the per-op dispatch, autograd and launch cost that every real op pays
+    on top of its work (host time, measured with the clock, not device events)."""
+    weight = torch.ones(1, device=kind, requires_grad=True)
+
+    def forward():
+        x = torch.ones(1, device=kind)
+        for _ in range(OVERHEAD_CHAIN):
+            x = x * weight
+        return x
+
+    forwards, backwards = [], []
+    for sample in range(sweep.warmup + sweep.samples):
+        began = time.perf_counter()
+        y = forward()
+        middle = time.perf_counter()
+        y.backward()
+        ended = time.perf_counter()
+        if kind == "cuda":
+            torch.cuda.synchronize()
+        if sample >= sweep.warmup:
+            forwards.append((middle - began) / OVERHEAD_CHAIN)
+            backwards.append((ended - middle) / OVERHEAD_CHAIN)
+    return OpOverhead(forward_s=float(f"{statistics.median(forwards):.4g}"),
+                      backward_s=float(f"{statistics.median(backwards):.4g}"))
+
+
 def measure_node(request: MeasureRequest, progress: Progress | None = None) -> MeasureResult:
     """Measure every table on this node (see the module docstring) and return the profile.
 
@@ -296,13 +329,15 @@ def measure_node(request: MeasureRequest, progress: Progress | None = None) -> M
         gemm = measure_gemm(torch, kind, sweep, tick)
         attention, attention_notes = measure_attention(torch, kind, sweep, tick)
         memory = measure_memory(torch, kind, sweep, tick)
+        overhead = measure_overhead(torch, kind, sweep)
     if kind == "cuda":
         torch.cuda.empty_cache()  # leave the GPU memory to the collective workers
     table, collective_notes = collectives.measure(kind, world, sweep.message_bytes, sweep.warmup,
                                                   sweep.samples, launch, tick)
     device = describe_device(kind, torch, world, index)
     profile = Profile(schema_version=SCHEMA_VERSION, name=profile_name(device), device=device,
-                      gemm=gemm, attention=attention, memory=memory, collectives=table)
+                      gemm=gemm, attention=attention, memory=memory, collectives=table,
+                      overhead=overhead)
     return MeasureResult(profile=profile, world=world, rank=launch.rank if launch else 0,
                          notes=tuple(notes + attention_notes + collective_notes))
 

@@ -106,6 +106,16 @@ class CollectiveTable(Frozen):
         return _check_rows(rows, 5, (2, 3, 4), "collectives")
 
 
+class OpOverhead(Frozen):
+    """What one framework op costs beyond its work: a chain of autograd-tracked
+    multiplications of one-element tensors, per op (host time: on a GPU the CPU issues the
+    kernels while earlier ones run)."""
+
+    forward_s: float = Field(ge=0, description="Seconds per op in the forward pass.")
+    backward_s: float = Field(ge=0, description="Seconds per op's backward (autograd engine "
+                              "node, its kernels and the gradient accumulation).")
+
+
 class Calibration(Frozen):
     """Factors fitted to measured training steps by ``sysplan calibrate`` (1 = unchanged)."""
 
@@ -153,6 +163,7 @@ class Profile(Frozen):
     attention: AttentionTable | None = None
     memory: MemoryTable | None = None
     collectives: CollectiveTable | None = None
+    overhead: OpOverhead | None = None
     calibration: Calibration | None = None
 
     @model_validator(mode="after")

@@ -149,3 +149,47 @@ def test_bad_layouts_are_one_line_input_errors(fields: dict[str, object], named:
         run_layout(DENSE, layout(**fields), steps=2, warmup=0, max_procs=8)
     assert named in str(error.value) and "accepted" in str(error.value)
     assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("tiny", [TinyConfig(layers=1), TinyConfig(layers=1, kv_heads=4),
+                                  TinyConfig(layers=1, hidden=96, heads=6, kv_heads=3)])
+def test_eager_op_count_is_what_autograd_records(tiny: TinyConfig) -> None:
+    """costmodels.compute.layer_ops charges the per-op overhead for as many ops as one
+    executor block records: the autograd nodes of its output, less the input's."""
+    import torch
+
+    from sysplan.costmodels.compute import layer_ops
+    from sysplan.costmodels.layers import layer_shapes
+    from sysplan.executor import model as tiny_model
+    from sysplan.executor.predict import tiny_model_spec
+    from sysplan.workloads.training import TrainJob
+
+    class Alone:  # one process: every communication op is the identity
+        tp, tp_rank, cp, cp_rank, sequence_parallel = 1, 0, 1, 0, False
+
+        def enter(self, x):
+            return x
+
+        def exit(self, x, skip_reduce=False):
+            return x
+
+        def sp_param(self, w):
+            return w
+
+        def cp_gather(self, x, dim):
+            return x
+
+    specs = tiny_model.param_specs(tiny, "layer0")
+    params = {n: tiny_model.local_tensor(tiny, n, s, 1, 0).requires_grad_()
+              for n, s in specs.items()}
+    h = torch.randn(2, tiny.seq_len, tiny.hidden, requires_grad=True)
+    out = tiny_model.block(tiny, params, h, Alone(), "none")
+    seen, stack = set(), [out.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is not None and node not in seen:
+            seen.add(node)
+            stack.extend(n for n, _ in node.next_functions)
+    model = tiny_model_spec(tiny)
+    job = TrainJob(seq_len=tiny.seq_len, global_batch=2, kernel_fusion="eager")
+    assert layer_ops(model, job, layer_shapes(model, False)) == len(seen) - 1

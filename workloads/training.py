@@ -56,6 +56,12 @@ class TrainJob(Frozen):
         "overlapped with the compute of another (Megatron --overlap-moe-expert-parallel-comm "
         "with --delay-wgrad-compute, batch-level overlap)."
     )
+    kernel_fusion: Literal["fused", "eager"] = Field(
+        default="fused", description="How element-wise work runs: 'fused' (Megatron/TE-style "
+        "fused norm, RoPE, bias-residual and activation kernels) or 'eager' (plain PyTorch: "
+        "every op of RMSNorm, RoPE, the GQA head repeat and SwiGLU is its own pass over "
+        "memory, as the bundled executor runs them)."
+    )
     selective_policy: Literal["attention", "op"] = Field(
         default="attention", description="What selective recompute reruns: 'attention' "
         "(Megatron --recompute-granularity selective: the attention core) or 'op' "
