@@ -109,8 +109,8 @@ def layer_ops(model: ModelSpec, job: TrainJob, shapes: LayerShapes) -> float:
     RMSNorm 6 (x^2, mean, + eps, rsqrt, two products), the two residual adds, RoPE 7 per
     rotated tensor (x cos, two half slices, neg, cat, x sin, sum), q/k/v head views and
     transposes 6, the output transpose and reshape 2, GQA's repeat of K and V 4 each
-    (unsqueeze, expand, clone, view; also with one head per group), attention 1, the activation (SwiGLU 2, GELU 1), and
-    one gradient accumulation per weight. Fused runtimes (Megatron-Core's Transformer
+    (unsqueeze, expand, clone, view; also with one head per group), attention 1, the
+    activation (SwiGLU 2, GELU 1), and one gradient accumulation per weight. Fused runtimes (Megatron-Core's Transformer
     Engine layer spec): norm + QKV, RoPE, attention, output projection, bias-dropout-add,
     norm + MLP up, activation, MLP down, bias-dropout-add (13 with the FP8 casts' bookkeeping
     left out); routed experts add their own (``costmodels/moe.py`` block: priced there).
@@ -179,8 +179,7 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
 
 def _eager_elements(model: ModelSpec, f: float) -> tuple[float, float]:
     """(replicated, TP-split) elements read + written per token by one layer's forward in
-    eager PyTorch, one pass per op (executor/model.py, the Llama decoder of torchtitan
-    without torch.compile):
+    eager PyTorch, one pass per op, as the bundled executor runs them (executor/model.py):
     - RMSNorm x * rsqrt(mean(x^2) + eps) * w (Zhang & Sennrich 2019, eq. 4): x^2 (2h), its
       mean (h), two products (2h each): 7h, twice; the two residual adds: 3h each;
     - RoPE x cos + rotate(x) sin (Su et al. 2021, eq. 34) on q and k: x cos (2), neg of one
