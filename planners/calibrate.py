@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+from pydantic import ValidationError
 from scipy.optimize import least_squares
 
 from sysplan.core.errors import InputError
@@ -175,6 +176,10 @@ def read_measured_csv(path: Path, resolve_model) -> list[MeasuredRun]:
     return [_run(row, index + 2, path, resolve_model) for index, row in enumerate(rows)]
 
 
+#: Largest whole number and number a runs CSV cell holds (counts, tokens; seconds, GiB).
+_MAX_CELL = {int: (2**30, "1,073,741,824"), float: (1e12, "1e12")}
+
+
 def _run(row: dict[str, str], line: int, path: Path, resolve_model) -> MeasuredRun:
     where = f"{path}:{line}"
 
@@ -190,6 +195,9 @@ def _run(row: dict[str, str], line: int, path: Path, resolve_model) -> MeasuredR
             raise InputError(f"{where}: {name} {text!r} is not a number") from None
         if not value > 0 and name not in ("zero",):
             raise InputError(f"{where}: {name} {text!r} must be positive")
+        largest, shown = _MAX_CELL[kind]
+        if not value <= largest:
+            raise InputError(f"{where}: {name} {text!r} is out of range (at most {shown})")
         return value
 
     model, _ = resolve_model(row["model"])
@@ -203,10 +211,15 @@ def _run(row: dict[str, str], line: int, path: Path, resolve_model) -> MeasuredR
         parallel = ParallelConfig(
             tp=tp, pp=pp, vpp=vpp, dp=dp, cp=cp, ep=number("ep", 1),
             etp=number("etp", 1), micro_batch=number("micro_batch", 1),
-            global_batch=job.global_batch, zero=int(row.get("zero") or 0),
+            global_batch=job.global_batch, zero=number("zero", 0),
             recompute=(row.get("recompute") or "none").strip(),
             sequence_parallel=(row.get("sequence_parallel") or "0").strip() in ("1", "true"),
             schedule="none" if pp == 1 else ("interleaved-1f1b" if vpp > 1 else "1f1b"))
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(map(str, first["loc"]))
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise InputError(f"{where}: {field + ': ' if field else ''}{message}") from None
     except ValueError as error:
         raise InputError(f"{where}: {str(error).splitlines()[-1].strip()}") from None
     memory = number("peak_memory_gib", 0.0, float) * 2**30 or None

@@ -248,3 +248,20 @@ def test_length_file_lengths_are_bounded(tmp_path):
                              "--lengths", str(path)))
     assert line.endswith("line 1: length '1e30' is not a positive whole number of tokens (at "
                          "most 16,777,216)")
+
+
+@pytest.mark.parametrize(("cells", "expected"), [
+    ("99999999999999999999,256,4096,1.5,0",
+     "runs.csv:2: gpus '99999999999999999999' is out of range (at most 1,073,741,824)"),
+    ("8,256,4096,inf,0", "runs.csv:2: step_time_s 'inf' is out of range (at most 1e12)"),
+    ("8,256,4096,1.5,x", "runs.csv:2: zero 'x' is not a number"),  # was int()'s message
+    ("8,256,4096,1.5,7", "runs.csv:2: zero: Input should be less than or equal to 3"),
+    ("8,99999999999999999999,4096,1.5,0",
+     "global_batch '99999999999999999999' is out of range (at most 1,073,741,824)"),
+])
+def test_runs_csv_cells(tmp_path, cells, expected):
+    path = tmp_path / "runs.csv"
+    path.write_text(f"model,gpus,global_batch,seq_len,step_time_s,zero\nllama2-7b,{cells}\n")
+    line = error_line(invoke("calibrate", str(path), "--cluster", "dgx-h100",
+                             "-o", str(tmp_path / "out.yaml")))
+    assert line.endswith(expected)  # pydantic's "For further information visit ..." was shown
