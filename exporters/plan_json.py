@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from sysplan.core.errors import InputError
+from sysplan.core.units import MAX_GPUS
 from sysplan.core.version import __version__
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.hardware.types import Cluster
@@ -101,13 +102,40 @@ def load_plan_json(path: str | Path) -> TrainingResult:
             "--export json")
     check_schema_version(data.get("schema_version"), str(path))
     try:
-        return _training_result(data)
+        result = _training_result(data)
     except ValidationError as error:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first["loc"])
         raise InputError(f"{path}: not a valid sysplan plan ({where}: {first['msg']})") from None
     except (KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{path}: not a valid sysplan plan (missing or bad {error})") from None
+    _check_bounds(result, str(path))
+    return result
+
+
+#: Largest sequence length and global batch a plan file may hold (sysplan train's own limits).
+_MAX_TOKENS_FIELD = 1_073_741_824
+
+
+def _check_bounds(result: TrainingResult, source: str) -> None:
+    """InputError for numbers no sysplan run writes: a degree or GPU count above MAX_GPUS, a
+    sequence length or global batch above 2**30 (they overflowed int64 in the exporters)."""
+    for plan in result.plans:
+        parallel = plan.parallel
+        for name in ("tp", "pp", "vpp", "dp", "cp", "ep", "etp", "micro_batch"):
+            value = getattr(parallel, name)
+            if value > MAX_GPUS:
+                raise InputError(f"{source}: plan rank {plan.rank}: parallel.{name} {value} is "
+                                 f"more than {MAX_GPUS:,}, the most GPUs sysplan plans for")
+        if plan.num_gpus > MAX_GPUS:
+            raise InputError(f"{source}: plan rank {plan.rank}: num_gpus {plan.num_gpus} is "
+                             f"more than {MAX_GPUS:,}, the most GPUs sysplan plans for")
+    if result.job is not None:
+        for name in ("seq_len", "global_batch"):
+            value = getattr(result.job, name)
+            if value > _MAX_TOKENS_FIELD:
+                raise InputError(f"{source}: job.{name} {value} is more than "
+                                 f"{_MAX_TOKENS_FIELD:,}")
 
 
 def check_schema_version(version: object, source: str) -> None:

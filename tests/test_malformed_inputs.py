@@ -265,3 +265,26 @@ def test_runs_csv_cells(tmp_path, cells, expected):
     line = error_line(invoke("calibrate", str(path), "--cluster", "dgx-h100",
                              "-o", str(tmp_path / "out.yaml")))
     assert line.endswith(expected)  # pydantic's "For further information visit ..." was shown
+
+
+@pytest.fixture(scope="module")
+def saved_plan(tmp_path_factory):
+    """A `sysplan train --json` document to corrupt."""
+    result = invoke("train", "--model", "8b", "--cluster", "dgx-h100", "--top", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.parametrize(("where", "field", "expected"), [
+    ("parallel", "tp", ("plan rank 1: parallel.tp 99999999999999999999 is more than 1,048,576, "
+     "the most GPUs sysplan plans for")),
+    ("job", "seq_len", "job.seq_len 99999999999999999999 is more than 1,073,741,824"),
+])
+def test_plan_file_numbers_out_of_range(tmp_path, saved_plan, where, field, expected):
+    document = json.loads(json.dumps(saved_plan))
+    block = document["plans"][0]["parallel"] if where == "parallel" else document["job"]
+    block[field] = 99999999999999999999  # tp overflowed int64 in the exporters
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(document))
+    line = error_line(invoke("export", str(path), "--to", "megatron", "-o", str(tmp_path / "o")))
+    assert line == f"error: {path}: {expected}"
