@@ -64,9 +64,18 @@ def message_sizes(gpu: bool, quick: bool) -> tuple[int, ...]:
     return tuple(4**e for e in range(6, 16)) if gpu else tuple(4**e for e in range(6, 14))
 
 
+def subgroups(world: int) -> tuple[int, ...]:
+    """Smaller groups timed besides the whole world (powers of two from 2): layouts price
+    their TP, CP and DP groups of those sizes from measured rows, not a scaled world's."""
+    return tuple(2**e for e in range(1, 16) if 2**e < world)
+
+
 def steps(world: int, sizes: Sequence[int]) -> int:
-    """Progress steps ``measure`` reports (every op at every size; none for one device)."""
-    return len(COLLECTIVE_OPS) * len(sizes) if world > 1 else 0
+    """Progress steps ``measure`` reports (every op at every size, and every op but
+    send_recv on each subgroup; none for one device)."""
+    if world < 2:
+        return 0
+    return len(sizes) * (len(COLLECTIVE_OPS) + (len(COLLECTIVE_OPS) - 1) * len(subgroups(world)))
 
 
 def bus_bandwidth(op: str, group_size: int, message_bytes: float, time_s: float) -> float:
@@ -207,6 +216,20 @@ def _sweep(kind, rank, world, sizes, warmup, iterations, tier, report):
             group = 2 if op == "send_recv" else world
             rows.append((op, tier, group, _numel(size, world) * 4, seconds))
             report()
+    for members in subgroups(world):
+        # every rank joins new_group; the first ``members`` ranks run, the others wait
+        group = dist.new_group(list(range(members)))
+        for op in COLLECTIVE_OPS:
+            if op == "send_recv":
+                continue
+            for size in sizes:
+                if op not in skipped:
+                    run = _runner(op, rank, members, size, kind, group) \
+                        if rank < members else (lambda: None)
+                    seconds = _time(run, kind, warmup, iterations)
+                    if seconds is not None:
+                        rows.append((op, tier, members, _numel(size, members) * 4, seconds))
+                report()
     dist.barrier()
     return rows, skipped
 
@@ -216,8 +239,10 @@ def _numel(size: int, world: int) -> int:
     return max(world, size // 4 // world * world)
 
 
-def _runner(op: str, rank: int, world: int, size: int, kind: str) -> Callable[[], object]:
-    """A call running ``op`` once on this rank with a ``size``-byte (full) tensor."""
+def _runner(op: str, rank: int, world: int, size: int, kind: str,
+            group: Any = None) -> Callable[[], object]:
+    """A call running ``op`` once on this rank with a ``size``-byte (full) tensor, over
+    ``group`` (of ``world`` ranks; None: the default group)."""
     import torch
     import torch.distributed as dist
 
@@ -225,16 +250,16 @@ def _runner(op: str, rank: int, world: int, size: int, kind: str) -> Callable[[]
     full = torch.ones(numel, device=kind)
     part = torch.ones(numel // world, device=kind)
     if op == "all_reduce":
-        return lambda: dist.all_reduce(full)
+        return lambda: dist.all_reduce(full, group=group)
     if op == "all_gather":
         gather = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
-        return lambda: gather(full, part)
+        return lambda: gather(full, part, group=group)
     if op == "reduce_scatter":
         scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-        return lambda: scatter(part, full)
+        return lambda: scatter(part, full, group=group)
     if op == "all_to_all":
         out = torch.empty_like(full)
-        return lambda: dist.all_to_all_single(out, full)
+        return lambda: dist.all_to_all_single(out, full, group=group)
     # send_recv: rank 0 sends to rank 1; the other ranks wait at the timing barrier.
     return {0: lambda: dist.send(full, 1), 1: lambda: dist.recv(full, 0)}.get(rank, lambda: None)
 
