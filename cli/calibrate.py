@@ -59,10 +59,12 @@ def calibrate(measured: _Measured, cluster: _Cluster, profile: _Profile = None,
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
     from sysplan.planners.calibrate import fit_calibration, read_measured_csv
-    from sysplan.profiles.loader import bundled_for_gpu, list_bundled, load_profile
+    from sysplan.profiles.loader import bundled_for_gpu, check_gpu, list_bundled, load_profile
 
     machine, _ = load_cluster(cluster)
     base = load_profile(profile) if profile else bundled_for_gpu(machine.gpu.name)
+    if base is not None:
+        check_gpu(base, machine.gpu, profile)
     eff = Efficiency.from_profile(base, machine) if base else Efficiency.default(machine)
     runs = read_measured_csv(Path(measured), resolve_model)
     fit = fit_calibration(runs, machine, eff, fitted_on=f"{Path(measured).name} "

@@ -148,7 +148,7 @@ def _pricing(profile: str | None, cluster: str | None):
     from sysplan.core.errors import InputError
     from sysplan.costmodels.efficiency import Efficiency
     from sysplan.hardware import load_cluster
-    from sysplan.profiles.loader import load_profile
+    from sysplan.profiles.loader import check_gpu, load_profile
 
     if profile is None:
         if not Path("profile-cpu.yaml").is_file():
@@ -163,6 +163,7 @@ def _pricing(profile: str | None, cluster: str | None):
                              "accepted is a cluster name or file")
         cluster = str(beside)
     spec, _ = load_cluster(cluster)
+    check_gpu(measured, spec.gpu, profile)
     return spec, Efficiency.from_profile(measured, spec)
 
 

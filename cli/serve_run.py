@@ -96,9 +96,11 @@ def serving_efficiency(profile: str | None, machine):
         return None
     if profile == "none":
         return Efficiency.default(machine)
-    from sysplan.profiles.loader import load_profile
+    from sysplan.profiles.loader import check_gpu, load_profile
 
-    return Efficiency.from_profile(load_profile(profile), machine)
+    measured = load_profile(profile)
+    check_gpu(measured, machine.gpu, profile)
+    return Efficiency.from_profile(measured, machine)
 
 
 def export_engines(text: str) -> list[str]:

@@ -375,6 +375,10 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
                          "to mixture-of-experts models")
     cluster, cluster_notes = load_cluster(request.cluster)
     check_precision(request.precision, cluster.gpu, PRECISIONS)
+    if measured is not None:
+        from sysplan.profiles.loader import check_gpu
+
+        check_gpu(measured, cluster.gpu, request.profile)
     job, job_notes = make_train_job(
         spec, seq_len=request.seq_len, global_batch=request.global_batch,
         precision=request.precision, overlap_grad_reduce=request.overlap_grad_reduce,

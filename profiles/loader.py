@@ -54,6 +54,17 @@ def load_profile(source: str | Path) -> Profile:
     return merge(base, profile)
 
 
+def check_gpu(profile: Profile, gpu: Any, source: object) -> None:
+    """InputError unless ``gpu`` lists a peak for the dtype of the profile's GEMM table (its
+    efficiencies are times over that peak); ``source`` is the --profile value as given."""
+    dtype = profile.gemm.dtype if profile.gemm is not None else None
+    if dtype is None or dtype in gpu.peak_flops or dtype in ("bf16", "fp16"):
+        return  # bf16 and fp16 share the bf16 peak every GPU lists
+    raise InputError(f"--profile {source}: its GEMM table is {dtype} and {gpu.name} lists no "
+                     f"{dtype} peak; accepted for it: a profile timed in "
+                     f"{', '.join(sorted({*gpu.peak_flops, 'fp16'}))}")
+
+
 def merge(base: Profile, overlay: Profile) -> Profile:
     """``overlay`` on top of ``base``: its tables and calibration win where present."""
     fields = {name: getattr(overlay, name) if getattr(overlay, name) is not None

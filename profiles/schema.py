@@ -43,16 +43,19 @@ def _check_rows(rows: tuple[tuple, ...], width: int, positive: tuple[int, ...], 
             raise ValueError(f"{table}.rows[{index}]: {len(row)} values, expected {width}")
         for column in positive:
             value = row[column]
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            # compared with 1e30 rather than math.isfinite, which overflows on 10**400
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    0 < value <= 1e30):
                 raise ValueError(f"{table}.rows[{index}][{column}]: {value!r} must be a "
-                                 "positive number")
+                                 "positive number (at most 1e30)")
     return rows
 
 
 class GemmTable(Frozen):
     """Median time of one GEMM C[m, n] = A[m, k] B[k, n] per shape."""
 
-    dtype: str = Field(default="bf16", description="Operand dtype of every row.")
+    dtype: Literal["fp32", "tf32", "bf16", "fp16", "fp8"] = Field(
+        default="bf16", description="Operand dtype of every row (a dtype GPUs list a peak for).")
     columns: tuple[Literal["m"], Literal["n"], Literal["k"], Literal["time_s"]] = (
         "m", "n", "k", "time_s")
     rows: tuple[tuple[int, int, int, float], ...] = Field(min_length=1)

@@ -288,3 +288,31 @@ def test_plan_file_numbers_out_of_range(tmp_path, saved_plan, where, field, expe
     path.write_text(json.dumps(document))
     line = error_line(invoke("export", str(path), "--to", "megatron", "-o", str(tmp_path / "o")))
     assert line == f"error: {path}: {expected}"
+
+
+def _bundled_profile_with(tmp_path, change) -> str:
+    import yaml
+
+    from sysplan.profiles.loader import BUNDLED
+
+    document = yaml.safe_load((BUNDLED / "h100-sxm.yaml").read_text())
+    change(document)
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+@pytest.mark.parametrize(("change", "cluster", "expected"), [
+    (lambda d: d["gemm"]["rows"][0].__setitem__(3, float("inf")), "dgx-h100",
+     "gemm.rows[0][3]: inf must be a positive number (at most 1e30)"),  # was accepted
+    (lambda d: d["gemm"].__setitem__("dtype", "fp4"), "dgx-h100",
+     "gemm.dtype: Input should be 'fp32', 'tf32', 'bf16', 'fp16' or 'fp8'"),  # KeyError
+    (lambda d: d["gemm"].__setitem__("dtype", "fp8"), "dgx-a100",  # KeyError in GPU.peak
+     ("its GEMM table is fp8 and A100-SXM4-80GB lists no fp8 peak; accepted for it: a profile "
+     "timed in bf16, fp16, fp32, tf32")),
+])
+def test_profile_values(tmp_path, change, cluster, expected):
+    path = _bundled_profile_with(tmp_path, change)
+    line = error_line(invoke("train", "--model", "8b", "--cluster", cluster, "--gpus", "8",
+                             "--profile", path))
+    assert expected in line
