@@ -176,9 +176,9 @@ def _number(text: str, column: str, where: str, whole: bool = False) -> float:
         value = float(text)
     except ValueError:
         raise InputError(f"{where}: {column} {text!r} is not a number") from None
-    if math.isnan(value) or value <= 0 or (whole and (value != int(value) or value > 1e7)):
+    if not 0 < value <= (1e7 if whole else 1e12) or (whole and value != int(value)):
         raise InputError(f"{where}: {column} {text!r}: expected a positive "
-                         f"{'whole number up to 10^7' if whole else 'number'}")
+                         f"{'whole number up to 10^7' if whole else 'number up to 10^12'}")
     return value
 
 

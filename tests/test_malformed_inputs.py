@@ -316,3 +316,18 @@ def test_profile_values(tmp_path, change, cluster, expected):
     line = error_line(invoke("train", "--model", "8b", "--cluster", cluster, "--gpus", "8",
                              "--profile", path))
     assert expected in line
+
+
+@pytest.mark.parametrize(("cells", "expected"), [
+    ("inf,1000,100,100,inf,1000", ("s.csv:2: tp 'inf': expected a positive whole number up to "
+     "10^7")),  # int(inf) raised OverflowError
+    ("1,1000,100,100,inf,1e400", ("output_tok_per_s '1e400': expected a positive number up to "
+     "10^12")),  # inf was taken as a measurement
+])
+def test_serving_runs_csv_cells(tmp_path, cells, expected):
+    path = tmp_path / "s.csv"
+    path.write_text("model,tp,input_len,output_len,num_requests,request_rate,output_throughput\n"
+                    f"8b,{cells}\n")
+    line = error_line(invoke("calibrate", "--serving", str(path), "--cluster", "dgx-h100",
+                             "-o", str(tmp_path / "o.yaml")))
+    assert line.endswith(expected)
