@@ -36,6 +36,10 @@ class GPU(Frozen):
             raise ValueError(f"unknown dtype(s) {sorted(unknown)}; accepted: {', '.join(DTYPES)}")
         if "bf16" not in self.peak_flops:
             raise ValueError("peak_flops must list bf16")
+        for dtype, flops in self.peak_flops.items():
+            if not 0 < flops < float("inf"):  # a zero peak divided every efficiency by zero
+                raise ValueError(f"peak {dtype}: {flops!r} is not a positive FLOP rate "
+                                 "(write e.g. 989TFLOP/s)")
         return self
 
     def peak(self, dtype: str) -> float:

@@ -331,3 +331,14 @@ def test_serving_runs_csv_cells(tmp_path, cells, expected):
     line = error_line(invoke("calibrate", "--serving", str(path), "--cluster", "dgx-h100",
                              "-o", str(tmp_path / "o.yaml")))
     assert line.endswith(expected)
+
+
+def test_an_inline_gpu_with_a_zero_peak(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "gpu: {name: X, vendor: nvidia, gpu_class: hopper, memory: 80GiB, memory_bandwidth: "
+        "3TB/s, power: 700W, peak: {bf16: 0FLOP/s}}\n"
+        + CLUSTER.format(nodes=2, over=1).split("\n", 1)[1])
+    line = error_line(invoke("train", "--model", "8b", "--cluster", str(path)))
+    assert line.endswith("gpu: peak bf16: 0.0 is not a positive FLOP rate (write e.g. "
+                         "989TFLOP/s)")
