@@ -356,7 +356,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     spec, model_note = resolve_model(request.model)
     lengths = None
     if request.lengths is not None:
-        from sysplan.workloads.lengths import check_context, parse_lengths
+        from sysplan.workloads.lengths import check_context, check_step, parse_lengths
 
         lengths = parse_lengths(request.lengths)
         check_context(lengths, spec.max_seq_len, spec.name)
@@ -385,6 +385,8 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         tp_comm_overlap=request.tp_comm_overlap, moe_capacity_factor=request.moe_capacity_factor,
         ep_comm_overlap=request.ep_comm_overlap, moe_dispatcher=request.moe_dispatcher,
     )
+    if lengths is not None:
+        check_step(lengths, job.tokens_per_step)
     runtimes = request.search_runtimes()
     if runtimes and request.runtime is None:
         job_notes.append(f"search restricted to layouts {', '.join(runtimes)} can run (--export)")

@@ -342,3 +342,16 @@ def test_an_inline_gpu_with_a_zero_peak(tmp_path):
     line = error_line(invoke("train", "--model", "8b", "--cluster", str(path)))
     assert line.endswith("gpu: peak bf16: 0.0 is not a positive FLOP rate (write e.g. "
                          "989TFLOP/s)")
+
+
+@pytest.mark.parametrize(("lengths", "expected"), [
+    # ~105k sequences per step: the mix search ran out of memory (MemoryError or a kill)
+    ("40", ("--lengths 40: a step of 4,194,304 tokens would hold about 104,858 sequences of 40 "
+     "tokens on average; accepted: at most 16,384 per step (a mean length of at least 256 "
+     "tokens, or a smaller --global-batch)")),
+    ("lognormal:8192,10", "holds more than 16,384 sequences as sampled"),  # clipped far below
+])
+def test_train_lengths_with_too_many_sequences_per_step(lengths, expected):
+    result = invoke("train", "--model", "8b", "--cluster", "frontier", "--gpus", "16",
+                    "--lengths", lengths)
+    assert expected in error_line(result)

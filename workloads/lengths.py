@@ -23,7 +23,12 @@ from sysplan.core.errors import InputError
 from sysplan.core.units import parse_count
 from sysplan.workloads.serving import MAX_LENGTH_TOKENS, LengthSpec, parse_length
 
-__all__ = ["LengthMix", "check_context", "parse_lengths", "read_lengths", "sample_step"]
+__all__ = ["LengthMix", "check_context", "check_step", "parse_lengths", "read_lengths",
+           "sample_step"]
+
+#: Most sequences one sampled step may hold: the mix search keeps arrays of sequences x
+#: sequences (about 16,000 take a few seconds and ~0.3 GB; 100,000 ran out of memory).
+MAX_STEP_SEQUENCES = 16_384
 
 #: File suffixes read as length files; anything else is parsed as a distribution.
 LENGTH_FILE_SUFFIXES = (".txt", ".csv", ".lengths")
@@ -144,6 +149,19 @@ def check_context(lengths: LengthMix, context_tokens: int, model_name: str) -> N
             f"(e.g. add ,max={context_tokens} to a distribution)")
 
 
+def check_step(lengths: LengthMix, tokens_per_step: int) -> None:
+    """InputError when a step of ``tokens_per_step`` tokens would hold more than
+    MAX_STEP_SEQUENCES sequences of the mean length."""
+    expected = tokens_per_step / lengths.mean_tokens
+    if expected > MAX_STEP_SEQUENCES:
+        shortest = -(-tokens_per_step // MAX_STEP_SEQUENCES)
+        raise InputError(
+            f"--lengths {lengths.source}: a step of {tokens_per_step:,} tokens would hold about "
+            f"{expected:,.0f} sequences of {lengths.mean_tokens:,.0f} tokens on average; "
+            f"accepted: at most {MAX_STEP_SEQUENCES:,} per step (a mean length of at least "
+            f"{shortest:,} tokens, or a smaller --global-batch)")
+
+
 def sample_step(lengths: LengthMix, batch_tokens: int | str, seed: int = 0,
                 step: int = 0) -> np.ndarray:
     """One step's sequence lengths (int64): drawn until their sum reaches ``batch_tokens``.
@@ -158,11 +176,18 @@ def sample_step(lengths: LengthMix, batch_tokens: int | str, seed: int = 0,
     rng = np.random.default_rng([seed, step])
     drawn: list[np.ndarray] = []
     total = 0
+    count = 0
     while total < tokens:
+        if count > MAX_STEP_SEQUENCES:  # clipping left the lengths far below their mean
+            raise InputError(
+                f"--lengths {lengths.source}: a step of {tokens:,.0f} tokens holds more than "
+                f"{MAX_STEP_SEQUENCES:,} sequences as sampled; accepted: at most that many "
+                "(longer lengths or a smaller --global-batch)")
         # enough draws for the expected remainder, at least 16
         chunk = lengths.sample(max(16, int(1.25 * (tokens - total) / lengths.mean_tokens)), rng)
         drawn.append(chunk)
         total += int(chunk.sum())
+        count += chunk.size
     sequences = np.concatenate(drawn)
     cut = int(np.searchsorted(np.cumsum(sequences), tokens)) + 1
     return sequences[:cut].astype(np.int64)
