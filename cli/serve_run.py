@@ -28,8 +28,9 @@ def _rate(text: str | None) -> float | None:
         value = float(text)
     except ValueError:
         value = -1.0
-    if not value > 0:
-        raise InputError(f"--rate {text}: expected requests per second (e.g. 4.5) or inf")
+    if not 0 < value <= 1e9:  # 1e400 reads as inf: only the word inf means offline
+        raise InputError(f"--rate {text}: expected requests per second above 0 and at most "
+                         "1e9 (e.g. 4.5), or inf")
     return value
 
 

@@ -355,3 +355,9 @@ def test_train_lengths_with_too_many_sequences_per_step(lengths, expected):
     result = invoke("train", "--model", "8b", "--cluster", "frontier", "--gpus", "16",
                     "--lengths", lengths)
     assert expected in error_line(result)
+
+
+def test_serve_rate_overflowing_to_inf_is_refused():
+    line = error_line(invoke(*SERVE, "--rate", "1e400"))  # was read as inf (offline)
+    assert line == ("error: --rate 1e400: expected requests per second above 0 and at most 1e9 "
+                    "(e.g. 4.5), or inf")
