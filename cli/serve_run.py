@@ -107,17 +107,10 @@ def serving_efficiency(profile: str | None, machine):
 def export_engines(text: str) -> list[str]:
     """``--export vllm,sglang`` as engine names, in order, without repeats; InputError when a
     name is unknown or none is given (``--export ,``)."""
+    from sysplan.exporters import parse_names
     from sysplan.exporters.serving import SERVE_EXPORTERS
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    accepted = ", ".join(SERVE_EXPORTERS)
-    for name in names:
-        if name not in SERVE_EXPORTERS:
-            raise InputError(f"--export {name}: not accepted; choose from {accepted} "
-                             "(comma-separated)")
-    if not names:
-        raise InputError(f"--export {text!r}: name at least one of {accepted}")
-    return list(dict.fromkeys(names))
+    return parse_names(text, "--export", SERVE_EXPORTERS)
 
 
 def _export(err: Console, result: ServeResult, spec, machine, names: list[str],

@@ -84,13 +84,8 @@ MAX_TOP = 1_000
 MAX_SEQ_LEN = 1_073_741_824
 
 
-def _gpu_count(value: object) -> int:
-    """A GPU count, parallel degree or other per-GPU count: a whole number, 1 to ``MAX_GPUS``."""
-    number = whole_number(value)
-    if number is None or not 1 <= number <= MAX_GPUS:
-        raise typer.BadParameter(
-            f"{value}: expected a whole number of at least 1 and at most {MAX_GPUS:,}")
-    return number
+#: A GPU count, parallel degree or other per-GPU count: a whole number, 1 to ``MAX_GPUS``.
+_gpu_count = _bounded_int(MAX_GPUS)
 
 
 #: Largest number a plain float option takes (dollars per GPU-hour, seconds, a factor): larger

@@ -34,13 +34,20 @@ __all__ = ["EXPORTERS", "TARGETS", "ExportFile", "ExportRequest", "export_plan",
 
 def parse_targets(text: str, option: str = "--to") -> list[str]:
     """``megatron,deepspeed`` -> names, in order, without repeats; InputError for others."""
+    return parse_names(text, option, TARGETS)
+
+
+def parse_names(text: str, option: str, accepted) -> list[str]:
+    """A comma-separated list of names from ``accepted``, in order, without repeats;
+    InputError naming an unknown one, or when none is given (``--export ,``)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
+    choices = ", ".join(accepted)
     for name in names:
-        if name not in TARGETS:
-            raise InputError(f"{option} {name}: not accepted; choose from {', '.join(TARGETS)} "
+        if name not in accepted:
+            raise InputError(f"{option} {name}: not accepted; choose from {choices} "
                              "(comma-separated)")
     if not names:
-        raise InputError(f"{option}: name at least one of {', '.join(TARGETS)}")
+        raise InputError(f"{option} {text!r}: name at least one of {choices}")
     return list(dict.fromkeys(names))
 
 
