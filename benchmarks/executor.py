@@ -3,9 +3,10 @@
     python benchmarks/executor.py [--profile profile-cpu.yaml --cluster local-cpu.yaml]
                                   [--steps 20] [--nproc 4]
 
-Without --profile it first measures this node (`sysplan profile --device cpu --quick`, with
-collectives over --nproc processes) into a temporary folder. Every layout trains the same tiny
-decoder on the same data; per layout it prints the measured median step (and p10-p90), the
+Without --profile it first measures this node (`sysplan profile --device cpu --quick --model`
+with the decoder's config.json and TP 1, 2, 4, collectives over --nproc processes) into a
+temporary folder. Every layout trains the same tiny decoder on the same data; per layout it
+prints the measured median step (and p10-p90), the
 prediction, its error, the naive baseline (6 N tokens at 40 % of the measured GEMM peak per
 process, Kaplan et al. 2020) and per-term errors; then MAPE, and whether the two rankings
 agree (Kendall's tau). Timings on a shared 2-core VM are noisy: compare within one run.
@@ -14,6 +15,7 @@ agree (Kendall's tau). Timings on a shared 2-core VM are noisy: compare within o
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -63,7 +65,17 @@ def _profile_paths(args) -> tuple[str, str]:
 
     folder = Path(tempfile.mkdtemp(prefix="sysplan-bench-"))
     started = time.perf_counter()
-    measured = measure_node(MeasureRequest(device="cpu", quick=True, world=args.nproc)).profile
+    # the decoder it will run, as a config.json: the profile then times its own layer GEMMs
+    # at every TP degree and its attention at its head dim, as `sysplan profile --model` does
+    config = folder / "config.json"
+    config.write_text(json.dumps({
+        "model_type": "llama", "hidden_size": TINY.hidden, "num_attention_heads": TINY.heads,
+        "num_key_value_heads": TINY.kv_heads, "intermediate_size": TINY.ffn,
+        "num_hidden_layers": TINY.layers, "vocab_size": TINY.vocab,
+        "max_position_embeddings": TINY.seq_len, "tie_word_embeddings": False}))
+    degrees = tuple(d for d in (1, 2, 4) if d <= args.nproc)
+    measured = measure_node(MeasureRequest(device="cpu", quick=True, world=args.nproc,
+                                           model=str(config), tp=degrees)).profile
     write_profile(measured, folder / "profile-cpu.yaml")
     write_atomic(folder / "local-cpu.yaml", local_cpu_cluster_yaml(measured, memory_bytes()))
     print(f"measured this node in {time.perf_counter() - started:.0f} s -> {folder}")

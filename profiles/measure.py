@@ -119,7 +119,7 @@ def plan_sweep(kind: str, request: MeasureRequest) -> Sweep:
     """The shapes to time: small on a CPU, --quick fewer, --model its layer GEMMs."""
     gpu, quick = kind == "cuda", request.quick
     if request.model is not None:
-        tokens = ((2048,) if gpu else (256,)) if quick else \
+        tokens = ((2048,) if gpu else (128, 512)) if quick else \
             ((1024, 4096, 16384) if gpu else (128, 512))
         gemm = model_gemm_shapes(request.model, request.tp, tokens)
     elif quick:
