@@ -10,7 +10,7 @@ import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, get_args
 
 import typer
 from rich.console import Console
@@ -19,6 +19,7 @@ from sysplan.cli import render
 from sysplan.core import units
 from sysplan.exporters import plan_json
 from sysplan.planners.runtimes import RUNTIMES
+from sysplan.workloads.training import MoeDispatcher
 
 HELP = """Rank the best parallel configurations for training a model on a cluster.
 
@@ -189,7 +190,7 @@ _EpCommOverlap = Annotated[bool, _opt(
     help="MoE: overlap each micro-batch's expert all-to-alls with another's compute (Megatron "
     "--overlap-moe-expert-parallel-comm).")]
 _MoeDispatcher = Annotated[str, _opt(
-    "--moe-dispatcher", metavar="NAME", panel=_RUNTIME,
+    "--moe-dispatcher", metavar="NAME", panel=_RUNTIME, parser=_choice(*get_args(MoeDispatcher)),
     help="MoE token dispatcher: alltoall, allgather, flex (DeepEP-style, deduplicated per GPU "
     "and per node) or auto (the cheapest per layout).")]
 _MoeCapacityFactor = Annotated[float | None, _opt(
@@ -358,10 +359,6 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if request.moe_capacity_factor is not None and spec.moe is None:
         raise InputError(f"--moe-capacity-factor {request.moe_capacity_factor:g}: {spec.name} "
                          "has no experts; the option applies to mixture-of-experts models")
-    dispatchers = ("auto", "alltoall", "allgather", "flex")
-    if request.moe_dispatcher not in dispatchers:
-        raise InputError(f"--moe-dispatcher {request.moe_dispatcher!r}: accepted: "
-                         + ", ".join(dispatchers))
     if request.moe_dispatcher != "auto" and spec.moe is None:
         raise InputError(f"--moe-dispatcher {request.moe_dispatcher}: {spec.name} has no "
                          "experts; the option applies to mixture-of-experts models")

@@ -22,10 +22,10 @@ from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.memory import element_bytes, linear_dtype
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
-from sysplan.workloads.training import TrainJob
+from sysplan.workloads.training import MOE_DISPATCHERS, TrainJob
 
 #: Megatron ``--moe-token-dispatcher-type`` values, in the order of ``MoECost.dispatcher`` codes
-DISPATCHERS = ("alltoall", "allgather", "flex")
+DISPATCHERS = MOE_DISPATCHERS
 
 #: Rows of one CTA tile of a grouped GEMM: each expert's token count is padded to it
 #: (CUTLASS grouped GEMM schedules whole 128-row tiles per problem; cuBLAS/TE the same).

@@ -17,6 +17,12 @@ if TYPE_CHECKING:
 Precision = Literal["bf16", "fp16", "fp8", "fp32"]
 
 
+#: Megatron ``--moe-token-dispatcher-type`` values sysplan prices, and "auto" (the cheapest)
+MoeDispatcher = Literal["auto", "alltoall", "allgather", "flex"]
+#: The dispatchers, in the order of ``costmodels.moe.MoECost.dispatcher`` codes
+MOE_DISPATCHERS: tuple[str, ...] = get_args(MoeDispatcher)[1:]
+
+
 class TrainJob(Frozen):
     """One training job's shape, independent of how it is parallelised."""
 
@@ -72,7 +78,7 @@ class TrainJob(Frozen):
         default=1.1, ge=1.0, description="Max / mean tokens per expert-parallel rank; the "
         "slowest rank sets the MoE time (1.0 = perfectly balanced routing)."
     )
-    moe_dispatcher: Literal["auto", "alltoall", "allgather", "flex"] = Field(
+    moe_dispatcher: MoeDispatcher = Field(
         default="auto", description="MoE token dispatcher (Megatron --moe-token-dispatcher-"
         "type): 'alltoall', 'allgather', 'flex' (DeepEP-style kernels that send a token once "
         "per destination GPU and once per remote node) or 'auto' (the cheapest per layout)."
