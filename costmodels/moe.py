@@ -167,7 +167,11 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
                                           + coll.reduce_scatter_time(cluster, whole, group, 1,
                                                                      eff)), 0.0)
     gather_pass = 2.0 * act_b * h * tokens * (group - 1.0)  # permute + unpermute, extra reads
-    flex_s = 4.0 * _flex_seconds(model, cluster, eff, tokens * h * act_b * imbalance, ep, etp)
+    token_bytes = tokens * h * act_b * imbalance
+    # flex sends one copy per distinct destination GPU (DeepEP deduplicates a token's experts
+    # on one GPU)
+    flex_bytes = token_bytes * distinct_units(ep, model.moe)
+    flex_s = 4.0 * _flex_seconds(model, cluster, eff, token_bytes, flex_bytes, ep, etp)
     # the cheapest of the allowed ones per layout (EP 1: none is used; all-to-all is the
     # default); the flex dispatcher runs without expert tensor parallelism only, and "auto"
     # proposes it (an extra library, DeepEP) only where the EP group leaves its NVLink domain,
@@ -183,8 +187,7 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     dispatcher = np.where(ep > 1, np.argmin(options, axis=0), 0)
     dispatch = np.choose(dispatcher, [dispatch, gather_s, flex_s])
     elementwise = elementwise + np.where(dispatcher == 1, gather_pass, 0.0)
-    sent = np.choose(dispatcher, [a2a_bytes, whole, _flex_bytes(model, cluster, tokens * h * act_b
-                                                                * imbalance, ep, etp)])
+    sent = np.choose(dispatcher, [a2a_bytes, whole, flex_bytes])
     # kept for backward: fp32 router scores and the routing map (5E bytes per token), and the
     # top_k expert outputs the unpermute weights by the router probabilities
     extra = tokens * (5.0 * moe.num_experts + moe.top_k * imbalance * h * act_b)
@@ -200,25 +203,18 @@ def _ep_domains(cluster: Cluster, ep, etp):
     return inner, np.maximum(ep / inner, 1.0)
 
 
-def _flex_bytes(model, cluster: Cluster, token_bytes, ep, etp):
-    """Bytes one rank sends per flex dispatch: one copy per distinct destination GPU (DeepEP
-    deduplicates a token's experts on one GPU)."""
-    return token_bytes * distinct_units(ep, model.moe)
-
-
-def _flex_seconds(model, cluster: Cluster, eff: Efficiency, token_bytes, ep, etp):
+def _flex_seconds(model, cluster: Cluster, eff: Efficiency, token_bytes, flex_bytes, ep, etp):
     """One flex (DeepEP-style) dispatch or combine: a token crosses the scale-out fabric once
     per distinct remote NVLink domain holding its experts and is forwarded inside that domain
     over NVLink to each expert's GPU (DeepEP README, normal kernels: "NVLink and RDMA
     forwarding"; DeepSeek-V3 report section 3.2.2: IB to the node once, then NVLink); the two
     hops are pipelined, so the slower tier sets the time. Each hop is priced as an all-to-all
-    of the deduplicated bytes over its ranks."""
+    of the deduplicated bytes over its ranks (``flex_bytes``: one copy per distinct GPU)."""
     inner, domains = _ep_domains(cluster, ep, etp)
     # scale-out: distinct domains per token (each rank sends to its peer GPU in each domain)
     outer = coll.all_to_all_time(cluster, token_bytes * distinct_units(domains, model.moe), ep,
                                  etp, eff)
     outer = np.where(domains > 1, outer, 0.0)
     # NVLink: one copy per distinct GPU hit, own and forwarded traffic alike
-    nvlink = coll.all_to_all_time(cluster, token_bytes * distinct_units(ep, model.moe), inner,
-                                  etp, eff)
+    nvlink = coll.all_to_all_time(cluster, flex_bytes, inner, etp, eff)
     return np.where(ep > 1, np.maximum(outer, nvlink), 0.0)
