@@ -115,22 +115,21 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
     passes = 3.0 * float(moe.elementwise_s[0])
     ep, etp = int(one.ep[0]), int(one.etp[0])
     dispatcher = moe.dispatcher_name()
+    tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
+    mib = float(moe.dispatch_bytes[0]) / 2**20
     if ep > 1 and dispatcher == "allgather":
-        tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
         where = (f"all-gather dispatcher (cheaper than all-to-all here: top-{model.moe.top_k} "
                  f"copies outweigh gathering every token) {dispatch * 1e3:.2f} ms over {tier} "
-                 f"(EP {ep}, {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB gathered)")
+                 f"(EP {ep}, {mib:.0f} MiB gathered)")
     elif ep > 1 and dispatcher == "flex":
-        tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
         where = (f"flex (DeepEP-style) dispatch + combine {dispatch * 1e3:.2f} ms over {tier} "
                  f"(EP {ep}: each token sent once per destination GPU"
                  + (" and once per remote node" if ep * etp > cluster.tiers[0].domain_size
                     else "")
-                 + f", {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB per rank each way)")
+                 + f", {mib:.0f} MiB per rank each way)")
     elif ep > 1:
-        tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
         where = (f"dispatch + combine all-to-all {dispatch * 1e3:.2f} ms over {tier} "
-                 f"(EP {ep}, {float(moe.dispatch_bytes[0]) / 2**20:.0f} MiB per rank each way)")
+                 f"(EP {ep}, {mib:.0f} MiB per rank each way)")
     else:
         where = "no dispatch all-to-all (EP 1: every expert on every GPU)"
     share = float(time["ep_comm"][i]) / step
