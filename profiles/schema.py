@@ -114,9 +114,11 @@ class OpOverhead(Frozen):
     multiplications of one-element tensors, per op (host time: on a GPU the CPU issues the
     kernels while earlier ones run)."""
 
-    forward_s: float = Field(ge=0, description="Seconds per op in the forward pass.")
-    backward_s: float = Field(ge=0, description="Seconds per op's backward (autograd engine "
-                              "node, its kernels and the gradient accumulation).")
+    forward_s: float = Field(ge=0, le=1, allow_inf_nan=False,
+                             description="Seconds per op in the forward pass.")
+    backward_s: float = Field(ge=0, le=1, allow_inf_nan=False,
+                              description="Seconds per op's backward (autograd engine node, "
+                              "its kernels and the gradient accumulation).")
 
 
 class Calibration(Frozen):

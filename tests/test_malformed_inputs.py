@@ -361,3 +361,21 @@ def test_serve_rate_overflowing_to_inf_is_refused():
     line = error_line(invoke(*SERVE, "--rate", "1e400"))  # was read as inf (offline)
     assert line == ("error: --rate 1e400: expected requests per second above 0 and at most 1e9 "
                     "(e.g. 4.5), or inf")
+
+
+@pytest.mark.parametrize(("value", "shown"), [(".inf", "finite"), ("-3", "greater than or equal to 0"),
+                                              ("2", "less than or equal to 1")])
+def test_a_profile_overhead_must_be_a_finite_second_count(tmp_path, value, shown):
+    path = tmp_path / "bad.yaml"
+    path.write_text("schema_version: '1.0'\nname: bad\nbase: h100-sxm\n"
+                    f"overhead: {{forward_s: {value}, backward_s: 1.0e-5}}\n")
+    line = error_line(invoke("train", "--model", "8b", "--cluster", "dgx-h100",
+                             "--profile", str(path)))
+    assert "overhead.forward_s" in line and shown in line
+
+
+@pytest.mark.parametrize("value", ["foo", "all-to-all"])
+def test_an_unknown_moe_dispatcher(value):
+    line = error_line(invoke("train", "--model", "qwen3-30b-a3b", "--cluster", "dgx-h100",
+                             "--moe-dispatcher", value))
+    assert f"--moe-dispatcher {value}" in line and "alltoall, allgather, flex" in line
