@@ -1,7 +1,9 @@
 """`--json`: the plan document (a public contract, exporters/plan_schema.json) and its reader.
 
-Writers emit ``schema_version`` 1.2 (1.1 added ``runtimes``, ``model_spec`` and
-``cluster_spec``; 1.2 ``parallel.stage_recompute`` from ``--stages dp``). Readers accept any 1.x and ignore keys they do not know (later issues add
+Writers emit ``schema_version`` 1.3 (1.1 added ``runtimes``, ``model_spec`` and
+``cluster_spec``; 1.2 ``parallel.stage_recompute`` from ``--stages dp``; 1.3
+``memory_headroom_bytes``, ``train_tokens``, ``gpu_hour_cost`` and ``gpu_counts``, which the
+pictures read). Readers accept any 1.x and ignore keys they do not know (later issues add
 keys, never rename them); 2.x, a missing version or a garbled file is refused with an
 InputError (exit 2). All values are SI: seconds, bytes, FLOPs, fractions.
 """
@@ -24,7 +26,7 @@ from sysplan.models.spec import ModelSpec
 from sysplan.planners.types import Plan, ProfileInfo, TrainingResult
 from sysplan.workloads.training import TrainJob
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 SCHEMA_PATH = Path(__file__).with_name("plan_schema.json")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 
@@ -61,6 +63,10 @@ def training_document(result: TrainingResult) -> dict[str, Any]:
         "sequence_mix": result.sequence_mix,
         "notes": list(result.notes),
         "explanation": result.explanation,
+        "memory_headroom_bytes": result.memory_headroom_bytes,
+        "train_tokens": result.train_tokens,
+        "gpu_hour_cost": result.gpu_hour_cost,
+        "gpu_counts": [dict(row) for row in result.gpu_counts],
         "plans": [plan_document(plan) for plan in result.plans],
     }
 
@@ -184,6 +190,7 @@ def _training_result(data: dict[str, Any]) -> TrainingResult:
         "model_spec": _optional(ModelSpec, data.get("model_spec")),
         "cluster_spec": _optional(Cluster, data.get("cluster_spec")),
         "runtimes": tuple(data.get("runtimes") or ()),
+        "gpu_counts": tuple(data.get("gpu_counts") or ()),
     })
 
 

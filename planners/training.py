@@ -144,7 +144,20 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable, eff)
         + (restaged_winner(result_plans[0]) if stages == "dp" else ""),
         notes=_notes(model, cluster, profile) + stage_notes,
+        memory_headroom_bytes=float(memory_headroom_bytes), train_tokens=train_tokens,
+        gpu_hour_cost=gpu_hour_cost, gpu_counts=_best_per_gpu_count(c, rates, fits),
     )
+
+
+def _best_per_gpu_count(c: Candidates, rates, fits) -> tuple[dict[str, float], ...]:
+    """For each GPU count searched, the fastest fitting layout's tokens/s (fewer GPUs first)."""
+    rows = []
+    for gpus in np.unique(c.gpus):
+        index = np.flatnonzero(fits & (c.gpus == gpus))
+        if index.size:
+            rows.append({"num_gpus": float(gpus),
+                         "tokens_per_s": float(rates["tokens_per_s"][index].max())})
+    return tuple(rows)
 
 
 #: What published runs reached on GPUs sysplan has no profile for, said beside the defaults.

@@ -81,4 +81,13 @@ class TrainingResult(Frozen):
         default=None, description="With --lengths: one sampled step of variable-length data "
         "on the top plan's ranks, CP groups vs the best uniform CP (planners.sp_mix).")
     explanation: str = Field(default="", description="One paragraph: why the winner wins.")
+    memory_headroom_bytes: float | None = Field(
+        default=None, description="GPU memory kept free; a plan fits in GPU memory minus this.")
+    train_tokens: float | None = Field(
+        default=None, description="Tokens to train on (--objective time-to-train or cost).")
+    gpu_hour_cost: float | None = Field(
+        default=None, description="Dollars per GPU-hour (--objective cost).")
+    gpu_counts: tuple[dict[str, float], ...] = Field(
+        default=(), description="Per GPU count searched: the best fitting plan's num_gpus and "
+        "tokens_per_s (what time and cost against GPUs are drawn from).")
     notes: tuple[str, ...] = Field(default=(), description="Assumptions and resolutions.")
