@@ -11,8 +11,6 @@ each distinct value is interpolated once and remembered.
 from __future__ import annotations
 
 import numpy as np
-from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
-from scipy.spatial import QhullError
 
 RESOLUTION = 256.0  # query coordinates are rounded to 1 / RESOLUTION (log2 units)
 _SHIFT = np.int64(1 << 24)
@@ -25,6 +23,10 @@ class ScatteredTable:
         points, inverse = np.unique(np.column_stack([x, y]), axis=0, return_inverse=True)
         # repeated points (the same shape measured twice) average their values
         mean = np.bincount(inverse.ravel(), weights=value) / np.bincount(inverse.ravel())
+        # scipy is imported here, not at module level: `sysplan --help` must not pay ~0.8 s
+        from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
+        from scipy.spatial import QhullError
+
         self._nearest = NearestNDInterpolator(points, mean)
         try:
             self._linear = LinearNDInterpolator(points, mean)

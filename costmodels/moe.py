@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import numpy as np
-from scipy.special import gammaln
 
 from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.compute import LayerTime
@@ -86,6 +85,8 @@ def token_dispatcher(model: ModelSpec, job: TrainJob, cluster: Cluster, config) 
 
 
 def _log_comb(n, k):
+    from scipy.special import gammaln  # lazily: keeps scipy off the CLI's start-up path
+
     return gammaln(n + 1.0) - gammaln(k + 1.0) - gammaln(n - k + 1.0)
 
 
