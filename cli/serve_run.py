@@ -36,7 +36,7 @@ def _rate(text: str | None) -> float | None:
 
 def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, num_requests,
         slo, engine, top, trials, timeout, storage, routing, gpu_cost, pins, export,
-        output, profile=None) -> tuple[list[ServeResult], Any, Any]:
+        output, profile=None, latency_curve=False) -> tuple[list[ServeResult], Any, Any]:
     """Plan for each engine asked; write the --export files of the first engine's best plan."""
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
@@ -67,7 +67,7 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
             model=spec, cluster=machine, workload=workload, slos=slos,
             max_gpus=gpus or machine.gpus_per_node, engine=name, pins=ServePins(**pins),
             gpu_hour_cost=gpu_cost, top=top, trials=trials, timeout_s=timeout, storage=storage,
-            routing=routing, efficiency=efficiency)
+            routing=routing, efficiency=efficiency, latency_curve=latency_curve)
         check_question(question)
         status = (err.status(f"simulating deployments of {spec.name} on {name} ...")
                   if err.is_terminal else nullcontext())
@@ -183,7 +183,18 @@ def result_document(result: ServeResult, exports=None) -> dict[str, Any]:
         "notes": list(result.notes),
         "plans": [{**plan_document(p), **({"exports": exports(p)} if exports else {})}
                   for p in result.plans],
+        "slo_bounds": _slo_bounds(result),
+        "explored": [dict(point) for point in result.explored],
+        "latency_curve": [dict(row) for row in result.latency_curve],
     }
+
+
+def _slo_bounds(result: ServeResult) -> list[dict[str, Any]]:
+    """The SLOs as numbers: metric, percentile, bound_s (for the pictures' SLO lines)."""
+    from sysplan.workloads.slo import parse_slos
+
+    return [{"metric": s.metric, "percentile": s.percentile, "bound_s": s.bound_s}
+            for s in parse_slos(list(result.slos))]
 
 
 def plan_document(plan: ServePlan) -> dict[str, Any]:

@@ -100,12 +100,21 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
         plans = _verify(q, runner, screen, candidates)
         if not plans:
             raise NoPlanFits(screen.no_plan_text())
-        return ServeResult(
+        return _with_pictures(q, runner, ServeResult(
             model=q.model.name, cluster=q.cluster.name, engine=q.engine, max_gpus=q.max_gpus,
             workload=_workload_dict(q.workload), slos=tuple(str(s) for s in q.slos),
             searched=screen.considered, simulated=runner.simulations,
             search_time_s=time.perf_counter() - started,
-            deterministic=q.timeout_s is None, plans=plans, notes=_notes(q, plans[0]))
+            deterministic=q.timeout_s is None, plans=plans, notes=_notes(q, plans[0])))
+
+
+def _with_pictures(q: ServeQuestion, runner: Runner, result: ServeResult) -> ServeResult:
+    """``result`` with the points the search simulated and, when asked, the latency curve of
+    the best deployment (``frontier``)."""
+    from sysplan.planners.serving.frontier import explored, latency_curve
+
+    curve = latency_curve(q, runner.cost, result.plans[0]) if q.latency_curve else ()
+    return result.model_copy(update={"explored": explored(runner), "latency_curve": curve})
 
 
 def _verify(q: ServeQuestion, runner: Runner, screen: Screen,
@@ -335,10 +344,10 @@ def _evaluate_pinned(q: ServeQuestion, runner: Runner, d: Deployment,
     plan = _plan(q, runner, screen, d, rate, summary)
     if mode == "max-rate" and not summary.meets_slo:
         plan = plan.model_copy(update={"max_rate_rps": None})
-    return ServeResult(
+    return _with_pictures(q, runner, ServeResult(
         model=q.model.name, cluster=q.cluster.name, engine=q.engine, max_gpus=q.max_gpus,
         workload=_workload_dict(q.workload), slos=tuple(str(s) for s in q.slos), searched=1,
         simulated=runner.simulations, search_time_s=time.perf_counter() - started,
         deterministic=True, plans=(plan.model_copy(update={"rank": 1}),),
-        notes=(*_notes(q, plan), "every dimension pinned: one deployment simulated"))
+        notes=(*_notes(q, plan), "every dimension pinned: one deployment simulated")))
 

@@ -46,6 +46,8 @@ class ServeQuestion:
     #: prices the kernels (--profile); None: the cluster's bundled or same-die profile, else
     #: the datasheet curves (``Efficiency.for_cluster``)
     efficiency: Efficiency | None = None
+    #: also simulate the best deployment at a few rates around its own (``frontier``)
+    latency_curve: bool = False
 
 
 def replica_layouts(q: ServeQuestion, cost: ServingCost) -> list[ReplicaLayout]:

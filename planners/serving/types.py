@@ -65,3 +65,9 @@ class ServeResult(Frozen):
     deterministic: bool
     plans: tuple[ServePlan, ...]
     notes: tuple[str, ...] = ()
+    explored: tuple[dict[str, Any], ...] = Field(
+        default=(), description="Every loaded simulation of the search as a point: deployment, "
+        "output tokens/s per GPU, tokens/s per user, TTFT p90, SLO met (the Pareto picture).")
+    latency_curve: tuple[dict[str, Any], ...] = Field(
+        default=(), description="With ServeQuestion.latency_curve: the best deployment's "
+        "latency percentiles at a few rates around its own.")
