@@ -45,6 +45,13 @@ class SysplanGroup(TyperGroup):
         **extra: Any,
     ) -> Any:
         _State.debug = False
+        args = list(sys.argv[1:] if args is None else args)
+        # `--debug` is a global option, also accepted after the sub-command (`sysplan train
+        # ... --debug`); up to a `--` that ends the options
+        end = args.index("--") if "--" in args else len(args)
+        if "--debug" in args[:end]:
+            _State.debug = True
+            args = [a for a in args[:end] if a != "--debug"] + args[end:]
         code = _run(self, args, prog_name, complete_var, extra)
         if standalone_mode:
             sys.exit(code)
@@ -134,7 +141,7 @@ def _global_options(
     ] = False,
 ) -> None:
     """Plan parallel configurations for large-model training and serving."""
-    _State.debug = debug
+    _State.debug = _State.debug or debug
 
 
 app.command(name="train", help=train.HELP, no_args_is_help=True)(train.train)

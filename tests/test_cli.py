@@ -409,3 +409,10 @@ def test_job_block_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(document))
     assert plan_json.load_plan_json(path).job == job
+
+
+def test_debug_is_also_accepted_after_the_subcommand(fake_planner: dict) -> None:
+    fake_planner["raise"] = InputError("bad pin")
+    result = invoke("train", "--model", "70b", "--cluster", "frontier", "--debug")
+    assert result.exit_code == 2
+    assert "Traceback" in result.stderr and stderr_lines(result)[-1] == "error: bad pin"
