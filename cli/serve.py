@@ -100,6 +100,11 @@ _Export = Annotated[str | None, _opt("--export", metavar="ENGINES", help="Write 
                                      "for the top deployment: vllm, sglang, trtllm "
                                      "(comma-separated) into --output.")]
 _Output = Annotated[str, _opt("--output", "-o", metavar="DIR", help="Folder for --export.")]
+_Plot = Annotated[str | None, _opt(
+    "--plot", metavar="DIR", help="Write pictures (the Pareto frontier of tokens/s per GPU "
+    "against tokens/s per user and TTFT; the best deployment's latency against offered rate, "
+    "a few more simulations) as PNG and SVG into DIR, and the frontier as text (needs the "
+    "plot extra).")]
 
 
 def _degree(name: str, help: str, parser=_gpu_count):
@@ -158,11 +163,12 @@ def serve(
     decode_replicas: _DecodeReplicas = None, weights_precision: _Weights = None,
     kv_precision: _Kv = None, max_num_seqs: _MaxSeqs = None,
     max_num_batched_tokens: _MaxTokens = None, prefix_cache_hit_rate: _HitRate = None,
-    capacity_policy: _Capacity = None,
+    capacity_policy: _Capacity = None, plot: _Plot = None,
 ) -> None:
     """Find the cheapest deployment that serves a workload within its latency SLO."""
-    from sysplan.cli import serve_run
+    from sysplan.cli import pictures, serve_run
 
+    plot_folder = pictures.check(plot)
     pins = {"tp": tp, "pp": pp, "replicas": replicas, "disagg": disagg,
             "prefill_tp": prefill_tp, "prefill_replicas": prefill_replicas,
             "decode_tp": decode_tp, "decode_replicas": decode_replicas,
@@ -175,10 +181,16 @@ def serve(
         arrival=arrival, concurrency=concurrency, num_requests=num_requests, slo=slo or [],
         engine=engine, top=top, trials=trials, timeout=timeout, storage=storage,
         routing=routing, gpu_cost=gpu_cost, pins=pins, export=export, output=output,
-        profile=profile)
+        profile=profile, latency_curve=plot_folder is not None)
     if json_out:
+        if plot_folder is not None:
+            pictures.serving([serve_run.result_document(r) for r in results], plot_folder,
+                             text=False)
         document = serve_run.document(results, spec, machine)
         typer.echo(json.dumps(document if len(results) > 1 else document["results"][0],
                               indent=2))
         return
     serve_run.render(results)
+    if plot_folder is not None:
+        pictures.serving([serve_run.result_document(r) for r in results], plot_folder,
+                         text=True)

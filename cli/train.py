@@ -15,7 +15,7 @@ from typing import Annotated, get_args
 import typer
 from rich.console import Console
 
-from sysplan.cli import render
+from sysplan.cli import pictures, render
 from sysplan.core import units
 from sysplan.exporters import plan_json
 from sysplan.planners.runtimes import RUNTIMES
@@ -224,6 +224,10 @@ _Export = Annotated[str | None, _opt(
     "(comma-separated) into --output.")]
 _Output = Annotated[str, _opt(
     "--output", "-o", metavar="DIR", panel=_EXPORT, help="Folder the --export files go to.")]
+_Plot = Annotated[str | None, _opt(
+    "--plot", metavar="DIR", help="Write pictures of the top plan (pipeline timeline, memory "
+    "per stage, step-time terms; days and dollars against GPUs for --objective cost or "
+    "time-to-train) as PNG and SVG into DIR, and draw them as text (needs the plot extra).")]
 _TorchtitanFormat = Annotated[str, _opt(
     "--torchtitan-format", metavar="[python|toml]", panel=_EXPORT,
     parser=_choice("python", "toml"),
@@ -267,6 +271,7 @@ def train(
     export: _Export = None,
     output: _Output = "sysplan-export",
     torchtitan_format: _TorchtitanFormat = "python",
+    plot: _Plot = None,
 ) -> None:
     """Rank the best parallel configurations for training a model on a cluster."""
     pins = {
@@ -283,6 +288,7 @@ def train(
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         moe_capacity_factor=moe_capacity_factor, ep_comm_overlap=ep_comm_overlap,
         moe_dispatcher=moe_dispatcher, runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
+        plot=plot,
     )
     run_train(request, json_out=json_out, explain=explain)
 
@@ -315,6 +321,7 @@ class TrainRequest:
     export: str | None = None
     output: str = "sysplan-export"
     torchtitan_format: str = "python"
+    plot: str | None = None
 
     def search_runtimes(self) -> tuple[str, ...]:
         """--runtime, else the runtimes named in --export, else none (any layout)."""
@@ -338,6 +345,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     headroom = parse_bytes(request.memory_headroom, "--memory-headroom")
+    plot_folder = pictures.check(request.plot)
     tokens = None
     if request.train_tokens is not None:
         tokens = parse_count(request.train_tokens, "--train-tokens")
@@ -396,6 +404,8 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if request.export is not None:
         _export_top_plan(err, result, request)
     if json_out:
+        if plot_folder is not None:
+            pictures.training(result, plot_folder, None, err)
         typer.echo(json.dumps(plan_json.training_document(result), indent=2))
         return
     context = render.TrainContext(
@@ -406,6 +416,8 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if not explain:
         _notes(err, list(result.notes))
     render.print_training(render.stdout_console(), result, context, explain=explain)
+    if plot_folder is not None:
+        pictures.training(result, plot_folder, render.stdout_console(), err)
 
 
 def _with_sequence_mix(result, spec, cluster, job, request: TrainRequest, headroom: float,

@@ -1,8 +1,9 @@
 """Arrows point one way (house style 1), read from the imports of every module with ast.
 
 Layers, bottom to top: core < hardware, models, workloads, profiles < costmodels < planners
-< exporters < cli; executor sits beside exporters and only cli may import it. typer and rich
-belong to cli; torch, pulp and optuna are imported inside the functions that need them.
+< exporters < cli; executor and plots sit beside exporters and only cli may import the
+executor. typer and rich belong to cli; torch, pulp, optuna and matplotlib (the optional
+plot extra) are imported inside the functions that need them.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ LAYERS = {
     "hardware": 1, "models": 1, "workloads": 1, "profiles": 1,
     "costmodels": 2,
     "planners": 3,
-    "exporters": 4, "executor": 4,
+    "exporters": 4, "executor": 4, "plots": 4,
     "cli": 5,
     "": 5,
 }
 #: Who may import the executor (it runs plans; nothing below the CLI depends on it).
 EXECUTOR_USERS = {"executor", "cli", ""}
 CLI_ONLY = {"typer", "rich", "click"}
-LAZY_ONLY = {"torch", "pulp", "optuna"}
+LAZY_ONLY = {"torch", "pulp", "optuna", "matplotlib"}
 
 
 def package_files() -> Iterator[Path]:

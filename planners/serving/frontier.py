@@ -3,22 +3,21 @@
 latency percentiles at a handful of rates around the one it was chosen at.
 
 Both read simulations the search ran anyway (``Runner.runs``) or run a few more of the same
-kind (``evaluate``); nothing here changes which plan wins.
+kind (``Runner.run_many``); nothing here changes which plan wins.
 """
 
 from __future__ import annotations
 
 import math
 
-from sysplan.costmodels.serving.cost import ServingCost
-from sysplan.planners.serving.runs import Runner, evaluate
+from sysplan.planners.serving.runs import Runner, Task
 from sysplan.planners.serving.space import ServeQuestion, describe
 from sysplan.planners.serving.types import ServePlan
 
 #: Most points kept (the search of a large cluster simulates a few hundred runs).
 MAX_POINTS = 400
 #: Rates of the latency curve, as shares of the rate the chosen deployment was checked at.
-CURVE_SHARES = (0.25, 0.5, 0.75, 1.0, 1.15, 1.3)
+CURVE_SHARES = (0.25, 0.5, 0.75, 1.0, 1.25)
 #: Requests per run of the latency curve, at most: the curve is a picture, not a verdict.
 CURVE_REQUESTS = 400
 
@@ -49,23 +48,21 @@ def explored(runner: Runner) -> tuple[dict, ...]:
     return tuple(points[:MAX_POINTS])
 
 
-def latency_curve(q: ServeQuestion, cost: ServingCost, plan: ServePlan) -> tuple[dict, ...]:
+def latency_curve(q: ServeQuestion, runner: Runner, plan: ServePlan) -> tuple[dict, ...]:
     """The chosen deployment's TTFT, TPOT and E2E percentiles at CURVE_SHARES of the rate it
-    was checked at (empty offline or closed loop, where there is no rate to scale)."""
+    was checked at (empty offline or closed loop, where there is no rate to scale); the runs
+    go side by side on the runner's workers."""
     rate = plan.max_rate_rps or plan.rate_rps
     if rate is None or not math.isfinite(rate):
         return ()
     n = min(q.workload.num_requests, CURVE_REQUESTS)
-    rows = []
-    for share in CURVE_SHARES:
-        summary = evaluate(q, cost, plan.deployment, rate * share, n, extend=False)
-        rows.append({
-            "rate_rps": rate * share,
-            **{metric: _percentiles(getattr(summary, f"{metric}_s"))
-               for metric in ("ttft", "tpot", "e2e")},
-            "saturated": summary.saturated,
-        })
-    return tuple(rows)
+    tasks = [Task(plan.deployment, rate * share, n) for share in CURVE_SHARES]
+    return tuple({
+        "rate_rps": task.rate,
+        **{metric: _percentiles(getattr(summary, f"{metric}_s"))
+           for metric in ("ttft", "tpot", "e2e")},
+        "saturated": summary.saturated,
+    } for task, summary in zip(tasks, runner.run_many(tasks), strict=True))
 
 
 def _percentiles(value) -> dict[str, float | None]:

@@ -113,7 +113,7 @@ def _with_pictures(q: ServeQuestion, runner: Runner, result: ServeResult) -> Ser
     the best deployment (``frontier``)."""
     from sysplan.planners.serving.frontier import explored, latency_curve
 
-    curve = latency_curve(q, runner.cost, result.plans[0]) if q.latency_curve else ()
+    curve = latency_curve(q, runner, result.plans[0]) if q.latency_curve else ()
     return result.model_copy(update={"explored": explored(runner), "latency_curve": curve})
 
 
