@@ -60,6 +60,9 @@ _Compare = Annotated[bool, _opt(
     "--compare", help="Rank the plans by measured and by predicted step time and say whether "
     "the rankings agree (needs two plans or more).")]
 _Json = Annotated[bool, _opt("--json", help="Write one JSON object to stdout instead of tables.")]
+_Plot = Annotated[str | None, _opt(
+    "--plot", metavar="DIR", help="Write a picture of measured against predicted seconds per "
+    "term as PNG and SVG into DIR, and draw it as text (needs the plot extra).")]
 
 
 def run(
@@ -73,6 +76,7 @@ def run(
     backend: _Backend = "auto",
     compare: _Compare = False,
     json_out: _Json = False,
+    plot: _Plot = None,
 ) -> None:
     """Run saved plans here and compare with the prediction."""
     from sysplan.core.errors import InputError
@@ -82,6 +86,9 @@ def run(
     if warmup >= steps:
         raise InputError(f"--warmup {warmup} with --steps {steps}: accepted is fewer warmup "
                          "steps than steps")
+    from sysplan.cli import pictures
+
+    plot_folder = pictures.check(plot)
     sources = [_load(text) for text in plans]
     cluster_spec, efficiency = _pricing(profile, cluster)
     try:
@@ -91,11 +98,13 @@ def run(
                          "pip install -e '.[torch]'") from None
     report = run_plans(sources, nproc=nproc, scale=scale_down, steps=steps, warmup=warmup,
                        cluster=cluster_spec, efficiency=efficiency, backend=backend)
-    if json_out:
-        typer.echo(json.dumps(report_document(report), indent=2))
-        return
     out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    if json_out:
+        if plot_folder is not None:
+            pictures.run(report_document(report), plot_folder, None, err)
+        typer.echo(json.dumps(report_document(report), indent=2))
+        return
     for run_ in report.runs:
         for note in run_.notes:
             err.print(f"note: {run_.name}: {note}", markup=False)
@@ -108,6 +117,8 @@ def run(
         verdict = "agree" if report.rankings_agree else "DISAGREE"
         out.print(f"ranking by step time: measured {' < '.join(report.measured_order)}; "
                   f"predicted {' < '.join(report.predicted_order)}: {verdict}", markup=False)
+    if plot_folder is not None:
+        pictures.run(report_document(report), plot_folder, out, err)
 
 
 def _load(text: str):
