@@ -174,12 +174,14 @@ def header(result: TrainingResult, context: TrainContext) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True)
     grid.add_column()
-    grid.add_row("model", result.model)
+    grid.add_row("model", model_line(result, job))
     grid.add_row("cluster", allocation(result, context))
+    # MFU is stated against the bf16 peak for every precision; fp8 jobs also see the fp8 peak
+    fp8 = f" ({tflops(gpu.peak('fp8'))} fp8)" if job.precision == "fp8" else ""
     grid.add_row(
         unit,
-        f"{gpu.name}: {gib(gpu.memory_bytes)}, {tflops(gpu.peak(job.precision))} dense "
-        f"{job.precision}, {gpu.hbm_bandwidth_bytes_per_s / 1e12:,.2f} TB/s HBM",
+        f"{gpu.name}: {gib(gpu.memory_bytes)}, {tflops(gpu.peak('bf16'))} dense bf16{fp8}, "
+        f"{gpu.hbm_bandwidth_bytes_per_s / 1e12:,.2f} TB/s HBM",
     )
     grid.add_row(
         "job",
@@ -198,6 +200,21 @@ def header(result: TrainingResult, context: TrainContext) -> Table:
         f"{gib(usable_bytes(context))} of {gib(gpu.memory_bytes)} per {unit}",
     )
     return grid
+
+
+def model_line(result: TrainingResult, job: TrainJob) -> str:
+    """The model with its total and active parameters and training FLOPs per token, so a
+    config.json can be checked at a glance."""
+    spec = result.model_spec
+    if spec is None:
+        return result.model
+    from sysplan.models.counting import model_flops_per_token, param_counts
+
+    counts = param_counts(spec)
+    active = f" ({billions(counts.active)} active)" if counts.active != counts.total else ""
+    flops = model_flops_per_token(spec, job.seq_len)  # training: 3 x forward (PaLM App. B)
+    return (f"{result.model}: {billions(counts.total)} parameters{active}, "
+            f"{flops / 1e9:,.1f} GFLOP per token")
 
 
 def objective_label(objective: str) -> str:
@@ -261,7 +278,9 @@ def plan_columns(result: TrainingResult, context: TrainContext) -> dict[str, Cal
         )
     else:
         columns["tok/s/GPU"] = lambda plan: f"{plan.estimate.tokens_per_s_per_gpu:,.0f}"
-    columns["MFU"] = lambda plan: percent(plan.estimate.mfu)
+    columns["MFU"] = lambda plan: percent(plan.estimate.mfu)  # of the bf16 peak
+    if context.job.precision == "fp8":
+        columns["MFU fp8"] = lambda plan: percent(plan.estimate.mfu_fp8 or 0.0)
     columns["memory"] = lambda plan: gib(plan.estimate.memory.total_bytes)
     return columns
 

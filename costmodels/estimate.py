@@ -22,13 +22,16 @@ def throughput_arrays(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Cand
     step = priced.step_time_s
     tokens_per_s = c.global_batch * job.seq_len / step
     gpus = c.gpus.astype(float)
-    peak = cluster.gpu.peak(linear_dtype(job.precision))
+    # MFU and HFU are stated against the dense bf16 peak for every precision, so an fp8 plan
+    # reads higher, not lower, for the same speed; fp8 jobs add MFU against the fp8 peak
+    peak = cluster.gpu.peak("bf16")
     flops_per_token = model_flops_per_token(model, job.seq_len)
     # MFU: model FLOPs x tokens/s / (GPUs x dense peak) (PaLM, Chowdhery et al. 2022, App. B)
     mfu = flops_per_token * tokens_per_s / (gpus * peak)
     hfu = mfu + priced.recompute_flops_per_gpu / (step * peak)
+    linear_peak = cluster.gpu.peak(linear_dtype(job.precision))
     return {"tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / gpus,
-            "mfu": mfu, "hfu": hfu}
+            "mfu": mfu, "hfu": hfu, "mfu_linear_peak": mfu * peak / linear_peak}
 
 
 def _per_stage(model, c: Candidates, i: int, priced: Priced, stages: tuple[int, ...]):
@@ -71,6 +74,7 @@ def build_estimate(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candida
         tokens_per_s=float(rates["tokens_per_s"][i]),
         tokens_per_s_per_gpu=float(rates["tokens_per_s_per_gpu"][i]),
         mfu=float(rates["mfu"][i]), hfu=float(rates["hfu"][i]),
+        mfu_fp8=float(rates["mfu_linear_peak"][i]) if job.precision == "fp8" else None,
         model_flops_per_token=float(model_flops_per_token(model, job.seq_len)),
         fits=total <= usable_bytes, memory=memory,
         breakdown={k: float(priced.time[k][i]) for k in TIME_TERMS},

@@ -100,8 +100,13 @@ class Estimate(Frozen):
     step_time_s: float = Field(description="Seconds per optimizer step.")
     tokens_per_s: float = Field(description="Tokens per second for the whole job.")
     tokens_per_s_per_gpu: float = Field(description="tokens_per_s / GPUs.")
-    mfu: float = Field(description="Model FLOPs utilisation, a fraction (PaLM App. B).")
-    hfu: float = Field(description="Hardware FLOPs utilisation (adds recompute), a fraction.")
+    mfu: float = Field(description="Model FLOPs utilisation against the dense bf16 peak for "
+                       "every precision, a fraction (PaLM App. B).")
+    hfu: float = Field(description="Hardware FLOPs utilisation (adds recompute), a fraction of "
+                       "the dense bf16 peak.")
+    mfu_fp8: float | None = Field(default=None, description="fp8 jobs: MFU against the dense "
+                                  "fp8 peak (half the bf16 figure on GPUs whose fp8 peak is "
+                                  "twice bf16); None for bf16 jobs.")
     model_flops_per_token: float = Field(description="6N + 12 L a d_h s (PaLM App. B).")
     fits: bool = Field(description="Worst stage memory below GPU memory minus headroom.")
     memory: MemoryBreakdown = Field(description="Per-GPU memory on the worst stage.")

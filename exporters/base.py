@@ -112,7 +112,8 @@ def provenance_lines(request: ExportRequest, runtime_name: str) -> list[str]:
         f"{request.job.seq_len} tokens per sequence, {request.job.precision}."),
         f"Layout: {layout}.",
         (f"Predicted: step {predicted['step_time_s']:.3f} s, "
-        f"{predicted['tokens_per_s_per_gpu']:.0f} tokens/s/GPU, MFU {predicted['mfu']:.3f}, "
+        f"{predicted['tokens_per_s_per_gpu']:.0f} tokens/s/GPU, "
+        f"MFU {predicted['mfu']:.3f} of the bf16 peak, "
         f"worst-stage memory {predicted['memory_bytes'] / GIB:.1f} GiB of "
         f"{request.cluster.gpu.memory_bytes / GIB:.0f} GiB."),
     ]

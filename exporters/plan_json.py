@@ -88,6 +88,7 @@ def plan_document(plan: Plan) -> dict[str, Any]:
         "tokens_per_s_per_gpu": estimate.tokens_per_s_per_gpu,
         "mfu": estimate.mfu,
         "hfu": estimate.hfu,
+        "mfu_fp8": estimate.mfu_fp8,
         "model_flops_per_token": estimate.model_flops_per_token,
         "fits": estimate.fits,
         "near_tie": plan.near_tie,

@@ -166,6 +166,7 @@ def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_va
     estimate = base.model_copy(update={
         "step_time_s": step, "tokens_per_s": base.tokens_per_s * speed,
         "tokens_per_s_per_gpu": base.tokens_per_s_per_gpu * speed, "mfu": mfu, "hfu": hfu,
+        "mfu_fp8": None if base.mfu_fp8 is None else base.mfu_fp8 * speed,
         "memory": memory, "fits": memory.total_bytes <= usable, "breakdown": breakdown})
     value = plan.objective_value * (plan.estimate.step_time_s / step if maximise_value
                                     else step / plan.estimate.step_time_s)

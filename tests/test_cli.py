@@ -416,3 +416,23 @@ def test_debug_is_also_accepted_after_the_subcommand(fake_planner: dict) -> None
     result = invoke("train", "--model", "70b", "--cluster", "frontier", "--debug")
     assert result.exit_code == 2
     assert "Traceback" in result.stderr and stderr_lines(result)[-1] == "error: bad pin"
+
+
+@needs_planner
+def test_header_states_parameters_and_mfu_against_the_bf16_peak() -> None:
+    """MoE models show total and active parameters and FLOPs per token; fp8 plans report MFU
+    of the bf16 peak (so they do not look worse than bf16 ones) and of the fp8 peak beside."""
+    result = invoke("train", "--model", "mixtral-8x7b", "--cluster", "dgx-h100", "--gpus", "16",
+                    "--precision", "fp8", "--tp", "2", "--pp", "1", "--ep", "8",
+                    "--micro-batch", "1", "--recompute", "full", "--zero", "1",
+                    "--seq-len", "4096", "--top", "1", "--json")
+    assert result.exit_code == 0, result.stderr
+    estimate = json.loads(result.stdout)["plans"][0]
+    # H100: the fp8 dense peak is twice the bf16 one, so MFU of bf16 is twice MFU of fp8
+    assert estimate["mfu_fp8"] == pytest.approx(estimate["mfu"] / 2, rel=1e-3)
+    table = invoke("train", "--model", "mixtral-8x7b", "--cluster", "dgx-h100", "--gpus", "16",
+                   "--precision", "fp8", "--ep", "8", "--seq-len", "4096", "--top", "1")
+    assert table.exit_code == 0, table.stderr
+    model_line = next(line for line in table.stdout.splitlines() if line.startswith("model"))
+    assert "46.70 B parameters (12.88 B active)" in model_line and "GFLOP per token" in model_line
+    assert "dense bf16 (1,978.9 TFLOP/s fp8)" in table.stdout and "MFU fp8" in table.stdout
