@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -81,6 +82,10 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
     pins = pins or Pins()
     if gpus < 1:
         raise InputError(f"--gpus {gpus}: must be at least 1")
+    if cluster.max_nodes is not None and gpus > cluster.max_nodes * cluster.gpus_per_node:
+        raise InputError(f"--gpus {gpus:,}: {cluster.name} has {cluster.max_nodes:,} nodes "
+                         f"(max_nodes) of {cluster.gpus_per_node}; accepted: at most "
+                         f"{cluster.max_nodes * cluster.gpus_per_node:,} GPUs")
     if top < 1:
         raise InputError(f"--top {top}: must be at least 1")
     _check_objective(objective, train_tokens, gpu_hour_cost)
@@ -143,7 +148,8 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         explanation=("Among even stage splits: " if stages == "dp" else "")
         + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable, eff)
         + (restaged_winner(result_plans[0]) if stages == "dp" else ""),
-        notes=_notes(model, cluster, profile) + stage_notes,
+        notes=_notes(model, cluster, profile) + stage_notes
+        + tuple(n for n in [batch_divisor_note(job.global_batch, gpus)] if n),
         memory_headroom_bytes=float(memory_headroom_bytes), train_tokens=train_tokens,
         gpu_hour_cost=gpu_hour_cost, gpu_counts=_best_per_gpu_count(c, rates, fits),
     )
@@ -167,6 +173,35 @@ PUBLISHED_MFU = {
               "Megatron-DeepSpeed); the defaults assume H100-like kernel efficiency, so MFU "
               "here reads high until `sysplan profile` measures the node"),
 }
+
+
+def _divisors(n: int) -> list[int]:
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted(set(small + [n // d for d in small]))
+
+
+def batch_divisor_note(sequences: int, gpus: int) -> str | None:
+    """A warning when the global batch of ``sequences`` leaves out most data-parallel degrees
+    ``gpus`` allows (DP must divide the batch: each replica takes whole micro-batches), naming
+    the nearest batch that admits them all (or as many as a batch near it can)."""
+    degrees = [d for d in _divisors(gpus) if d <= sequences]
+    admitted = [d for d in degrees if sequences % d == 0]
+    if 2 * len(admitted) >= len(degrees):
+        return None
+    step = math.lcm(*degrees)
+    if step <= 2 * sequences:  # a multiple of every degree lies near the batch
+        better = max(step, round(sequences / step) * step)
+    else:  # the nearest batch admitting the most degrees within a window around it
+        window = range(max(1, sequences - 1024), sequences + 1025)
+        better = max(window, key=lambda b: (sum(b % d == 0 for d in degrees),
+                                            -abs(b - sequences)))
+    gained = sum(better % d == 0 for d in degrees)
+    if gained <= len(admitted):
+        return None
+    return (f"global batch of {sequences:,} sequences: data parallelism must divide it, which "
+            f"leaves {len(admitted)} of the {len(degrees)} DP degrees {gpus:,} GPUs allow "
+            f"({', '.join(map(str, admitted))}); {better:,} sequences would allow {gained} "
+            f"(--global-batch {better})")
 
 
 def _notes(model: ModelSpec, cluster: Cluster, profile: Profile | None) -> tuple[str, ...]:

@@ -129,3 +129,20 @@ def test_the_fabric_alone_changes_the_winner_and_the_explanation_names_the_tier(
     assert [getattr(a, k) for k in layout] != [getattr(b, k) for k in layout]
     assert "over NVLink4" in native.explanation
     assert any(f"over {tier.name}" in other.explanation for tier in frontier.tiers)
+
+
+def test_gpus_beyond_the_clusters_max_nodes_are_refused():
+    frontier, _ = load_cluster("frontier")  # max_nodes 9,408 of 8 GCDs
+    with pytest.raises(InputError, match="at most 75,264 GPUs"):
+        plan_training(resolve_model("70b")[0], frontier, TrainJob(seq_len=4096, global_batch=512),
+                      num_gpus=75_272)
+
+
+def test_a_batch_that_excludes_most_dp_degrees_is_named_with_a_better_one():
+    from sysplan.planners.training import batch_divisor_note
+
+    note = batch_divisor_note(1000, 48)  # DP degrees of 48: 1 2 3 4 6 8 12 16 24 48
+    assert note is not None and "4 of the 10" in note and "--global-batch 1008" in note
+    assert batch_divisor_note(512, 1024) is None  # every power of two divides it
+    assert batch_divisor_note(1536, 96) is None
+    assert "--global-batch 64" in batch_divisor_note(61, 64)

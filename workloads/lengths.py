@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from sysplan.core.errors import InputError
-from sysplan.core.units import parse_count
 from sysplan.workloads.serving import MAX_LENGTH_TOKENS, LengthSpec, parse_length
+from sysplan.workloads.training import batch_tokens as _batch_tokens
 
 __all__ = ["LengthMix", "check_context", "check_step", "parse_lengths", "read_lengths",
            "sample_step"]
@@ -169,8 +169,7 @@ def sample_step(lengths: LengthMix, batch_tokens: int | str, seed: int = 0,
     ``batch_tokens`` is a token count (``4194304`` or ``4M``). Step ``step`` of seed ``seed``
     is the same on every call (its own random stream).
     """
-    tokens = parse_count(str(batch_tokens), "--global-batch") if isinstance(
-        batch_tokens, str) else batch_tokens
+    tokens = _batch_tokens(batch_tokens) if isinstance(batch_tokens, str) else batch_tokens
     if not tokens >= 1:
         raise InputError(f"--global-batch {batch_tokens}: must be at least 1 token")
     rng = np.random.default_rng([seed, step])

@@ -8,7 +8,6 @@ from pydantic import Field
 
 from sysplan.core.errors import InputError
 from sysplan.core.types import Frozen
-from sysplan.core.units import parse_count
 
 if TYPE_CHECKING:
     from sysplan.hardware.types import GPU
@@ -115,8 +114,12 @@ DEFAULT_SEQ_LEN_CAP = 8192
 MAX_GLOBAL_BATCH = 1_073_741_824
 
 _ACCEPTED_BATCH = (
-    "whole sequences (1536) or tokens with a decimal suffix K, M, G or T (4M = 4,000,000)"
+    "whole sequences (1536) or tokens with a suffix K, M, G or T (binary, as batch sizes are "
+    "quoted: 4M = 4Mi = 4,194,304 tokens)"
 )
+
+#: Batch-size suffixes: "a 4M-token batch" means 4 x 2^20 tokens (the default, 512 x 8192).
+_BATCH_SUFFIXES = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 def make_train_job(
@@ -205,14 +208,24 @@ def _global_batch_sequences(value: str | int | None, seq_len: int) -> tuple[int,
     )
 
 
-def _parse_token_count(text: str, original: str | int) -> float:
-    """``4M`` -> 4e6 tokens: a number with a decimal suffix; InputError naming the value."""
-    if not text[-1:].isalpha():
-        raise InputError(f"--global-batch {original}: expected {_ACCEPTED_BATCH}")
-    tokens = parse_count(text, "--global-batch")
-    if not tokens > 0:
+def batch_tokens(text: str, original: str | int | None = None) -> float:
+    """``4M`` (or ``4Mi``) -> 4,194,304 tokens: a number with a binary suffix, as batch sizes
+    are quoted (the default 4M-token batch is 512 x 8192); InputError naming the value."""
+    original = text if original is None else original
+    body = text.strip().removesuffix("i").removesuffix("I")
+    factor = _BATCH_SUFFIXES.get(body[-1:].upper())
+    try:
+        tokens = float(body[:-1]) * factor if factor and body[:-1].isascii() else float("nan")
+    except ValueError:
+        tokens = float("nan")
+    if not 0 < tokens < float("inf"):
         raise InputError(f"--global-batch {original}: expected {_ACCEPTED_BATCH}")
     return tokens
+
+
+def _parse_token_count(text: str, original: str | int) -> float:
+    """Tokens of a suffixed ``--global-batch`` (see ``batch_tokens``)."""
+    return batch_tokens(text, original)
 
 
 def _check_runtime_flags(flags: dict[str, bool]) -> None:
