@@ -17,7 +17,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sysplan.cli import calibrate, catalog, export, profile, run, serve, train
+from sysplan.cli import calibrate, catalog, export, profile, report, run, serve, train
 from sysplan.core.errors import SysplanError
 from sysplan.core.version import __version__
 
@@ -150,6 +150,7 @@ app.command(name="export", help=export.HELP, no_args_is_help=True)(export.export
 app.command(name="calibrate", help=calibrate.HELP, no_args_is_help=True)(calibrate.calibrate)
 app.command(name="profile", help=profile.HELP, no_args_is_help=False)(profile.profile)
 app.command(name="run", help=run.HELP, no_args_is_help=True)(run.run)
+app.command(name="report", help=report.HELP, no_args_is_help=True)(report.report)
 catalog.register(app)
 
 

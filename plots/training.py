@@ -198,15 +198,23 @@ def cost_figure(result: TrainingResult) -> Any:
     if chosen:
         ax.plot([winner], [chosen[0][1]], "*", markersize=14, color="#D55E00",
                 label=f"chosen: {winner} GPUs")
+    ax.set_yscale("log")
+    ax.set_xticks(gpus, [f"{g:,}" for g in gpus])
+    handles, labels = ax.get_legend_handles_labels()
     if any(r[2] is not None for r in rows):
         twin = ax.twinx()
-        twin.plot(gpus, [r[2] / 1e6 for r in rows], "s--", color="#009E73", label="dollars")
+        twin.plot(gpus, [r[2] / 1e6 for r in rows], "s--", color="#009E73",
+                  label="million dollars")
+        if chosen and chosen[0][2] is not None:
+            twin.plot([winner], [chosen[0][2] / 1e6], "*", markersize=14, color="#D55E00")
         twin.set_ylabel("million dollars", color="#009E73")
         twin.spines["right"].set_visible(True)
+        more = twin.get_legend_handles_labels()
+        handles, labels = handles + more[0], labels + more[1]
     tokens = result.train_tokens or 0
     ax.set_title(f"{result.model}: {tokens / 1e12:g}T tokens, objective {result.objective}",
                  loc="left")
-    ax.legend(loc="upper center", frameon=False)
+    ax.legend(handles, labels, loc="upper center", frameon=False)
     return figure
 
 
