@@ -63,8 +63,17 @@ def _alternative(c: Candidates, value, fits, winner: int, field: str) -> int | N
     return int(index[np.argmax(value[index])])
 
 
+def _shortfall(value, best: int, other: int) -> float:
+    """How much worse plan ``other`` is than plan ``best`` as a fraction of the best, positive
+    when worse: tokens/s lost (values are rates, higher is better) or extra hours or dollars
+    (values are minus hours or minus dollars)."""
+    if value[best] > 0:
+        return float(1.0 - value[other] / value[best])
+    return float(value[other] / value[best] - 1.0)  # (-other cost) / (-best cost) - 1
+
+
 def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fits, order,
-                   usable, efficiency=None) -> str:
+                   usable, efficiency=None, objective: str = "throughput") -> str:
     """One paragraph: what the winner is, what binds it, and what the runner-ups lose."""
     w = int(order[0])
     step = float(priced.step_time_s[w])
@@ -76,9 +85,10 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
     fastest = int(np.argmax(value))
     if not fits[fastest]:
         need = priced.memory_bytes[fastest] / GIB
+        best = "cheapest" if objective == "cost" else "fastest"
         text.append(
-            f"Memory binds: the fastest layout overall, {describe_layout(c, fastest)}, "
-            f"would be {value[fastest] / value[w] - 1:.0%} better but needs {need:.1f} GiB "
+            f"Memory binds: the {best} layout overall, {describe_layout(c, fastest)}, "
+            f"would be {-_shortfall(value, w, fastest):.0%} better but needs {need:.1f} GiB "
             f"of the {usable / GIB:.1f} GiB usable.")
     text.append(_communication_sentence(cluster, c, priced, w, step))
     text.append(moe_sentence(model, job, cluster, c.take(np.array([w])), priced.time, w, step,
@@ -89,7 +99,7 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
         if alt is None or alt in shown:  # one plan can differ in several fields
             continue
         shown.add(alt)
-        loss = 1.0 - value[alt] / value[w] if value[w] > 0 else value[w] / value[alt] - 1.0
+        loss = _shortfall(value, w, alt)
         delta = {k: float(priced.time[k][alt] - priced.time[k][w]) for k in TIME_TERMS}
         cause = max(delta, key=delta.get)
         where = _tier_phrase(cluster, c, alt, cause)

@@ -146,7 +146,8 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         plans=result_plans, job=job, runtimes=tuple(runtimes), model_spec=model,
         cluster_spec=cluster,
         explanation=("Among even stage splits: " if stages == "dp" else "")
-        + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable, eff)
+        + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable, eff,
+                         objective=objective)
         + (restaged_winner(result_plans[0]) if stages == "dp" else ""),
         notes=_notes(model, cluster, profile) + stage_notes
         + tuple(n for n in [batch_divisor_note(job.global_batch, gpus)] if n),

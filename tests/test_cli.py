@@ -202,10 +202,10 @@ def test_options_reach_the_planner(fake_planner: dict) -> None:
     assert (pins.tp, pins.zero, pins.recompute, pins.sequence_parallel) == (8, 1, "full", False)
     assert pins.pp is None
     job = fake_planner["job"]
-    assert job.global_batch == 488 and not job.overlap_grad_reduce and job.tp_comm_overlap
+    assert job.global_batch == 512 and not job.overlap_grad_reduce and job.tp_comm_overlap
     assert fake_planner["num_gpus"] == 512 and fake_planner["top"] == 3
     assert fake_planner["memory_headroom_bytes"] == 2 * GIB
-    assert "488 sequences of 8,192 (3,997,696 tokens)" in result.stderr
+    assert "512 sequences of 8,192 (4,194,304 tokens)" in result.stderr
     assert "frontier" in result.stderr  # the catalog fallback for frontier.yaml is announced
 
 
@@ -335,19 +335,20 @@ def test_train_job_defaults() -> None:
 
 @pytest.mark.parametrize(
     ("value", "sequences"),
-    [("1536", 1536), ("1,536", 1536), ("4M", 3906), ("4m", 3906), ("1.5k", 1), (64, 64)],
+    [("1536", 1536), ("1,536", 1536), ("4M", 4096), ("4m", 4096), ("4Mi", 4096),
+     ("1.5k", 1), (64, 64)],
 )
 def test_global_batch_values(value, sequences: int) -> None:
     job, _ = make_train_job(small_model(), seq_len=1024, global_batch=value, precision="bf16")
-    assert job.global_batch == sequences  # tokens / 1024, rounded down
+    assert job.global_batch == sequences  # tokens / 1024, rounded down; 4M = 4 x 2^20
 
 
 def test_global_batch_rounding_note() -> None:
-    job, notes = make_train_job(small_model(), seq_len=8192, global_batch="4M", precision="fp8",
+    job, notes = make_train_job(small_model(), seq_len=8192, global_batch="3.9M", precision="fp8",
                                 tp_comm_overlap=True)
-    assert job == TrainJob(seq_len=8192, global_batch=488, precision="fp8",
+    assert job == TrainJob(seq_len=8192, global_batch=499, precision="fp8",
                            tp_comm_overlap=True)
-    assert notes == ["--global-batch 4M tokens = 488 sequences of 8,192 (3,997,696 tokens)"]
+    assert notes == ["--global-batch 3.9M tokens = 499 sequences of 8,192 (4,087,808 tokens)"]
 
 
 @pytest.mark.parametrize(

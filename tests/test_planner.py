@@ -146,3 +146,14 @@ def test_a_batch_that_excludes_most_dp_degrees_is_named_with_a_better_one():
     assert batch_divisor_note(512, 1024) is None  # every power of two divides it
     assert batch_divisor_note(1536, 96) is None
     assert "--global-batch 64" in batch_divisor_note(61, 64)
+
+
+def test_cost_paragraph_states_losses_and_gains_as_positive_percentages():
+    import re
+
+    result = plan_training(resolve_model("8b")[0], H100, TrainJob(seq_len=4096, global_batch=256),
+                           num_gpus=64, objective="cost", train_tokens=1e12, gpu_hour_cost=2.5,
+                           top=3)
+    losses = re.findall(r"is (-?[\d.]+)% worse", result.explanation)
+    assert losses and all(float(x) > 0 for x in losses), result.explanation
+    assert not re.search(r"-[\d.]+% better", result.explanation)
