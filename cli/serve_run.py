@@ -34,10 +34,47 @@ def _rate(text: str | None) -> float | None:
     return value
 
 
+def _typed(name: str) -> bool:
+    """Whether option ``name`` (its parameter name) was given on the command line or in the
+    environment, not left at its default (False outside a click command)."""
+    import importlib
+
+    import typer
+
+    click = importlib.import_module(typer.BadParameter.__module__.rsplit(".", 1)[0] + ".globals")
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source(name) if ctx is not None else None
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+#: Pins of a disaggregated pool (they contradict an aggregated-only search).
+POOL_PINS = ("prefill_tp", "prefill_replicas", "decode_tp", "decode_replicas")
+
+
+def check_options(*, trace, pins, storage) -> None:
+    """Options that contradict each other, and a --storage that cannot be opened: InputError
+    before any model, cluster or simulation."""
+    if trace is not None:
+        for name in ("isl", "osl"):
+            if _typed(name):
+                raise InputError(f"--trace {trace} with --{name}: the trace gives every "
+                                 f"request's lengths; drop --{name} (or --trace)")
+    pool = [f"--{n.replace('_', '-')} {pins[n]}" for n in POOL_PINS if pins.get(n) is not None]
+    if pool and pins.get("disagg") is not True:
+        off = "--no-disagg" if pins.get("disagg") is False else "no --disagg"
+        raise InputError(f"{pool[0]}: pins a disaggregated prefill/decode pool, but {off} was "
+                         "given; add --disagg (or drop the pool options)")
+    if storage is not None:
+        from sysplan.planners.serving.tuning import storage_for
+
+        storage_for(storage)
+
+
 def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, num_requests,
         slo, engine, top, trials, timeout, storage, routing, gpu_cost, pins, export,
         output, profile=None, latency_curve=False) -> tuple[list[ServeResult], Any, Any]:
     """Plan for each engine asked; write the --export files of the first engine's best plan."""
+    check_options(trace=trace, pins=pins, storage=storage)
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
     from sysplan.planners.serving.search import ServeQuestion, check_question, plan_serving

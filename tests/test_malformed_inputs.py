@@ -379,3 +379,43 @@ def test_an_unknown_moe_dispatcher(value):
     line = error_line(invoke("train", "--model", "qwen3-30b-a3b", "--cluster", "dgx-h100",
                              "--moe-dispatcher", value))
     assert f"--moe-dispatcher {value}" in line and "alltoall, allgather, flex" in line
+
+
+# --- contradicting serve options and --storage (refused before any simulation) ----------------
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--isl", "4000"), "--trace {trace} with --isl: the trace gives every request's lengths"),
+    (("--isl", "abc"), "with --isl"),  # was accepted: --isl was never read
+    (("--osl", "500"), "with --osl"),
+])
+def test_trace_with_isl_or_osl(tmp_path, args, expected):
+    trace = tmp_path / "t.csv"
+    trace.write_text("arrival_s,input_tokens,output_tokens\n0,100,10\n")
+    result = invoke(*SERVE, "--trace", str(trace), *args)
+    assert expected.format(trace=trace) in error_line(result)
+    assert "note:" not in result.stderr  # refused before the model and the simulation
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--prefill-tp", "2"), ("--prefill-tp 2: pins a disaggregated prefill/decode pool, but no "
+                             "--disagg was given; add --disagg")),
+    (("--no-disagg", "--decode-replicas", "2"), "but --no-disagg was given"),
+])
+def test_pool_pins_without_disagg(args, expected):
+    assert expected in error_line(invoke(*SERVE, *args))
+
+
+@pytest.mark.parametrize(("url", "expected"), [
+    ("foo://x", "--storage foo://x: expected sqlite:///FILE or postgresql://USER:PASS@HOST/DB"),
+    ("sqlite:///", "expected sqlite:///FILE"),
+    ("postgresql://nobody@127.0.0.1:1/x", "--storage postgresql://nobody@127.0.0.1:1/x: cannot"),
+    ("sqlite:///{tmp}/not-a-db.db", "file is not a database"),
+    ("sqlite:///{tmp}/no/such/folder/x.db", "unable to open database file"),
+])
+def test_a_storage_that_cannot_be_opened(tmp_path, url, expected):
+    (tmp_path / "not-a-db.db").write_text("not a database\n")
+    url = url.replace("{tmp}", str(tmp_path))
+    result = invoke(*SERVE, "--storage", url)
+    assert expected in error_line(result)
+    assert "note:" not in result.stderr  # before any simulation (it ran, then ignored the URL)

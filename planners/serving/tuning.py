@@ -33,14 +33,18 @@ def storage_for(url: str | None) -> Any:
 
     if url is None:
         return optuna.storages.InMemoryStorage()
+    given = url
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    if not url.startswith(("sqlite:///", "postgresql+psycopg://", "mysql")):
-        raise InputError(f"--storage {url}: expected sqlite:///FILE or postgresql://USER:PASS@HOST/DB")
+    if not url.startswith(("sqlite:///", "postgresql+psycopg://", "mysql")) or \
+            url == "sqlite:///":
+        raise InputError(f"--storage {given}: expected sqlite:///FILE or "
+                         "postgresql://USER:PASS@HOST/DB")
     try:
         return optuna.storages.RDBStorage(url)
     except Exception as error:  # noqa: BLE001 - any driver error is the user's URL or server
-        raise InputError(f"--storage {url}: cannot open ({str(error).splitlines()[0]})") from None
+        raise InputError(f"--storage {given}: cannot open "
+                         f"({str(error).splitlines()[0]})") from None
 
 
 def study_name(runner, deployment: Deployment, rate: float | None, count: int) -> str:
