@@ -332,6 +332,9 @@ def step_table(estimate: Estimate, *, zeros: bool) -> Table:
             continue
         table.add_row(name, f"{seconds * 1e3:,.1f}", percent(seconds / total))
     table.add_row("total", f"{estimate.step_time_s * 1e3:,.1f}", "", style="bold")
+    # communication that overlap hides: shown, but not part of the step
+    for name, seconds in estimate.overlapped.items():
+        table.add_row(f"{name} overlapped", f"({seconds * 1e3:,.1f})", "hidden")
     return table
 
 

@@ -113,6 +113,10 @@ class Estimate(Frozen):
     breakdown: dict[str, float] = Field(
         description="Seconds per named term; the terms sum to step_time_s."
     )
+    overlapped: dict[str, float] = Field(
+        default_factory=dict,
+        description="Seconds of communication per term that overlap hides (not in the step): "
+        "what the term adds with the job's overlaps off, less what it costs with them on.")
     extrapolated_terms: tuple[str, ...] = Field(
         default=(), description="Terms priced outside the profile's measured points (roofline "
         "at the nearest measured efficiency).")

@@ -128,7 +128,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
     value = _objective_values(objective, rates, c.gpus, train_tokens, gpu_hour_cost)
     order = _rank(c, value, memory, fits)
     pool = order[:max(top, POOL)] if stages == "dp" else order[:top]
-    plans = _plans(model, job, cluster, c, priced, rates, value, pool, usable)
+    plans = _plans(model, job, cluster, c, priced, rates, value, pool, usable, eff)
     stage_notes: tuple[str, ...] = ()
     if stages == "dp":
         restaged = restage_plans(plans, model, job, cluster, eff, usable, targets,
@@ -279,11 +279,24 @@ def _rank(c: Candidates, value, memory, fits) -> np.ndarray:
     return index[np.lexsort(keys)]
 
 
-def _plans(model, job, cluster, c, priced, rates, value, chosen, usable) -> list[Plan]:
+#: The job's overlap switches; off, communication is priced fully exposed.
+OVERLAPS = ("overlap_grad_reduce", "overlap_param_gather", "tp_comm_overlap", "ep_comm_overlap")
+#: Step-time terms that are communication.
+COMM_TERMS = ("tp_comm", "cp_comm", "ep_comm", "dp_comm", "pp_p2p")
+
+
+def _plans(model, job, cluster, c, priced, rates, value, chosen, usable, eff) -> list[Plan]:
     plans = []
     best = float(value[chosen[0]])
+    # what overlap hides on the shown plans: their communication priced with every overlap
+    # switch off, less the exposed terms (one more vectorised pricing of the few shown)
+    bare = price_training(model, job.model_copy(update=dict.fromkeys(OVERLAPS, False)),
+                          cluster, c.take(np.asarray(chosen)), eff)
     for rank, i in enumerate(chosen, start=1):
         config, estimate = build_estimate(model, job, cluster, c, priced, rates, int(i), usable)
+        hidden = {k: float(bare.time[k][rank - 1] - priced.time[k][i]) for k in COMM_TERMS}
+        estimate = estimate.model_copy(update={
+            "overlapped": {k: v for k, v in hidden.items() if v > 1e-9}})
         gap = abs(best - float(value[i])) / max(abs(best), 1e-30)
         plans.append(Plan(
             rank=rank, parallel=config, estimate=estimate, num_gpus=int(c.gpus[i]),

@@ -157,3 +157,17 @@ def test_cost_paragraph_states_losses_and_gains_as_positive_percentages():
     losses = re.findall(r"is (-?[\d.]+)% worse", result.explanation)
     assert losses and all(float(x) > 0 for x in losses), result.explanation
     assert not re.search(r"-[\d.]+% better", result.explanation)
+
+
+def test_hidden_communication_is_reported_as_overlapped_not_dropped():
+    job = TrainJob(seq_len=4096, global_batch=64, tp_comm_overlap=True)
+    plan = plan_training(resolve_model("8b")[0], H100, job, num_gpus=16, top=1,
+                         pins=Pins(tp=4, pp=1, micro_batch=1, recompute="none")).plans[0]
+    hidden = plan.estimate.overlapped
+    # TE userbuffers hide all but one chunk of the TP collectives; DDP buckets the gradients
+    assert hidden["tp_comm"] > plan.estimate.breakdown["tp_comm"] > 0
+    assert hidden["dp_comm"] > 0
+    assert "tp_comm" not in plan_training(
+        resolve_model("8b")[0], H100, job.model_copy(update={"tp_comm_overlap": False}),
+        num_gpus=16, top=1, pins=Pins(tp=4, pp=1, micro_batch=1, recompute="none"),
+    ).plans[0].estimate.overlapped
