@@ -70,6 +70,36 @@ def check_options(*, trace, pins, storage) -> None:
         storage_for(storage)
 
 
+def _stated(spec) -> float:
+    """The longest length a --isl/--osl spec states: its max=, fixed length or uniform HIGH,
+    else (normal, lognormal: unbounded tails) its mean."""
+    if spec.max_tokens is not None:
+        return spec.max_tokens
+    return spec.high_tokens if spec.kind == "uniform" else spec.mean_tokens
+
+
+def check_context(workload, spec, isl: str, osl: str, trace: str | None) -> None:
+    """InputError when a request (input plus output tokens) is longer than the model's
+    context: such requests cannot be served (and took minutes to simulate)."""
+    context = spec.max_seq_len
+    if workload.trace is not None:
+        from sysplan.workloads.serving import load_trace
+
+        rows = load_trace(workload.trace)
+        longest = int((rows.input_tokens + rows.output_tokens).max(initial=0))
+        if longest > context:
+            raise InputError(f"--trace {trace}: a request of {longest:,} tokens (input plus "
+                             f"output) is longer than {spec.name}'s context; accepted: "
+                             f"requests up to {context:,} tokens")
+        return
+    stated = _stated(workload.isl) + _stated(workload.osl)
+    if stated > context:
+        raise InputError(f"--isl {isl} --osl {osl}: requests of {stated:,.0f} tokens (input "
+                         f"plus output) are longer than {spec.name}'s context; accepted: input "
+                         f"plus output up to {context:,} tokens (e.g. add ,max=N to a "
+                         "distribution)")
+
+
 def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, num_requests,
         slo, engine, top, trials, timeout, storage, routing, gpu_cost, pins, export,
         output, profile=None, latency_curve=False) -> tuple[list[ServeResult], Any, Any]:
@@ -96,6 +126,7 @@ def run(*, model, cluster, gpus, isl, osl, trace, rate, arrival, concurrency, nu
     else:
         workload_fields |= {"isl": isl, "osl": osl}
     workload = ServeWorkload(**workload_fields)
+    check_context(workload, spec, isl, osl, trace)
     slos = parse_slos(slo)
     efficiency = serving_efficiency(profile, machine)
     results = []

@@ -404,10 +404,12 @@ def _read(path: Path) -> dict[str, Any]:
 
 def _model_type(path: Path, data: dict[str, Any]) -> str:
     architectures = data.get("architectures") or []
+    if not isinstance(architectures, list):  # a list of class names; anything else names none
+        architectures = []
     model_type = data.get("model_type")
     if model_type is None and architectures:
         model_type = _ARCHITECTURES.get(str(architectures[0]))
-    if model_type not in _BUILDERS:
+    if not isinstance(model_type, str) or model_type not in _BUILDERS:  # [] is unhashable
         supported = ", ".join(_BUILDERS)
         raise InputError(
             f"{path}: unsupported model_type {model_type!r} (architectures {architectures}); "

@@ -419,3 +419,33 @@ def test_a_storage_that_cannot_be_opened(tmp_path, url, expected):
     result = invoke(*SERVE, "--storage", url)
     assert expected in error_line(result)
     assert "note:" not in result.stderr  # before any simulation (it ran, then ignored the URL)
+
+
+@pytest.mark.parametrize(("config", "expected"), [
+    (LLAMA | {"model_type": [1]}, "unsupported model_type [1]"),  # TypeError: unhashable
+    ({k: v for k, v in LLAMA.items() if k != "model_type"} | {"architectures": {"a": 1}},
+     "unsupported model_type None"),  # KeyError: 0
+])
+def test_config_json_model_type_of_the_wrong_type(tmp_path, config, expected):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    assert expected in error_line(invoke("train", "--model", str(path), "--cluster", "dgx-h100"))
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (("--osl", "200000"), ("--isl 4000 --osl 200000: requests of 204,000 tokens (input plus "
+                           "output) are longer than Llama 3.1 8B's context; accepted: input plus "
+                           "output up to 131,072 tokens")),  # simulated for minutes
+    (("--isl", "uniform:1000,131000", "--osl", "500"), "requests of 131,500 tokens"),
+])
+def test_serve_lengths_longer_than_the_context(args, expected):
+    assert expected in error_line(invoke(*SERVE, *args))
+
+
+def test_a_trace_request_longer_than_the_context(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("arrival_s,input_tokens,output_tokens\n0,100,10\n1,100000,40000\n")
+    line = error_line(invoke("serve", "--model", "8b", "--cluster", "dgx-h100",
+                             "--trace", str(path)))
+    assert line.endswith("a request of 140,000 tokens (input plus output) is longer than "
+                         "Llama 3.1 8B's context; accepted: requests up to 131,072 tokens")
