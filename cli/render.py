@@ -278,11 +278,18 @@ def plan_columns(result: TrainingResult, context: TrainContext) -> dict[str, Cal
         )
     else:
         columns["tok/s/GPU"] = lambda plan: f"{plan.estimate.tokens_per_s_per_gpu:,.0f}"
+    if price is not None:  # cost under every objective once a GPU-hour price is known
+        columns["$/Mtok"] = lambda plan: f"{dollars_per_million_tokens(plan, price):,.3f}"
     columns["MFU"] = lambda plan: percent(plan.estimate.mfu)  # of the bf16 peak
     if context.job.precision == "fp8":
         columns["MFU fp8"] = lambda plan: percent(plan.estimate.mfu_fp8 or 0.0)
     columns["memory"] = lambda plan: gib(plan.estimate.memory.total_bytes)
     return columns
+
+
+def dollars_per_million_tokens(plan: Plan, gpu_hour_cost: float) -> float:
+    """Dollars per million trained tokens: GPU-hours per token x price."""
+    return plan.num_gpus * gpu_hour_cost / 3600.0 / plan.estimate.tokens_per_s * 1e6
 
 
 def memory_table(memory: MemoryBreakdown, context: TrainContext, *, terms: bool) -> Table:

@@ -154,7 +154,7 @@ def serve(
     model: _Model, cluster: _Cluster, gpus: _Gpus = None, isl: _Isl = "4000",
     osl: _Osl = "500", trace: _Trace = None, rate: _Rate = None, arrival: _Arrival = "poisson",
     concurrency: _Concurrency = None, num_requests: _Requests = 2000, slo: _Slo = None,
-    engine: _Engine = "vllm", top: _Top = 3, trials: _Trials = 12, timeout: _Timeout = None,
+    engine: _Engine = "vllm", top: _Top = 5, trials: _Trials = 12, timeout: _Timeout = None,
     storage: _Storage = None, routing: _Routing = "least-loaded", gpu_cost: _GpuCost = None,
     profile: _Profile = None, json_out: _Json = False,
     export: _Export = None, output: _Output = "sysplan-serve", tp: _Tp = None, pp: _Pp = None,

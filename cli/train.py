@@ -97,7 +97,7 @@ MAX_FLOAT_OPTION = 1e12
 def _positive_float(value: object) -> float:
     """A finite number above 0, at most MAX_FLOAT_OPTION."""
     try:
-        number = float(str(value))
+        number = units.ascii_float(value)
     except ValueError:
         number = float("nan")
     if not 0 < number <= MAX_FLOAT_OPTION:
@@ -139,13 +139,14 @@ _Objective = Annotated[str, _opt(
     "--objective", metavar="[throughput|time-to-train|cost]",
     parser=_choice("throughput", "time-to-train", "cost"),
     help="Rank by tokens/s per GPU, by time to train --train-tokens, or by cost at "
-    "--gpu-hour-cost; the last two also search GPU counts up to --gpus.")]
+    "--gpu-cost; the last two also search GPU counts up to --gpus.")]
 _TrainTokens = Annotated[str | None, _opt(
     "--train-tokens", metavar="TOKENS",
     help="Tokens to train on, for --objective time-to-train or cost (15T).")]
 _GpuHourCost = Annotated[float | None, _opt(
-    "--gpu-hour-cost", metavar="DOLLARS", parser=_positive_float,
-    help="Dollars per GPU-hour, for --objective cost.")]
+    "--gpu-cost", "--gpu-hour-cost", metavar="DOLLARS", parser=_positive_float,
+    help="Dollars per GPU-hour (as sysplan serve takes it): ranks by cost with --objective "
+    "cost, and adds dollars per million tokens under any objective.")]
 _Top = Annotated[int, _opt("--top", metavar="N", parser=_bounded_int(MAX_TOP),
                            help="Plans to show.")]
 _Json = Annotated[bool, _opt(

@@ -59,7 +59,7 @@ def _check_objective(objective, train_tokens, gpu_hour_cost) -> None:
     if objective in ("time-to-train", "cost") and not train_tokens:
         raise InputError(f"--objective {objective} needs --train-tokens (e.g. 15T)")
     if objective == "cost" and not gpu_hour_cost:
-        raise InputError("--objective cost needs --gpu-hour-cost (dollars per GPU-hour, e.g. 2.5)")
+        raise InputError("--objective cost needs --gpu-cost (dollars per GPU-hour, e.g. 2.5)")
 
 
 def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus: int | None = None,

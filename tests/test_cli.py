@@ -130,7 +130,7 @@ def test_version() -> None:
         (["--zero", "4"], ["--zero", "4", "0, 1, 2, 3"]),
         (["--tp", "0"], ["--tp", "0", "at least 1"]),
         (["--gpus", "many"], ["--gpus", "many", "whole number"]),
-        (["--gpu-hour-cost", "-2"], ["--gpu-hour-cost", "-2", "positive"]),
+        (["--gpu-cost", "-2"], ["--gpu-cost", "-2", "positive"]),
         (["--topp", "3"], ["--topp"]),
     ],
 )
@@ -184,7 +184,7 @@ def test_debug_shows_the_traceback(fake_planner: dict) -> None:
 def test_objective_needs_its_inputs() -> None:
     result = invoke("train", "--model", "70b", "--cluster", "frontier", "--objective", "cost",
                     "--train-tokens", "15T")
-    assert result.exit_code == 2 and "--gpu-hour-cost" in result.stderr
+    assert result.exit_code == 2 and "--gpu-cost" in result.stderr
 
 
 # --- what reaches the planner, and what comes back --------------------------------------------
@@ -230,7 +230,8 @@ def test_cost_objective_shows_days_and_dollars(fake_planner: dict) -> None:
     out = invoke("train", "--model", "70b", "--cluster", "frontier", "--objective", "cost",
                  "--train-tokens", "15T", "--gpu-hour-cost", "2.5").stdout
     header = next(line for line in out.splitlines() if line.startswith("#  "))
-    assert header.split() == ["#", "layout", "GCDs", "recompute", "days", "cost", "MFU", "memory"]
+    assert header.split() == ["#", "layout", "GCDs", "recompute", "days", "cost", "$/Mtok", "MFU",
+                              "memory"]
     tokens_per_s = 512 * 8192 / 8.5
     days = 15e12 / tokens_per_s / 86400
     assert f"{days:,.1f}" in out
@@ -437,3 +438,13 @@ def test_header_states_parameters_and_mfu_against_the_bf16_peak() -> None:
     model_line = next(line for line in table.stdout.splitlines() if line.startswith("model"))
     assert "46.70 B parameters (12.88 B active)" in model_line and "GFLOP per token" in model_line
     assert "dense bf16 (1,978.9 TFLOP/s fp8)" in table.stdout and "MFU fp8" in table.stdout
+
+
+def test_gpu_cost_adds_dollars_per_million_tokens_under_throughput(fake_planner: dict) -> None:
+    out = invoke("train", "--model", "70b", "--cluster", "frontier", "--gpu-cost", "2.5").stdout
+    header = next(line for line in out.splitlines() if line.startswith("#  "))
+    assert "$/Mtok" in header.split()
+    first = next(line for line in out.splitlines() if line.startswith("1 "))
+    step = fake_result().plans[0].estimate.step_time_s
+    per_million = 1024 * 2.5 / 3600 / (512 * 8192 / step) * 1e6  # GPU-hours x price per Mtok
+    assert f"{per_million:,.3f}" in first.split()

@@ -50,10 +50,11 @@ def help_text(verb: str) -> str:
 
 
 def help_options(verb: str) -> set[str]:
-    """Every option `sysplan VERB --help` lists (both spellings of an on/off pair)."""
+    """Every option `sysplan VERB --help` lists (both spellings of an on/off pair or alias)."""
     names: set[str] = set()
     for line in help_text(verb).splitlines():
-        match = re.match(r"^  (?:-[a-z], )?(--[a-z0-9-]+)(?: / (--[a-z0-9-]+))?", line)
+        # an option, its alias (``--gpu-cost, --gpu-hour-cost``) or its off switch (`` / ``)
+        match = re.match(r"^  (?:-[a-z], )?(--[a-z0-9-]+)(?:(?:, | / )(--[a-z0-9-]+))?", line)
         if match:
             names.update(name for name in match.groups() if name)
     return names

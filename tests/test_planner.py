@@ -76,7 +76,7 @@ def test_time_to_train_searches_whole_node_counts():
 
 
 def test_cost_objective_needs_a_price():
-    with pytest.raises(InputError, match="--gpu-hour-cost"):
+    with pytest.raises(InputError, match="--gpu-cost"):
         plan_training(LLAMA70, H100, JOB, num_gpus=64, objective="cost", train_tokens=1e12)
 
 

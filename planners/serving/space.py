@@ -38,7 +38,7 @@ class ServeQuestion:
     engine: str = "vllm"
     pins: ServePins = field(default_factory=ServePins)
     gpu_hour_cost: float | None = None
-    top: int = 3
+    top: int = 5  # the same default as sysplan train --top
     trials: int = 0
     timeout_s: float | None = None
     storage: str | None = None
