@@ -12,6 +12,7 @@ from rich.table import Table
 
 from sysplan.cli.render import stdout_console
 from sysplan.core.errors import InputError
+from sysplan.core.units import ascii_float
 from sysplan.core.version import __version__
 from sysplan.planners.serving.types import ServePins, ServePlan, ServeResult
 
@@ -25,7 +26,7 @@ def _rate(text: str | None) -> float | None:
     if text.strip().lower() == "inf":
         return math.inf
     try:
-        value = float(text)
+        value = ascii_float(text)
     except ValueError:
         value = -1.0
     if not 0 < value <= 1e9:  # 1e400 reads as inf: only the word inf means offline

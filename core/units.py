@@ -209,3 +209,15 @@ def parse_power(value: object, field: str) -> float:
 def parse_count(value: object, field: str) -> float:
     """A plain count from ``4096``, ``'4M'``, ``'1.5k'``, ``'2G'`` (decimal K, M, G, T, P)."""
     return float(_parse(value, field, _COUNT))
+
+
+def ascii_float(text: object) -> float:
+    """``float(text)`` for text written in ASCII; ValueError otherwise.
+
+    ``float`` also reads other scripts' digits ('\u0663' is 3.0, full-width '\uff11' is 1.0),
+    which no option, table or file of sysplan means to accept.
+    """
+    text = str(text)
+    if not text.isascii():
+        raise ValueError(f"not ASCII: {text!r}")
+    return float(text)

@@ -158,7 +158,7 @@ def read_measured_csv(path: Path, resolve_model) -> list[MeasuredRun]:
     """Measured runs from a CSV (one row per run); InputError naming the row and column."""
     try:
         with path.open(encoding="utf-8", newline="") as stream:
-            rows = list(csv.DictReader(stream))
+            rows = list(csv.DictReader(stream, restval=""))  # a short row: empty cells
     except OSError as error:
         raise InputError(f"{path}: cannot read ({error.strerror or error})") from None
     except UnicodeDecodeError as error:

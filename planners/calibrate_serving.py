@@ -196,7 +196,7 @@ def read_serving_csv(path: Path, cluster: Cluster,
     except (OSError, UnicodeDecodeError) as error:
         raise InputError(f"{path}: cannot read the runs CSV ({error})") from None
     try:
-        rows = list(csv.DictReader(text.splitlines()))
+        rows = list(csv.DictReader(text.splitlines(), restval=""))  # short row: empty cells
     except csv.Error as error:  # e.g. a field over the csv module's size limit
         raise InputError(f"{path}: not a readable runs CSV ({error})") from None
     if not rows:

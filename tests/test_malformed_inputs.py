@@ -450,3 +450,36 @@ def test_a_trace_request_longer_than_the_context(tmp_path):
                              "--trace", str(path)))
     assert line.endswith("a request of 140,000 tokens (input plus output) is longer than "
                          "Llama 3.1 8B's context; accepted: requests up to 131,072 tokens")
+
+
+@pytest.mark.parametrize(("args", "shown"), [
+    ((*TRAIN, "--gpu-hour-cost", "\u0663"), "\u0663: expected a positive number"),  # read as 3
+    ((*SERVE, "--rate", "\u0663"), "--rate \u0663: expected requests per second"),
+    ((*SERVE, "--rate", "\uff11"), "--rate \uff11"),  # a full-width 1
+    ((*SERVE, "--isl", "\u0663000"), "--isl \u0663000: expected TOKENS"),
+    ((*SERVE, "--arrival", "gamma:cv=\u0662"), "with CV from 0.001 to 1000"),
+    ((*SERVE, "--prefix-cache-hit-rate", "\u0660"), "expected a share of each prompt"),
+])
+def test_non_ascii_digits_in_float_options(args, shown):
+    assert shown in error_line(invoke(*args))
+
+
+def test_a_length_file_with_non_ascii_digits(tmp_path):
+    path = tmp_path / "l.txt"
+    path.write_text("8192\n\u0664\u0660\u0669\u0666\n")
+    line = error_line(invoke("train", "--model", "8b", "--cluster", "frontier", "--gpus", "16",
+                             "--lengths", str(path)))
+    assert "line 2" in line
+
+
+@pytest.mark.parametrize("serving", [False, True])
+def test_a_runs_csv_with_a_short_row(tmp_path, serving):
+    path = tmp_path / "runs.csv"
+    header = ("label,model,engine,tp,input_len,output_len,num_requests,request_rate,"
+              "output_throughput" if serving else
+              "label,model,gpus,tp,pp,global_batch,seq_len,step_time_s")
+    path.write_text(f"{header}\nrun\n")  # AttributeError: None has no strip (the model cell)
+    flag = ("--serving",) if serving else ()
+    line = error_line(invoke("calibrate", *flag, str(path), "--cluster", "dgx-h100",
+                             "-o", str(tmp_path / "o.yaml")))
+    assert "model" in line

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from sysplan.core.errors import InputError
+from sysplan.core.units import ascii_float
 from sysplan.workloads.serving import MAX_LENGTH_TOKENS, LengthSpec, parse_length
 from sysplan.workloads.training import batch_tokens as _batch_tokens
 
@@ -74,7 +75,7 @@ def _read_text(path: Path) -> str:
 
 def _positive_int(text: str, where: str, what: str, zero_ok: bool = False) -> int:
     try:
-        value = float(text.strip())
+        value = ascii_float(text.strip())
         if not value.is_integer() or value < (0 if zero_ok else 1) or not (
                 zero_ok or value <= MAX_LENGTH_TOKENS):
             raise ValueError(text)

@@ -26,6 +26,7 @@ from pydantic import Field, model_validator
 
 from sysplan.core.errors import InputError
 from sysplan.core.types import Frozen
+from sysplan.core.units import ascii_float
 from sysplan.workloads.slo import (  # re-exported: one import for serving
     LatencyPercentiles,
     RequestMetrics,
@@ -135,7 +136,7 @@ class LengthSpec(Frozen):
 
 
 def _number(text: str, integer: bool) -> float | int:
-    value = float(text)  # ValueError on junk, caught by the caller
+    value = ascii_float(text)  # ValueError on junk, caught by the caller
     if not math.isfinite(value) or (integer and not value.is_integer()):
         raise ValueError(text)
     return int(value) if integer else value
@@ -183,7 +184,7 @@ def parse_arrival(value: str, field: str = "--arrival") -> tuple[ArrivalKind, fl
         return kind, None  # type: ignore[return-value]
     number = rest.removeprefix("cv=").strip()
     try:
-        cv = float(number) if kind == "gamma" else math.nan
+        cv = ascii_float(number) if kind == "gamma" else math.nan
     except ValueError:
         cv = math.nan
     low, high = CV_RANGE
