@@ -21,6 +21,7 @@ from sysplan.cli.train import (
     _positive_int,
     whole_number,
 )
+from sysplan.core.units import ascii_float
 
 HELP = """Find the cheapest deployment that serves a workload within its latency SLO.
 
@@ -125,7 +126,7 @@ _MaxTokens = _degree("--max-num-batched-tokens", "Tokens per engine iteration.",
 def _hit_rate(value: object) -> float:
     """A share of prompt tokens in [0, 1)."""
     try:
-        rate = float(str(value).strip())
+        rate = ascii_float(str(value).strip())
     except ValueError:
         rate = -1.0
     if not 0 <= rate < 1:
