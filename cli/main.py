@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
-from sysplan.cli import calibrate, catalog, export, profile, report, run, serve, train
 from sysplan.core.errors import SysplanError
 from sysplan.core.version import __version__
 
@@ -33,8 +32,70 @@ class _State:
     debug = False
 
 
+#: Sub-commands: name -> (module under sysplan.cli, function, its help constant, whether a
+#: bare call prints help), and the one-line summary `sysplan --help` lists. A sub-command's
+#: module (and numpy, pydantic and the cost models it pulls in) is imported only when that
+#: sub-command runs, so `sysplan --help` starts in a fraction of a second (tests check the
+#: summaries against each module's help).
+COMMANDS: dict[str, tuple[str, str, str, bool]] = {
+    "train": ("train", "train", "HELP", True),
+    "serve": ("serve", "serve", "HELP", True),
+    "export": ("export", "export", "HELP", True),
+    "calibrate": ("calibrate", "calibrate", "HELP", True),
+    "profile": ("profile", "profile", "HELP", False),
+    "run": ("run", "run", "HELP", True),
+    "report": ("report", "report", "HELP", True),
+    "models": ("catalog", "models", "MODELS_HELP", False),
+    "clusters": ("catalog", "clusters", "CLUSTERS_HELP", False),
+    "gpus": ("catalog", "gpus", "GPUS_HELP", False),
+}
+SUMMARIES = {
+    "train": "Rank the best parallel configurations for training a model on a cluster.",
+    "serve": "Find the cheapest deployment that serves a workload within its latency SLO.",
+    "export": "Write the launch files of a saved plan for Megatron-LM, DeepSpeed or "
+              "torchtitan.",
+    "calibrate": "Fit the cost model's free factors to measured training steps or serving "
+                 "runs.",
+    "profile": "Measure this node (GEMMs, attention, copy bandwidth, collectives) and write a "
+               "profile.",
+    "run": "Run saved plans here with the reference executor and compare with the prediction.",
+    "report": "Write one self-contained HTML page of a saved plan: tables, explanation, "
+              "pictures.",
+    "models": "List the model catalog: canonical names, aliases and parameter counts.",
+    "clusters": "List the cluster catalog: GPU, node size, default allocation and fabric "
+                "tiers.",
+    "gpus": "List the GPU catalog: memory, HBM bandwidth, dense peak FLOP/s per dtype, power.",
+}
+
+
+def load_command(name: str) -> Any:
+    """The click command of sub-command ``name``, built from its module on first use."""
+    module_name, function, help_name, bare_is_help = COMMANDS[name]
+    module = importlib.import_module(f"sysplan.cli.{module_name}")
+    single = typer.Typer(add_completion=False, rich_markup_mode=None,
+                         pretty_exceptions_enable=False)
+    single.command(name=name, help=getattr(module, help_name),
+                   no_args_is_help=bare_is_help)(getattr(module, function))
+    return typer.main.get_command(single)
+
+
 class SysplanGroup(TyperGroup):
-    """Runs click without standalone mode and turns every user error into one line."""
+    """Runs click without standalone mode and turns every user error into one line; loads
+    each sub-command's module only when it is the one invoked (``COMMANDS``)."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS) + [n for n in super().list_commands(ctx) if n not in COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            self.add_command(load_command(cmd_name), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        """The command list from the summaries, without importing every sub-command."""
+        rows = [(name, SUMMARIES[name]) for name in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
     def main(  # type: ignore[override]
         self,
@@ -144,14 +205,6 @@ def _global_options(
     _State.debug = _State.debug or debug
 
 
-app.command(name="train", help=train.HELP, no_args_is_help=True)(train.train)
-app.command(name="serve", help=serve.HELP, no_args_is_help=True)(serve.serve)
-app.command(name="export", help=export.HELP, no_args_is_help=True)(export.export)
-app.command(name="calibrate", help=calibrate.HELP, no_args_is_help=True)(calibrate.calibrate)
-app.command(name="profile", help=profile.HELP, no_args_is_help=False)(profile.profile)
-app.command(name="run", help=run.HELP, no_args_is_help=True)(run.run)
-app.command(name="report", help=report.HELP, no_args_is_help=True)(report.report)
-catalog.register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

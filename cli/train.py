@@ -10,16 +10,13 @@ import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
-from typing import Annotated, get_args
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from sysplan.cli import pictures, render
 from sysplan.core import units
-from sysplan.exporters import plan_json
-from sysplan.planners.runtimes import RUNTIMES
-from sysplan.workloads.training import MoeDispatcher
+from sysplan.core.names import MOE_DISPATCHER_CHOICES, RUNTIME_NAMES
 
 HELP = """Rank the best parallel configurations for training a model on a cluster.
 
@@ -29,7 +26,6 @@ Example: sysplan train --model 70b --cluster frontier.yaml
 _PINNED = "Pinned knobs (fix one dimension; all pinned = evaluate one configuration)"
 _RUNTIME = "Runtime behaviour"
 _EXPORT = "Export (launch files for the top plan)"
-RUNTIME_NAMES = tuple(RUNTIMES)
 #: What --precision accepts (a GPU without an fp8 peak takes bf16 only).
 PRECISIONS = ("bf16", "fp8")
 
@@ -191,7 +187,7 @@ _EpCommOverlap = Annotated[bool, _opt(
     help="MoE: overlap each micro-batch's expert all-to-alls with another's compute (Megatron "
     "--overlap-moe-expert-parallel-comm).")]
 _MoeDispatcher = Annotated[str, _opt(
-    "--moe-dispatcher", metavar="NAME", panel=_RUNTIME, parser=_choice(*get_args(MoeDispatcher)),
+    "--moe-dispatcher", metavar="NAME", panel=_RUNTIME, parser=_choice(*MOE_DISPATCHER_CHOICES),
     help="MoE token dispatcher: alltoall, allgather, flex (DeepEP-style, deduplicated per GPU "
     "and per node) or auto (the cheapest per layout).")]
 _MoeCapacityFactor = Annotated[float | None, _opt(
@@ -336,8 +332,10 @@ class TrainRequest:
 
 def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = False) -> None:
     """Resolve the inputs, plan, and write the result to stdout (notes to stderr)."""
+    from sysplan.cli import pictures, render
     from sysplan.core.errors import InputError
     from sysplan.core.units import parse_bytes, parse_count
+    from sysplan.exporters import plan_json
     from sysplan.hardware import load_cluster
     from sysplan.models import resolve_model
     from sysplan.planners.training import plan_training

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from sysplan.core.errors import InputError
+from sysplan.core.names import RUNTIME_NAMES
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.models.spec import ModelSpec
@@ -188,6 +189,7 @@ def _llama_like(m: ModelSpec) -> bool:
 
 #: Registry of runtimes by name (house style 10).
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (MEGATRON, DEEPSPEED, TORCHTITAN)}
+assert tuple(RUNTIMES) == RUNTIME_NAMES, "core/names.py lists the runtimes the CLI offers"
 
 
 def get_runtime(name: str) -> Runtime:

@@ -448,3 +448,28 @@ def test_gpu_cost_adds_dollars_per_million_tokens_under_throughput(fake_planner:
     step = fake_result().plans[0].estimate.step_time_s
     per_million = 1024 * 2.5 / 3600 / (512 * 8192 / step) * 1e6  # GPU-hours x price per Mtok
     assert f"{per_million:,.3f}" in first.split()
+
+
+def test_help_lists_every_command_without_importing_them() -> None:
+    """`sysplan --help` reads the summaries in cli/main.py (each the first line of its
+    command's help) and imports neither the sub-commands nor numpy: start-up stays short."""
+    import importlib
+    import subprocess
+    import sys
+
+    from sysplan.cli.main import COMMANDS, SUMMARIES
+
+    for name, (module, _, help_name, _) in COMMANDS.items():
+        text = getattr(importlib.import_module(f"sysplan.cli.{module}"), help_name)
+        assert SUMMARIES[name] == " ".join(text.strip().splitlines()[0].split()), name
+    probe = ("import sys; from sysplan.cli.main import main; code = main(['--help']); "
+             "heavy = [m for m in ('numpy', 'scipy', 'sysplan.cli.train', 'sysplan.costmodels') "
+             "if m in sys.modules]; print('HEAVY', heavy)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=False).stdout
+    assert "HEAVY []" in out and all(name in out for name in COMMANDS)
+    # a sub-command's own help loads its module but not the cost models
+    probe = probe.replace("['--help']", "['train', '--help']")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         check=False).stdout
+    assert "HEAVY ['sysplan.cli.train']" in out and "--model" in out

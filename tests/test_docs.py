@@ -40,7 +40,7 @@ TABLES = {
 def command(verb: str):
     """The click command behind `sysplan VERB`."""
     group = typer.main.get_command(app)
-    return group.commands[verb]
+    return group.get_command(None, verb)
 
 
 def help_text(verb: str) -> str:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from pydantic import Field
 
 from sysplan.core.errors import InputError
+from sysplan.core.names import MOE_DISPATCHER_CHOICES
 from sysplan.core.types import Frozen
 
 if TYPE_CHECKING:
@@ -20,6 +21,7 @@ Precision = Literal["bf16", "fp16", "fp8", "fp32"]
 MoeDispatcher = Literal["auto", "alltoall", "allgather", "flex"]
 #: The dispatchers, in the order of ``costmodels.moe.MoECost.dispatcher`` codes
 MOE_DISPATCHERS: tuple[str, ...] = get_args(MoeDispatcher)[1:]
+assert get_args(MoeDispatcher) == MOE_DISPATCHER_CHOICES, "core/names.py lists the CLI's choices"
 
 
 class TrainJob(Frozen):
