@@ -155,7 +155,8 @@ def allocation(result: TrainingResult, context: TrainContext) -> str:
         shape = f"part of one {per_node}-{device_word(cluster)[:-1]} node" if gpus < per_node \
             else f"{gpus / per_node:,.2f} nodes of {per_node}"
     else:
-        shape = f"{gpus // per_node:,} nodes x {per_node}"
+        nodes = gpus // per_node
+        shape = f"{nodes:,} node{'s' if nodes > 1 else ''} x {per_node}"
     return f"{head} ({'default allocation: ' if context.default_allocation else ''}{shape})"
 
 
