@@ -136,10 +136,12 @@ def test_readme_table_is_the_generated_one(verb: str) -> None:
 
 
 def test_install_section_is_the_two_commands() -> None:
+    """Exactly two set-up commands: one installs and runs the main job (here), one installs
+    what the tests need and runs them (the Test section)."""
     assert commands("Install and run") == [
-        "pip install -e .",
-        "sysplan train --model 70b --cluster frontier.yaml",
+        "pip install -e . && sysplan train --model 70b --cluster frontier.yaml",
     ]
+    assert commands("Test") == ["python -m pip install -e '.[dev]' && python -m pytest"]
 
 
 def test_ci_runs_exactly_the_readme_test_command() -> None:
@@ -154,7 +156,7 @@ def test_ci_runs_exactly_the_readme_test_command() -> None:
 @needs_planner
 def test_readme_cli_commands_run() -> None:
     for line in commands("Install and run") + commands("Tour of the output"):
-        words = shlex.split(line)
+        words = shlex.split(line.split("&&")[-1])
         if words[0] != "sysplan":
             continue
         result = CliRunner().invoke(app, words[1:])
