@@ -18,7 +18,6 @@ from sysplan.cli.train import (
     _gpu_count,
     _opt,
     _positive_float,
-    _positive_int,
     whole_number,
 )
 from sysplan.core.units import ascii_float
@@ -55,7 +54,8 @@ _Rate = Annotated[str | None, _opt("--rate", metavar="RPS|inf", panel=_LOAD, hel
                                    "SLO-meeting throughput per GPU on --gpus.")]
 _Arrival = Annotated[str, _opt("--arrival", metavar="KIND", panel=_LOAD, help="poisson, "
                                "gamma:cv=2 (bursty), constant, or trace.")]
-_Concurrency = Annotated[int | None, _opt("--concurrency", metavar="N", parser=_positive_int,
+_Concurrency = Annotated[int | None, _opt("--concurrency", metavar="N",
+                                          parser=_bounded_int(1_000_000),
                                           panel=_LOAD, help="Closed loop: N requests in flight.")]
 _Requests = Annotated[int, _opt("--num-requests", metavar="N", parser=_bounded_int(1_000_000),
                                 panel=_LOAD, help="Requests simulated (first 10 % are warm-up).")]

@@ -227,6 +227,7 @@ def test_config_json_values(tmp_path, config, expected):
     ((*SERVE, "--num-requests", "99999999999999999999"), "at most 1,000,000"),
     ((*SERVE, "--trials", "99999999999999999999"), "at least 0 and at most 1,000,000"),
     ((*SERVE, "--max-num-seqs", "99999999999999999999"), "at most 16,777,216"),
+    ((*SERVE, "--concurrency", "9223372036854775808"), "at most 1,000,000"),  # was simulated
     (("profile", "--world", "99999999999999999999"), "at most 1,048,576"),
 ])
 def test_more_options_out_of_range(args, expected):
