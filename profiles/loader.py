@@ -107,6 +107,13 @@ def write_profile(profile: Profile, path: Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process umask (read by setting it, then restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: Path, text: str) -> None:
     """Replace ``path`` with ``text`` in one rename; InputError if the folder is unusable.
 
@@ -118,6 +125,7 @@ def write_atomic(path: Path, text: str) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                              suffix=".tmp")
+        os.fchmod(handle, 0o666 & ~_umask())  # mkstemp makes 0600; a file as open() makes it
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
         os.replace(temporary, path)

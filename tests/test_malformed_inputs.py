@@ -484,3 +484,25 @@ def test_a_runs_csv_with_a_short_row(tmp_path, serving):
     line = error_line(invoke("calibrate", *flag, str(path), "--cluster", "dgx-h100",
                              "-o", str(tmp_path / "o.yaml")))
     assert "model" in line
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    import os
+
+    from sysplan.profiles.loader import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "p.yaml", "x: 1\n")  # profiles, calibrate overlays, clusters
+    finally:
+        os.umask(old)
+    assert (tmp_path / "p.yaml").stat().st_mode & 0o777 == 0o644  # mkstemp's 0600 before
+
+
+def test_an_output_path_that_is_a_folder(tmp_path):
+    from sysplan.core.errors import InputError
+    from sysplan.profiles.loader import write_atomic
+
+    (tmp_path / "out.yaml").mkdir()
+    with pytest.raises(InputError, match="out.yaml: cannot write"):
+        write_atomic(tmp_path / "out.yaml", "x: 1\n")
