@@ -6,6 +6,7 @@ bar (on a terminal only) and notes go to stderr.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,7 +14,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from sysplan.cli import render
 from sysplan.cli.train import MAX_GPUS, _choice, _gpu_count, _opt, whole_number
@@ -58,6 +66,19 @@ def profile(
     cluster_output: _ClusterOutput = None,
 ) -> None:
     """Measure this node and write a profile."""
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    written = measure_and_write(err, device=device, quick=quick, model=model, tp=tp,
+                                world=world, output=output, cluster_output=cluster_output)
+    if written is not None:
+        print_summary(*written)
+
+
+def measure_and_write(err: Console, *, device: str = "auto", quick: bool = False,
+                      model: str | None = None, tp: str = "1", world: int | None = None,
+                      output: str | None = None, cluster_output: str | None = None):
+    """Measure this node (progress and notes on ``err``) and write the profile, and on a CPU
+    its cluster file: (profile, path, cluster path or None), or None on ranks other than 0.
+    ``sysplan run`` calls it for a quick profile when none is given."""
     from sysplan.profiles.device import memory_bytes
     from sysplan.profiles.loader import write_atomic, write_profile
     from sysplan.profiles.measure import MeasureRequest, measure_node
@@ -65,11 +86,10 @@ def profile(
 
     request = MeasureRequest(device=device, quick=quick, model=model, tp=parse_tp(tp),
                              world=world)
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
     with _progress(err) as bar:
         result = measure_node(request, progress=bar)
     if result.rank != 0:  # under torchrun/srun only rank 0 writes
-        return
+        return None
     for note in result.notes:
         err.print(f"note: {note}", markup=False)
     measured = result.profile
@@ -83,7 +103,7 @@ def profile(
     elif cluster_output:
         err.print("note: --cluster-output ignored: only a CPU profile writes a cluster file")
     write_profile(measured, path)
-    print_summary(measured, path, cluster_path)
+    return measured, path, cluster_path
 
 
 def parse_tp(text: str) -> tuple[int, ...]:
@@ -141,12 +161,23 @@ def print_summary(measured, path: Path, cluster_path: Path | None) -> None:
 
 @contextmanager
 def _progress(err: Console) -> Iterator[Callable[[str, int, int], None] | None]:
-    """A progress bar on stderr (only on a terminal), yielding the callback measure_node takes."""
+    """Progress on stderr, yielding the callback measure_node takes: a bar with counts and
+    an ETA on a terminal, else one log line per table measured (a pipe or a CI log)."""
     if not err.is_terminal:
-        yield None
+        started = time.perf_counter()
+        last: list[str] = []
+
+        def log(step: str, done: int, total: int) -> None:
+            if not last or last[0] != step:
+                last[:] = [step]
+                err.print(f"profile: measuring {step} ({total:,} cases; "
+                          f"{time.perf_counter() - started:.0f} s so far)", markup=False)
+
+        yield log
         return
     with Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=True) as bar:
+                  TimeElapsedColumn(), TimeRemainingColumn(), console=err,
+                  transient=True) as bar:
         task = bar.add_task("measuring", total=None)
         yield lambda step, done, total: bar.update(task, description=step, completed=done,
                                                    total=total)

@@ -24,7 +24,8 @@ Each PLAN is a `sysplan train --json` document (FILE, or FILE#RANK for another p
 best). By default a plan is scaled down: its tp, pp, vpp, cp, schedule, recompute and ZeRO stage
 run on a tiny decoder shared by every plan, DP capped at --nproc processes. The same layout is
 priced by the cost model on --cluster with --profile (default: the profile-cpu.yaml and
-local-cpu.yaml that `sysplan profile --device cpu` writes in this folder). Needs torch
+local-cpu.yaml that `sysplan profile --device cpu` writes in this folder, measured first with
+--quick when missing). Needs torch
 (pip install -e '.[torch]'); gloo on a CPU, NCCL with one GPU per rank.
 
 Example: sysplan run plans.json#1 plans.json#2 plans.json#3 --compare --nproc 4
@@ -90,7 +91,7 @@ def run(
 
     plot_folder = pictures.check(plot)
     sources = [_load(text) for text in plans]
-    cluster_spec, efficiency = _pricing(profile, cluster)
+    cluster_spec, efficiency = _pricing(profile, cluster, nproc)
     try:
         from sysplan.executor.report import run_plans
     except ImportError as error:  # torch is the optional [torch] extra
@@ -154,8 +155,28 @@ def _check_known_fields(path: str, rank: int) -> None:
                                  f"{', '.join(ParallelConfig.model_fields)}")
 
 
-def _pricing(profile: str | None, cluster: str | None):
-    """The cluster and efficiency the predictions use; one-line errors when missing."""
+def _measure_quick_profile(nproc: int) -> None:
+    """Measure profile-cpu.yaml and local-cpu.yaml here (a quick sweep, about a minute)."""
+    from sysplan.cli.profile import measure_and_write
+    from sysplan.core.errors import InputError
+
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err.print("note: no --profile and no profile-cpu.yaml here: measuring a quick one first "
+              f"(sysplan profile --device cpu --quick --world {max(2, nproc)}); it is kept "
+              "here for the next run", markup=False)
+    try:
+        written = measure_and_write(err, device="cpu", quick=True, world=max(2, nproc))
+    except ImportError as error:  # torch is the optional [torch] extra
+        raise InputError(f"sysplan run needs torch ({error.name} is missing): "
+                         "pip install -e '.[torch]'") from None
+    if written is not None:
+        err.print(f"note: wrote {written[1]} and {written[2]}", markup=False)
+
+
+def _pricing(profile: str | None, cluster: str | None, nproc: int):
+    """The cluster and efficiency the predictions use; one-line errors when missing. Without
+    --profile and --cluster and with no profile-cpu.yaml here, a quick CPU profile is measured
+    first (and kept here for the next run), as `sysplan profile --device cpu --quick` would."""
     from sysplan.core.errors import InputError
     from sysplan.costmodels.efficiency import Efficiency
     from sysplan.hardware import load_cluster
@@ -163,8 +184,10 @@ def _pricing(profile: str | None, cluster: str | None):
 
     if profile is None:
         if not Path("profile-cpu.yaml").is_file():
-            raise InputError("--profile not given and no profile-cpu.yaml here: accepted is a "
-                             "profile file or name (run `sysplan profile --device cpu` first)")
+            if cluster is not None:
+                raise InputError("--profile not given and no profile-cpu.yaml here: accepted "
+                                 "is a profile file or name measured on --cluster's GPUs")
+            _measure_quick_profile(nproc)
         profile = "profile-cpu.yaml"
     measured = load_profile(profile)
     if cluster is None:

@@ -163,3 +163,27 @@ def test_readme_run_commands_run(tmp_path, monkeypatch) -> None:
         if target:
             Path(target.strip()).write_text(result.stdout)
     assert "ranking by step time: measured" in result.stdout
+
+
+def test_run_without_a_profile_measures_a_quick_one_and_says_so(plans, tmp_path,
+                                                                monkeypatch) -> None:
+    """No --profile and no profile-cpu.yaml here: run measures one (here a stand-in for the
+    quick sweep, which takes about a minute) instead of stopping, keeps it, and says so."""
+    from sysplan.cli import profile as profile_cli
+
+    calls = []
+
+    def quick(err, **options):
+        calls.append(options)
+        write_profile(_cpu_profile(), Path("profile-cpu.yaml"))
+        Path("local-cpu.yaml").write_text(local_cpu_cluster_yaml(_cpu_profile(), 8 * 2**30))
+        return _cpu_profile(), Path("profile-cpu.yaml"), Path("local-cpu.yaml")
+
+    monkeypatch.setattr(profile_cli, "measure_and_write", quick)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", str(plans["dp_zero1"]), "--steps", "2", "--warmup", "1",
+                    "--nproc", "2", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert calls == [{"device": "cpu", "quick": True, "world": 2}]
+    assert "measuring a quick one first" in result.stderr
+    assert (tmp_path / "profile-cpu.yaml").is_file() and json.loads(result.stdout)["runs"]
