@@ -174,3 +174,42 @@ def test_serving_factors_act_on_serving_only() -> None:
     config = ParallelConfig(dp=8, global_batch=16)
     assert (estimate_config(LLAMA8, job, H100, config, efficiency=base).step_time_s
             == estimate_config(LLAMA8, job, H100, config, efficiency=slow).step_time_s)
+
+
+def test_an_interrupted_sqlite_study_resumes_with_its_finished_trials(tmp_path: Path,
+                                                                      monkeypatch) -> None:
+    """Ctrl-C in the middle of tuning: the trials finished before it stay in the SQLite study
+    and the rerun adds its own trials to them instead of starting over."""
+    import optuna
+
+    from sysplan.planners.serving import tuning
+
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    q = question(trials=3, storage=url)
+    real, calls = tuning._with_knobs, []
+
+    def interrupted(d, trial, fewest_seqs=8):
+        if hasattr(trial, "suggest_int"):  # a trial being run (not a finished one read back)
+            calls.append(trial.number)
+            if len(calls) == 3:
+                raise KeyboardInterrupt  # what Ctrl-C raises in the third trial
+        return real(d, trial, fewest_seqs)
+
+    monkeypatch.setattr(tuning, "_with_knobs", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        plan_serving(q)
+    monkeypatch.setattr(tuning, "_with_knobs", real)
+
+    (summary,) = optuna.get_all_study_summaries(storage=url)
+    before = optuna.load_study(study_name=summary.study_name, storage=url).get_trials()
+    done = {t.number: t.params for t in before if t.state == optuna.trial.TrialState.COMPLETE}
+    assert len(done) == 2  # the two trials finished before the interrupt were written
+
+    plan_serving(q)
+    after = optuna.load_study(study_name=summary.study_name, storage=url).get_trials()
+    kept = {t.number: t.params for t in after if t.number in done}
+    assert kept == done  # finished trials kept as they were
+    complete = [t for t in after if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == len(done) + q.trials  # the rerun added 3, none re-run
+    assert not any(t.params == before[0].params for t in complete if t.number > 2)  # the
+    # untuned knobs (enqueued first) are not tried again
