@@ -24,8 +24,8 @@ Each PLAN is a `sysplan train --json` document (FILE, or FILE#RANK for another p
 best). By default a plan is scaled down: its tp, pp, vpp, cp, schedule, recompute and ZeRO stage
 run on a tiny decoder shared by every plan, DP capped at --nproc processes. The same layout is
 priced by the cost model on --cluster with --profile (default: the profile-cpu.yaml and
-local-cpu.yaml that `sysplan profile --device cpu` writes in this folder, measured first with
---quick when missing). Needs torch
+local-cpu.yaml that `sysplan profile --device cpu` writes in this folder; a quick sweep
+measures them first when they are missing). Needs torch
 (pip install -e '.[torch]'); gloo on a CPU, NCCL with one GPU per rank.
 
 Example: sysplan run plans.json#1 plans.json#2 plans.json#3 --compare --nproc 4
