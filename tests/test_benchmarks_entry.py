@@ -14,6 +14,7 @@ from benchmark_scripts import load_benchmark
     ("sp_mix", ["--quick", "--cases", "1"], "| 8b tp1 x64 | p2p |"),
     ("ilp", ["1", "--skip-brute-force"], "baseline: full recompute"),
     ("serve_search", ["--quick"], "tok/s/GPU"),
+    ("fuzz", ["--cases", "2", "--family", "stray", "--family", "train-bad"], "distinct failure signatures"),
 ])
 def test_benchmark_entry_point_runs_one_case(name, argv, printed, capsys):
     assert load_benchmark(name).main(argv) == 0
