@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from sysplan.core.errors import SysplanError
 from sysplan.core.version import __version__
@@ -68,13 +68,29 @@ SUMMARIES = {
 }
 
 
+class PanelCommand(TyperCommand):
+    """Plain (pipe-friendly) help whose options are grouped under their panel headings
+    (``rich_help_panel`` of each option; the rest under "Options"), in first-seen order."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        groups: dict[str, list[tuple[str, str]]] = {}
+        for param in self.get_params(ctx):
+            record = param.get_help_record(ctx)
+            if record is not None:
+                panel = getattr(param, "rich_help_panel", None) or "Options"
+                groups.setdefault(panel, []).append(record)
+        for panel, rows in groups.items():
+            with formatter.section(panel):
+                formatter.write_dl(rows)
+
+
 def load_command(name: str) -> Any:
     """The click command of sub-command ``name``, built from its module on first use."""
     module_name, function, help_name, bare_is_help = COMMANDS[name]
     module = importlib.import_module(f"sysplan.cli.{module_name}")
     single = typer.Typer(add_completion=False, rich_markup_mode=None,
                          pretty_exceptions_enable=False)
-    single.command(name=name, help=getattr(module, help_name),
+    single.command(name=name, help=getattr(module, help_name), cls=PanelCommand,
                    no_args_is_help=bare_is_help)(getattr(module, function))
     return typer.main.get_command(single)
 

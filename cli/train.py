@@ -20,9 +20,16 @@ from sysplan.core.names import MOE_DISPATCHER_CHOICES, RUNTIME_NAMES
 
 HELP = """Rank the best parallel configurations for training a model on a cluster.
 
-Example: sysplan train --model 70b --cluster frontier.yaml
+\b
+Examples:
+  sysplan train --model 70b --cluster frontier.yaml
+  sysplan train --model config.json --cluster dgx-h100 --gpus 256 \\
+      --objective cost --train-tokens 1T --gpu-cost 2.5 --export megatron
 """
 
+_JOB = "Model, cluster and job"
+_OBJECTIVE = "Objective"
+_OUTPUT = "Output"
 _PINNED = "Pinned knobs (fix one dimension; all pinned = evaluate one configuration)"
 _RUNTIME = "Runtime behaviour"
 _EXPORT = "Export (launch files for the top plan)"
@@ -114,45 +121,46 @@ def _degree(name: str, help: str) -> typer.models.OptionInfo:
 
 
 _Model = Annotated[str, _opt(
-    "--model", metavar="NAME|PATH", help="Model: a catalog name or alias (70b, llama3.1-405b, "
+    "--model", panel=_JOB, metavar="NAME|PATH", help="Model: a catalog name or alias (70b, llama3.1-405b, "
     "mixtral-8x7b) or a Hugging Face config.json path.")]
 _Cluster = Annotated[str, _opt(
-    "--cluster", metavar="NAME|PATH", help="Cluster: a catalog name (dgx-h100, frontier, ...) "
+    "--cluster", panel=_JOB, metavar="NAME|PATH", help="Cluster: a catalog name (dgx-h100, frontier, ...) "
     "or a cluster YAML file.")]
 _Gpus = Annotated[int | None, _opt(
-    "--gpus", metavar="N", parser=_gpu_count,
+    "--gpus", panel=_JOB, metavar="N", parser=_gpu_count,
     help="GPUs to plan for (default: the cluster's default allocation).")]
 _SeqLen = Annotated[int | None, _opt(
-    "--seq-len", metavar="TOKENS", parser=_bounded_int(MAX_SEQ_LEN),
+    "--seq-len", panel=_JOB, metavar="TOKENS", parser=_bounded_int(MAX_SEQ_LEN),
     help="Tokens per sequence (default: the model's context, capped at 8192).")]
 _GlobalBatch = Annotated[str | None, _opt(
-    "--global-batch", metavar="N|TOKENS", help="Sequences per step (1536) or tokens with a "
+    "--global-batch", panel=_JOB, metavar="N|TOKENS", help="Sequences per step (1536) or tokens with a "
     "suffix (4M), rounded down to whole sequences (default: about 4M tokens).")]
 _Precision = Annotated[str, _opt(
-    "--precision", metavar="[bf16|fp8]", parser=_choice(*PRECISIONS),
+    "--precision", panel=_JOB, metavar="[bf16|fp8]", parser=_choice(*PRECISIONS),
     help="Precision of the linear layers.")]
 _Objective = Annotated[str, _opt(
-    "--objective", metavar="[throughput|time-to-train|cost]",
+    "--objective", panel=_OBJECTIVE, metavar="[throughput|time-to-train|cost]",
     parser=_choice("throughput", "time-to-train", "cost"),
     help="Rank by tokens/s per GPU, by time to train --train-tokens, or by cost at "
     "--gpu-cost; the last two also search GPU counts up to --gpus.")]
 _TrainTokens = Annotated[str | None, _opt(
-    "--train-tokens", metavar="TOKENS",
+    "--train-tokens", panel=_OBJECTIVE, metavar="TOKENS",
     help="Tokens to train on, for --objective time-to-train or cost (15T).")]
 _GpuHourCost = Annotated[float | None, _opt(
-    "--gpu-cost", "--gpu-hour-cost", metavar="DOLLARS", parser=_positive_float,
+    "--gpu-cost", "--gpu-hour-cost", panel=_OBJECTIVE, metavar="DOLLARS",
+    parser=_positive_float,
     help="Dollars per GPU-hour (as sysplan serve takes it): ranks by cost with --objective "
     "cost, and adds dollars per million tokens under any objective.")]
-_Top = Annotated[int, _opt("--top", metavar="N", parser=_bounded_int(MAX_TOP),
+_Top = Annotated[int, _opt("--top", panel=_OUTPUT, metavar="N", parser=_bounded_int(MAX_TOP),
                            help="Plans to show.")]
 _Json = Annotated[bool, _opt(
-    "--json", help="Write one JSON object (schema: exporters/plan_schema.json) to stdout instead of "
+    "--json", panel=_OUTPUT, help="Write one JSON object (schema: exporters/plan_schema.json) to stdout instead of "
     "tables.")]
 _Explain = Annotated[bool, _opt(
-    "--explain", help="Show the memory and step-time breakdown of every shown plan, and the "
+    "--explain", panel=_OUTPUT, help="Show the memory and step-time breakdown of every shown plan, and the "
     "notes.")]
 _Headroom = Annotated[str, _opt(
-    "--memory-headroom", metavar="SIZE", help="GPU memory kept free; a plan fits if its worst "
+    "--memory-headroom", panel=_JOB, metavar="SIZE", help="GPU memory kept free; a plan fits if its worst "
     "stage needs at most GPU memory minus this.")]
 _Tp = Annotated[int | None, _degree("--tp", "Tensor-parallel degree.")]
 _Pp = Annotated[int | None, _degree("--pp", "Pipeline-parallel stages.")]
@@ -197,7 +205,7 @@ _MoeCapacityFactor = Annotated[float | None, _opt(
 
 
 _Profile = Annotated[str | None, _opt(
-    "--profile", metavar="FILE|NAME|none",
+    "--profile", panel=_JOB, metavar="FILE|NAME|none",
     help="Measured profile pricing the plans (sysplan profile / calibrate output, or a bundled "
     "name); default: the bundled profile of the cluster's GPU if any; none: the uncalibrated "
     "defaults.")]
@@ -207,7 +215,7 @@ _Lengths = Annotated[str | None, _opt(
     "distribution (lognormal:8192,1.0,max=131072); shows what mixed context-parallel groups "
     "gain over uniform CP on the top plan.")]
 _Stages = Annotated[str, _opt(
-    "--stages", metavar="[uniform|dp]", parser=_choice("uniform", "dp"),
+    "--stages", panel=_OBJECTIVE, metavar="[uniform|dp]", parser=_choice("uniform", "dp"),
     help="Pipeline stages: uniform (even split, one recompute mode) or dp (the stage DP re-splits "
     "the best pipelined plans: layers and recompute per stage, exact for 1F1B, heuristic for "
     "interleaved).")]
@@ -222,7 +230,7 @@ _Export = Annotated[str | None, _opt(
 _Output = Annotated[str, _opt(
     "--output", "-o", metavar="DIR", panel=_EXPORT, help="Folder the --export files go to.")]
 _Plot = Annotated[str | None, _opt(
-    "--plot", metavar="DIR", help="Write pictures of the top plan (pipeline timeline, memory "
+    "--plot", panel=_OUTPUT, metavar="DIR", help="Write pictures of the top plan (pipeline timeline, memory "
     "per stage, step-time terms; days and dollars against GPUs for --objective cost or "
     "time-to-train) as PNG and SVG into DIR, and draw them as text (needs the plot extra).")]
 _TorchtitanFormat = Annotated[str, _opt(
