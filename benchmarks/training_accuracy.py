@@ -9,12 +9,17 @@ x 8/6 with full recompute; memory 16 bytes per parameter over TP x PP.
 Nothing is fitted to these rows, and no factor is set per row or model.
 
     python benchmarks/training_accuracy.py [--csv PATH ...] [--quality AB]
+        [--write-bands planners/accuracy_bands.json]
+
+``--write-bands`` stores the MAPE per regime (``planners/accuracy.py``) that every
+prediction then shows as its error band.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import re
 import sys
 from collections import defaultdict
@@ -24,6 +29,7 @@ from sysplan.core.errors import NoPlanFits, SysplanError
 from sysplan.hardware import load_cluster
 from sysplan.models import model_flops_per_token, param_counts, resolve_model
 from sysplan.models.spec import ModelSpec
+from sysplan.planners.accuracy import regime
 from sysplan.planners.training import plan_training
 from sysplan.planners.types import Pins
 from sysplan.profiles.loader import bundled_for_gpu
@@ -196,7 +202,8 @@ def evaluate(r: dict, bundled_profile: bool = True) -> dict:
     model, cluster, job, pins = model_from_row(r), cluster_for(r), job_for(r), pins_for(r)
     gpus = int(r["num_gpus"])
     out = {"id": r["id"], "source": _short_source(r), "quality": r["quality"], "model": r["model"],
-           "moe": model.moe is not None, "gpu": r["gpu"]}
+           "moe": model.moe is not None, "gpu": r["gpu"], "gpu_class": cluster.gpu.gpu_class,
+           "seq_len": job.seq_len}
     metric = measured_metric(r)
     if metric is None:
         return {**out, "error": "no metric"}
@@ -221,7 +228,9 @@ def evaluate(r: dict, bundled_profile: bool = True) -> dict:
     fitted_on = bundled.calibration.fitted_on if bundled and bundled.calibration else ""
     out.update(metric=key, truth=truth, ours=ours, naive=base, err=ours / truth - 1,
                naive_err=base / truth - 1, layout=_layout(plan.parallel), ep=plan.parallel.ep,
-               profile=result.profile.name, in_sample=r["id"] in fitted_on.split())
+               profile=result.profile.name, in_sample=r["id"] in fitted_on.split(),
+               regime=regime(model.moe is not None, job.seq_len,
+                             not result.profile.name.startswith("default-")))
     if _float(r["peak_mem_gib"]) is not None:
         mem_truth = float(r["peak_mem_gib"])
         # the published figure is the caching allocator's max reserved: NCCL's buffers are
@@ -249,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-profile", action="store_true",
                         help="price with the uncalibrated defaults, not the bundled profiles")
     parser.add_argument("--ids", help="comma-separated row ids to predict (default: all)")
+    parser.add_argument("--write-bands", type=Path, metavar="JSON",
+                        help="write the MAPE per regime (planners/accuracy_bands.json)")
     args = parser.parse_args(argv)
     rows = [r for path in args.csv for r in csv.DictReader(path.open())]
     if args.ids:
@@ -267,7 +278,38 @@ def main(argv: list[str] | None = None) -> int:
               f"{x['naive_err']:>+7.1%}  {x['layout']}{' ep' + str(x['ep']) if x['moe'] else ''}{' (over memory)' if x.get('over_memory') else ''}"
               f"  [{x['profile']}]")
     _summary(results, set(args.quality))
+    bands = _bands(results, set(args.quality))
+    if args.write_bands:
+        args.write_bands.write_text(json.dumps(bands, indent=2) + "\n")
+        print(f"wrote {args.write_bands}")
     return 0
+
+
+#: What each regime covers, as the planner's header says it.
+REGIMES = {"dense-profiled": "dense, measured GPU profile",
+           "dense-default": "dense, uncalibrated default efficiencies",
+           "dense-long": "dense, sequences of 16k tokens or more",
+           "moe": "mixture of experts"}
+
+
+def _bands(results: list[dict], quality: set[str]) -> dict:
+    """MAPE per regime over the rows of ``quality`` a calibration was not fitted on (printed,
+    and what --write-bands stores; in-sample rows are counted apart, never in the band)."""
+    rows = [x for x in results if "err" in x and x["quality"] in quality]
+    print("\nError band per regime (what each prediction shows; planners/accuracy.py):")
+    out = {}
+    for name, description in REGIMES.items():
+        xs = [x for x in rows if x["regime"] == name and not x["in_sample"]]
+        mape = sum(abs(x["err"]) for x in xs) / len(xs) if xs else None
+        out[name] = {"description": description, "rows": len(xs),
+                     "mape": round(mape, 4) if mape is not None else None,
+                     "in_sample": sum(x["in_sample"] for x in rows if x["regime"] == name),
+                     "gpu_classes": sorted({x["gpu_class"] for x in xs})}
+        print(f"  {name:15} {len(xs):>4} rows  MAPE {mape if mape is None else f'{mape:.1%}'}"
+              f"  GPU classes {', '.join(out[name]['gpu_classes'])}")
+    return {"generated_by": "python benchmarks/training_accuracy.py --write-bands "
+                            "planners/accuracy_bands.json",
+            "quality": "".join(sorted(quality)), "regimes": out}
 
 
 def _summary(results: list[dict], quality: set[str]) -> None:

@@ -195,6 +195,8 @@ def header(result: TrainingResult, context: TrainContext) -> Table:
         f"{result.feasible:,} fit; ranked by {objective_label(result.objective)}",
     )
     grid.add_row("profile", profile_line(result))
+    if result.accuracy:
+        grid.add_row("accuracy", result.accuracy)
     grid.add_row(
         "memory",
         f"{gib(context.memory_headroom_bytes)} headroom: a plan must fit in "

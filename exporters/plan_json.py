@@ -3,7 +3,7 @@
 Writers emit ``schema_version`` 1.3 (1.1 added ``runtimes``, ``model_spec`` and
 ``cluster_spec``; 1.2 ``parallel.stage_recompute`` from ``--stages dp``; 1.3
 ``memory_headroom_bytes``, ``train_tokens``, ``gpu_hour_cost`` and ``gpu_counts``, which the
-pictures read, plus each plan's ``mfu_fp8`` and ``overlapped``). Readers accept any 1.x and ignore keys they do not know (later issues add
+pictures read, plus ``accuracy`` and each plan's ``mfu_fp8`` and ``overlapped``). Readers accept any 1.x and ignore keys they do not know (later issues add
 keys, never rename them); 2.x, a missing version or a garbled file is refused with an
 InputError (exit 2). All values are SI: seconds, bytes, FLOPs, fractions.
 """
@@ -63,6 +63,7 @@ def training_document(result: TrainingResult) -> dict[str, Any]:
         "sequence_mix": result.sequence_mix,
         "notes": list(result.notes),
         "explanation": result.explanation,
+        "accuracy": result.accuracy,
         "memory_headroom_bytes": result.memory_headroom_bytes,
         "train_tokens": result.train_tokens,
         "gpu_hour_cost": result.gpu_hour_cost,

@@ -14,6 +14,7 @@ from sysplan.costmodels.estimate import build_estimate, throughput_arrays
 from sysplan.costmodels.training import price_training
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
+from sysplan.planners.accuracy import accuracy_line
 from sysplan.planners.explain import describe_layout, explain_winner, why_line
 from sysplan.planners.restage import POOL, STAGE_CHOICES, restage_plans, restaged_winner
 from sysplan.planners.runtimes import Runtime, get_runtime, job_for
@@ -149,6 +150,8 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable, eff,
                          objective=objective)
         + (restaged_winner(result_plans[0]) if stages == "dp" else ""),
+        accuracy=accuracy_line(model.moe is not None, job.seq_len,
+                               not eff.name.startswith("default-"), cluster.gpu.gpu_class),
         notes=_notes(model, cluster, profile) + stage_notes
         + tuple(n for n in [batch_divisor_note(job.global_batch, gpus)] if n),
         memory_headroom_bytes=float(memory_headroom_bytes), train_tokens=train_tokens,

@@ -81,6 +81,10 @@ class TrainingResult(Frozen):
         default=None, description="With --lengths: one sampled step of variable-length data "
         "on the top plan's ranks, CP groups vs the best uniform CP (planners.sp_mix).")
     explanation: str = Field(default="", description="One paragraph: why the winner wins.")
+    accuracy: str = Field(default="", description="The error band of these predictions: the "
+                          "benchmarks' mean error on published runs of the same regime, and "
+                          "whether the plan lies outside what was validated "
+                          "(planners/accuracy.py).")
     memory_headroom_bytes: float | None = Field(
         default=None, description="GPU memory kept free; a plan fits in GPU memory minus this.")
     train_tokens: float | None = Field(

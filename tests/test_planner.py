@@ -171,3 +171,22 @@ def test_hidden_communication_is_reported_as_overlapped_not_dropped():
         resolve_model("8b")[0], H100, job.model_copy(update={"tp_comm_overlap": False}),
         num_gpus=16, top=1, pins=Pins(tp=4, pp=1, micro_batch=1, recompute="none"),
     ).plans[0].estimate.overlapped
+
+
+def test_every_plan_states_its_error_band_and_when_it_is_unvalidated():
+    """The band is the benchmark's MAPE of the regime (planners/accuracy_bands.json, written by
+    benchmarks/training_accuracy.py --write-bands), on rows outside any calibration."""
+    from sysplan.planners.accuracy import bands, regime
+
+    measured = bands()["regimes"]
+    assert set(measured) == {"dense-profiled", "dense-default", "dense-long", "moe"}
+    assert all(b["rows"] > 0 and 0 < b["mape"] < 5 for b in measured.values())
+    dense = plan_training(resolve_model("8b")[0], H100, TrainJob(seq_len=4096, global_batch=64),
+                          num_gpus=8, top=1)
+    band = measured["dense-profiled"]
+    assert dense.accuracy.startswith(f"±{band['mape']:.0%} (dense, measured GPU profile")
+    assert regime(True, 4096, True) == "moe" and regime(False, 32768, True) == "dense-long"
+    frontier, _ = load_cluster("frontier")  # MI250X: no published run in the benchmarks
+    amd = plan_training(resolve_model("8b")[0], frontier, TrainJob(seq_len=4096, global_batch=64),
+                        num_gpus=8, top=1)
+    assert amd.accuracy.startswith("unvalidated: no published run on cdna2 GPUs")
