@@ -129,9 +129,21 @@ _Cluster = Annotated[str, _opt(
 _Gpus = Annotated[int | None, _opt(
     "--gpus", panel=_JOB, metavar="N", parser=_gpu_count,
     help="GPUs to plan for (default: the cluster's default allocation).")]
+def _seq_len(value: object) -> int:
+    """Tokens per sequence: a whole number or one with a binary suffix (8k = 8,192)."""
+    try:
+        tokens = units.length_tokens(str(value).replace(",", "").replace("_", ""))
+    except ValueError:
+        tokens = float("nan")
+    if not (1 <= tokens <= MAX_SEQ_LEN and float(tokens).is_integer()):
+        raise typer.BadParameter(f"{value}: expected whole tokens, at least 1 and at most "
+                                 f"{MAX_SEQ_LEN:,}, such as 8192 or 8k (8,192)")
+    return int(tokens)
+
+
 _SeqLen = Annotated[int | None, _opt(
-    "--seq-len", panel=_JOB, metavar="TOKENS", parser=_bounded_int(MAX_SEQ_LEN),
-    help="Tokens per sequence (default: the model's context, capped at 8192).")]
+    "--seq-len", panel=_JOB, metavar="TOKENS", parser=_seq_len,
+    help="Tokens per sequence, 8192 or 8k (default: the model's context, capped at 8192).")]
 _GlobalBatch = Annotated[str | None, _opt(
     "--global-batch", panel=_JOB, metavar="N|TOKENS", help="Sequences per step (1536) or tokens with a "
     "suffix (4M), rounded down to whole sequences (default: about 4M tokens).")]

@@ -221,3 +221,15 @@ def ascii_float(text: object) -> float:
     if not text.isascii():
         raise ValueError(f"not ASCII: {text!r}")
     return float(text)
+
+
+#: Suffixes of a sequence length: "8k" tokens is 8,192, as context lengths are quoted.
+_LENGTH_SUFFIXES = {"k": 2**10, "m": 2**20}
+
+
+def length_tokens(text: object) -> float:
+    """Tokens of a sequence length: ``4096``, ``8k`` (8,192) or ``1M`` (1,048,576); binary
+    suffixes, as context lengths are quoted. ValueError otherwise (not ASCII, junk)."""
+    text = str(text).strip()
+    factor = _LENGTH_SUFFIXES.get(text[-1:].lower())
+    return ascii_float(text[:-1]) * factor if factor else ascii_float(text)

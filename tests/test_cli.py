@@ -473,3 +473,9 @@ def test_help_lists_every_command_without_importing_them() -> None:
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=False).stdout
     assert "HEAVY ['sysplan.cli.train']" in out and "--model" in out
+
+
+def test_seq_len_takes_a_binary_suffix(fake_planner: dict) -> None:
+    result = invoke("train", "--model", "70b", "--cluster", "frontier", "--seq-len", "4k")
+    assert result.exit_code == 0, result.stderr
+    assert fake_planner["job"].seq_len == 4096

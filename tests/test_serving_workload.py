@@ -55,7 +55,7 @@ def test_length_specs_parse(text, kind, mean):
     ("normal:4000", "--isl normal:4000: expected normal:MEAN,STD"),
     ("lognormal:4000", "expected lognormal:MEAN,SIGMA"),
     ("uniform:1000", "expected uniform:LOW,HIGH"),
-    ("poisson:3,4", "expected TOKENS (a positive integer), normal:MEAN,STD"),
+    ("poisson:3,4", "expected TOKENS (a positive integer, or with a binary suffix: 4k = 4,096), normal:MEAN,STD"),
     ("abc", "--isl abc: expected TOKENS"), ("4000.5", "expected TOKENS"), ("", "expected TOKENS"),
     ("0", "--isl 0: the length must be a positive integer"),
     ("4000,max=5000", "expected TOKENS"),
@@ -358,3 +358,8 @@ def test_summary_json_has_no_nan():
 def test_requests_validate_their_arrays():
     with pytest.raises(AssertionError):
         Requests(arrival_s=[1.0, 0.0], input_tokens=[1, 1], output_tokens=[1, 1])
+
+
+def test_lengths_take_a_binary_suffix():
+    assert parse_length("4k", "--isl").mean_tokens == 4096
+    assert parse_length("normal:4k,512", "--isl").mean_tokens == 4096

@@ -145,3 +145,13 @@ def test_float_round_trip(
     written = float(text.removesuffix(unit).strip())
     parsed = parser(text, "field")
     assert math.isclose(parsed, written * units[unit], rel_tol=1e-12, abs_tol=1e-300)
+
+
+def test_sequence_lengths_take_binary_suffixes():
+    from sysplan.core.units import length_tokens
+
+    assert length_tokens("8k") == 8192 and length_tokens("4K") == 4096
+    assert length_tokens("1M") == 2**20 and length_tokens("4000") == 4000
+    for bad in ("8x", "k", "٣k", ""):
+        with pytest.raises(ValueError):
+            length_tokens(bad)

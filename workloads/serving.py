@@ -26,7 +26,7 @@ from pydantic import Field, model_validator
 
 from sysplan.core.errors import InputError
 from sysplan.core.types import Frozen
-from sysplan.core.units import ascii_float
+from sysplan.core.units import ascii_float, length_tokens
 from sysplan.workloads.slo import (  # re-exported: one import for serving
     LatencyPercentiles,
     RequestMetrics,
@@ -56,7 +56,8 @@ CV_RANGE = (1e-3, 1e3)
 
 _FORMS = {"fixed": "TOKENS", "normal": "normal:MEAN,STD", "lognormal": "lognormal:MEAN,SIGMA",
           "uniform": "uniform:LOW,HIGH"}
-_ALL_FORMS = "TOKENS (a positive integer), normal:MEAN,STD, lognormal:MEAN,SIGMA or uniform:LOW,HIGH"
+_ALL_FORMS = ("TOKENS (a positive integer, or with a binary suffix: 4k = 4,096), normal:MEAN,STD, "
+              "lognormal:MEAN,SIGMA or uniform:LOW,HIGH")
 #: Parameters each kind needs, in the order they are written.
 _PARAMETERS = {"fixed": ("mean_tokens",), "normal": ("mean_tokens", "std_tokens"),
                "lognormal": ("mean_tokens", "sigma"), "uniform": ("low_tokens", "high_tokens")}
@@ -136,7 +137,7 @@ class LengthSpec(Frozen):
 
 
 def _number(text: str, integer: bool) -> float | int:
-    value = ascii_float(text)  # ValueError on junk, caught by the caller
+    value = length_tokens(text)  # 4000 or 4k; ValueError on junk, caught by the caller
     if not math.isfinite(value) or (integer and not value.is_integer()):
         raise ValueError(text)
     return int(value) if integer else value
