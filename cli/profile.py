@@ -51,6 +51,9 @@ _World = Annotated[int | None, _opt(
 _Output = Annotated[str | None, _opt(
     "--output", "-o", metavar="FILE", help="Profile file to write (default: profile-cpu.yaml "
     "or profile-gpu.yaml; .json writes JSON).")]
+_Force = Annotated[bool, _opt(
+    "--force", help="Replace an existing cluster file (a CPU profile writes local-cpu.yaml "
+    "beside the profile; it is never replaced without this).")]
 _ClusterOutput = Annotated[str | None, _opt(
     "--cluster-output", metavar="FILE", help="CPU only: the cluster file to write (default: "
     "local-cpu.yaml beside the profile).")]
@@ -64,28 +67,45 @@ def profile(
     world: _World = None,
     output: _Output = None,
     cluster_output: _ClusterOutput = None,
+    force: _Force = False,
 ) -> None:
     """Measure this node and write a profile."""
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     written = measure_and_write(err, device=device, quick=quick, model=model, tp=tp,
-                                world=world, output=output, cluster_output=cluster_output)
+                                world=world, output=output, cluster_output=cluster_output,
+                                force=force)
     if written is not None:
         print_summary(*written)
 
 
 def measure_and_write(err: Console, *, device: str = "auto", quick: bool = False,
                       model: str | None = None, tp: str = "1", world: int | None = None,
-                      output: str | None = None, cluster_output: str | None = None):
+                      output: str | None = None, cluster_output: str | None = None,
+                      force: bool = False):
     """Measure this node (progress and notes on ``err``) and write the profile, and on a CPU
     its cluster file: (profile, path, cluster path or None), or None on ranks other than 0.
+    An existing cluster file is never replaced without ``force`` (checked before measuring).
     ``sysplan run`` calls it for a quick profile when none is given."""
+    from sysplan.core.errors import InputError
     from sysplan.profiles.device import memory_bytes
     from sysplan.profiles.loader import write_atomic, write_profile
-    from sysplan.profiles.measure import MeasureRequest, measure_node
+    from sysplan.profiles.measure import (
+        MeasureRequest,
+        import_torch,
+        measure_node,
+        resolve_device,
+    )
     from sysplan.profiles.summary import local_cpu_cluster_yaml
 
     request = MeasureRequest(device=device, quick=quick, model=model, tp=parse_tp(tp),
                              world=world)
+    if resolve_device(device, import_torch()) == "cpu" and not force:
+        planned = Path(cluster_output) if cluster_output else \
+            Path(output or "profile-cpu.yaml").with_name("local-cpu.yaml")
+        if planned.exists():
+            raise InputError(f"{planned} exists: a CPU profile also writes a cluster file, and "
+                             "sysplan never replaces one silently; accepted: --force to replace "
+                             "it, or --cluster-output NEW.yaml")
     with _progress(err) as bar:
         result = measure_node(request, progress=bar)
     if result.rank != 0:  # under torchrun/srun only rank 0 writes

@@ -160,6 +160,10 @@ def _measure_quick_profile(nproc: int) -> None:
     from sysplan.cli.profile import measure_and_write
     from sysplan.core.errors import InputError
 
+    if Path("local-cpu.yaml").exists():  # never replaced silently (sysplan profile --force)
+        raise InputError("--profile not given and no profile-cpu.yaml here, but local-cpu.yaml "
+                         "is: accepted: --profile FILE with --cluster, or `sysplan profile "
+                         "--device cpu --quick --force` to measure both anew")
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     err.print("note: no --profile and no profile-cpu.yaml here: measuring a quick one first "
               f"(sysplan profile --device cpu --quick --world {max(2, nproc)}); it is kept "

@@ -235,3 +235,23 @@ def test_launcher_detection() -> None:
     srun = launched_world({"SLURM_STEP_ID": "0", "SLURM_NTASKS": "8", "SLURM_PROCID": "3",
                            "SLURM_LOCALID": "3", "SLURM_NNODES": "2"})
     assert (srun.rank, srun.world, srun.nodes) == (3, 8, 2)
+
+
+@needs_torch
+def test_an_existing_cluster_file_is_never_replaced_silently(tmp_path: Path, monkeypatch) -> None:
+    """Refused before anything is measured (exit 2, one line naming --force)."""
+    import sysplan.profiles.measure as measure
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "local-cpu.yaml").write_text("mine\n")
+    monkeypatch.setattr(measure, "measure_node", lambda *a, **k: pytest.fail("measured"))
+    result = invoke("profile", "--device", "cpu", "--quick")
+    assert result.exit_code == 2 and "--force" in result.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "local-cpu.yaml").read_text() == "mine\n"
+    # run measures a quick profile when none is given, but not over that cluster file either
+    plan = invoke("train", "--model", "8b", "--cluster", "dgx-h100", "--gpus", "8", "--top", "1",
+                  "--json")
+    (tmp_path / "plan.json").write_text(plan.stdout)
+    result = invoke("run", "plan.json")
+    assert result.exit_code == 2 and "but local-cpu.yaml is" in result.stderr
+    assert (tmp_path / "local-cpu.yaml").read_text() == "mine\n"
