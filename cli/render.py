@@ -434,12 +434,24 @@ def sequence_mix_line(mix: dict) -> str:
     return text + " (sequence work only; --json lists the groups)."
 
 
+#: Width results are laid out at off a terminal: wide enough that no paragraph or cell is
+#: hard-wrapped mid-phrase (a pipe, a file or a log gets whole lines; tables keep their
+#: natural width).
+PIPE_WIDTH = 10_000
+
+
 def emit(console: Console, *renderables: object) -> None:
-    """Print ``renderables``; off a terminal, without the trailing blanks rich pads lines with."""
+    """Print ``renderables``; off a terminal as whole lines (no wrapping mid-phrase), without
+    the trailing blanks rich pads lines with."""
     if console.is_terminal:
         console.print(*renderables, sep="\n")
         return
-    with console.capture() as captured:
-        console.print(*renderables, sep="\n")
+    width = console.width
+    console.width = PIPE_WIDTH
+    try:
+        with console.capture() as captured:
+            console.print(*renderables, sep="\n")
+    finally:
+        console.width = width
     lines = [line.rstrip() for line in captured.get().splitlines()]
     console.file.write("\n".join(lines) + "\n")

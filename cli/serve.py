@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from sysplan.cli.output import Quiet
 from sysplan.cli.train import (
     MAX_TOP,
     _bounded_int,
@@ -93,13 +94,18 @@ _Profile = Annotated[str | None, _opt(
     help="Measured profile pricing the kernels (sysplan profile / calibrate --serving output, "
     "or a bundled name); default: the bundled profile of the cluster's GPU or of its die; "
     "none: the datasheet curves.")]
-_GpuCost = Annotated[float | None, _opt("--gpu-cost", metavar="DOLLARS", parser=_positive_float,
-                                        panel=_SEARCH, help="Dollars per GPU-hour; ranks by "
-                                        "cost and shows it.")]
-_Json = Annotated[bool, _opt("--json", help="Write one JSON object to stdout instead of tables.")]
-_Export = Annotated[str | None, _opt("--export", metavar="ENGINES", help="Write launch files "
-                                     "for the top deployment: vllm, sglang, trtllm "
-                                     "(comma-separated) into --output.")]
+_GpuCost = Annotated[float | None, _opt(
+    "--gpu-cost", metavar="DOLLARS", parser=_positive_float, panel=_SEARCH,
+    help="Dollars per GPU-hour: with --rate ranks by cost; under every objective adds $/hour "
+    "and $ per million output tokens.")]
+_Json = Annotated[bool, _opt("--json", help="Write one JSON object (schema: "
+                             "exporters/serve_schema.json) to stdout instead of tables.")]
+_Explain = Annotated[bool, _opt("--explain", help="Show every deployment's knobs, memory, "
+                                "latency percentiles and cost, and the notes.")]
+_Export = Annotated[str | None, _opt("--export", metavar="TARGETS", help="Write into --output "
+                                     "the launch files of the top deployment for vllm, sglang, "
+                                     "trtllm, and json (the serve document, which sysplan "
+                                     "export reads); comma-separated.")]
 _Output = Annotated[str, _opt("--output", "-o", metavar="DIR", help="Folder for --export.")]
 _Plot = Annotated[str | None, _opt(
     "--plot", metavar="DIR", help="Write pictures (the Pareto frontier of tokens/s per GPU "
@@ -157,14 +163,14 @@ def serve(
     concurrency: _Concurrency = None, num_requests: _Requests = 2000, slo: _Slo = None,
     engine: _Engine = "vllm", top: _Top = 5, trials: _Trials = 12, timeout: _Timeout = None,
     storage: _Storage = None, routing: _Routing = "least-loaded", gpu_cost: _GpuCost = None,
-    profile: _Profile = None, json_out: _Json = False,
+    profile: _Profile = None, json_out: _Json = False, explain: _Explain = False,
     export: _Export = None, output: _Output = "sysplan-serve", tp: _Tp = None, pp: _Pp = None,
     replicas: _Replicas = None, disagg: _Disagg = None, prefill_tp: _PrefillTp = None,
     prefill_replicas: _PrefillReplicas = None, decode_tp: _DecodeTp = None,
     decode_replicas: _DecodeReplicas = None, weights_precision: _Weights = None,
     kv_precision: _Kv = None, max_num_seqs: _MaxSeqs = None,
     max_num_batched_tokens: _MaxTokens = None, prefix_cache_hit_rate: _HitRate = None,
-    capacity_policy: _Capacity = None, plot: _Plot = None,
+    capacity_policy: _Capacity = None, plot: _Plot = None, quiet: Quiet = False,
 ) -> None:
     """Find the cheapest deployment that serves a workload within its latency SLO."""
     from sysplan.cli import pictures, serve_run
@@ -182,16 +188,14 @@ def serve(
         arrival=arrival, concurrency=concurrency, num_requests=num_requests, slo=slo or [],
         engine=engine, top=top, trials=trials, timeout=timeout, storage=storage,
         routing=routing, gpu_cost=gpu_cost, pins=pins, export=export, output=output,
-        profile=profile, latency_curve=plot_folder is not None)
+        profile=profile, latency_curve=plot_folder is not None, quiet=quiet)
     if json_out:
         if plot_folder is not None:
             pictures.serving([serve_run.result_document(r) for r in results], plot_folder,
                              text=False)
-        document = serve_run.document(results, spec, machine)
-        typer.echo(json.dumps(document if len(results) > 1 else document["results"][0],
-                              indent=2))
+        typer.echo(json.dumps(serve_run.document(results, spec, machine), indent=2))
         return
-    serve_run.render(results)
+    serve_run.render(results, explain=explain, gpu_cost=gpu_cost, quiet=quiet)
     if plot_folder is not None:
         pictures.serving([serve_run.result_document(r) for r in results], plot_folder,
                          text=True)

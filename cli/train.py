@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from sysplan.cli.output import Quiet, print_notes, spinner
 from sysplan.core import units
 from sysplan.core.names import MOE_DISPATCHER_CHOICES, RUNTIME_NAMES
 
@@ -289,6 +289,7 @@ def train(
     output: _Output = "sysplan-export",
     torchtitan_format: _TorchtitanFormat = "python",
     plot: _Plot = None,
+    quiet: Quiet = False,
 ) -> None:
     """Rank the best parallel configurations for training a model on a cluster."""
     pins = {
@@ -307,7 +308,7 @@ def train(
         moe_dispatcher=moe_dispatcher, runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
         plot=plot,
     )
-    run_train(request, json_out=json_out, explain=explain)
+    run_train(request, json_out=json_out, explain=explain, quiet=quiet)
 
 
 @dataclass(frozen=True)
@@ -350,7 +351,8 @@ class TrainRequest:
         return tuple(t for t in targets if t in RUNTIME_NAMES)
 
 
-def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = False) -> None:
+def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = False,
+              quiet: bool = False) -> None:
     """Resolve the inputs, plan, and write the result to stdout (notes to stderr)."""
     from sysplan.cli import pictures, render
     from sysplan.core.errors import InputError
@@ -409,8 +411,8 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     runtimes = request.search_runtimes()
     if runtimes and request.runtime is None:
         job_notes.append(f"search restricted to layouts {', '.join(runtimes)} can run (--export)")
-    _notes(err, [model_note, *cluster_notes, *job_notes])
-    with _progress(err, f"searching configurations for {spec.name} ..."):
+    print_notes(err, [model_note, *cluster_notes, *job_notes], quiet)
+    with spinner(err, f"searching configurations for {spec.name} ...", quiet):
         result = plan_training(
             spec, cluster, job, num_gpus=request.gpus, pins=Pins(**request.pins),
             objective=request.objective, top=request.top, memory_headroom_bytes=headroom,
@@ -433,7 +435,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         gpu_hour_cost=request.gpu_hour_cost,
     )
     if not explain:
-        _notes(err, list(result.notes))
+        print_notes(err, list(result.notes), quiet)
     render.print_training(render.stdout_console(), result, context, explain=explain)
     if plot_folder is not None:
         pictures.training(result, plot_folder, render.stdout_console(), err)
@@ -464,15 +466,3 @@ def _export_top_plan(err: Console, result, request: TrainRequest) -> None:
                           torchtitan_format=request.torchtitan_format)
     for path in written:
         err.print(f"wrote {path}", markup=False)
-
-
-def _notes(err: Console, notes: list[str]) -> None:
-    """Print each non-empty note on stderr."""
-    for note in notes:
-        if note:
-            err.print(f"note: {note}", markup=False)
-
-
-def _progress(err: Console, message: str) -> AbstractContextManager:
-    """A spinner on stderr while searching, only when stderr is a terminal."""
-    return err.status(message) if err.is_terminal else nullcontext()

@@ -479,3 +479,17 @@ def test_seq_len_takes_a_binary_suffix(fake_planner: dict) -> None:
     result = invoke("train", "--model", "70b", "--cluster", "frontier", "--seq-len", "4k")
     assert result.exit_code == 0, result.stderr
     assert fake_planner["job"].seq_len == 4096
+
+
+@needs_planner
+def test_piped_output_keeps_each_paragraph_on_one_line() -> None:
+    """Off a terminal nothing is hard-wrapped mid-phrase: the header's values and the
+    explanation paragraph each stay one line (a pipe, a file or a log reads whole lines)."""
+    result = invoke("train", "--model", "70b", "--cluster", "frontier", "--gpus", "64")
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    paragraph = [line for line in lines if " wins at " in line]
+    assert len(paragraph) == 1 and paragraph[0].rstrip().endswith(".")
+    accuracy = next(line for line in lines if line.startswith("accuracy"))
+    assert accuracy.rstrip().endswith(")")  # the whole band on its line
+    assert not any(line.startswith("          ") for line in lines[:9])  # no continuation

@@ -251,6 +251,8 @@ class Runner:
     def _record(self, key: tuple, summary: ServeSummary, task: Task | None) -> None:
         self.runs[key] = summary
         self.simulations += 1
+        if self.q.progress is not None:
+            self.q.progress.simulated()
         latency, rate = summary.e2e_s.p50, key[1]
         if not key[3] and rate is not None and not summary.saturated and math.isfinite(latency):
             self._latency.setdefault(key[0], {})[rate] = latency

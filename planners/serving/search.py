@@ -92,11 +92,13 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
             raise NoPlanFits(f"no layout can meet {', '.join(map(str, q.slos))}: even "
                              f"unloaded, the best ({_layout_text(best.layout)}) needs TTFT "
                              f"{best.ttft_s * 1e3:.0f} ms and TPOT {best.tpot_s * 1e3:.1f} ms")
+        _enter(q, "screening")
         candidates = screen.run()
         if q.trials:
             from sysplan.planners.serving.tuning import tune_candidates
 
             candidates = tune_candidates(screen, candidates)
+        _enter(q, "verifying")
         plans = _verify(q, runner, screen, candidates)
         if not plans:
             raise NoPlanFits(screen.no_plan_text())
@@ -108,13 +110,21 @@ def plan_serving(q: ServeQuestion) -> ServeResult:
             deterministic=q.timeout_s is None, plans=plans, notes=_notes(q, plans[0])))
 
 
+def _enter(q: ServeQuestion, stage: str) -> None:
+    """Tell the progress counters (if any) that ``stage`` begins."""
+    if q.progress is not None:
+        q.progress.enter(stage)
+
+
 def _with_pictures(q: ServeQuestion, runner: Runner, result: ServeResult) -> ServeResult:
-    """``result`` with the points the search simulated and, when asked, the latency curve of
-    the best deployment (``frontier``)."""
+    """``result`` with the points the search simulated, when asked the latency curve of the
+    best deployment (``frontier``), and the paragraph saying why it wins (``explain``)."""
+    from sysplan.planners.serving.explain import explain_serving
     from sysplan.planners.serving.frontier import explored, latency_curve
 
     curve = latency_curve(q, runner, result.plans[0]) if q.latency_curve else ()
-    return result.model_copy(update={"explored": explored(runner), "latency_curve": curve})
+    result = result.model_copy(update={"explored": explored(runner), "latency_curve": curve})
+    return result.model_copy(update={"explanation": explain_serving(q, runner.cost, result)})
 
 
 def _verify(q: ServeQuestion, runner: Runner, screen: Screen,

@@ -19,6 +19,7 @@ from sysplan.costmodels.serving.engines import default_knobs, trtllm_bench_setti
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.serving.bound import Bound
+from sysplan.planners.serving.progress import SearchProgress
 from sysplan.planners.serving.types import ServePins
 from sysplan.workloads.serving import Requests, ServeWorkload, make_requests
 from sysplan.workloads.slo import Slo
@@ -48,6 +49,8 @@ class ServeQuestion:
     efficiency: Efficiency | None = None
     #: also simulate the best deployment at a few rates around its own (``frontier``)
     latency_curve: bool = False
+    #: counters the CLI polls to show progress (``progress.SearchProgress``); None: none kept
+    progress: SearchProgress | None = field(default=None, compare=False, hash=False)
 
 
 def replica_layouts(q: ServeQuestion, cost: ServingCost) -> list[ReplicaLayout]:

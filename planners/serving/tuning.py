@@ -86,7 +86,9 @@ def tune(runner, deployment: Deployment, rate: float | None, count: int, trials:
         return -_observed_ratio(summary) if rate is not None else summary.output_tokens_per_s
 
     study.enqueue_trial(_knobs(deployment), skip_if_exists=True)  # the untuned knobs first
-    study.optimize(objective, n_trials=trials, timeout=timeout_s, n_jobs=1)
+    progress = runner.q.progress
+    study.optimize(objective, n_trials=trials, timeout=timeout_s, n_jobs=1,
+                   callbacks=[progress.trial_done] if progress is not None else None)
     done = [t for t in study.trials if t.value is not None]
     feasible = [t for t in done if _feasible(t) or not feasible_only]
     if not feasible:
@@ -148,6 +150,8 @@ def tune_candidates(screen, candidates: list) -> list:
                                                describe(c.deployment)))[:2]
     jobs = [(c.unit, _trial_rate(screen, c), _requests(screen, c), q.trials, q.timeout_s,
              q.storage, screen.mode != "max-rate", _fewest_seqs(screen, c)) for c in ranked]
+    if q.progress is not None:
+        q.progress.enter("tuning", trials_total=q.trials * len(jobs))
     if q.storage is None:
         tuned = screen.runner.call_many(tune, jobs)
     else:  # one study at a time in a shared storage

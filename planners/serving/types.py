@@ -45,8 +45,17 @@ class ServePlan(Frozen):
     weight_bytes_per_gpu: float
     objective_value: float = Field(description="Higher is better: minus GPUs (or dollars per "
                                    "hour) with a rate, output tokens/s per GPU without.")
-    cost_per_hour: float | None = None
+    cost_per_hour: float | None = Field(default=None, description="Dollars per hour of the "
+                                        "whole deployment (GPUs x --gpu-cost).")
     why: str = ""
+
+    @property
+    def dollars_per_million_output_tokens(self) -> float | None:
+        """Dollars per million output tokens at the simulated load (None without a price)."""
+        tokens_per_s = self.summary.get("output_tokens_per_s") or 0.0
+        if self.cost_per_hour is None or tokens_per_s <= 0:
+            return None
+        return self.cost_per_hour / 3600.0 / tokens_per_s * 1e6
 
 
 class ServeResult(Frozen):
@@ -65,6 +74,9 @@ class ServeResult(Frozen):
     deterministic: bool
     plans: tuple[ServePlan, ...]
     notes: tuple[str, ...] = ()
+    explanation: str = Field(default="", description="Why the best deployment wins: what it "
+                             "achieves, the binding SLO and its margin, what limits its "
+                             "throughput, and the best alternatives (``explain``).")
     explored: tuple[dict[str, Any], ...] = Field(
         default=(), description="Every loaded simulation of the search as a point: deployment, "
         "output tokens/s per GPU, tokens/s per user, TTFT p90, SLO met (the Pareto picture).")
