@@ -97,10 +97,11 @@ def run(
     except ImportError as error:  # torch is the optional [torch] extra
         raise InputError(f"sysplan run needs torch ({error.name} is missing): "
                          "pip install -e '.[torch]'") from None
-    report = run_plans(sources, nproc=nproc, scale=scale_down, steps=steps, warmup=warmup,
-                       cluster=cluster_spec, efficiency=efficiency, backend=backend)
-    out = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
+    report = run_plans(sources, nproc=nproc, scale=scale_down, steps=steps, warmup=warmup,
+                       cluster=cluster_spec, efficiency=efficiency, backend=backend,
+                       progress=lambda line: err.print(f"run: {line}", markup=False))
+    out = Console(highlight=False, soft_wrap=True)
     if json_out:
         if plot_folder is not None:
             pictures.run(report_document(report), plot_folder, None, err)

@@ -8,6 +8,7 @@ several plans, whether the two rankings by step time agree.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from statistics import fmean
 
 from pydantic import Field
@@ -73,14 +74,16 @@ PlanSource = tuple[str, Plan, object, TrainJob]  # (name, plan, ModelSpec, job)
 
 
 def run_plans(sources: list[PlanSource], *, nproc: int, scale: bool, steps: int, warmup: int,
-              cluster: Cluster, efficiency: Efficiency, backend: str = "auto") -> RunReport:
-    """Run every plan (scaled down onto one shared tiny model, or as written) and compare."""
+              cluster: Cluster, efficiency: Efficiency, backend: str = "auto",
+              progress: Callable[[str], None] | None = None) -> RunReport:
+    """Run every plan (scaled down onto one shared tiny model, or as written) and compare;
+    ``progress`` gets a line of counts and an ETA before each group of runs."""
     if scale:
         scaled = scale_down(sources, nproc)
     else:
         scaled = [as_written(*source, nproc) for source in sources]
     results = run_cases([RunCase(tiny=s.tiny, layout=s.layout) for s in scaled], steps, warmup,
-                        backend, max_procs=nproc)
+                        backend, max_procs=nproc, progress=progress)
     runs = tuple(_plan_run(s, r, predict(s.tiny, s.layout, cluster, efficiency))
                  for s, r in zip(scaled, results, strict=True))
     return RunReport(

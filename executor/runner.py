@@ -14,7 +14,8 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +119,13 @@ def _summarise(case: RunCase, backend: str, reports: list[dict[str, Any]],
 
 
 def run_cases(cases: Sequence[RunCase], steps: int, warmup: int, backend: str = "auto",
-              max_procs: int = DEFAULT_MAX_PROCS) -> list[RunResult]:
+              max_procs: int = DEFAULT_MAX_PROCS,
+              progress: Callable[[str], None] | None = None) -> list[RunResult]:
     """Run every case, one process spawn per distinct world size; results in input order.
 
     Raises a one-line InputError for a case that cannot run, before anything starts.
+    ``progress`` gets one line before each spawn: cases done of all, and an ETA from the
+    seconds per case so far.
     """
     if steps < 1 or not 0 <= warmup < steps:
         raise InputError(f"steps {steps}, warmup {warmup}: accepted is steps >= 1 and "
@@ -129,8 +133,14 @@ def run_cases(cases: Sequence[RunCase], steps: int, warmup: int, backend: str = 
     for case in cases:
         check_layout(case.tiny, case.layout, max_procs)
     results: dict[int, RunResult] = {}
+    started = time.perf_counter()
     for world in sorted({case.layout.world_size for case in cases}):
         indices = [i for i, case in enumerate(cases) if case.layout.world_size == world]
+        if progress is not None:
+            done, elapsed = len(results), time.perf_counter() - started
+            eta = f", about {elapsed / done * (len(cases) - done):.0f} s left" if done else ""
+            progress(f"{done}/{len(cases)} plans done; running {len(indices)} on {world} "
+                     f"processes ({elapsed:.0f} s so far{eta})")
         chosen = _backend(backend, world)
         reports = _run_world([cases[i] for i in indices], steps, warmup, chosen)
         for index, case_reports in zip(indices, reports, strict=True):

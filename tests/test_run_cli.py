@@ -148,6 +148,8 @@ def test_run_compare_reports_measured_and_predicted(plans) -> None:
     tp_pp = report["runs"][0]
     assert {t["name"] for t in tp_pp["terms"]} >= {"tp", "pipeline"}
     assert "dp 4 capped at 1 (--nproc 4)" in result.stderr or tp_pp["notes"]
+    # progress on stderr: counts and, after the first group, an ETA
+    assert "run: 0/2 plans done" in result.stderr
 
 
 def test_readme_run_commands_run(tmp_path, monkeypatch) -> None:
