@@ -52,8 +52,8 @@ COMMANDS: dict[str, tuple[str, str, str, bool]] = {
 SUMMARIES = {
     "train": "Rank the best parallel configurations for training a model on a cluster.",
     "serve": "Find the cheapest deployment that serves a workload within its latency SLO.",
-    "export": "Write the launch files of a saved plan for Megatron-LM, DeepSpeed or "
-              "torchtitan.",
+    "export": "Write the launch files of a saved plan: Megatron-LM, DeepSpeed, torchtitan, "
+              "vLLM, SGLang.",
     "calibrate": "Fit the cost model's free factors to measured training steps or serving "
                  "runs.",
     "profile": "Measure this node (GEMMs, attention, copy bandwidth, collectives) and write a "
