@@ -131,8 +131,10 @@ _Gpus = Annotated[int | None, _opt(
     help="GPUs to plan for (default: the cluster's default allocation).")]
 def _seq_len(value: object) -> int:
     """Tokens per sequence: a whole number or one with a binary suffix (8k = 8,192)."""
-    try:
-        tokens = units.length_tokens(str(value).replace(",", "").replace("_", ""))
+    text = str(value).strip().replace(",", "").replace("_", "")
+    try:  # digits with an optional suffix (1e3 and other float spellings are not lengths)
+        tokens = units.length_tokens(text) if text[:1].isdigit() and text.rstrip(
+            "kKmM").replace(".", "", 1).isdigit() else float("nan")
     except ValueError:
         tokens = float("nan")
     if not (1 <= tokens <= MAX_SEQ_LEN and float(tokens).is_integer()):
