@@ -24,6 +24,7 @@ from rich.progress import (
 )
 
 from sysplan.cli import render
+from sysplan.cli.output import Quiet
 from sysplan.cli.train import MAX_GPUS, _choice, _gpu_count, _opt, whole_number
 
 HELP = """Measure this node (GEMMs, attention, copy bandwidth, collectives) and write a profile.
@@ -68,9 +69,10 @@ def profile(
     output: _Output = None,
     cluster_output: _ClusterOutput = None,
     force: _Force = False,
+    quiet: Quiet = False,
 ) -> None:
     """Measure this node and write a profile."""
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
     written = measure_and_write(err, device=device, quick=quick, model=model, tp=tp,
                                 world=world, output=output, cluster_output=cluster_output,
                                 force=force)

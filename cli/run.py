@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from sysplan.cli.output import Quiet
 from sysplan.cli.render import percent
 from sysplan.cli.serve import _non_negative_int
 from sysplan.cli.train import _bounded_int, _choice, _gpu_count, _opt
@@ -78,6 +79,7 @@ def run(
     compare: _Compare = False,
     json_out: _Json = False,
     plot: _Plot = None,
+    quiet: Quiet = False,
 ) -> None:
     """Run saved plans here and compare with the prediction."""
     from sysplan.core.errors import InputError
@@ -91,13 +93,13 @@ def run(
 
     plot_folder = pictures.check(plot)
     sources = [_load(text) for text in plans]
-    cluster_spec, efficiency = _pricing(profile, cluster, nproc)
+    cluster_spec, efficiency = _pricing(profile, cluster, nproc, quiet)
     try:
         from sysplan.executor.report import run_plans
     except ImportError as error:  # torch is the optional [torch] extra
         raise InputError(f"sysplan run needs torch ({error.name} is missing): "
                          "pip install -e '.[torch]'") from None
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
     report = run_plans(sources, nproc=nproc, scale=scale_down, steps=steps, warmup=warmup,
                        cluster=cluster_spec, efficiency=efficiency, backend=backend,
                        progress=lambda line: err.print(f"run: {line}", markup=False))
@@ -156,7 +158,7 @@ def _check_known_fields(path: str, rank: int) -> None:
                                  f"{', '.join(ParallelConfig.model_fields)}")
 
 
-def _measure_quick_profile(nproc: int) -> None:
+def _measure_quick_profile(nproc: int, quiet: bool = False) -> None:
     """Measure profile-cpu.yaml and local-cpu.yaml here (a quick sweep, about a minute)."""
     from sysplan.cli.profile import measure_and_write
     from sysplan.core.errors import InputError
@@ -165,7 +167,7 @@ def _measure_quick_profile(nproc: int) -> None:
         raise InputError("--profile not given and no profile-cpu.yaml here, but local-cpu.yaml "
                          "is: accepted: --profile FILE with --cluster, or `sysplan profile "
                          "--device cpu --quick --force` to measure both anew")
-    err = Console(stderr=True, highlight=False, soft_wrap=True)
+    err = Console(stderr=True, highlight=False, soft_wrap=True, quiet=quiet)
     err.print("note: no --profile and no profile-cpu.yaml here: measuring a quick one first "
               f"(sysplan profile --device cpu --quick --world {max(2, nproc)}); it is kept "
               "here for the next run", markup=False)
@@ -178,7 +180,7 @@ def _measure_quick_profile(nproc: int) -> None:
         err.print(f"note: wrote {written[1]} and {written[2]}", markup=False)
 
 
-def _pricing(profile: str | None, cluster: str | None, nproc: int):
+def _pricing(profile: str | None, cluster: str | None, nproc: int, quiet: bool = False):
     """The cluster and efficiency the predictions use; one-line errors when missing. Without
     --profile and --cluster and with no profile-cpu.yaml here, a quick CPU profile is measured
     first (and kept here for the next run), as `sysplan profile --device cpu --quick` would."""
@@ -192,7 +194,7 @@ def _pricing(profile: str | None, cluster: str | None, nproc: int):
             if cluster is not None:
                 raise InputError("--profile not given and no profile-cpu.yaml here: accepted "
                                  "is a profile file or name measured on --cluster's GPUs")
-            _measure_quick_profile(nproc)
+            _measure_quick_profile(nproc, quiet)
         profile = "profile-cpu.yaml"
     measured = load_profile(profile)
     if cluster is None:

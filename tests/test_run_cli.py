@@ -187,5 +187,9 @@ def test_run_without_a_profile_measures_a_quick_one_and_says_so(plans, tmp_path,
                     "--nproc", "2", "--json")
     assert result.exit_code == 0, result.stderr
     assert calls == [{"device": "cpu", "quick": True, "world": 2}]
-    assert "measuring a quick one first" in result.stderr
+    assert "measuring a quick one first" in result.stderr and "run: 0/1 plans done" in result.stderr
     assert (tmp_path / "profile-cpu.yaml").is_file() and json.loads(result.stdout)["runs"]
+    # the kept profile prices the next run; --quiet drops the notes and the progress
+    again = invoke("run", str(plans["dp_zero1"]), "--steps", "2", "--warmup", "1", "--nproc", "2",
+                   "--json", "--quiet")
+    assert again.exit_code == 0 and again.stderr == "" and len(calls) == 1
