@@ -247,11 +247,16 @@ def profile_line(result: TrainingResult) -> str:
 
 def plans_table(result: TrainingResult, context: TrainContext) -> Table:
     """The ranked plans, one row each; the columns follow the objective."""
+    return ranked_table(result.plans, plan_columns(result, context), LEFT)
+
+
+def ranked_table(plans: Iterable, columns: dict[str, Callable], left: set[str]) -> Table:
+    """One row per plan, a column per ``columns`` entry (name -> cell text of a plan); the
+    ``left`` columns read left to right, the numbers align right (train and serve tables)."""
     table = Table(box=PLAIN, pad_edge=False, show_edge=False, collapse_padding=True)
-    columns = plan_columns(result, context)
     for name in columns:
-        table.add_column(name, justify="left" if name in LEFT else "right", no_wrap=True)
-    for plan in result.plans:
+        table.add_column(name, justify="left" if name in left else "right", no_wrap=True)
+    for plan in plans:
         table.add_row(*(cell(plan) for cell in columns.values()))
     return table
 

@@ -15,7 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from sysplan.cli.render import PLAIN, emit, gib, notes_section
+from sysplan.cli.render import PLAIN, emit, gib, notes_section, ranked_table
 from sysplan.planners.serving.types import ServePlan, ServeResult
 
 #: Metrics of the latency table, in order, with the words a reader sees.
@@ -78,13 +78,7 @@ def workload_line(workload: dict) -> str:
 
 def plans_table(result: ServeResult, gpu_cost: float | None) -> Table:
     """The ranked deployments, one row each; dollars with a GPU-hour price."""
-    table = Table(box=PLAIN, pad_edge=False, show_edge=False, collapse_padding=True)
-    columns = plan_columns(gpu_cost)
-    for name in columns:
-        table.add_column(name, justify="left" if name in LEFT else "right", no_wrap=True)
-    for plan in result.plans:
-        table.add_row(*(cell(plan) for cell in columns.values()))
-    return table
+    return ranked_table(result.plans, plan_columns(gpu_cost), LEFT)
 
 
 #: Columns whose text reads left to right.

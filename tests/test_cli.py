@@ -173,9 +173,11 @@ def test_sysplan_errors_become_one_line(fake_planner: dict, error: Exception, co
     assert "Traceback" not in result.stderr
 
 
-def test_debug_shows_the_traceback(fake_planner: dict) -> None:
+@pytest.mark.parametrize("where", ["before", "after"])  # also after the sub-command
+def test_debug_shows_the_traceback(fake_planner: dict, where: str) -> None:
     fake_planner["raise"] = InputError("bad pin")
-    result = invoke("--debug", "train", "--model", "70b", "--cluster", "frontier")
+    args = ["train", "--model", "70b", "--cluster", "frontier"]
+    result = invoke(*(["--debug", *args] if where == "before" else [*args, "--debug"]))
     assert result.exit_code == 2
     assert "Traceback" in result.stderr and stderr_lines(result)[-1] == "error: bad pin"
 
@@ -411,13 +413,6 @@ def test_job_block_round_trips(tmp_path: Path) -> None:
     path = tmp_path / "plan.json"
     path.write_text(json.dumps(document))
     assert plan_json.load_plan_json(path).job == job
-
-
-def test_debug_is_also_accepted_after_the_subcommand(fake_planner: dict) -> None:
-    fake_planner["raise"] = InputError("bad pin")
-    result = invoke("train", "--model", "70b", "--cluster", "frontier", "--debug")
-    assert result.exit_code == 2
-    assert "Traceback" in result.stderr and stderr_lines(result)[-1] == "error: bad pin"
 
 
 @needs_planner
