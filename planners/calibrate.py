@@ -77,10 +77,16 @@ class CalibrationFit:
 
 
 def predict(runs: list[MeasuredRun], cluster: Cluster, eff: Efficiency) -> np.ndarray:
-    """Predicted step time of every run."""
-    steps = [price_training(r.model, r.job, cluster, Candidates.from_configs([r.parallel]),
-                            eff).step_time_s[0] for r in runs]
-    return np.array(steps, dtype=float)
+    """Predicted step time of every run: runs of one model and job are priced in one
+    vectorised call (a fit evaluates this hundreds of times)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, r in enumerate(runs):
+        groups.setdefault((r.model, r.job), []).append(i)
+    steps = np.empty(len(runs), dtype=float)
+    for (model, job), members in groups.items():
+        configs = Candidates.from_configs([runs[i].parallel for i in members])
+        steps[members] = price_training(model, job, cluster, configs, eff).step_time_s
+    return steps
 
 
 def _with(eff: Efficiency, theta: np.ndarray, names: Sequence[str]) -> Efficiency:
