@@ -33,12 +33,17 @@ it did not see. No factor is per row, per model or per GPU.
 
     python benchmarks/serving_accuracy.py [--fit-on H100|H200|A100|GH200|L40S] [--ids S075,S001]
     python benchmarks/serving_accuracy.py --planner   # every row asked through `sysplan serve`
+    python benchmarks/serving_accuracy.py --write-bands planners/serving/accuracy_bands.json
+
+``--write-bands`` stores the out-of-sample MAPE of output tokens/s, TTFT and ITL that every
+`sysplan serve` prediction then shows as its error band (``planners/accuracy.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 import time
@@ -113,7 +118,8 @@ def evaluate(r: dict, calibration: Calibration | None = None) -> dict:
         run.rate
     return {"id": r["id"], "row": r, "run": run, "ours": ours, "naive": naive(r, run.knobs),
             "offline": run.offline, "saturated": saturated, "seconds": seconds,
-            "gpu": gpu_of(r), "precision": run.layout.weights_precision}
+            "gpu": gpu_of(r), "precision": run.layout.weights_precision,
+            "gpu_class": run.cluster.gpu.gpu_class}
 
 
 def naive(r: dict, knobs: EngineKnobs) -> dict:
@@ -255,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ids", default="", help="only these row ids (comma-separated)")
     parser.add_argument("--planner", action="store_true",
                         help="ask every row through sysplan serve's planner instead")
+    parser.add_argument("--write-bands", type=Path, metavar="JSON",
+                        help="write the out-of-sample MAPE per metric "
+                             "(planners/serving/accuracy_bands.json)")
     args = parser.parse_args(argv)
     rows = [*csv.DictReader(args.offline_csv.open()), *csv.DictReader(args.online_csv.open())]
     if args.ids:
@@ -286,7 +295,30 @@ def main(argv: list[str] | None = None) -> int:
         errs = [abs(_error(x, k)) for x in saturated for k in _metrics(x)]
         print(f"\n  saturated online rows ({len(saturated)}): MAPE of TTFT and ITL "
               f"{np.nanmean(errs):.1%} (queueing depends on the benchmark's length)")
+    bands = serve_bands(results, in_sample={"H100"})
+    if args.write_bands:
+        args.write_bands.write_text(json.dumps(bands, indent=2) + "\n")
+        print(f"wrote {args.write_bands}")
     return 0
+
+
+def serve_bands(results: list[dict], in_sample: set[str]) -> dict:
+    """Out-of-sample MAPE per metric over the usable rows (printed; --write-bands stores it):
+    what `sysplan serve` shows as each prediction's error band."""
+    out = {}
+    print("\nError band per metric (rows outside the serving factors' sample; what `sysplan "
+          "serve` shows):")
+    for key, what in (("output_tok_per_s", "output tokens/s"), ("ttft_s", "TTFT"),
+                      ("itl_s", "ITL")):
+        xs = [x for x in results if usable(x) and x["gpu"] not in in_sample
+              and key in _metrics(x) and not math.isnan(_error(x, key))]
+        mape = float(np.mean([abs(_error(x, key)) for x in xs])) if xs else None
+        out[key] = {"description": what, "rows": len(xs),
+                    "mape": round(mape, 4) if mape is not None else None,
+                    "gpu_classes": sorted({x["gpu_class"] for x in xs})}
+        print(f"  {what:16} {len(xs):>4} rows  MAPE {mape if mape is None else f'{mape:.1%}'}")
+    return {"generated_by": "python benchmarks/serving_accuracy.py --write-bands "
+                            "planners/serving/accuracy_bands.json", "metrics": out}
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ def header(result: ServeResult, gpu_cost: float | None) -> Table:
                  f"{_count(result.simulated, 'simulation')} in {result.search_time_s:.1f} s")
     if gpu_cost is not None:
         grid.add_row("cost", f"${gpu_cost:,.2f} per GPU-hour")
+    if result.accuracy:
+        grid.add_row("accuracy", result.accuracy)
     return grid
 
 

@@ -97,6 +97,7 @@ def result_document(result: ServeResult, exports=None) -> dict[str, Any]:
         "searched": result.searched, "simulated": result.simulated,
         "search_time_s": result.search_time_s, "deterministic": result.deterministic,
         "notes": list(result.notes), "explanation": result.explanation,
+        "accuracy": result.accuracy,
         "plans": [{**plan_document(p), **({"exports": exports(p)} if exports else {})}
                   for p in result.plans],
         "slo_bounds": _slo_bounds(result),

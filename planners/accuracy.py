@@ -18,6 +18,8 @@ from pathlib import Path
 LONG_CONTEXT_TOKENS = 16_384
 
 BANDS_FILE = Path(__file__).with_name("accuracy_bands.json")
+#: ``python benchmarks/serving_accuracy.py --write-bands planners/serving/accuracy_bands.json``
+SERVE_BANDS_FILE = Path(__file__).with_name("serving") / "accuracy_bands.json"
 
 
 def regime(moe: bool, seq_len: int, profiled: bool) -> str:
@@ -34,6 +36,27 @@ def regime(moe: bool, seq_len: int, profiled: bool) -> str:
 def bands() -> dict:
     """The measured bands (regime -> mape, rows, in_sample, gpu_classes, description)."""
     return json.loads(BANDS_FILE.read_text(encoding="utf-8"))
+
+
+@cache
+def serve_bands() -> dict:
+    """The serving simulator's measured bands (metric -> mape, rows, gpu_classes)."""
+    return json.loads(SERVE_BANDS_FILE.read_text(encoding="utf-8"))
+
+
+def serve_accuracy_line(gpu_class: str) -> str:
+    """``±10% output tokens/s, ±8% TTFT, ±10% ITL (mean error on published TensorRT-LLM runs
+    outside the serving calibration)``; ``unvalidated`` for a GPU class none of them ran on."""
+    metrics = serve_bands()["metrics"]
+    shown = ", ".join(f"±{m['mape']:.0%} {m['description']}" for m in metrics.values()
+                      if m["rows"])
+    rows = max(m["rows"] for m in metrics.values())
+    measured = (f"mean error on up to {rows} published TensorRT-LLM runs outside the serving "
+                "calibration")
+    if gpu_class not in {c for m in metrics.values() for c in m["gpu_classes"]}:
+        return f"unvalidated: no published serving run on {gpu_class} GPUs (elsewhere " \
+               f"{shown}: {measured})"
+    return f"{shown} ({measured})"
 
 
 def accuracy_line(moe: bool, seq_len: int, profiled: bool, gpu_class: str) -> str:

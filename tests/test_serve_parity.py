@@ -233,3 +233,16 @@ def test_plan_serving_is_the_library_entry() -> None:
     assert best.num_gpus == 1 and best.rate_rps == 5 and best.summary["meets_slo"]
     assert "every dimension pinned" in result.explanation
     assert result.model == "Llama 3.1 8B" and result.engine == "vllm"
+
+
+def test_every_serve_prediction_states_its_error_band(searched: dict) -> None:
+    """The serving benchmark's out-of-sample MAPE per metric (planners/serving/
+    accuracy_bands.json, written by benchmarks/serving_accuracy.py --write-bands)."""
+    from sysplan.planners.accuracy import serve_accuracy_line, serve_bands
+
+    metrics = serve_bands()["metrics"]
+    assert all(m["rows"] > 0 and 0 < m["mape"] < 1 for m in metrics.values())
+    ttft = metrics["ttft_s"]["mape"]
+    assert f"±{ttft:.0%} TTFT" in searched["accuracy"]
+    assert serve_accuracy_line("cdna3").startswith("unvalidated: no published serving run on "
+                                                   "cdna3 GPUs")

@@ -119,12 +119,15 @@ def _enter(q: ServeQuestion, stage: str) -> None:
 def _with_pictures(q: ServeQuestion, runner: Runner, result: ServeResult) -> ServeResult:
     """``result`` with the points the search simulated, when asked the latency curve of the
     best deployment (``frontier``), and the paragraph saying why it wins (``explain``)."""
+    from sysplan.planners.accuracy import serve_accuracy_line
     from sysplan.planners.serving.explain import explain_serving
     from sysplan.planners.serving.frontier import explored, latency_curve
 
     curve = latency_curve(q, runner, result.plans[0]) if q.latency_curve else ()
     result = result.model_copy(update={"explored": explored(runner), "latency_curve": curve})
-    return result.model_copy(update={"explanation": explain_serving(q, runner.cost, result)})
+    return result.model_copy(update={
+        "explanation": explain_serving(q, runner.cost, result),
+        "accuracy": serve_accuracy_line(q.cluster.gpu.gpu_class)})
 
 
 def _verify(q: ServeQuestion, runner: Runner, screen: Screen,

@@ -74,6 +74,9 @@ class ServeResult(Frozen):
     deterministic: bool
     plans: tuple[ServePlan, ...]
     notes: tuple[str, ...] = ()
+    accuracy: str = Field(default="", description="The predictions' error band: the serving "
+                          "benchmark's mean error on published runs outside the calibration "
+                          "(planners/accuracy.py).")
     explanation: str = Field(default="", description="Why the best deployment wins: what it "
                              "achieves, the binding SLO and its margin, what limits its "
                              "throughput, and the best alternatives (``explain``).")
