@@ -275,6 +275,23 @@ def lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16") -> np.ndarr
     return forward + backward + loss_bytes / eff.memory_bytes_per_s
 
 
+def end_tp_seconds(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficiency,
+                   lay: Layout) -> tuple[np.ndarray, np.ndarray]:
+    """TP collectives outside the layers per micro-batch, (embedding, LM head + loss).
+
+    The vocab-parallel embedding's output is all-reduced in forward (with SP reduce-scattered,
+    and all-gathered back in backward); the LM head's input gradient is all-reduced in
+    backward (with SP: all-gather forward, reduce-scatter backward): one all-reduce volume of
+    b s h at each end (Shoeybi et al. 2019, section 3; Korthikanti et al. 2022, section 4.2.2).
+    The vocab-parallel cross-entropy all-reduces three fp32 values per token: the logits' max,
+    the sum of exponentials and the target's logit (Megatron _VocabParallelCrossEntropy)."""
+    tp = lay.tp
+    act_bytes = lay.tokens * model.hidden_size * element_bytes(job.precision)
+    end = coll.all_reduce_time(cluster, act_bytes, tp, 1, eff)
+    loss = 3.0 * coll.all_reduce_time(cluster, 4.0 * lay.tokens, tp, 1, eff)
+    return np.where(tp > 1, end, 0.0), np.where(tp > 1, end + loss, 0.0)
+
+
 #: Bytes per logit alive at the loss's peak: PyTorch's cross_entropy on ``logits.float()``
 #: (torchtitan ``cross_entropy_loss``) saves fp32 log-probabilities (4); its backward holds
 #: them with the fp32 gradient from nll_loss (4) and writes the fp32 input gradient (4).
@@ -301,10 +318,11 @@ def model_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates
     h, tp, zero = model.hidden_size, lay.tp, np.zeros_like(lay.tp)
     vocab = padded_vocab(model, tp)
     embedding_params = vocab * h / tp + (model.max_seq_len * h if model.learned_positions else 0.0)
-    embedding = EndCost(zero, embedding_params, zero, zero, {})
+    embed_tp, head_tp = end_tp_seconds(model, job, cluster, eff, lay)
+    embedding = EndCost(embed_tp, embedding_params, zero, zero, {"tp": embed_tp})
     head_s = lm_head_seconds(model, eff, lay.tokens, tp, job.precision)
     head_params = np.where(model.tied_embeddings, 0.0, vocab * h / tp) + h  # + final norm
-    head = EndCost(head_s, head_params, zero, zero, {"lm_head": head_s})
+    head = EndCost(head_s + head_tp, head_params, zero, zero, {"lm_head": head_s, "tp": head_tp})
     logits = loss_peak_bytes(lay.tokens, vocab / tp)
     return ModelCosts(kinds, sequence, embedding, head,
                       _mtp(model, job, cluster, eff, lay, head_s), logits)

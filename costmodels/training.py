@@ -135,10 +135,11 @@ def _stage_terms(model: ModelSpec, costs: ModelCosts, c: Candidates, f) -> dict[
                     out[k][rows, s] += count * terms[k][rows]
                 out["recompute_flops"][rows, s] += count * layer.recompute_flops(
                     full, selective)[rows]
-            if s == int(pp) - 1:
-                for end in (costs.head, costs.mtp):
-                    for k, v in end.terms.items():
-                        out[k][rows, s] += v[rows]
+            ends = ([costs.embedding] if s == 0 else []) + (
+                [costs.head, costs.mtp] if s == int(pp) - 1 else [])
+            for end in ends:
+                for k, v in end.terms.items():
+                    out[k][rows, s] += v[rows]
     out["total"] = sum(out[k] for k in (*TERMS, "lm_head"))
     return out
 

@@ -90,7 +90,8 @@ def layer_costs(model, job, cluster, config, efficiency=None) -> LayerCosts:
         activation_bytes=np.array([column("act", r) for r in range(3)]),
         transient_bytes=np.array([column("transient", r) for r in range(3)]),
         state_bytes=column("state"),
-        first_extra=(0.0, states(costs.embedding.dense_params, 0.0), 0.0),
+        first_extra=(float(costs.embedding.seconds[0]), states(costs.embedding.dense_params, 0.0),
+                     0.0),
         last_extra=last, microbatches=config.num_microbatches,
         fixed_bytes=groups * NCCL_BYTES_PER_COMMUNICATOR + states(0.0, 0.0, largest))
 

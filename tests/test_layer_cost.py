@@ -250,3 +250,18 @@ def test_all_gather_dispatcher_wins_at_small_ep_and_large_top_k():
     assert args[args.index("--moe-flex-dispatcher-backend") + 1] == "deepep"
     dsv3 = megatron.model_arguments(resolve_model("deepseek-v3")[0], job)
     assert dsv3[dsv3.index("--moe-router-group-topk") + 1] == "4"
+
+
+def test_tp_collectives_outside_the_layers_are_priced_on_the_end_stages():
+    """The vocab-parallel embedding (first stage) and the LM head's input and loss (last
+    stage) each add one b s h all-reduce volume under TP; the loss adds three small ones."""
+    model = resolve_model("8b")[0]
+    job, _ = make_train_job(model, seq_len=4096, global_batch=16, precision="bf16")
+    configs = [ParallelConfig(tp=tp, pp=2, dp=1, micro_batch=1, global_batch=16,
+                              sequence_parallel=tp > 1, recompute="none") for tp in (1, 4)]
+    costs = model_costs(model, job, CLUSTER, Candidates.from_configs(configs), EFF)
+    embed, head = costs.embedding.terms["tp"], costs.head.terms["tp"]
+    assert embed[0] == head[0] == 0.0  # no TP, no collectives
+    assert 0 < embed[1] < head[1]
+    layer_tp = costs.kinds["dense"].comm["tp"][1]
+    assert embed[1] == pytest.approx(layer_tp / 4, rel=1e-6)  # one of a layer's four
