@@ -210,6 +210,13 @@ def _run(row: dict[str, str], line: int, path: Path, resolve_model) -> MeasuredR
     tp, pp, cp, vpp = number("tp", 1), number("pp", 1), number("cp", 1), number("vpp", 1)
     gpus = number("gpus")
     dp = number("dp", max(1, gpus // (tp * pp * cp)))
+    if tp * pp * cp * dp != gpus:  # the layout the run used covers exactly its GPUs
+        raise InputError(f"{where}: tp {tp} x pp {pp} x cp {cp} x dp {dp} is "
+                         f"{tp * pp * cp * dp:,} GPUs, not the row's gpus {gpus:,}; accepted: "
+                         "degrees whose product is gpus")
+    if pp * vpp > model.num_layers:
+        raise InputError(f"{where}: pp {pp} x vpp {vpp} stages for {model.name}'s "
+                         f"{model.num_layers} layers; accepted: at most one layer per stage")
     precision = (row.get("precision") or "bf16").strip()
     job = TrainJob(seq_len=number("seq_len"), global_batch=number("global_batch"),
                    precision=precision if precision in ("bf16", "fp16", "fp8") else "bf16")

@@ -506,3 +506,18 @@ def test_an_output_path_that_is_a_folder(tmp_path):
     (tmp_path / "out.yaml").mkdir()
     with pytest.raises(InputError, match="out.yaml: cannot write"):
         write_atomic(tmp_path / "out.yaml", "x: 1\n")
+
+
+def test_runs_csv_layouts_must_cover_their_gpus(tmp_path):
+    """A row whose degrees do not multiply to its GPUs (pp 201,281 on 8 GPUs made the fit
+    price 201,281 stages for minutes; found by benchmarks/fuzz.py) is refused on reading."""
+    rows = [("label,model,gpus,tp,pp,cp,sequence_parallel,zero,micro_batch,global_batch,"
+             "seq_len,recompute,step_time_s")]
+    rows += [f"r{i},8b,8,1,1,1,0,1,1,64,8192,none,{6 + i}" for i in range(4)]
+    rows.append("bad,8b,8,1,201281,1,0,1,1,64,8192,none,7")
+    path = tmp_path / "runs.csv"
+    path.write_text("\n".join(rows) + "\n")
+    line = error_line(invoke("calibrate", str(path), "--cluster", "dgx-h100",
+                             "-o", str(tmp_path / "o.yaml")))
+    assert line.endswith(":6: tp 1 x pp 201281 x cp 1 x dp 1 is 201,281 GPUs, not the row's "
+                         "gpus 8; accepted: degrees whose product is gpus")
