@@ -40,6 +40,19 @@ def run_family(family, cases: int, seed: int, timeout_s: float, record) -> None:
     body()
 
 
+def _shares(cases: int, weights: list[float]) -> list[int]:
+    """``cases`` split over the families by weight, summing to exactly ``cases`` (largest
+    remainders; every family at least one case)."""
+    total = sum(weights)
+    exact = [cases * w / total for w in weights]
+    shares = [max(1, int(x)) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - int(exact[i]),
+                          reverse=True)
+    for i in by_remainder[:max(0, cases - sum(shares))]:
+        shares[i] += 1
+    return shares
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=20_000)
@@ -48,7 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--family", action="append", help="only these families")
     args = parser.parse_args(argv)
     families = [f for f in FAMILIES if not args.family or f.name in args.family]
-    total = sum(f.weight for f in families)
     counts: dict[str, Counter] = defaultdict(Counter)
     signatures: dict[str, tuple[int, str, str, str]] = {}
     start = time.perf_counter()
@@ -66,8 +78,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
 
     seconds: dict[str, float] = {}
-    for index, family in enumerate(families):
-        share = max(1, round(args.cases * family.weight / total))
+    shares = _shares(args.cases, [f.weight for f in families])
+    for index, (family, share) in enumerate(zip(families, shares, strict=True)):
         began = time.perf_counter()
         run_family(family, share, args.seed + index, args.timeout, record)
         seconds[family.name] = time.perf_counter() - began
