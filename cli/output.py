@@ -20,7 +20,7 @@ from rich.console import Console
 
 Quiet = Annotated[bool, typer.Option(
     "--quiet", "-q", help="Print no notes and no progress on stderr (results and errors "
-    "still print).")]
+    "still print).", rich_help_panel="Output")]
 
 #: Seconds between log lines of a long stage when stderr is not a terminal.
 LOG_EVERY_S = 5.0

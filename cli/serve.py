@@ -25,9 +25,17 @@ from sysplan.core.units import ascii_float
 
 HELP = """Find the cheapest deployment that serves a workload within its latency SLO.
 
-Example: sysplan serve --model 70b --cluster dgx-h100 --isl 4000 --osl 500 --rate 4 --slo ttft=300ms --slo tpot=50ms
+\b
+Examples:
+  sysplan serve --model 70b --cluster dgx-h100 --isl 4000 --osl 500 --rate 4 \\
+      --slo ttft=300ms --slo tpot=50ms
+  sysplan serve --model 8b --cluster gb200-nvl72 --gpus 16 --isl 4k --osl 1k \\
+      --slo ttft=500ms --slo tpot=30ms --engine all --gpu-cost 3 --export vllm,json
 """
 
+_MODEL = "Model and cluster"
+_OUTPUT = "Output"
+_EXPORT = "Export"
 _PINNED = "Pinned deployment (fix one dimension; all pinned = evaluate one deployment)"
 _LOAD = "Workload"
 _SEARCH = "Search"
@@ -37,11 +45,11 @@ def _bool_choice(value: object) -> bool:
     return str(value) == "1"
 
 
-_Model = Annotated[str, _opt("--model", metavar="NAME|PATH", help="Model: catalog name or "
+_Model = Annotated[str, _opt("--model", panel=_MODEL, metavar="NAME|PATH", help="Model: catalog name or "
                              "alias (70b, 8b) or a Hugging Face config.json path.")]
-_Cluster = Annotated[str, _opt("--cluster", metavar="NAME|PATH", help="Cluster: catalog name "
+_Cluster = Annotated[str, _opt("--cluster", panel=_MODEL, metavar="NAME|PATH", help="Cluster: catalog name "
                                "(dgx-h100, ...) or a cluster YAML file.")]
-_Gpus = Annotated[int | None, _opt("--gpus", metavar="N", parser=_gpu_count, help="GPU budget "
+_Gpus = Annotated[int | None, _opt("--gpus", panel=_MODEL, metavar="N", parser=_gpu_count, help="GPU budget "
                                    "(default: one node).")]
 _Isl = Annotated[str, _opt("--isl", metavar="SPEC", panel=_LOAD, help="Input tokens: 4000, "
                            "normal:4000,800, lognormal:4000,0.5 or uniform:1000,4000.")]
@@ -98,17 +106,19 @@ _GpuCost = Annotated[float | None, _opt(
     "--gpu-cost", metavar="DOLLARS", parser=_positive_float, panel=_SEARCH,
     help="Dollars per GPU-hour: with --rate ranks by cost; under every objective adds $/hour "
     "and $ per million output tokens.")]
-_Json = Annotated[bool, _opt("--json", help="Write one JSON object (schema: "
+_Json = Annotated[bool, _opt("--json", panel=_OUTPUT, help="Write one JSON object (schema: "
                              "exporters/serve_schema.json) to stdout instead of tables.")]
-_Explain = Annotated[bool, _opt("--explain", help="Show every deployment's knobs, memory, "
+_Explain = Annotated[bool, _opt("--explain", panel=_OUTPUT, help="Show every deployment's knobs, memory, "
                                 "latency percentiles and cost, and the notes.")]
-_Export = Annotated[str | None, _opt("--export", metavar="TARGETS", help="Write into --output "
+_Export = Annotated[str | None, _opt("--export", panel=_EXPORT, metavar="TARGETS", help="Write into --output "
                                      "the launch files of the top deployment for vllm, sglang, "
                                      "trtllm, and json (the serve document, which sysplan "
                                      "export reads); comma-separated.")]
-_Output = Annotated[str, _opt("--output", "-o", metavar="DIR", help="Folder for --export.")]
+_Output = Annotated[str, _opt("--output", "-o", panel=_EXPORT, metavar="DIR",
+                              help="Folder for --export.")]
 _Plot = Annotated[str | None, _opt(
-    "--plot", metavar="DIR", help="Write pictures (the Pareto frontier of tokens/s per GPU "
+    "--plot", panel=_OUTPUT, metavar="DIR",
+    help="Write pictures (the Pareto frontier of tokens/s per GPU "
     "against tokens/s per user and TTFT; the best deployment's latency against offered rate, "
     "a few more simulations) as PNG and SVG into DIR, and the frontier as text (needs the "
     "plot extra).")]

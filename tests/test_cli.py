@@ -488,3 +488,16 @@ def test_piped_output_keeps_each_paragraph_on_one_line() -> None:
     accuracy = next(line for line in lines if line.startswith("accuracy"))
     assert accuracy.rstrip().endswith(")")  # the whole band on its line
     assert not any(line.startswith("          ") for line in lines[:9])  # no continuation
+
+
+@pytest.mark.parametrize(("verb", "panels"), [
+    ("train", ["Model, cluster and job:", "Objective:", "Output:", "Pinned knobs", "Export"]),
+    ("serve", ["Model and cluster:", "Workload:", "Search:", "Output:", "Export:",
+               "Pinned deployment"]),
+])
+def test_help_groups_options_in_panels_and_shows_two_examples(verb: str, panels: list) -> None:
+    text = invoke(verb, "--help").stdout
+    assert all(any(line.startswith(p) for line in text.splitlines()) for p in panels), text
+    examples = [line for line in text.splitlines() if line.strip().startswith(f"sysplan {verb}")]
+    assert len(examples) == 2
+    assert text.index("Output:") < text.index("--quiet")  # --quiet sits with the output options
