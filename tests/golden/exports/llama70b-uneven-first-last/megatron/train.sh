@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: Llama 3.1 70B on dgx-h100, 64 GPUs, 4096 tokens per sequence, bf16.
 # Layout: tp=8 pp=4 vpp=1 dp=2 cp=1 ep=1 etp=1 sp=1 zero=1 micro_batch=1 global_batch=64 recompute=full.
-# Predicted: step 6.549 s, 625 tokens/s/GPU, MFU 0.284 of the bf16 peak, worst-stage memory 34.3 GiB of 80 GiB.
+# Predicted: step 6.564 s, 624 tokens/s/GPU, MFU 0.283 of the bf16 peak, worst-stage memory 34.3 GiB of 80 GiB.
 #SBATCH --nodes=8
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
