@@ -209,8 +209,7 @@ def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, lay: Layout):
     act_bytes = lay.tokens * model.hidden_size * element_bytes(job.precision)
     # 2 all-reduces forward + 2 backward per layer (or AG + RS with SP, same volume):
     # Korthikanti et al. 2022, section 4.2.2 / Narayanan et al. 2021, section 3.3
-    tp_one = coll.all_reduce_time(cluster, act_bytes, tp, 1, eff)
-    tp_total = 4.0 * np.where(tp > 1, tp_one, 0.0)
+    tp_total = 4.0 * np.where(tp > 1, tp_pair_seconds(cluster, eff, act_bytes, lay), 0.0)
     if job.tp_comm_overlap:
         # chunked overlap with the layer's GEMMs (TE userbuffers / AsyncTP): one chunk of
         # the communication stays exposed, the rest hides behind GEMM time (3 x fwd GEMMs)
@@ -218,6 +217,8 @@ def _layer_comm(model, job, cluster, eff, shapes, fwd: LayerTime, lay: Layout):
         tp_total = tp_total - hidden
     if job.context_parallel_comm == "a2a":
         cp_total = _ulysses_seconds(model, job, cluster, eff, shapes, lay)
+    elif job.context_parallel_comm == "allgather":
+        cp_total = _allgather_cp_seconds(cluster, eff, shapes, lay, job)
     else:
         cp_total = _ring_seconds(cluster, eff, shapes, fwd, lay, job)
     cp_total = np.where(cp > 1, cp_total, 0.0)
@@ -254,6 +255,16 @@ def _ring_seconds(cluster, eff, shapes, fwd: LayerTime, lay: Layout, job) -> np.
     return total
 
 
+def _allgather_cp_seconds(cluster, eff, shapes, lay: Layout, job) -> np.ndarray:
+    """All-gather CP of one layer, forward + backward: every rank gathers the c shards of
+    keys and values (2 b s g d_h / t bytes in all) before its attention and reduce-scatters
+    their gradients after the backward; not overlapped with the attention (Megatron
+    --cp-comm-type allgather, TE AttnFuncWithCPAndKVAllGather; the executor's cp_gather)."""
+    whole = lay.tokens * lay.cp * shapes.kv_bytes_dims * element_bytes(job.precision) / lay.tp
+    return (coll.all_gather_time(cluster, whole, lay.cp, lay.tp, eff)
+            + coll.reduce_scatter_time(cluster, whole, lay.cp, lay.tp, eff))
+
+
 def _ulysses_seconds(model, job, cluster, eff, shapes, lay: Layout) -> np.ndarray:
     """All-to-all CP (DeepSpeed-Ulysses, Jacobs et al. 2023, section 3.1): Q, K, V and the
     attention output are re-split between sequence and heads, forward and again backward;
@@ -275,6 +286,17 @@ def lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16") -> np.ndarr
     return forward + backward + loss_bytes / eff.memory_bytes_per_s
 
 
+def tp_pair_seconds(cluster: Cluster, eff: Efficiency, act_bytes, lay: Layout) -> np.ndarray:
+    """One TP all-reduce of ``act_bytes``, or with sequence parallelism the all-gather and
+    reduce-scatter that replace it (Korthikanti et al. 2022, section 4.2.2): the same ring
+    volume (Thakur et al. 2005), priced apart so a measured table prices each op it has (gloo
+    has no reduce-scatter: it all-reduces and slices)."""
+    tp = lay.tp
+    pair = (coll.all_gather_time(cluster, act_bytes, tp, 1, eff)
+            + coll.reduce_scatter_time(cluster, act_bytes, tp, 1, eff))
+    return np.where(lay.sp > 0, pair, coll.all_reduce_time(cluster, act_bytes, tp, 1, eff))
+
+
 def end_tp_seconds(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficiency,
                    lay: Layout) -> tuple[np.ndarray, np.ndarray]:
     """TP collectives outside the layers per micro-batch, (embedding, LM head + loss).
@@ -287,7 +309,7 @@ def end_tp_seconds(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     the sum of exponentials and the target's logit (Megatron _VocabParallelCrossEntropy)."""
     tp = lay.tp
     act_bytes = lay.tokens * model.hidden_size * element_bytes(job.precision)
-    end = coll.all_reduce_time(cluster, act_bytes, tp, 1, eff)
+    end = tp_pair_seconds(cluster, eff, act_bytes, lay)
     loss = 3.0 * coll.all_reduce_time(cluster, 4.0 * lay.tokens, tp, 1, eff)
     return np.where(tp > 1, end, 0.0), np.where(tp > 1, end + loss, 0.0)
 

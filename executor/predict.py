@@ -93,9 +93,10 @@ def predict(tiny: TinyConfig, layout: ExecLayout, cluster: Cluster,
     efficiency = shared_cores(efficiency, cluster, layout.world_size)
     # the executor's attention is one SDPA call (priced from the profile's attention table)
     # and every other op runs eagerly, one pass over memory each
+    # its CP all-gathers keys and values (parallel.TensorOps.cp_gather), not a ring
     job = TrainJob(seq_len=tiny.seq_len, global_batch=layout.global_batch, precision="fp32",
                    flash_attention=True, kernel_fusion="eager", overlap_grad_reduce=False,
-                   overlap_param_gather=False)
+                   overlap_param_gather=False, context_parallel_comm="allgather")
     estimate = estimate_config(tiny_model_spec(tiny), job, cluster,
                                parallel_config(tiny, layout), efficiency=efficiency)
     terms = {group: sum(estimate.breakdown.get(t, 0.0) for t in names)

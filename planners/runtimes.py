@@ -54,7 +54,8 @@ class Runtime:
     model_rules: tuple[ModelRule, ...] = field(default_factory=tuple)
 
     def _all_rules(self) -> tuple[Rule, ...]:
-        names = {"p2p": "ring (p2p)", "a2a": "all-to-all (Ulysses)"}
+        names = {"p2p": "ring (p2p)", "a2a": "all-to-all (Ulysses)",
+                 "allgather": "all-gather of keys and values"}
         offered = " or ".join(names[k] for k in self.context_parallel_comms)
         cp_rule = Rule(f"context parallelism other than {offered}",
                        lambda c, m, j: (c.cp > 1)
@@ -104,7 +105,7 @@ MEGATRON = Runtime(
     name="megatron",
     title="Megatron-LM",
     version="NVIDIA/Megatron-LM d98e8a64 (2026-08-22)",
-    context_parallel_comms=("p2p", "a2a"),  # --cp-comm-type p2p | a2a
+    context_parallel_comms=("p2p", "a2a", "allgather"),  # --cp-comm-type p2p | a2a | allgather
     rules=(
         # Megatron-FSDP (--use-megatron-fsdp) has no pipeline-parallel test or documented
         # support at d98e8a64; the distributed optimizer (ZeRO-1) works with any PP

@@ -265,3 +265,25 @@ def test_tp_collectives_outside_the_layers_are_priced_on_the_end_stages():
     assert 0 < embed[1] < head[1]
     layer_tp = costs.kinds["dense"].comm["tp"][1]
     assert embed[1] == pytest.approx(layer_tp / 4, rel=1e-6)  # one of a layer's four
+
+
+def test_allgather_context_parallelism_gathers_keys_and_values_and_scatters_their_grads():
+    """Megatron --cp-comm-type allgather (and the executor's CP): an all-gather of the full
+    keys and values and a reduce-scatter of their gradients per layer, never overlapped."""
+    from sysplan.costmodels import collectives as coll
+
+    model = resolve_model("8b")[0]
+    config = ParallelConfig(tp=2, cp=4, pp=1, dp=1, micro_batch=1, global_batch=8,
+                            sequence_parallel=True, recompute="none")
+    prices = {}
+    for comm in ("p2p", "allgather"):
+        job, _ = make_train_job(model, seq_len=8192, global_batch=8, precision="bf16",
+                                context_parallel_comm=comm)
+        costs = model_costs(model, job, CLUSTER, Candidates.from_configs([config]), EFF)
+        prices[comm] = float(costs.kinds["dense"].comm["cp"][0])
+    # 8 KV heads of 128 dims, K and V, bf16, over TP 2: the whole sequence's bytes
+    whole = 8192 * 2 * 8 * 128 * 2 / 2
+    expected = (coll.all_gather_time(CLUSTER, whole, 4, 2, EFF)
+                + coll.reduce_scatter_time(CLUSTER, whole, 4, 2, EFF))
+    assert prices["allgather"] == pytest.approx(float(expected), rel=1e-6)
+    assert prices["allgather"] != prices["p2p"]

@@ -53,10 +53,12 @@ class TrainJob(Frozen):
         "attention: 'flash' (FlashAttention-2, PyTorch SDPA) or 'cudnn' (cuDNN fused "
         "attention, Transformer Engine's default on Hopper)."
     )
-    context_parallel_comm: Literal["p2p", "a2a"] = Field(
+    context_parallel_comm: Literal["p2p", "a2a", "allgather"] = Field(
         default="p2p", description="How context parallelism exchanges attention inputs: 'p2p' "
-        "(ring attention, Megatron's default and torchtitan's) or 'a2a' (all-to-all between "
-        "sequence and head splits, DeepSpeed-Ulysses)."
+        "(ring attention, Megatron's default and torchtitan's), 'a2a' (all-to-all between "
+        "sequence and head splits, DeepSpeed-Ulysses) or 'allgather' (keys and values "
+        "all-gathered, their gradients reduce-scattered: Megatron --cp-comm-type allgather, "
+        "sysplan's executor)."
     )
     ep_comm_overlap: bool = Field(
         default=False, description="MoE dispatch and combine all-to-alls of one micro-batch "
