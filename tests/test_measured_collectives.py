@@ -282,8 +282,12 @@ def test_price_training_uses_the_table_on_a_local_cpu_cluster(local_cpu) -> None
     priced = price_training(model, job, cluster, Candidates.from_configs(configs), eff)
     activation_bytes = 1024 * model.hidden_size * 4  # one micro-batch of fp32 activations
     reduce = at(eff.measured_collectives, "all_reduce", activation_bytes, 2)
-    # 2 all-reduces forward + 2 backward per layer, one micro-batch (training._layer_comm)
-    assert priced.time["tp_comm"][0] == pytest.approx(model.num_layers * 4 * reduce, rel=1e-12)
+    # 2 all-reduces forward + 2 backward per layer, one micro-batch (layer_cost._layer_comm),
+    # one each for the embedding and the LM head's input, and the loss's three per-token ones
+    # (layer_cost.end_tp_seconds)
+    loss = 3 * at(eff.measured_collectives, "all_reduce", 1024 * 4, 2)
+    assert priced.time["tp_comm"][0] == pytest.approx((model.num_layers * 4 + 2) * reduce + loss,
+                                                      rel=1e-12)
     assert reduce != pytest.approx(float(coll.all_reduce_time(
         cluster, activation_bytes, 2, 1, Efficiency.default(cluster))))
     # pp = 2, m = 1: 2 (m + p - 1) sends of the activations (training._p2p_seconds)
