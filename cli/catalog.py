@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sysplan.cli.render import bandwidth, billions, stdout_console
+from sysplan.cli.render import bandwidth, billions, emit, stdout_console
 from sysplan.hardware import list_clusters, list_gpus, load_cluster, load_gpu
 from sysplan.models import list_models
 
@@ -29,11 +29,7 @@ def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], cells) -> None:
     table = Table(*columns, box=None, pad_edge=False)
     for row in rows:
         table.add_row(*cells(row))
-    # a table wider than the console is cropped, never wrapped mid-cell, when piped
-    console = stdout_console()
-    console.print(table, crop=False, overflow="ignore", no_wrap=True,
-                  width=max(console.width, table.__rich_measure__(
-                      console, console.options).maximum))
+    emit(stdout_console(), table)  # off a terminal: whole rows, never wrapped mid-cell
 
 
 def models(as_json: _Json = False) -> None:
@@ -92,9 +88,3 @@ def gpus(as_json: _Json = False) -> None:
                      bandwidth(r["hbm_bandwidth_bytes_per_s"]), peak(r, "bf16"), peak(r, "fp8"),
                      f"{r['power_w']:,.0f} W"))
 
-
-def register(app: typer.Typer) -> None:
-    """Add the catalog verbs to ``app``."""
-    app.command(name="models", help=MODELS_HELP)(models)
-    app.command(name="clusters", help=CLUSTERS_HELP)(clusters)
-    app.command(name="gpus", help=GPUS_HELP)(gpus)
