@@ -87,4 +87,3 @@ def gpus(as_json: _Json = False) -> None:
           lambda r: (r["name"], r["class"], f"{r['memory_bytes'] / 2**30:,.0f} GiB",
                      bandwidth(r["hbm_bandwidth_bytes_per_s"]), peak(r, "bf16"), peak(r, "fp8"),
                      f"{r['power_w']:,.0f} W"))
-
