@@ -18,7 +18,7 @@ from sysplan.planners.accuracy import accuracy_line
 from sysplan.planners.explain import describe_layout, explain_winner, why_line
 from sysplan.planners.restage import POOL, STAGE_CHOICES, restage_plans, restaged_winner
 from sysplan.planners.runtimes import Runtime, get_runtime, job_for
-from sysplan.planners.space import check_pins, enumerate_space
+from sysplan.planners.space import check_pins, divisors, enumerate_space
 from sysplan.planners.types import (
     NEAR_TIE,
     Objective,
@@ -179,16 +179,11 @@ PUBLISHED_MFU = {
 }
 
 
-def _divisors(n: int) -> list[int]:
-    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
-    return sorted(set(small + [n // d for d in small]))
-
-
 def batch_divisor_note(sequences: int, gpus: int) -> str | None:
     """A warning when the global batch of ``sequences`` leaves out most data-parallel degrees
     ``gpus`` allows (DP must divide the batch: each replica takes whole micro-batches), naming
     the nearest batch that admits them all (or as many as a batch near it can)."""
-    degrees = [d for d in _divisors(gpus) if d <= sequences]
+    degrees = [d for d in divisors(gpus) if d <= sequences]
     admitted = [d for d in degrees if sequences % d == 0]
     if 2 * len(admitted) >= len(degrees):
         return None
