@@ -134,7 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"MAPE: sysplan {100 * sum(ours) / len(ours):.1f} %  naive {100 * sum(naive) / len(naive):.1f} %"
           f"   ranking (Kendall tau, measured vs predicted): sysplan {tau:+.2f}  naive "
           f"{tau_naive:+.2f}")
+    _drift(names[0], results[0].median_step_s, args.steps, warmup, args.nproc)
     return 0
+
+
+def _drift(name: str, first_s: float, steps: int, warmup: int, nproc: int) -> None:
+    """Run the first layout again after all the others and print how far this machine's
+    speed moved: the profile was measured once, before every run, so a VM that slows down
+    (or speeds up) during the benchmark shows as error in every row."""
+    again = run_cases([RunCase(tiny=TINY, layout=LAYOUTS[name])], steps, warmup,
+                      max_procs=nproc)[0].median_step_s
+    print(f"machine drift: {name} measured {1e3 * first_s:.1f} ms first and {1e3 * again:.1f} ms "
+          f"after the other layouts ({again / first_s - 1:+.0%}); the profile was measured once, "
+          "before both")
 
 
 if __name__ == "__main__":
