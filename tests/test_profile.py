@@ -240,7 +240,7 @@ def test_launcher_detection() -> None:
 @needs_torch
 def test_an_existing_cluster_file_is_never_replaced_silently(tmp_path: Path, monkeypatch) -> None:
     """Refused before anything is measured (exit 2, one line naming --force)."""
-    import sysplan.profiles.measure as measure
+    from sysplan.profiles import measure
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "local-cpu.yaml").write_text("mine\n")
