@@ -38,6 +38,8 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]
     result = invoke("profile", "--device", "cpu", "--quick", "--world", "2",
                     "-o", str(folder / "cpu.yaml"))
     assert result.exit_code == 0, result.stderr
+    # stderr is not a terminal here: progress is one log line per table measured
+    assert "profile: measuring gemm" in result.stderr
     return folder / "cpu.yaml", folder / "local-cpu.yaml", result.stdout
 
 
