@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
@@ -44,3 +46,19 @@ def test_calibration_example_recovers_its_factors(tmp_path):
                     "dgx-h100", "-o", str(out))
     assert result.exit_code == 0, result.stderr
     assert abs(load_profile(out).calibration.gemm_scale - 0.9) < 0.05
+
+
+def test_report_and_gpus_examples_run(tmp_path):
+    """The examples table's `sysplan report` and `sysplan gpus` rows."""
+    import json
+
+    pytest.importorskip("matplotlib")
+    from test_cli import invoke
+
+    plan = invoke("train", "--model", "8b", "--cluster", "dgx-h100", "--gpus", "16", "--json")
+    assert plan.exit_code == 0, plan.stderr
+    (tmp_path / "plan.json").write_text(plan.stdout)
+    report = invoke("report", str(tmp_path / "plan.json"), "-o", str(tmp_path / "report.html"))
+    assert report.exit_code == 0, report.stderr
+    assert "<svg" in (tmp_path / "report.html").read_text()
+    assert any(g["name"] == "H100-SXM" for g in json.loads(invoke("gpus", "--json").stdout))
