@@ -234,11 +234,16 @@ def test_more_options_out_of_range(args, expected):
     assert expected in error_line(invoke(*args))
 
 
-def test_trace_lengths_are_bounded(tmp_path):
+def serve_trace_error(tmp_path, rows: str) -> str:
+    """The error line of `sysplan serve` on a trace CSV of ``rows`` (after its header)."""
     path = tmp_path / "t.csv"
-    path.write_text("arrival_s,input_tokens,output_tokens\n0,1e30,10\n")
-    line = error_line(invoke("serve", "--model", "8b", "--cluster", "dgx-h100",
+    path.write_text("arrival_s,input_tokens,output_tokens\n" + rows)
+    return error_line(invoke("serve", "--model", "8b", "--cluster", "dgx-h100",
                              "--trace", str(path)))
+
+
+def test_trace_lengths_are_bounded(tmp_path):
+    line = serve_trace_error(tmp_path, "0,1e30,10\n")
     assert line.endswith("line 2: input_tokens '1e30' is not a positive integer (at most "
                          "16,777,216 tokens)")
 
@@ -445,10 +450,7 @@ def test_serve_lengths_longer_than_the_context(args, expected):
 
 
 def test_a_trace_request_longer_than_the_context(tmp_path):
-    path = tmp_path / "t.csv"
-    path.write_text("arrival_s,input_tokens,output_tokens\n0,100,10\n1,100000,40000\n")
-    line = error_line(invoke("serve", "--model", "8b", "--cluster", "dgx-h100",
-                             "--trace", str(path)))
+    line = serve_trace_error(tmp_path, "0,100,10\n1,100000,40000\n")
     assert line.endswith("a request of 140,000 tokens (input plus output) is longer than "
                          "Llama 3.1 8B's context; accepted: requests up to 131,072 tokens")
 
