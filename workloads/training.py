@@ -196,7 +196,7 @@ def _global_batch_sequences(value: str | int | None, seq_len: int) -> tuple[int,
             f"global batch: {sequences:,} sequences of {seq_len:,} tokens "
             f"({sequences * seq_len:,} tokens)"
         )
-    tokens = _parse_token_count(text, value)
+    tokens = batch_tokens(text, value)
     sequences = int(tokens // seq_len)
     if sequences > MAX_GLOBAL_BATCH:
         raise InputError(f"--global-batch {value}: {sequences:,} sequences of {seq_len:,} "
@@ -226,10 +226,6 @@ def batch_tokens(text: str, original: str | int | None = None) -> float:
         raise InputError(f"--global-batch {original}: expected {_ACCEPTED_BATCH}")
     return tokens
 
-
-def _parse_token_count(text: str, original: str | int) -> float:
-    """Tokens of a suffixed ``--global-batch`` (see ``batch_tokens``)."""
-    return batch_tokens(text, original)
 
 
 def _check_runtime_flags(flags: dict[str, bool]) -> None:
