@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from sysplan.core.errors import NoPlanFits, SysplanError
+from sysplan.costmodels import moe as moe_cost
 from sysplan.hardware import load_cluster
 from sysplan.models import model_flops_per_token, param_counts, resolve_model
 from sysplan.models.spec import ModelSpec
@@ -226,6 +227,7 @@ def evaluate(r: dict, bundled_profile: bool = True) -> dict:
     # in-sample: a row the bundled profile's calibration was fitted on (its fitted_on names it)
     bundled = bundled_for_gpu(cluster.gpu.name) if bundled_profile else None
     fitted_on = bundled.calibration.fitted_on if bundled and bundled.calibration else ""
+    fitted_on += " " + " ".join(moe_cost.MOE_KERNEL_FITTED_ON if model.moe else ())
     out.update(metric=key, truth=truth, ours=ours, naive=base, err=ours / truth - 1,
                naive_err=base / truth - 1, layout=_layout(plan.parallel), ep=plan.parallel.ep,
                profile=result.profile.name, in_sample=r["id"] in fitted_on.split(),
@@ -260,11 +262,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ids", help="comma-separated row ids to predict (default: all)")
     parser.add_argument("--write-bands", type=Path, metavar="JSON",
                         help="write the MAPE per regime (planners/accuracy_bands.json)")
+    parser.add_argument("--fit-moe-kernel", metavar="IDS",
+                        help="comma-separated MoE row ids to fit costmodels.moe.MOE_KERNEL_S on "
+                        "(prints the MAPE of each candidate value on them and on the rest)")
     args = parser.parse_args(argv)
     rows = [r for path in args.csv for r in csv.DictReader(path.open())]
     if args.ids:
         wanted = set(args.ids.split(","))
         rows = [r for r in rows if r["id"] in wanted]
+    if args.fit_moe_kernel:
+        return fit_moe_kernel(rows, args.fit_moe_kernel.split(","), set(args.quality))
     results = [evaluate(r, bundled_profile=not args.no_profile) for r in rows]
     print(f"{'id':5} {'q':1} {'model':20} {'metric':20} {'published':>10} {'sysplan':>9} "
           f"{'err':>7} {'baseline':>9} {'err':>7}  layout")
@@ -282,6 +289,38 @@ def main(argv: list[str] | None = None) -> int:
     if args.write_bands:
         args.write_bands.write_text(json.dumps(bands, indent=2) + "\n")
         print(f"wrote {args.write_bands}")
+    return 0
+
+
+#: Candidate seconds per MoE-block kernel ``--fit-moe-kernel`` tries: 0 to 60 us
+MOE_KERNEL_GRID = tuple(i * 1e-6 for i in range(61))
+
+
+def fit_moe_kernel(rows: list[dict], ids: list[str], quality: set[str]) -> int:
+    """Grid-search ``MOE_KERNEL_S`` on the MoE rows ``ids`` (least MAPE of the predicted
+    throughput) and print its MAPE on them and on the other MoE rows (out of sample)."""
+    moe_rows = [r for r in rows if r["quality"] in quality and model_from_row(r).moe is not None]
+    fit = [r for r in moe_rows if r["id"] in ids]
+    held = [r for r in moe_rows if r["id"] not in ids]
+    if not fit:
+        print(f"error: none of {','.join(ids)} is a MoE row of quality {''.join(quality)}")
+        return 2
+    saved = moe_cost.MOE_KERNEL_S
+    table = []
+    try:
+        for value in MOE_KERNEL_GRID:
+            moe_cost.MOE_KERNEL_S = value
+            errors = [[abs(x["err"]) for x in map(evaluate, part) if "err" in x]
+                      for part in (fit, held)]
+            table.append((value, *(sum(e) / len(e) if e else float("nan") for e in errors)))
+    finally:
+        moe_cost.MOE_KERNEL_S = saved
+    best = min(table, key=lambda t: t[1])
+    print(f"{'us/kernel':>9} {'in-sample':>10} {'held-out':>9}   ({len(fit)} fitted, "
+          f"{len(held)} held-out rows)")
+    for value, ins, out in table:
+        print(f"{value * 1e6:>9.0f} {ins:>10.1%} {out:>9.1%}{'  <- best' if value == best[0] else ''}")
+    print(f"fitted MOE_KERNEL_S = {best[0] * 1e6:.0f}e-6 on {' '.join(r['id'] for r in fit)}")
     return 0
 
 
@@ -327,7 +366,9 @@ def _summary(results: list[dict], quality: set[str]) -> None:
               ("  dense, out of sample", [x for x in everything
                                           if not x["moe"] and not x["in_sample"]]),
               ("  dense, GB300", [x for x in everything if not x["moe"] and "GB300" in x["gpu"]]),
-              ("ALL MoE", [x for x in everything if x["moe"]])]
+              ("ALL MoE", [x for x in everything if x["moe"]]),
+              ("  MoE, out of sample", [x for x in everything
+                                        if x["moe"] and not x["in_sample"]])]
     for gpu in ("H100", "B200", "GB200", "GB300"):  # MoE by system (B200 excludes GB200)
         groups.append((f"  MoE, {gpu}", [x for x in everything if x["moe"] and (
             x["gpu"].startswith(gpu) or x["gpu"].startswith("H800") and gpu == "H100")]))

@@ -243,20 +243,23 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
     """
     tp, dp, cp, zero = f["tp"], f["dp"], f["cp"], f["zero"]
     weight_bytes, grad_bytes, _ = state_bytes_per_param(job.precision)
-    group, stride = dp * cp, tp
-    expert_group = np.maximum(1.0, dp * cp * tp / (f["ep"] * f["etp"]))
+    group = dp * cp
+    # the expert-data-parallel group's ranks are ETP x EP apart (Megatron expert rank order
+    # etp-ep-edp), so with EP filling a node it crosses the scale-out fabric
+    expert_stride = f["ep"] * f["etp"]
+    expert_group = np.maximum(1.0, dp * cp * tp / expert_stride)
 
-    def reduce(nbytes, size, all_reduce):
+    def reduce(nbytes, size, stride, all_reduce=False):
         fn = coll.all_reduce_time if all_reduce else coll.reduce_scatter_time
-        return np.where(size > 1, fn(cluster, nbytes, size, stride, eff), 0.0)
+        return np.where((size > 1) & (nbytes > 0), fn(cluster, nbytes, size, stride, eff), 0.0)
 
     sharded = zero >= 1
-    grads = np.where(sharded, reduce(params.dense * grad_bytes, group, False),
-                     reduce(params.dense * grad_bytes, group, True))
-    grads += np.where(sharded, reduce(params.expert * grad_bytes, expert_group, False),
-                      reduce(params.expert * grad_bytes, expert_group, True))
-    gather = np.where(sharded, reduce(params.dense * weight_bytes, group, False)
-                      + reduce(params.expert * weight_bytes, expert_group, False), 0.0)
+    grads = np.where(sharded, reduce(params.dense * grad_bytes, group, tp),
+                     reduce(params.dense * grad_bytes, group, tp, True))
+    grads += np.where(sharded, reduce(params.expert * grad_bytes, expert_group, expert_stride),
+                      reduce(params.expert * grad_bytes, expert_group, expert_stride, True))
+    gather = np.where(sharded, reduce(params.dense * weight_bytes, group, tp)
+                      + reduce(params.expert * weight_bytes, expert_group, expert_stride), 0.0)
     once = (zero >= 3) & (f["pp"] > 1)  # FSDP2 + PP
     per_step = (zero <= 1) | once
     # ZeRO-2: the accumulated gradient exists only as a shard, so every micro-batch

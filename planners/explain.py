@@ -12,7 +12,7 @@ from sysplan.costmodels.types import Estimate
 GIB = 2**30
 _TERM_WORDS = {
     "compute_gemm": "matmuls", "compute_attention": "attention", "compute_elementwise":
-    "element-wise ops", "recompute": "recompute", "lm_head": "LM head and loss",
+    "element-wise ops and launches", "recompute": "recompute", "lm_head": "LM head and loss",
     "tp_comm": "TP communication", "cp_comm": "CP ring exchange", "ep_comm": "expert all-to-all",
     "pp_bubble": "pipeline bubble", "pp_p2p": "pipeline sends", "dp_comm": "exposed DP/ZeRO "
     "communication", "optimizer": "optimizer step",
@@ -123,6 +123,8 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
     gemm = float((moe.expert_gemm_s + moe.expert_gemm_bwd_s)[0])
     dispatch = float(moe.dispatch_s[0])
     passes = 3.0 * float(moe.elementwise_s[0])
+    launches = float((moe.kernels + moe.kernels_bwd)[0])
+    launch = float((moe.launch_s + moe.launch_bwd_s)[0])
     ep, etp = int(one.ep[0]), int(one.etp[0])
     dispatcher = moe.dispatcher_name()
     tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
@@ -148,7 +150,9 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
             f"({float(moe.local_experts[0]):.0f} local experts of "
             f"{float(moe.tokens_per_expert[0]):,.0f} tokens each, top-{model.moe.top_k} of "
             f"{model.moe.num_experts}, width {model.moe.expert_ffn_hidden // etp}), {where}, "
-            f"router and permute/unpermute passes {passes * 1e3:.2f} ms; a load imbalance of "
+            f"router and permute/unpermute passes {passes * 1e3:.2f} ms, "
+            f"{launches:.0f} kernel launches {launch * 1e3:.2f} ms (small kernels: one GEMM per "
+            f"local expert, router, permutation); a load imbalance of "
             f"{moe.imbalance:.2f}x (busiest over mean rank) stretches the expert GEMMs"
             + ("" if dispatcher == "allgather" else " and the dispatch")
             + f"; EP communication is {share:.1%} of the step"

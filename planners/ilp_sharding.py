@@ -118,12 +118,20 @@ def plan_sharding_ilp(costs: ShardingCosts, *, nested: bool = True, time_limit_s
 
 def _groups(cluster: Cluster, config: ParallelConfig):
     """(size per shard group) for dense and expert states: ZeRO's DP x CP group (stride tp)
-    and the expert-DP group, each cut to the ranks one node holds for "node"."""
+    and the expert-DP group (stride EP x ETP, ``expert_stride``), each cut to the ranks one
+    node holds for "node"."""
     dense = config.dp * config.cp
-    expert = max(1, dense * config.tp // (config.ep * config.etp))
+    expert = max(1, dense * config.tp // expert_stride(config))
     per_node = max(1, cluster.gpus_per_node // config.tp)
+    expert_per_node = max(1, cluster.gpus_per_node // expert_stride(config))
     return ({"none": 1, "node": math.gcd(dense, per_node), "full": dense},
-            {"none": 1, "node": math.gcd(expert, per_node), "full": expert})
+            {"none": 1, "node": math.gcd(expert, expert_per_node), "full": expert})
+
+
+def expert_stride(config: ParallelConfig) -> int:
+    """Ranks between two members of the expert-data-parallel group (Megatron expert rank
+    order etp-ep-edp), as costmodels/training.py prices its collectives."""
+    return config.ep * config.etp
 
 
 def _state_bytes(precision: str, dense, expert, largest, f_dense, f_expert) -> np.ndarray:
@@ -168,9 +176,10 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     worst_mb = sum(priced.time[t] for t in compute_terms)[0] / m
     fwd_mb, bwd_mb = float(slowest["fwd"][0]), float(slowest["bwd"][0])
     per_mb, step_grad, step_gather = np.zeros(27), np.zeros(27), np.zeros(27)
-    for nbytes, group, factors in ((params.dense[0], dense_groups["full"], fd),
-                                   (params.expert[0], expert_groups["full"], fe)):
-        a, b, g = _sharding_comm(cluster, eff, job.precision, nbytes, group, config.tp, factors)
+    for nbytes, group, factors, stride in (
+            (params.dense[0], dense_groups["full"], fd, config.tp),
+            (params.expert[0], expert_groups["full"], fe, expert_stride(config))):
+        a, b, g = _sharding_comm(cluster, eff, job.precision, nbytes, group, stride, factors)
         per_mb, step_grad, step_gather = per_mb + a, step_grad + b, step_gather + g
     exposed = exposed_sharding_seconds(  # the overlap price_training applies
         per_mb, step_grad, step_gather, m=m, layers=layers, compute_mb=worst_mb,
@@ -206,7 +215,8 @@ def _sharding_comm(cluster, eff, precision, params, group, stride, factors):
     f_p, f_g, f_o = factors
 
     def run(fn, nbytes, size, at):
-        return np.where(size > 1, fn(cluster, nbytes, np.maximum(size, 1.0), at, eff), 0.0)
+        return np.where((size > 1) & (nbytes > 0),
+                        fn(cluster, nbytes, np.maximum(size, 1.0), at, eff), 0.0)
 
     per_mb = (2.0 * run(coll.all_gather_time, w_b * params, f_p, stride)
               + run(coll.reduce_scatter_time, g_b * params, f_g, stride))

@@ -18,6 +18,19 @@ def test_training_accuracy_runs_on_one_row_with_the_fair_baseline_beside(capsys)
     assert "PyTorch torchtitan benchmark" in out and "memory MAPE" in out
 
 
+def test_moe_kernel_fit_runs_on_one_row_and_restores_the_constant(capsys, monkeypatch):
+    bench = _load("training_accuracy")
+    from sysplan.costmodels import moe
+
+    monkeypatch.setattr(bench, "MOE_KERNEL_GRID", (0.0, 26e-6, 60e-6))
+    before = moe.MOE_KERNEL_S
+    assert bench.main(["--ids", "T309,T311", "--fit-moe-kernel", "T309"]) == 0
+    out = capsys.readouterr().out
+    assert "(1 fitted, 1 held-out rows)" in out and "fitted MOE_KERNEL_S" in out
+    assert moe.MOE_KERNEL_S == before
+    assert bench.main(["--ids", "T238", "--fit-moe-kernel", "T238"]) == 2  # a dense row
+
+
 def test_fair_baseline_is_bf16_palm_flops_with_recompute_for_every_row():
     bench = _load("training_accuracy")
     rows = {r["id"]: r for path in bench.DEFAULT_CSVS

@@ -53,8 +53,18 @@ def _llama_layout():
     return model, job, cluster, config
 
 
-def test_sharding_costs_reproduce_price_training_for_zero_stages() -> None:
-    model, job, cluster, config = _llama_layout()
+def _moe_layout():
+    """Mixtral on 4 nodes, EP 8 inside each node: the expert-DP group spans the nodes."""
+    model, _ = resolve_model("mixtral-8x7b")
+    cluster, _ = load_cluster("dgx-h100")
+    job = TrainJob(seq_len=4096, global_batch=64)
+    config = ParallelConfig(tp=1, dp=32, ep=8, micro_batch=1, global_batch=64)
+    return model, job, cluster, config
+
+
+@pytest.mark.parametrize("layout", [_llama_layout, _moe_layout])
+def test_sharding_costs_reproduce_price_training_for_zero_stages(layout) -> None:
+    model, job, cluster, config = layout()
     costs = ilp_sharding.sharding_costs(model, job, cluster, config, budget_bytes=76 * GIB)
     for zero, combo in ilp.ZERO_AS_GROUPS.items():
         priced = price_training(model, job, cluster,

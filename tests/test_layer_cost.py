@@ -93,6 +93,32 @@ def test_tokens_per_expert_and_dispatch_volume_by_hand():
     assert cost.expert_flops[0] == pytest.approx(2 * 16384 * 8 * 2048 * (2 * 768 + 768))
 
 
+def test_moe_block_pays_a_fixed_cost_per_kernel_it_launches(monkeypatch):
+    """Qwen3-30B-A3B at EP 8 (16 local experts), bf16: forward 20 block kernels + 2 GEMMs per
+    expert = 52, backward 20 + 4 per expert = 84; fp8 adds one quantisation per GEMM; EP 32
+    (4 local experts) launches fewer; each costs MOE_KERNEL_S, forward and recomputed alike."""
+    from sysplan.costmodels import moe as moe_module
+
+    model = resolve_model("qwen3-30b-a3b")[0]
+    bf16, fp8 = (make_train_job(model, seq_len=4096, global_batch=8, precision=p)[0]
+                 for p in ("bf16", "fp8"))
+    cost = moe_layer_cost(model, bf16, CLUSTER, EFF, _moe_layout(16384, 8))
+    assert (cost.kernels[0], cost.kernels_bwd[0]) == (52, 84)
+    assert cost.launch_s[0] == pytest.approx(52 * moe_module.MOE_KERNEL_S)
+    cast = moe_layer_cost(model, fp8, CLUSTER, EFF, _moe_layout(16384, 8))
+    assert (cast.kernels[0], cast.kernels_bwd[0]) == (84, 116)
+    wide = moe_layer_cost(model, bf16, CLUSTER, EFF, _moe_layout(16384, 32))
+    assert wide.kernels[0] == 20 + 2 * 4
+    c = Candidates.from_configs([ParallelConfig(dp=8, ep=8, global_batch=64)])
+    seconds = []
+    for per_kernel in (0.0, 1e-4):
+        monkeypatch.setattr(moe_module, "MOE_KERNEL_S", per_kernel)
+        layer = model_costs(model, bf16, CLUSTER, c, EFF).kinds["moe"]
+        seconds.append([float(layer.seconds(full, 0.0)[0]) for full in (0.0, 1.0)])
+    assert seconds[1][0] - seconds[0][0] == pytest.approx((52 + 84) * 1e-4)
+    assert seconds[1][1] - seconds[0][1] == pytest.approx((2 * 52 + 84) * 1e-4)
+
+
 def test_flex_dispatch_sends_one_copy_per_destination_gpu_and_node():
     """Flex (DeepEP-style): Qwen3-30B-A3B's 8 experts of 128 over 8 GPUs land on
     8 (1 - C(112, 8)/C(128, 8)) distinct GPUs, the bytes one rank sends per token; DeepSeek-V3's
