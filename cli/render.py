@@ -15,7 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from sysplan.costmodels.efficiency import TERMS
+from sysplan.costmodels.efficiency import CITED, TERMS
 from sysplan.costmodels.estimate import balanced_stage_layers
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.hardware.types import Cluster
@@ -236,7 +236,9 @@ def profile_line(result: TrainingResult) -> str:
     if profile.calibrated:
         measured = [t for t in TERMS if t not in profile.uncalibrated_terms]
         parts.append("measured: " + ", ".join(measured))
-    if profile.fitted_on:
+    if profile.fitted_on.startswith(CITED):  # default curves scaled to published kernel rates
+        parts.append(f"scaled to {profile.fitted_on.removeprefix(CITED)}")
+    elif profile.fitted_on:
         parts.append(f"calibrated on {profile.fitted_on}")
     if profile.uncalibrated_terms:
         parts.append("uncalibrated: " + ", ".join(profile.uncalibrated_terms))

@@ -54,6 +54,34 @@ MEMORY_BOUND_FRACTION = 3013.0 / 3350.0
 COLLECTIVE_FRACTION_INNER = 0.78
 COLLECTIVE_FRACTION_NETWORK = 0.90
 
+#: How a default efficiency's ``fitted_on`` starts when its scales come from cited measurements
+CITED = "cited: "
+#: The H100 curves' best GEMM (measured/h100/env.json: 8192^3 bf16 at 757.7 of 989.4 TFLOP/s)
+#: and copy (3,013 of 3,350 GB/s) as fractions of the datasheet: what the cited AMD
+#: measurements below are divided by.
+_H100_BEST_GEMM_FRACTION = 757.7 / 989.4
+#: Published kernel efficiencies of GPU classes sysplan has no profile for, as scales on the
+#: H100-shaped default curves (still uncalibrated until `sysplan profile` measures the node):
+#: - cdna2 (MI250X, one GCD): best bf16 GEMM 127 TFLOP/s of 191.5 (stas00/ml-engineering issue
+#:   76, reproducing the maximum-achievable-matmul table's 147 with the cache flushed);
+#:   BabelStream copy at least 1.2 TB/s of 1.64 per GCD (ROCm system-acceptance-docs,
+#:   gpus/mi250.md, a pass threshold: a lower bound).
+#: - cdna3 (MI300X): best bf16 GEMM 668.4 TFLOP/s of 1,300, 51.4 % (stas00/ml-engineering,
+#:   compute/accelerator/README.md, maximum achievable matmul FLOPS table v2; AMD's own
+#:   hipBLASLt figure is 708 of 1,307.4, rocm-blogs "measuring max-achievable FLOPs" part 2
+#:   table 1); STREAM copy 4.15 TB/s of 5.3 (Azure AI-benchmarking-guide ND MI300X v5 results);
+#:   RCCL all-reduce bus bandwidth 315 GB/s of the 448 GB/s Infinity Fabric mesh at 1 GiB
+#:   (rocm-blogs "MI300X RCCL xGMI", all_reduce_perf), against 0.78 of NVLink here.
+CITED_DEFAULTS = {
+    "cdna2": Calibration(gemm_scale=(127.0 / 191.5) / _H100_BEST_GEMM_FRACTION,
+                         elementwise_scale=(1.2 / 1.6384) / MEMORY_BOUND_FRACTION,
+                         fitted_on=CITED + "published MI250X GEMM and BabelStream rates"),
+    "cdna3": Calibration(gemm_scale=(668.4 / 1300.0) / _H100_BEST_GEMM_FRACTION,
+                         elementwise_scale=(4.15 / 5.3) / MEMORY_BOUND_FRACTION,
+                         comm_scale_node=(315.0 / 448.0) / COLLECTIVE_FRACTION_INNER,
+                         fitted_on=CITED + "published MI300X GEMM, STREAM and RCCL rates"),
+}
+
 #: Fused attention's backward does 2.5 x the forward FLOPs (FlashAttention-2, Dao 2023, 4.1).
 ATTENTION_BWD_FLOPS = 2.5
 
@@ -102,7 +130,9 @@ class Efficiency:
     @classmethod
     def default(cls, cluster: Cluster) -> Efficiency:
         """The uncalibrated curves, as fractions of this cluster's datasheet peaks."""
-        return cls(name=f"default-{cluster.gpu.gpu_class}", gpu=cluster.gpu)
+        gpu_class = cluster.gpu.gpu_class
+        return cls(name=f"default-{gpu_class}", gpu=cluster.gpu,
+                   calibration=CITED_DEFAULTS.get(gpu_class, Calibration()))
 
     @classmethod
     def from_profile(cls, profile: Profile, cluster: Cluster) -> Efficiency:

@@ -9,7 +9,7 @@ import numpy as np
 
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.efficiency import Efficiency, same_die_profile
+from sysplan.costmodels.efficiency import CITED_DEFAULTS, Efficiency, same_die_profile
 from sysplan.costmodels.estimate import build_estimate, throughput_arrays
 from sysplan.costmodels.training import price_training
 from sysplan.hardware.types import Cluster
@@ -174,8 +174,13 @@ def _best_per_gpu_count(c: Candidates, rates, fits) -> tuple[dict[str, float], .
 PUBLISHED_MFU = {
     "cdna2": ("published MI250X (Frontier) LLM training reached 32-38 % of the bf16 peak "
               "(Dash et al. 2023, arXiv 2312.12705: 22B 38.4 %, 175B 36.1 %, 1T 32.0 %, "
-              "Megatron-DeepSpeed); the defaults assume H100-like kernel efficiency, so MFU "
-              "here reads high until `sysplan profile` measures the node"),
+              "Megatron-DeepSpeed); the defaults scale the H100-shaped curves to the best "
+              "published MI250X GEMM (127 of 191.5 TFLOP/s) and copy rates, but keep H100 "
+              "attention and collective fractions and today's kernels, so MFU here reads "
+              "above that range until `sysplan profile` measures the node"),
+    "cdna3": ("no published MI300X training MFU was found to check against; the defaults scale "
+              "the H100-shaped curves to published MI300X GEMM (51 % of peak at best), STREAM "
+              "and RCCL rates until `sysplan profile` measures the node"),
 }
 
 
@@ -206,8 +211,11 @@ def batch_divisor_note(sequences: int, gpus: int) -> str | None:
 def _notes(model: ModelSpec, cluster: Cluster, profile: Profile | None) -> tuple[str, ...]:
     """Assumptions a reader should know about this search."""
     if profile is None:
+        scaled = (", scaled to published kernel rates"
+                  if cluster.gpu.gpu_class in CITED_DEFAULTS else "")
         notes = [(f"efficiencies are uncalibrated defaults for {cluster.gpu.gpu_class} GPUs "
-                  "(H100-measured fractions of datasheet peak) until a profile is given")]
+                  f"(H100-measured fractions of datasheet peak{scaled}) until a profile is "
+                  "given")]
         if cluster.gpu.gpu_class in PUBLISHED_MFU:
             notes.append(PUBLISHED_MFU[cluster.gpu.gpu_class])
     else:

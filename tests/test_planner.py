@@ -1,5 +1,6 @@
 """Planner: search results, pinned knobs, errors and determinism."""
 
+import numpy as np
 import pytest
 
 from sysplan.core.errors import InputError, NoPlanFits
@@ -190,3 +191,27 @@ def test_every_plan_states_its_error_band_and_when_it_is_unvalidated():
     amd = plan_training(resolve_model("8b")[0], frontier, TrainJob(seq_len=4096, global_batch=64),
                         num_gpus=8, top=1)
     assert amd.accuracy.startswith("unvalidated: no published run on cdna2 GPUs")
+
+
+def test_amd_defaults_are_scaled_to_the_cited_kernel_rates_and_say_so():
+    """MI300X's default GEMM reaches 668.4 of 1,300 TFLOP/s at best (cited), not the H100's
+    76.6 %: an 8192^3 GEMM takes 0.766 / 0.514 times the H100-fraction time; copies and the
+    node's collectives are scaled too; the note and the profile line name the source."""
+    from sysplan.costmodels.efficiency import CITED_DEFAULTS, Efficiency, default_gemm_fraction
+
+    mi300x, _ = load_cluster("mi300x")
+    eff = Efficiency.default(mi300x)
+    flops = 2.0 * 8192**3
+    peak = mi300x.gpu.peak("bf16")
+    unscaled = flops / (peak * default_gemm_fraction(np.array(flops)))
+    assert float(eff.gemm_seconds(8192, 8192, 8192, peak)) == pytest.approx(
+        unscaled * (757.7 / 989.4) / (668.4 / 1300.0))
+    assert eff.memory_bytes_per_s == pytest.approx(4.15e12)
+    assert float(eff.collective_fraction(0, 2)) == pytest.approx(315.0 / 448.0)
+    assert set(CITED_DEFAULTS) == {"cdna2", "cdna3"}
+    assert Efficiency.default(load_cluster("dgx-h100")[0]).calibration.gemm_scale == 1.0
+    result = plan_training(resolve_model("8b")[0], FRONTIER, TrainJob(seq_len=4096,
+                                                                      global_batch=256),
+                           num_gpus=64, top=1)
+    assert "scaled to published kernel rates" in result.notes[0]
+    assert "127 of 191.5" in result.notes[1]
