@@ -124,6 +124,7 @@ class Efficiency:
     measured_collectives: MeasuredCollectives | None = None  # CPU profiles: seconds per op
     op_forward_s: float = 0.0  # per framework op beyond its work (profile ``overhead``)
     op_backward_s: float = 0.0  # and per op's backward; 0 where not measured
+    contention: dict[int, float] | None = None  # CPU: slowdown with k processes (profile)
     uncalibrated: tuple[str, ...] = UNCALIBRATED_TERMS
     seen: set[str] | None = None  # extrapolated terms, when tracking
 
@@ -159,6 +160,7 @@ class Efficiency:
             measured_collectives=_measured_collectives(profile),
             op_forward_s=profile.overhead.forward_s if profile.overhead else 0.0,
             op_backward_s=profile.overhead.backward_s if profile.overhead else 0.0,
+            contention=dict(profile.contention) if profile.contention else None,
             uncalibrated=tuple(t for t, table in TERMS.items() if getattr(profile, table) is None),
         )
 

@@ -72,13 +72,21 @@ def parallel_config(tiny: TinyConfig, layout: ExecLayout) -> ParallelConfig:
 
 
 def shared_cores(efficiency: Efficiency, cluster: Cluster, world: int) -> Efficiency:
-    """``efficiency`` when ``world`` single-threaded CPU processes share fewer cores of this
-    machine: each gets cores / world of the rate the profile measured for one process alone
-    (time slicing). GPUs are never shared (one rank per GPU)."""
-    cores = cpu_cores()
-    if cluster.gpu.gpu_class != "cpu" or world <= cores:
+    """``efficiency`` when ``world`` CPU processes compute on this machine at once: each runs
+    at the rate the profile measured for one process alone, slowed by the contention it
+    measured for that many processes side by side (shared caches, memory bandwidth, SMT
+    siblings: ``profiles/contention.py``; the largest measured count when more run), and by
+    cores / world more when they outnumber the cores (time slicing). GPUs are never shared
+    (one rank per GPU)."""
+    if cluster.gpu.gpu_class != "cpu" or world <= 1:
         return efficiency
-    share = cores / world
+    cores = cpu_cores()
+    measured = efficiency.contention or {}
+    side_by_side = [k for k in measured if k <= min(world, cores)]
+    slowdown = measured[max(side_by_side)] if side_by_side else 1.0
+    share = min(1.0, cores / world) / slowdown
+    if share == 1.0:
+        return efficiency
     c = efficiency.calibration
     calibration = c.model_copy(update={"gemm_scale": c.gemm_scale * share,
                                        "attention_scale": c.attention_scale * share,

@@ -21,6 +21,7 @@ from typing import Any
 
 from sysplan.core.errors import InputError
 from sysplan.profiles import collectives
+from sysplan.profiles.contention import measure_contention
 from sysplan.profiles.device import cpu_cores, default_world, describe_device, profile_name
 from sysplan.profiles.schema import (
     SCHEMA_VERSION,
@@ -330,6 +331,10 @@ def measure_node(request: MeasureRequest, progress: Progress | None = None) -> M
         attention, attention_notes = measure_attention(torch, kind, sweep, tick)
         memory = measure_memory(torch, kind, sweep, tick)
         overhead = measure_overhead(torch, kind, sweep)
+    contention = None
+    if kind == "cpu" and launch is None:  # launched ranks are all measuring beside it
+        slowdowns = measure_contention(world, max(1, cpu_cores() // world), cpu_cores())
+        contention = tuple(slowdowns.items()) or None
     if kind == "cuda":
         torch.cuda.empty_cache()  # leave the GPU memory to the collective workers
     table, collective_notes = collectives.measure(kind, world, sweep.message_bytes, sweep.warmup,
@@ -337,7 +342,7 @@ def measure_node(request: MeasureRequest, progress: Progress | None = None) -> M
     device = describe_device(kind, torch, world, index)
     profile = Profile(schema_version=SCHEMA_VERSION, name=profile_name(device), device=device,
                       gemm=gemm, attention=attention, memory=memory, collectives=table,
-                      overhead=overhead)
+                      overhead=overhead, contention=contention)
     return MeasureResult(profile=profile, world=world, rank=launch.rank if launch else 0,
                          notes=tuple(notes + attention_notes + collective_notes))
 

@@ -169,7 +169,19 @@ class Profile(Frozen):
     memory: MemoryTable | None = None
     collectives: CollectiveTable | None = None
     overhead: OpOverhead | None = None
+    contention: tuple[tuple[int, float], ...] | None = Field(
+        default=None, description="CPU: (k, slowdown) pairs: one process's compute time with k "
+        "processes computing at once over its time alone (profiles/contention.py); None where "
+        "not measured.")
     calibration: Calibration | None = None
+
+    @field_validator("contention")
+    @classmethod
+    def _slowdowns(cls, value):
+        if value is not None and any(k < 2 or not 0.5 <= v <= 100.0 for k, v in value):
+            raise ValueError("contention pairs process counts of at least 2 with slowdowns "
+                             "between 0.5 and 100")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> Profile:

@@ -56,6 +56,10 @@ def test_quick_cpu_profile_has_every_table(measured) -> None:
     assert {row[0] for row in rows} == {"all_reduce", "all_gather", "reduce_scatter",
                                         "all_to_all", "send_recv"}
     assert all(row[1] == "node" and row[4] > 0 for row in rows)
+    # two single-threaded processes fit beside each other on 2 cores: their slowdown is measured
+    from sysplan.profiles.device import cpu_cores
+
+    assert [k for k, _ in profile.contention or ()] == ([2] if cpu_cores() >= 2 else [])
 
 
 @needs_torch

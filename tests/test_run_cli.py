@@ -131,6 +131,42 @@ def test_prediction_prices_the_layout_that_runs(plans) -> None:
     assert tiny_model_spec(scaled[0].tiny).num_layers == scaled[0].tiny.layers
 
 
+def test_processes_computing_side_by_side_are_slowed_by_the_measured_contention(
+        plans, monkeypatch) -> None:
+    """With {2: 1.3} measured, a 2-process layout's compute takes 1.3x as long on 2 cores;
+    on 1 core the 2 processes take turns instead (2x, never side by side); one process is
+    never slowed."""
+    from dataclasses import replace
+
+    import sysplan.executor.predict as predict_module
+    from sysplan.profiles.loader import load_profile
+
+    scaled = scale_down(_sources([plans["dp_zero1"]]), 2)[0]
+    assert scaled.layout.world_size == 2
+    cluster, _ = load_cluster(str(plans["tp2pp2"].parent / "local-cpu.yaml"))
+    plain = Efficiency.from_profile(
+        load_profile(str(plans["tp2pp2"].parent / "profile-cpu.yaml")), cluster)
+    contended = replace(plain, contention={2: 1.3})
+    compute = {}
+    for cores in (2, 1):
+        monkeypatch.setattr(predict_module, "cpu_cores", lambda cores=cores: cores)
+        for name, eff in (("plain", plain), ("contended", contended)):
+            compute[name, cores] = predict(scaled.tiny, scaled.layout, cluster,
+                                           eff).terms_s["compute"]
+    assert compute["contended", 2] == pytest.approx(1.3 * compute["plain", 2], rel=0.02)
+    assert compute["contended", 1] == pytest.approx(2.0 * compute["plain", 2], rel=0.02)
+    assert predict_module.shared_cores(contended, cluster, 1) is contended
+
+
+def test_profile_contention_is_checked() -> None:
+    profile = _cpu_profile()
+    good = Profile.model_validate({**profile.model_dump(), "contention": [[2, 1.26]]})
+    assert good.contention == ((2, 1.26),) and hash(good)
+    for bad in ([[1, 1.2]], [[2, 0.1]]):
+        with pytest.raises(ValueError, match="contention"):
+            Profile.model_validate({**profile.model_dump(), "contention": bad})
+
+
 def test_run_compare_reports_measured_and_predicted(plans) -> None:
     args = ("run", str(plans["tp2pp2"]), str(plans["dp_zero1"]), "--compare", "--steps", "3",
             "--warmup", "1", "--nproc", "4",
