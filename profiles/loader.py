@@ -69,7 +69,8 @@ def merge(base: Profile, overlay: Profile) -> Profile:
     """``overlay`` on top of ``base``: its tables and calibration win where present."""
     fields = {name: getattr(overlay, name) if getattr(overlay, name) is not None
               else getattr(base, name)
-              for name in ("device", "gemm", "attention", "memory", "collectives", "calibration")}
+              for name in ("device", "gemm", "attention", "memory", "collectives", "overhead",
+                           "contention", "calibration")}
     return Profile(schema_version=overlay.schema_version, name=overlay.name, base=None, **fields)
 
 

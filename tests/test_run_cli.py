@@ -229,3 +229,20 @@ def test_run_without_a_profile_measures_a_quick_one_and_says_so(plans, tmp_path,
     again = invoke("run", str(plans["dp_zero1"]), "--steps", "2", "--warmup", "1", "--nproc", "2",
                    "--json", "--quiet")
     assert again.exit_code == 0 and again.stderr == "" and len(calls) == 1
+
+
+def test_an_overlay_keeps_its_bases_overhead_and_contention(tmp_path) -> None:
+    """A calibration overlay (base: ...) changes factors; the base's measured per-op overhead
+    and contention still price the plans."""
+    from sysplan.profiles.loader import load_profile
+    from sysplan.profiles.schema import OpOverhead
+
+    base = _cpu_profile().model_copy(update={
+        "overhead": OpOverhead(forward_s=3e-6, backward_s=8e-6), "contention": ((2, 1.2),)})
+    write_profile(base, tmp_path / "base.yaml")
+    (tmp_path / "overlay.yaml").write_text(
+        f"schema_version: '{SCHEMA_VERSION}'\nname: tuned\nbase: base.yaml\n"
+        "calibration: {gemm_scale: 0.9}\n")
+    merged = load_profile(tmp_path / "overlay.yaml")
+    assert merged.overhead == base.overhead and merged.contention == ((2, 1.2),)
+    assert merged.calibration.gemm_scale == 0.9
