@@ -174,6 +174,9 @@ def print_summary(measured, path: Path, cluster_path: Path | None) -> None:
         typer.echo(f"per-op overhead: {measured.overhead.forward_s * 1e6:.1f} us forward, "
                    f"{measured.overhead.backward_s * 1e6:.1f} us backward (a one-element "
                    "autograd op; charged per op of every layer)")
+    for processes, slowdown in measured.contention or ():
+        typer.echo(f"contention: {processes} processes computing side by side each run "
+                   f"{slowdown:.2f}x as long as one alone (sysplan run prices it)")
     if measured.collectives is not None:
         for bus in largest_bus_bandwidths(measured.collectives):
             typer.echo(f"{bus.op}: bus bandwidth {render.bandwidth(bus.bytes_per_s)} at "

@@ -314,7 +314,8 @@ def measure_node(request: MeasureRequest, progress: Progress | None = None) -> M
     world, notes = _world(kind, torch, request, launch)
     sweep = plan_sweep(kind, request)
     total = (len(sweep.gemm) + len(sweep.attention) * len(attention_backends(torch, kind))
-             + len(sweep.memory_bytes) + collectives.steps(world, sweep.message_bytes))
+             + len(sweep.memory_bytes) + collectives.steps(world, sweep.message_bytes)
+             + int(kind == "cpu" and launch is None))  # the contention levels
     done = 0
 
     def tick(step: str) -> None:
@@ -335,6 +336,7 @@ def measure_node(request: MeasureRequest, progress: Progress | None = None) -> M
     if kind == "cpu" and launch is None:  # launched ranks are all measuring beside it
         slowdowns = measure_contention(world, max(1, cpu_cores() // world), cpu_cores())
         contention = tuple(slowdowns.items()) or None
+        tick("contention")
     if kind == "cuda":
         torch.cuda.empty_cache()  # leave the GPU memory to the collective workers
     table, collective_notes = collectives.measure(kind, world, sweep.message_bytes, sweep.warmup,
