@@ -256,6 +256,7 @@ TRAIN_OPTIONS = {
     "--zero": (["0", "1", "2", "3"], ["4", "-1", "", "one", "\u0661"]),
     "--moe-capacity-factor": (["1.25"], BAD_FLOATS),
     "--moe-dispatcher": (["auto"], ["foo", "all-to-all", ""]),
+    "--cuda-graphs": (["none", "scoped", "full"], ["all", "", "None", "on"]),
     "--runtime": (["megatron", "deepspeed", "torchtitan"], ["nemo", ""]),
     "--export": (["json", "megatron", "json,megatron"], [",", "", "nope", "json,nope", " , "]),
     "--torchtitan-format": (["python", "toml"], ["yaml", ""]),

@@ -16,7 +16,7 @@ from rich.console import Console
 
 from sysplan.cli.output import Quiet, print_notes, spinner
 from sysplan.core import units
-from sysplan.core.names import MOE_DISPATCHER_CHOICES, RUNTIME_NAMES
+from sysplan.core.names import CUDA_GRAPH_CHOICES, MOE_DISPATCHER_CHOICES, RUNTIME_NAMES
 
 HELP = """Rank the best parallel configurations for training a model on a cluster.
 
@@ -212,6 +212,12 @@ _MoeDispatcher = Annotated[str, _opt(
     "--moe-dispatcher", metavar="NAME", panel=_RUNTIME, parser=_choice(*MOE_DISPATCHER_CHOICES),
     help="MoE token dispatcher: alltoall, allgather, flex (DeepEP-style, deduplicated per GPU "
     "and per node) or auto (the cheapest per layout).")]
+_CudaGraphs = Annotated[str, _opt(
+    "--cuda-graphs", metavar="[none|scoped|full]", panel=_RUNTIME,
+    parser=_choice(*CUDA_GRAPH_CHOICES),
+    help="CUDA-graph capture, whose kernels cost no launch: none, scoped (attention and the MoE "
+    "router; not with full recompute) or full (the whole iteration; MoE needs "
+    "--moe-capacity-factor). Megatron --cuda-graph-impl/--cuda-graph-scope.")]
 _MoeCapacityFactor = Annotated[float | None, _opt(
     "--moe-capacity-factor", metavar="F", panel=_RUNTIME, parser=_positive_float,
     help="MoE: an expert takes at most F times its mean share of routed tokens and drops the "
@@ -286,6 +292,7 @@ def train(
     moe_capacity_factor: _MoeCapacityFactor = None,
     moe_dispatcher: _MoeDispatcher = "auto",
     ep_comm_overlap: _EpCommOverlap = False,
+    cuda_graphs: _CudaGraphs = "none",
     runtime: _Runtime = None,
     export: _Export = None,
     output: _Output = "sysplan-export",
@@ -307,7 +314,8 @@ def train(
         profile=profile, lengths=lengths, stages=stages,
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         moe_capacity_factor=moe_capacity_factor, ep_comm_overlap=ep_comm_overlap,
-        moe_dispatcher=moe_dispatcher, runtime=runtime, export=export, output=output, torchtitan_format=torchtitan_format,
+        moe_dispatcher=moe_dispatcher, cuda_graphs=cuda_graphs, runtime=runtime, export=export,
+        output=output, torchtitan_format=torchtitan_format,
         plot=plot,
     )
     run_train(request, json_out=json_out, explain=explain, quiet=quiet)
@@ -337,6 +345,7 @@ class TrainRequest:
     moe_capacity_factor: float | None = None
     ep_comm_overlap: bool = False
     moe_dispatcher: str = "auto"
+    cuda_graphs: str = "none"
     runtime: str | None = None
     export: str | None = None
     output: str = "sysplan-export"
@@ -407,6 +416,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         precision=request.precision, overlap_grad_reduce=request.overlap_grad_reduce,
         tp_comm_overlap=request.tp_comm_overlap, moe_capacity_factor=request.moe_capacity_factor,
         ep_comm_overlap=request.ep_comm_overlap, moe_dispatcher=request.moe_dispatcher,
+        cuda_graphs=request.cuda_graphs,
     )
     if lengths is not None:
         check_step(lengths, job.tokens_per_step)

@@ -9,3 +9,6 @@ RUNTIME_NAMES = ("megatron", "deepspeed", "torchtitan")
 #: ``--moe-dispatcher`` values: "auto" and Megatron's ``--moe-token-dispatcher-type`` values
 #: (``workloads.training.MoeDispatcher``).
 MOE_DISPATCHER_CHOICES = ("auto", "alltoall", "allgather", "flex")
+
+#: ``--cuda-graphs`` values (``workloads.training.CudaGraphs``).
+CUDA_GRAPH_CHOICES = ("none", "scoped", "full")

@@ -36,6 +36,10 @@ GROUPED_GEMM_TILE_M = 128
 #: dispatch, chunk sort, activation, probability weighting, chunk unsort, combine and
 #: unpermute (Megatron-Core MoELayer with MoEAlltoAllTokenDispatcher, counted from its forward)
 MOE_BLOCK_KERNELS = 20
+#: Of those, the ones Transformer Engine's scoped CUDA graphs replay (Megatron --cuda-graph-scope
+#: moe_router moe_preprocess): router GEMM, score function, top-k, the auxiliary-loss terms,
+#: the histogram and the permute, all but the copy to the host
+MOE_SCOPED_KERNELS = 10
 #: Shared-expert MLP: up GEMM, activation, down GEMM, the add to the routed output
 SHARED_EXPERT_KERNELS = 4
 #: Seconds each kernel of the MoE block costs beyond its work: the block is many small kernels
@@ -70,7 +74,7 @@ class MoECost:
     dispatcher: np.ndarray  # index into DISPATCHERS of the cheapest dispatcher per layout
     kernels: np.ndarray  # kernels the block launches per micro-batch, forward
     kernels_bwd: np.ndarray  # and backward
-    launch_s: np.ndarray  # their fixed cost (MOE_KERNEL_S each), forward
+    launch_s: np.ndarray  # their fixed cost (MOE_KERNEL_S each, none if graph-captured), forward
     launch_bwd_s: np.ndarray  # and backward
 
     def dispatcher_name(self, i: int = 0) -> str:
@@ -220,12 +224,14 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     # top_k expert outputs the unpermute weights by the router probabilities
     extra = tokens * (5.0 * moe.num_experts + moe.top_k * imbalance * h * act_b)
     kernels, kernels_bwd = block_kernels(model, job, local + 0.0 * tp)
-    # on a CPU the profile's per-op overhead already charges every op (compute.layer_forward)
-    per_kernel = 0.0 if eff.gpu.gpu_class == "cpu" else MOE_KERNEL_S
+    # on a CPU the profile's per-op overhead already charges every op (compute.layer_forward);
+    # a CUDA graph replays its kernels without launching each
+    per_kernel = 0.0 if eff.gpu.gpu_class == "cpu" or job.cuda_graphs == "full" else MOE_KERNEL_S
+    captured = MOE_SCOPED_KERNELS if job.cuda_graphs == "scoped" else 0
     return MoECost(per_expert, local + 0.0 * tp, up_f + down_f, up_b + down_b, flops,
                    elementwise, elementwise / eff.memory_bytes_per_s, dispatch, sent, extra,
-                   imbalance, dispatcher, kernels, kernels_bwd, kernels * per_kernel,
-                   kernels_bwd * per_kernel)
+                   imbalance, dispatcher, kernels, kernels_bwd,
+                   (kernels - captured) * per_kernel, (kernels_bwd - captured) * per_kernel)
 
 
 def block_kernels(model: ModelSpec, job: TrainJob, local) -> tuple[np.ndarray, np.ndarray]:

@@ -154,6 +154,8 @@ def _moe_arguments(model: ModelSpec, job: TrainJob, dispatcher: str) -> list[str
     if job.moe_capacity_factor is not None:  # tokens past capacity dropped, lowest probs first
         capacity += ["--moe-expert-capacity-factor", f"{job.moe_capacity_factor:g}",
                      "--moe-token-drop-policy", "probs"]
+        if job.cuda_graphs == "full":  # static shapes: every expert's input padded to capacity
+            capacity.append("--moe-pad-expert-input-to-capacity")
     args = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
             "--moe-ffn-hidden-size", str(moe.expert_ffn_hidden), "--moe-grouped-gemm",
             "--moe-token-dispatcher-type", dispatcher]
@@ -196,6 +198,21 @@ def precision_arguments(job: TrainJob) -> list[str]:
     return args + ["--attention-backend", backend]
 
 
+def graph_arguments(model: ModelSpec, job: TrainJob) -> list[str]:
+    """CUDA-graph capture (Megatron arguments.py --cuda-graph-impl/--cuda-graph-scope; both
+    implementations need Transformer Engine's RNG tracker): scoped Transformer Engine graphs of
+    attention and the MoE router and preprocessing (of attention and the MLP on a dense model),
+    or the whole iteration, which skips the NaN check it cannot capture."""
+    if job.cuda_graphs == "none":
+        return []
+    if job.cuda_graphs == "full":
+        return ["--cuda-graph-impl", "local", "--cuda-graph-scope", "full_iteration",
+                "--te-rng-tracker", "--no-check-for-nan-in-loss-and-grad"]
+    scope = ["attn", "moe_router", "moe_preprocess"] if model.moe is not None else ["attn", "mlp"]
+    return ["--cuda-graph-impl", "transformer_engine", "--cuda-graph-scope", *scope,
+            "--te-rng-tracker"]
+
+
 def run_arguments(model: ModelSpec) -> list[str]:
     """A short measured run: Llama-style AdamW settings, per-step logging, the NullTokenizer
     (token ids only; the same flags in Megatron-DeepSpeed)."""
@@ -213,7 +230,7 @@ def arguments(request: ExportRequest) -> list[str]:
     if model.moe is not None:
         dispatcher = token_dispatcher(model, job, request.cluster, p)
     return (parallel_arguments(p, model, job) + model_arguments(model, job, dispatcher)
-            + precision_arguments(job) + run_arguments(model)
+            + precision_arguments(job) + graph_arguments(model, job) + run_arguments(model)
             + ["--log-throughput", "$DATA_ARGS"])
 
 

@@ -6,6 +6,7 @@ import numpy as np
 
 from sysplan.costmodels.candidates import RECOMPUTE_NAMES, Candidates
 from sysplan.costmodels.layer_cost import model_costs
+from sysplan.costmodels.moe import MOE_SCOPED_KERNELS
 from sysplan.costmodels.training import TIME_TERMS
 from sysplan.costmodels.types import Estimate
 
@@ -109,6 +110,16 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
     return " ".join(t for t in text if t)
 
 
+def _launch_text(job, launches: float, launch: float) -> str:
+    """The MoE block's kernel launches and what CUDA-graph capture (``job.cuda_graphs``) saves."""
+    if job.cuda_graphs == "full":
+        return f"{launches:.0f} kernels replayed from a CUDA graph (no launch cost)"
+    graphed = (f"; the router's and preprocessing's {2 * MOE_SCOPED_KERNELS} replayed from CUDA "
+               "graphs cost none" if job.cuda_graphs == "scoped" else "")
+    return (f"{launches:.0f} kernel launches {launch * 1e3:.2f} ms (small kernels: one GEMM per "
+            f"local expert, router, permutation{graphed})")
+
+
 def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float,
                  efficiency=None) -> str:
     """What one MoE layer of configuration ``one`` costs per micro-batch: expert GEMMs (local
@@ -123,8 +134,8 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
     gemm = float((moe.expert_gemm_s + moe.expert_gemm_bwd_s)[0])
     dispatch = float(moe.dispatch_s[0])
     passes = 3.0 * float(moe.elementwise_s[0])
-    launches = float((moe.kernels + moe.kernels_bwd)[0])
-    launch = float((moe.launch_s + moe.launch_bwd_s)[0])
+    launch_text = _launch_text(job, float((moe.kernels + moe.kernels_bwd)[0]),
+                               float((moe.launch_s + moe.launch_bwd_s)[0]))
     ep, etp = int(one.ep[0]), int(one.etp[0])
     dispatcher = moe.dispatcher_name()
     tier = cluster.tiers[cluster.tier_index_for_span(ep * etp)].name
@@ -151,8 +162,7 @@ def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float
             f"{float(moe.tokens_per_expert[0]):,.0f} tokens each, top-{model.moe.top_k} of "
             f"{model.moe.num_experts}, width {model.moe.expert_ffn_hidden // etp}), {where}, "
             f"router and permute/unpermute passes {passes * 1e3:.2f} ms, "
-            f"{launches:.0f} kernel launches {launch * 1e3:.2f} ms (small kernels: one GEMM per "
-            f"local expert, router, permutation); a load imbalance of "
+            f"{launch_text}; a load imbalance of "
             f"{moe.imbalance:.2f}x (busiest over mean rank) stretches the expert GEMMs"
             + ("" if dispatcher == "allgather" else " and the dispatch")
             + f"; EP communication is {share:.1%} of the step"

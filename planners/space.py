@@ -129,6 +129,8 @@ def _knob_grid(job: TrainJob, pins: Pins) -> np.ndarray:
     zero = [pins.zero] if pins.zero is not None else [0, 1, 2, 3]
     mb = [pins.micro_batch] if pins.micro_batch is not None else _powers_of_two(min(job.global_batch, 64))
     rc_names = [pins.recompute] if pins.recompute is not None else list(RECOMPUTE_CODES)
+    if job.cuda_graphs == "scoped":  # Megatron: full recompute needs full-iteration graphs
+        rc_names = [r for r in rc_names if r != "full"]
     rc = [RECOMPUTE_CODES[r] for r in rc_names]
     # quarters of the stage's layers fully recomputed (4 = all; fewer only with full)
     # a pinned --recompute full means all layers unless --recompute-layers says otherwise
@@ -180,6 +182,10 @@ def check_pins(model: ModelSpec, job: TrainJob, gpus: int, pins: Pins) -> None:
         raise InputError(
             f"--dp {pins.dp} x --micro-batch {pins.micro_batch} = {pinned_batch} does not "
             f"divide the global batch of {job.global_batch} sequences")
+    if pins.recompute == "full" and job.cuda_graphs == "scoped":
+        raise InputError("--recompute full: Megatron runs full recompute only under "
+                         "full-iteration CUDA graphs; accepted with --cuda-graphs scoped: none, "
+                         "selective")
     if pins.recompute_layers is not None and pins.recompute != "full":
         raise InputError(f"--recompute-layers {pins.recompute_layers}: needs --recompute full")
     if pins.zero is not None and pins.zero not in (0, 1, 2, 3):

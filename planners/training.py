@@ -29,7 +29,7 @@ from sysplan.planners.types import (
 )
 from sysplan.profiles.loader import bundled_for_gpu
 from sysplan.profiles.schema import Profile
-from sysplan.workloads.training import TrainJob
+from sysplan.workloads.training import TrainJob, check_cuda_graphs
 
 GIB = 2**30
 
@@ -94,6 +94,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         raise InputError(f"--stages {stages}: not accepted; choose one of "
                          f"{', '.join(STAGE_CHOICES)}")
     check_pins(model, job, gpus, pins)
+    check_cuda_graphs(model, job)
     targets = [get_runtime(name) for name in runtimes]
     for runtime in targets:
         runtime.check_model(model)

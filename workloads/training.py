@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal, get_args
 from pydantic import Field
 
 from sysplan.core.errors import InputError
-from sysplan.core.names import MOE_DISPATCHER_CHOICES
+from sysplan.core.names import CUDA_GRAPH_CHOICES, MOE_DISPATCHER_CHOICES
 from sysplan.core.types import Frozen
 
 if TYPE_CHECKING:
@@ -21,6 +21,11 @@ Precision = Literal["bf16", "fp16", "fp8", "fp32"]
 MoeDispatcher = Literal["auto", "alltoall", "allgather", "flex"]
 #: The dispatchers, in the order of ``costmodels.moe.MoECost.dispatcher`` codes
 MOE_DISPATCHERS: tuple[str, ...] = get_args(MoeDispatcher)[1:]
+#: CUDA-graph capture of the training step: none (eager), scoped (Transformer Engine graphs of
+#: attention and the MoE router and preprocessing, or of each dense layer) or full (the whole
+#: iteration: static shapes only)
+CudaGraphs = Literal["none", "scoped", "full"]
+assert get_args(CudaGraphs) == CUDA_GRAPH_CHOICES, "core/names.py lists the CLI's choices"
 assert get_args(MoeDispatcher) == MOE_DISPATCHER_CHOICES, "core/names.py lists the CLI's choices"
 
 
@@ -85,6 +90,13 @@ class TrainJob(Frozen):
         default="auto", description="MoE token dispatcher (Megatron --moe-token-dispatcher-"
         "type): 'alltoall', 'allgather', 'flex' (DeepEP-style kernels that send a token once "
         "per destination GPU and once per remote node) or 'auto' (the cheapest per layout)."
+    )
+    cuda_graphs: CudaGraphs = Field(
+        default="none", description="CUDA-graph capture (Megatron --cuda-graph-impl/--cuda-graph-"
+        "scope): 'none' (eager), 'scoped' (Transformer Engine graphs of attention and the MoE "
+        "router and preprocessing, or of each dense layer; not with full recompute) or 'full' "
+        "(the whole iteration; MoE layers need a capacity factor: dropless routing syncs with "
+        "the host every layer). Captured kernels cost no launch."
     )
     moe_capacity_factor: float | None = Field(
         default=None, gt=0, description="Routed tokens an expert takes at most, as a multiple "
@@ -162,6 +174,18 @@ def make_train_job(
         seq_len=seq_len, global_batch=sequences, precision=precision, **runtime_flags
     )
     return job, notes
+
+
+def check_cuda_graphs(model: ModelSpec, job: TrainJob) -> None:
+    """InputError when ``job.cuda_graphs`` cannot capture ``model``: full-iteration graphs need
+    static shapes, which dropless MoE routing does not have (Megatron-Core MoE README: without
+    --moe-expert-capacity-factor and --moe-pad-expert-input-to-capacity "the resulting
+    dynamic shapes make MoE layers uncapturable")."""
+    if job.cuda_graphs == "full" and model.moe is not None and job.moe_capacity_factor is None:
+        raise InputError(f"--cuda-graphs full: {model.name}'s dropless MoE layers copy their "
+                         "token counts to the host every layer, so the iteration cannot be "
+                         "captured; set --moe-capacity-factor (inputs padded to capacity) or "
+                         "use --cuda-graphs scoped")
 
 
 def check_precision(precision: str, gpu: GPU, choices: tuple[str, ...] = get_args(Precision)
