@@ -82,8 +82,9 @@ def layer_forward(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: Laye
         # (Micikevicius et al. 2022, "FP8 Formats for Deep Learning", per-tensor scaling)
         elementwise = elementwise + 3.0 * cast_elements
     elementwise_s = elementwise / eff.memory_bytes_per_s
-    # a full-iteration CUDA graph replays every kernel without the framework's per-op work
-    ops = 0.0 if job.cuda_graphs == "full" else layer_ops(model, job, shapes)
+    # a CUDA graph replays its kernels without the framework's per-op work: scoped graphs
+    # capture attention (and a dense layer's MLP), a full-iteration graph everything
+    ops = 0.0 if job.cuda_graphs != "none" else layer_ops(model, job, shapes)
     overhead = op_overhead_seconds(eff, ops * eff.op_forward_s, gemm + attention + elementwise_s)
     overhead_bwd = op_overhead_seconds(eff, ops * eff.op_backward_s,
                                        gemm_bwd + attention_bwd + 2.0 * elementwise_s)

@@ -45,6 +45,22 @@ def test_captured_kernels_cost_no_launch() -> None:
     assert _moe_launches("full", capacity=1.0) == (0.0, 0.0)
 
 
+def test_graphs_remove_the_measured_per_op_overhead_of_the_layers() -> None:
+    """With a profile's 50 us per op and a launch-bound small model, eager layers pay the host
+    time beyond their kernels; captured layers pay none."""
+    from dataclasses import replace
+
+    model = resolve_model("gpt2")[0]
+    eff = replace(Efficiency.default(CLUSTER), op_forward_s=50e-6, op_backward_s=50e-6)
+    c = Candidates.from_configs([ParallelConfig(dp=8, global_batch=8)])
+    overhead = {}
+    for graphs in ("none", "scoped", "full"):
+        job = make_train_job(model, seq_len=128, global_batch=8, cuda_graphs=graphs)[0]
+        time = model_costs(model, job, CLUSTER, c, eff).kinds["dense"].time
+        overhead[graphs] = float(np.asarray(time.overhead_s + time.overhead_bwd_s).ravel()[0])
+    assert overhead["none"] > 0 and overhead["scoped"] == overhead["full"] == 0.0
+
+
 def test_scoped_graphs_leave_full_recompute_out_of_the_search() -> None:
     model = resolve_model("8b")[0]
     codes = {}
