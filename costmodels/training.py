@@ -230,6 +230,15 @@ def exposed_sharding_seconds(per_mb, step_grad, step_gather, *, m, layers, compu
     return exposed + coll.COLLECTIVE_COMPUTE_SHARE * np.maximum(0.0, hidden)
 
 
+def expert_data_parallel(dp, cp, tp, ep, etp):
+    """(size, stride) of the expert-data-parallel group: the DP x CP x TP ranks of one dense
+    replica hold EP x ETP expert shards, so each shard has DP x CP x TP / (EP x ETP) copies,
+    EP x ETP ranks apart (Megatron parallel folding, expert rank order etp-ep-edp;
+    training-formulas 4.4). Scalars or arrays."""
+    stride = ep * etp
+    return np.maximum(1.0, dp * cp * tp / stride), stride
+
+
 def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb, worst,
                            layers_stage):
     """Exposed DP/ZeRO communication (``exposed_sharding_seconds``) and the optimizer step.
@@ -244,10 +253,8 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
     tp, dp, cp, zero = f["tp"], f["dp"], f["cp"], f["zero"]
     weight_bytes, grad_bytes, _ = state_bytes_per_param(job.precision)
     group = dp * cp
-    # the expert-data-parallel group's ranks are ETP x EP apart (Megatron expert rank order
-    # etp-ep-edp), so with EP filling a node it crosses the scale-out fabric
-    expert_stride = f["ep"] * f["etp"]
-    expert_group = np.maximum(1.0, dp * cp * tp / expert_stride)
+    # with EP filling a node the expert-DP group crosses the scale-out fabric
+    expert_group, expert_stride = expert_data_parallel(dp, cp, tp, f["ep"], f["etp"])
 
     def reduce(nbytes, size, stride, all_reduce=False):
         fn = coll.all_reduce_time if all_reduce else coll.reduce_scatter_time
@@ -292,7 +299,7 @@ def model_state_bytes(job: TrainJob, f: dict, dense, expert, largest) -> dict[st
     last backward), so only the optimizer stays sharded. Linear in the parameter counts."""
     w_b, g_b, o_b = state_bytes_per_param(job.precision)
     group = f["dp"] * f["cp"]
-    expert_group = np.maximum(1.0, f["dp"] * f["cp"] * f["tp"] / (f["ep"] * f["etp"]))
+    expert_group, _ = expert_data_parallel(f["dp"], f["cp"], f["tp"], f["ep"], f["etp"])
     sharded = dense / group + expert / expert_group
     total, zero = dense + expert, f["zero"]
     gathered = (zero >= 3) & (f["pp"] > 1)  # FSDP2 + PP: no reshard after forward

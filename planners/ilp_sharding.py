@@ -15,7 +15,12 @@ from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.memory import state_bytes_per_param
-from sysplan.costmodels.training import exposed_sharding_seconds, price_training, stage_view
+from sysplan.costmodels.training import (
+    expert_data_parallel,
+    exposed_sharding_seconds,
+    price_training,
+    stage_view,
+)
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
@@ -118,20 +123,15 @@ def plan_sharding_ilp(costs: ShardingCosts, *, nested: bool = True, time_limit_s
 
 def _groups(cluster: Cluster, config: ParallelConfig):
     """(size per shard group) for dense and expert states: ZeRO's DP x CP group (stride tp)
-    and the expert-DP group (stride EP x ETP, ``expert_stride``), each cut to the ranks one
-    node holds for "node"."""
+    and the expert-DP group (``expert_data_parallel``), each cut to the ranks one node holds
+    for "node"."""
     dense = config.dp * config.cp
-    expert = max(1, dense * config.tp // expert_stride(config))
+    size, stride = expert_data_parallel(config.dp, config.cp, config.tp, config.ep, config.etp)
+    expert = int(size)
     per_node = max(1, cluster.gpus_per_node // config.tp)
-    expert_per_node = max(1, cluster.gpus_per_node // expert_stride(config))
+    expert_per_node = max(1, cluster.gpus_per_node // stride)
     return ({"none": 1, "node": math.gcd(dense, per_node), "full": dense},
             {"none": 1, "node": math.gcd(expert, expert_per_node), "full": expert})
-
-
-def expert_stride(config: ParallelConfig) -> int:
-    """Ranks between two members of the expert-data-parallel group (Megatron expert rank
-    order etp-ep-edp), as costmodels/training.py prices its collectives."""
-    return config.ep * config.etp
 
 
 def _state_bytes(precision: str, dense, expert, largest, f_dense, f_expert) -> np.ndarray:
@@ -167,6 +167,7 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     params = stage_params.stage(np.argmax(stage_params.total, axis=1))
     layers = math.ceil(model.num_layers / config.pp)
     dense_groups, expert_groups = _groups(cluster, config)
+    _, expert_stride = expert_data_parallel(config.dp, config.cp, config.tp, config.ep, config.etp)
     combos = list(itertools.product(SHARD_GROUPS, repeat=3))
     fd = np.array([[dense_groups[g] for g in combo] for combo in combos], dtype=float).T
     fe = np.array([[expert_groups[g] for g in combo] for combo in combos], dtype=float).T
@@ -178,7 +179,7 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     per_mb, step_grad, step_gather = np.zeros(27), np.zeros(27), np.zeros(27)
     for nbytes, group, factors, stride in (
             (params.dense[0], dense_groups["full"], fd, config.tp),
-            (params.expert[0], expert_groups["full"], fe, expert_stride(config))):
+            (params.expert[0], expert_groups["full"], fe, expert_stride)):
         a, b, g = _sharding_comm(cluster, eff, job.precision, nbytes, group, stride, factors)
         per_mb, step_grad, step_gather = per_mb + a, step_grad + b, step_gather + g
     exposed = exposed_sharding_seconds(  # the overlap price_training applies

@@ -101,6 +101,12 @@ def _fsdp_shards(c: Candidates) -> np.ndarray:
     return np.where(c.zero >= 2, c.dp, 1)
 
 
+def _no_cuda_graphs(title: str) -> Rule:
+    """The rule of a runtime that cannot capture a training step (``TrainJob.cuda_graphs``)."""
+    return Rule(f"CUDA-graph capture of the training step ({title} has no option for it)",
+                lambda c, m, j: np.full(len(c), j.cuda_graphs != "none"))
+
+
 MEGATRON = Runtime(
     name="megatron",
     title="Megatron-LM",
@@ -137,8 +143,7 @@ DEEPSPEED = Runtime(
              lambda c, m, j: (c.recompute == 2) & (c.rc_layers > 0) & (c.pp > 1)),
         # FP8 needs Transformer Engine layers (--transformer-impl), which sysplan does not export
         Rule("FP8 linear layers", lambda c, m, j: np.full(len(c), j.precision == "fp8")),
-        Rule("CUDA-graph capture of the training step (Megatron-DeepSpeed has no option for it)",
-             lambda c, m, j: np.full(len(c), j.cuda_graphs != "none")),
+        _no_cuda_graphs("Megatron-DeepSpeed"),
     ),
     model_rules=(
         ModelRule("multi-latent attention", lambda m: m.mla is not None),
@@ -169,8 +174,7 @@ TORCHTITAN = Runtime(
         Rule("full recompute of only some layers (torchtitan recomputes every layer or none)",
              lambda c, m, j: (c.recompute == 2) & (c.rc_layers > 0)),
         # torchtitan 0.3.0's job config has no CUDA-graph option for training (compile only)
-        Rule("CUDA-graph capture of the training step (torchtitan has no option for it)",
-             lambda c, m, j: np.full(len(c), j.cuda_graphs != "none")),
+        _no_cuda_graphs("torchtitan"),
         # models/common/decoder.py refuses weight tying with pipeline parallelism
         Rule("tied embeddings with pipeline parallelism",
              lambda c, m, j: np.full(len(c), m.tied_embeddings) & (c.pp > 1)),
