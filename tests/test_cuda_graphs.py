@@ -114,3 +114,11 @@ def test_runtimes_without_capture_refuse_it(runtime) -> None:
                     "--cuda-graphs", "scoped", "--runtime", runtime)
     assert result.exit_code == 2
     assert re.search(r"CUDA-graph capture of the training step", result.stderr), result.stderr
+
+
+def test_the_examples_row_runs() -> None:
+    """examples/README.md's --cuda-graphs row."""
+    result = invoke("train", "--model", "qwen3-30b-a3b", "--cluster", "dgx-h100", "--gpus", "8",
+                    "--cuda-graphs", "scoped")
+    assert result.exit_code == 0, result.stderr
+    assert "replayed from CUDA graphs cost none" in result.stdout
