@@ -197,6 +197,11 @@ _Zero = Annotated[int | None, _opt(
 _SequenceParallel = Annotated[bool | None, _opt(
     "--sequence-parallel/--no-sequence-parallel", panel=_PINNED,
     help="Megatron sequence parallelism on the TP group (default: searched).")]
+_PpLayout = Annotated[str | None, _opt(
+    "--pp-layout", metavar="LAYOUT", panel=_PINNED,
+    help="Layers per pipeline chunk in Megatron's --pipeline-model-parallel-layout notation, "
+    "chunks in schedule order: E embedding, t layer, m MTP layer, L loss, | between chunks, "
+    "x*n and (...)*n repeat (Et*4|(t*4|)*14tmL); needs --pp, sets --vpp to chunks / pp.")]
 _NoOverlapGradReduce = Annotated[bool, _opt(
     "--no-overlap-grad-reduce", panel=_RUNTIME,
     help="Do not overlap the data-parallel gradient reduction with backward.")]
@@ -287,6 +292,7 @@ def train(
     recompute_layers: _RecomputeLayers = None,
     zero: _Zero = None,
     sequence_parallel: _SequenceParallel = None,
+    pp_layout: _PpLayout = None,
     no_overlap_grad_reduce: _NoOverlapGradReduce = False,
     tp_comm_overlap: _TpCommOverlap = False,
     moe_capacity_factor: _MoeCapacityFactor = None,
@@ -305,7 +311,7 @@ def train(
         "tp": tp, "pp": pp, "vpp": vpp, "dp": dp, "cp": cp, "ep": ep,
         "micro_batch": micro_batch, "recompute": recompute,
         "recompute_layers": recompute_layers, "zero": zero,
-        "sequence_parallel": sequence_parallel,
+        "sequence_parallel": sequence_parallel, "pp_layout": pp_layout,
     }
     request = TrainRequest(
         model=model, cluster=cluster, gpus=gpus, seq_len=seq_len, global_batch=global_batch,

@@ -47,6 +47,15 @@ def balanced_stage_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     return tuple(counts)
 
 
+def even_chunks(stage_layers, vpp: int) -> list[int]:
+    """Layers of each model chunk in schedule order when every rank's layers split evenly
+    over its ``vpp`` chunks (earlier chunks take the extra layer): chunk ``v * pp + r`` is
+    virtual stage ``v`` of rank ``r`` (Megatron's layout order, torchtitan's stage order)."""
+    pp = len(stage_layers)
+    split = [[n // vpp + (1 if v < n % vpp else 0) for v in range(vpp)] for n in stage_layers]
+    return [split[r][v] for v in range(vpp) for r in range(pp)]
+
+
 @dataclass(frozen=True)
 class Layout:
     """The parallel degrees a layer's cost depends on, float arrays over configurations."""

@@ -48,6 +48,10 @@ class ParallelConfig(Frozen):
         default=(), description="Recompute mode per pipeline stage when the stage DP gives "
         "stages different modes (empty: `recompute` on every stage)."
     )
+    chunk_layers: tuple[int, ...] = Field(
+        default=(), description="Transformer layers per model chunk in schedule order (chunk "
+        "v * pp + r on rank r) when a pinned layout (--pp-layout) gives them; empty: each "
+        "rank's stage_layers split evenly over its vpp chunks.")
     offload: Literal["none"] = Field(default="none", description="Optimizer/parameter offload.")
 
     @model_validator(mode="after")
@@ -57,6 +61,13 @@ class ParallelConfig(Frozen):
         if self.stage_recompute and len(self.stage_recompute) != self.pp:
             raise ValueError(f"stage_recompute has {len(self.stage_recompute)} modes for "
                              f"{self.pp} pipeline stages")
+        if self.chunk_layers and (
+                len(self.chunk_layers) != self.pp * self.vpp
+                or tuple(sum(self.chunk_layers[r::self.pp]) for r in range(self.pp))
+                != self.stage_layers):
+            raise ValueError(f"chunk_layers {self.chunk_layers} are not pp x vpp = "
+                             f"{self.pp * self.vpp} chunks summing to stage_layers "
+                             f"{self.stage_layers} per rank")
         if self.global_batch % (self.dp * self.micro_batch):
             raise ValueError(
                 f"global batch {self.global_batch} does not divide by dp x micro-batch "

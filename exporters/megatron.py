@@ -68,7 +68,7 @@ def pipeline_split_arguments(p: ParallelConfig, model: ModelSpec) -> list[str]:
         return ["--num-layers-per-virtual-pipeline-stage", str(model.num_layers // (p.pp * p.vpp))]
     ranks = rank_layers(p, model)
     first, middle, last = ranks[0], ranks[1:-1], ranks[-1]
-    if len(set(middle)) <= 1 and all(n % p.vpp == 0 for n in ranks):
+    if not p.chunk_layers and len(set(middle)) <= 1 and all(n % p.vpp == 0 for n in ranks):
         args = ["--decoder-first-pipeline-num-layers", str(first),
                 "--decoder-last-pipeline-num-layers", str(last)]
         if p.vpp > 1:

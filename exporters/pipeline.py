@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sysplan.costmodels.estimate import balanced_stage_layers
+from sysplan.costmodels.layer_cost import even_chunks
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.models.spec import ModelSpec
 
@@ -17,10 +18,9 @@ def rank_layers(parallel: ParallelConfig, model: ModelSpec) -> tuple[int, ...]:
 def chunk_layers(parallel: ParallelConfig, model: ModelSpec) -> list[int]:
     """Layers of each model chunk in schedule order: chunk ``v * pp + r`` is virtual stage
     ``v`` of rank ``r`` (Megatron's layout order, torchtitan's stage order)."""
-    per_rank = rank_layers(parallel, model)
-    vpp = parallel.vpp
-    split = [[n // vpp + (1 if v < n % vpp else 0) for v in range(vpp)] for n in per_rank]
-    return [split[r][v] for v in range(vpp) for r in range(parallel.pp)]
+    if parallel.chunk_layers:  # a pinned layout (--pp-layout)
+        return list(parallel.chunk_layers)
+    return even_chunks(rank_layers(parallel, model), parallel.vpp)
 
 
 def is_uniform(parallel: ParallelConfig, model: ModelSpec) -> bool:

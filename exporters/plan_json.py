@@ -3,7 +3,8 @@
 Writers emit ``schema_version`` 1.3 (1.1 added ``runtimes``, ``model_spec`` and
 ``cluster_spec``; 1.2 ``parallel.stage_recompute`` from ``--stages dp``; 1.3
 ``memory_headroom_bytes``, ``train_tokens``, ``gpu_hour_cost`` and ``gpu_counts``, which the
-pictures read, plus ``accuracy`` and each plan's ``mfu_fp8`` and ``overlapped``). Readers accept any 1.x and ignore keys they do not know (later issues add
+pictures read, plus ``accuracy`` and each plan's ``mfu_fp8`` and ``overlapped``; 1.4
+``parallel.chunk_layers`` from ``--pp-layout``). Readers accept any 1.x and ignore keys they do not know (later issues add
 keys, never rename them); 2.x, a missing version or a garbled file is refused with an
 InputError (exit 2). All values are SI: seconds, bytes, FLOPs, fractions.
 """
@@ -26,7 +27,7 @@ from sysplan.models.spec import ModelSpec
 from sysplan.planners.types import Plan, ProfileInfo, TrainingResult
 from sysplan.workloads.training import TrainJob
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 SCHEMA_PATH = Path(__file__).with_name("plan_schema.json")
 _VERSION = re.compile(r"^(\d+)\.(\d+)$")
 

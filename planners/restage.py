@@ -14,13 +14,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from sysplan.core.errors import NoPlanFits
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.estimate import estimate_config
+from sysplan.costmodels.layer_cost import even_chunks
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.explain import why_line
 from sysplan.planners.pipeline_dp import RECOMPUTE_MODES, evaluate_ranks, evaluate_stages
+from sysplan.planners.pp_layout import rank_totals
 from sysplan.planners.runtimes import Runtime
 from sysplan.planners.stage_costs import layer_costs, plan_stages
 from sysplan.planners.stages import StagePlan
@@ -72,8 +76,24 @@ def restage_plans(plans: list[Plan], model: ModelSpec, job: TrainJob, cluster: C
         new = _restage(plan, model, job, cluster, eff, usable, one_mode, maximise_value)
         changed += new is not plan
         out.append(new)
+    ranked = _rerank(out, usable)
+    pipelined = sum(plan.parallel.pp > 1 for plan in plans)
+    notes.append(f"--stages dp: the stage DP (exact for 1F1B, heuristic for interleaved) "
+                 f"re-split {changed} of the "
+                 f"{pipelined} pipelined plans among the best {len(plans)}; their pipeline "
+                 "terms and memory are scaled by the DP's per-layer model"
+                 + ("; one recompute mode per plan (the target runtimes take no per-stage "
+                    "mode)" if one_mode else ""))
+    if skipped:
+        notes.append("--stages dp leaves plans that fully recompute N layers per stage on their "
+                     "even split (the DP chooses one mode per stage)")
+    return Restaged(tuple(ranked), tuple(notes))
+
+
+def _rerank(plans: list[Plan], usable: float) -> list[Plan]:
+    """``plans`` ranked again by objective, duplicates dropped, rank and why rewritten."""
     ordered, seen = [], set()
-    for plan in sorted(out, key=lambda plan: -plan.objective_value):
+    for plan in sorted(plans, key=lambda plan: -plan.objective_value):
         key = plan.parallel.model_dump_json()
         if key not in seen:  # a re-split plan can equal another enumerated one
             seen.add(key)
@@ -86,17 +106,50 @@ def restage_plans(plans: list[Plan], model: ModelSpec, job: TrainJob, cluster: C
         line = " | ".join([why_line(plan.estimate, usable, rank, gap), *why])
         ranked.append(plan.model_copy(update={
             "rank": rank, "near_tie": rank > 1 and gap <= NEAR_TIE, "why": line}))
-    pipelined = sum(plan.parallel.pp > 1 for plan in plans)
-    notes.append(f"--stages dp: the stage DP (exact for 1F1B, heuristic for interleaved) "
-                 f"re-split {changed} of the "
-                 f"{pipelined} pipelined plans among the best {len(plans)}; their pipeline "
-                 "terms and memory are scaled by the DP's per-layer model"
-                 + ("; one recompute mode per plan (the target runtimes take no per-stage "
-                    "mode)" if one_mode else ""))
-    if skipped:
-        notes.append("--stages dp leaves plans that fully recompute N layers per stage on their "
-                     "even split (the DP chooses one mode per stage)")
-    return Restaged(tuple(ranked), tuple(notes))
+    return ranked
+
+
+def pin_layout(plans: list[Plan], layout: str, chunks: tuple[int, ...], model: ModelSpec,
+               job: TrainJob, cluster: Cluster, eff: Efficiency, usable: float,
+               maximise_value: bool) -> Restaged:
+    """The enumerated ``plans`` (PP and VPP pinned to the layout's) on the pinned chunks of
+    ``--pp-layout``: each rank's layers priced by the stage model in the plan's recompute mode
+    (N recomputed layers per stage: the first N each rank holds), the plan's pipeline terms and
+    memory scaled from its even split's (``_resplit``); plans the layout no longer fits are
+    dropped. Raises NoPlanFits when none is left."""
+    out, dropped = [], []
+    for plan in plans:
+        p = plan.parallel
+        costs = layer_costs(model, job, cluster, p, eff)
+        if p.recompute_layers:  # one mode row per layout: which layers each rank recomputes
+            pinned = _block_recompute(costs, chunks, p.pp, p.recompute_layers)
+            plain = _block_recompute(costs, even_chunks(p.stage_layers, p.vpp), p.pp,
+                                     p.recompute_layers)
+        else:
+            pinned = plain = _with_modes(costs, (p.recompute,))
+        even = {p.recompute: _price_ranks(p.stage_layers, plain, p)}
+        given = _price_ranks(rank_totals(chunks, p.pp), pinned, p)
+        memory_scale = plan.estimate.memory.total_bytes / max(even[p.recompute].stage_memory_bytes)
+        new, ratio = _resplit(plan, given, even, memory_scale, model, job, cluster, eff, usable,
+                              maximise_value, chunk_layers=chunks)
+        if not new.estimate.fits:
+            dropped.append(new)
+            continue
+        out.append(new.model_copy(update={
+            "why": f"{plan.why} | layout {layout} pinned: {ratio - 1:+.1%} pipeline time "
+                   f"against the even split"}))
+    if not out:
+        closest = min(dropped, key=lambda plan: plan.estimate.memory.total_bytes)
+        gib = 2**30
+        raise NoPlanFits(f"--pp-layout {layout}: no plan fits; closest "
+                         f"{closest.parallel.pp}-stage plan needs "
+                         f"{closest.estimate.memory.total_bytes / gib:.1f} GiB on its fullest "
+                         f"rank of {usable / gib:.1f} GiB usable")
+    note = (f"--pp-layout {layout}: ranks hold {runs_text(rank_totals(chunks, plans[0].parallel.pp))} "
+            "layers; each plan's pipeline terms and memory are scaled from its even split by the "
+            "stage model" + (" (per rank: its chunks priced as one)" if plans[0].parallel.vpp > 1
+                             else ""))
+    return Restaged(tuple(_rerank(out, usable)), (note,))
 
 
 def restaged_winner(plan: Plan) -> str:
@@ -111,19 +164,51 @@ def restaged_winner(plan: Plan) -> str:
             f"{e.tokens_per_s_per_gpu:,.0f} tokens/s per GPU, MFU {e.mfu:.1%}.")
 
 
+def _even_splits(p, costs) -> dict[str, StagePlan]:
+    """The plan's even split priced by the stage model in each recompute mode."""
+    return {mode: _price_ranks(p.stage_layers, _with_modes(costs, (mode,)), p)
+            for mode in RECOMPUTE_MODES}
+
+
+def _price_ranks(ranks, costs, p) -> StagePlan:
+    """Layers per rank ``ranks`` of plan ``p`` priced in ``costs``' one recompute mode (ranks
+    holding non-adjacent chunks: the interleaved heuristic's evaluator)."""
+    if p.vpp > 1:
+        return evaluate_ranks(ranks, costs.microbatches, "interleaved-1f1b", p.vpp,
+                              fixed_bytes=costs.fixed_bytes, **costs.arrays())
+    return evaluate_stages(ranks, costs.modes * p.pp, costs.microbatches, "1f1b",
+                           fixed_bytes=costs.fixed_bytes, **costs.arrays())
+
+
+def _block_recompute(costs, chunks, pp: int, n: int):
+    """``costs`` as one mode row in which each rank fully recomputes the first ``n`` of its
+    layers and stores the rest (Megatron --recompute-num-layers N, block method, counted per
+    stage as ``price_training`` counts it), the rank's layers being its ``chunks``."""
+    full, none = costs.modes.index("full"), costs.modes.index("none")
+    bounds = np.cumsum([0, *chunks])
+    pick = np.full(len(costs.forward_s), none)
+    for r in range(pp):
+        held = [i for c in range(r, len(chunks), pp) for i in range(bounds[c], bounds[c + 1])]
+        pick[held[:n]] = full
+    columns = np.arange(len(pick))
+    return replace(costs, modes=("full",), backward_s=costs.backward_s[pick, columns][None],
+                   activation_bytes=costs.activation_bytes[pick, columns][None],
+                   transient_bytes=costs.transient_bytes[pick, columns][None])
+
+
+def pinned_winner(plan: Plan, layout: str) -> str:
+    """A sentence for the explanation: the top plan on the pinned ``--pp-layout``."""
+    e = plan.estimate
+    return (f" On the pinned layout {layout} (ranks hold "
+            f"{runs_text(plan.parallel.stage_layers)} layers) the top plan runs "
+            f"{e.tokens_per_s_per_gpu:,.0f} tokens/s per GPU, MFU {e.mfu:.1%}.")
+
+
 def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_value) -> Plan:
     p = plan.parallel
     costs = layer_costs(model, job, cluster, p, eff)
     schedule = "interleaved-1f1b" if p.vpp > 1 else "1f1b"
-    if p.vpp > 1:  # ranks hold non-adjacent chunks: the heuristic's evaluator, one mode each
-        even = {mode: evaluate_ranks(p.stage_layers, costs.microbatches, schedule, p.vpp,
-                                     fixed_bytes=costs.fixed_bytes,
-                                     **_with_modes(costs, (mode,)).arrays())
-                for mode in RECOMPUTE_MODES}
-    else:
-        even = {mode: evaluate_stages(p.stage_layers, (mode,) * p.pp, costs.microbatches,
-                                      schedule, fixed_bytes=costs.fixed_bytes, **costs.arrays())
-                for mode in RECOMPUTE_MODES}
+    even = _even_splits(p, costs)
     # the DP's per-layer memory is exact per stage; the enumerated estimate charges the worst
     # stage's layers with the first stage's in-flight micro-batches, so scale to stay on its side
     memory_scale = plan.estimate.memory.total_bytes / max(even[p.recompute].stage_memory_bytes)
@@ -138,15 +223,33 @@ def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_va
     if not found:
         return plan
     best = min(found, key=lambda s: s.pipeline_time_s)
-    modes = best.stage_recompute
-    heaviest = max(modes, key=RECOMPUTE_MODES.index)
+    heaviest = max(best.stage_recompute, key=RECOMPUTE_MODES.index)
     if best.pipeline_time_s >= even[heaviest].pipeline_time_s * (1 - 1e-6):
         return plan  # no gain from the split itself; enumeration priced the other modes
-    # price the even split in the DP's heaviest mode with the full cost model, then scale its
-    # pipeline terms by the DP's time over that even split's (same per-layer model)
+    new, ratio = _resplit(plan, best, even, memory_scale, model, job, cluster, eff, usable,
+                          maximise_value)
+    modes = best.stage_recompute
+    mode_text = heaviest if len(set(modes)) == 1 else runs_text(modes)
+    was = "" if modes == (p.recompute,) * p.pp else f", recompute {mode_text} (was {p.recompute})"
+    return new.model_copy(update={
+        "why": f"{plan.why} | stages {runs_text(best.stage_layers)} by DP "
+               f"({best.note.split(':')[0]}){was}, {1 - ratio:.1%} less pipeline time than "
+               f"the even split"})
+
+
+def _resplit(plan: Plan, split: StagePlan, even: dict[str, StagePlan], memory_scale: float,
+             model, job, cluster, eff, usable, maximise_value,
+             chunk_layers: tuple[int, ...] = ()) -> tuple[Plan, float]:
+    """``plan`` on the stages of ``split`` and the ratio of its pipeline time to the even
+    split's: the even split is priced in the split's heaviest recompute mode with the full cost
+    model, then its pipeline terms are scaled by that ratio (both times from the same per-layer
+    model) and its memory by the split's fullest stage."""
+    p = plan.parallel
+    modes = split.stage_recompute
+    heaviest = max(modes, key=RECOMPUTE_MODES.index)
     base = plan.estimate if heaviest == p.recompute else estimate_config(
         model, job, cluster, p.model_copy(update={"recompute": heaviest}), usable, eff)
-    ratio = best.pipeline_time_s / even[heaviest].pipeline_time_s
+    ratio = split.pipeline_time_s / even[heaviest].pipeline_time_s
     breakdown = {k: v * ratio if k in PIPELINE_TERMS else v for k, v in base.breakdown.items()}
     step = sum(breakdown.values())
     speed = base.step_time_s / step
@@ -154,15 +257,18 @@ def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_va
     # HFU adds the recomputed forward: a third of a layer's training FLOPs per fully
     # recomputed layer (PaLM App. B; Korthikanti et al. 2022, section 5); selective
     # recompute adds the attention core, scaled from the base by its share of layers
-    share = {mode: sum(n for n, m in zip(best.stage_layers, modes) if m == mode)
+    share = {mode: sum(n for n, m in zip(split.stage_layers, modes) if m == mode)
              / model.num_layers for mode in RECOMPUTE_MODES}
     hfu = mfu * (1 + share["full"] / 3)
-    if heaviest == "selective":
+    if p.recompute_layers:  # N layers per stage: the base's recomputed share, sped up
+        hfu = base.hfu * speed
+    elif heaviest == "selective":
         hfu += (base.hfu - base.mfu) * speed * share["selective"]
-    memory = _memory(base.memory, best, memory_scale)
+    memory = _memory(base.memory, split, memory_scale)
     uniform_mode = len(set(modes)) == 1
-    parallel = p.model_copy(update={"stage_layers": best.stage_layers, "recompute": heaviest,
-                                    "stage_recompute": () if uniform_mode else modes})
+    parallel = p.model_copy(update={"stage_layers": split.stage_layers, "recompute": heaviest,
+                                    "stage_recompute": () if uniform_mode else modes,
+                                    "chunk_layers": chunk_layers})
     estimate = base.model_copy(update={
         "step_time_s": step, "tokens_per_s": base.tokens_per_s * speed,
         "tokens_per_s_per_gpu": base.tokens_per_s_per_gpu * speed, "mfu": mfu, "hfu": hfu,
@@ -170,13 +276,8 @@ def _restage(plan: Plan, model, job, cluster, eff, usable, one_mode, maximise_va
         "memory": memory, "fits": memory.total_bytes <= usable, "breakdown": breakdown})
     value = plan.objective_value * (plan.estimate.step_time_s / step if maximise_value
                                     else step / plan.estimate.step_time_s)
-    mode_text = heaviest if uniform_mode else runs_text(modes)
-    was = "" if modes == (p.recompute,) * p.pp else f", recompute {mode_text} (was {p.recompute})"
-    return plan.model_copy(update={
-        "parallel": parallel, "estimate": estimate, "objective_value": value,
-        "why": f"{plan.why} | stages {runs_text(best.stage_layers)} by DP "
-               f"({best.note.split(':')[0]}){was}, {1 - ratio:.1%} less pipeline time than "
-               f"the even split"})
+    return plan.model_copy(update={"parallel": parallel, "estimate": estimate,
+                                   "objective_value": value}), ratio
 
 
 def runs_text(values) -> str:

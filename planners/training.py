@@ -10,13 +10,21 @@ import numpy as np
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.efficiency import CITED_DEFAULTS, Efficiency, same_die_profile
-from sysplan.costmodels.estimate import build_estimate, throughput_arrays
+from sysplan.costmodels.estimate import balanced_stage_layers, build_estimate, throughput_arrays
 from sysplan.costmodels.training import price_training
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.accuracy import accuracy_line
 from sysplan.planners.explain import describe_layout, explain_winner, why_line
-from sysplan.planners.restage import POOL, STAGE_CHOICES, restage_plans, restaged_winner
+from sysplan.planners.pp_layout import parse_pp_layout, rank_totals
+from sysplan.planners.restage import (
+    POOL,
+    STAGE_CHOICES,
+    pin_layout,
+    pinned_winner,
+    restage_plans,
+    restaged_winner,
+)
 from sysplan.planners.runtimes import Runtime, get_runtime, job_for
 from sysplan.planners.space import check_pins, divisors, enumerate_space
 from sysplan.planners.types import (
@@ -94,6 +102,19 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         raise InputError(f"--stages {stages}: not accepted; choose one of "
                          f"{', '.join(STAGE_CHOICES)}")
     check_pins(model, job, gpus, pins)
+    chunks = ()
+    if pins.pp_layout is not None:
+        if stages == "dp":
+            raise InputError(f"--pp-layout {pins.pp_layout}: pins the stages, which --stages dp "
+                             "would re-split; accepted: one of them")
+        chunks = parse_pp_layout(pins.pp_layout, model.num_layers, model.mtp_layers, pins.pp,
+                                 pins.vpp)
+        pins = pins.model_copy(update={"vpp": len(chunks) // pins.pp})
+        if "deepspeed" in runtimes and (rank_totals(chunks, pins.pp)
+                                        != balanced_stage_layers(model.num_layers, pins.pp)):
+            raise InputError(f"--pp-layout {pins.pp_layout}: Megatron-DeepSpeed splits layers "
+                             "evenly over pipeline stages; accepted runtimes for an uneven "
+                             "layout: megatron, torchtitan")
     check_cuda_graphs(model, job)
     targets = [get_runtime(name) for name in runtimes]
     for runtime in targets:
@@ -129,12 +150,17 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         raise NoPlanFits(_closest_miss(c, memory, usable, model, cluster))
     value = _objective_values(objective, rates, c.gpus, train_tokens, gpu_hour_cost)
     order = _rank(c, value, memory, fits)
-    pool = order[:max(top, POOL)] if stages == "dp" else order[:top]
+    resplit = stages == "dp" or bool(chunks)
+    pool = order[:max(top, POOL)] if resplit else order[:top]
     plans = _plans(model, job, cluster, c, priced, rates, value, pool, usable, eff)
     stage_notes: tuple[str, ...] = ()
     if stages == "dp":
         restaged = restage_plans(plans, model, job, cluster, eff, usable, targets,
                                  maximise_value=objective == "throughput")
+        plans, stage_notes = list(restaged.plans[:top]), restaged.notes
+    elif chunks:
+        restaged = pin_layout(plans, pins.pp_layout, chunks, model, job, cluster, eff, usable,
+                              maximise_value=objective == "throughput")
         plans, stage_notes = list(restaged.plans[:top]), restaged.notes
     result_plans = tuple(_with_extrapolation(plan, model, job, cluster, eff) for plan in plans)
     extrapolated = sorted({t for plan in result_plans for t in plan.estimate.extrapolated_terms})
@@ -147,10 +173,11 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
                             fitted_on=eff.calibration.fitted_on),
         plans=result_plans, job=job, runtimes=tuple(runtimes), model_spec=model,
         cluster_spec=cluster,
-        explanation=("Among even stage splits: " if stages == "dp" else "")
+        explanation=("Among even stage splits: " if resplit else "")
         + explain_winner(model, job, cluster, c, priced, rates, value, fits, order, usable, eff,
                          objective=objective)
-        + (restaged_winner(result_plans[0]) if stages == "dp" else ""),
+        + (restaged_winner(result_plans[0]) if stages == "dp" else "")
+        + (pinned_winner(result_plans[0], pins.pp_layout) if chunks else ""),
         accuracy=accuracy_line(model.moe is not None, job.seq_len,
                                not eff.name.startswith("default-"), cluster.gpu.gpu_class),
         notes=_notes(model, cluster, profile) + stage_notes

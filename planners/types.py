@@ -31,6 +31,7 @@ class Pins(Frozen):
     recompute_layers: int | None = None
     zero: int | None = None
     sequence_parallel: bool | None = None
+    pp_layout: str | None = None  # Megatron --pipeline-model-parallel-layout (planners.pp_layout)
 
 
 class Plan(Frozen):

@@ -255,7 +255,7 @@ def test_json_is_one_object_valid_against_the_schema(fake_planner: dict) -> None
     assert result.exit_code == 0, result.stderr
     document = json.loads(result.stdout)
     jsonschema.Draft202012Validator(plan_json.load_schema()).validate(document)
-    assert document["schema_version"] == "1.3"
+    assert document["schema_version"] == "1.4"
     assert document["plans"][0]["parallel"]["stage_layers"] == [20, 20, 20, 20]
 
 
