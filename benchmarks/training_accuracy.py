@@ -123,6 +123,25 @@ def job_for(r: dict) -> TrainJob:
     return TrainJob(**flags)
 
 
+#: Megatron-Bridge's DeepSeek-V3 recipes pin the pipeline layout by chunk count (PP x VPP):
+#: the first chunk holds the embedding and the last the MTP module and the loss with fewer
+#: layers (src/megatron/bridge/recipes/deepseek/deepseek_v3.py, layout_map for (4,1), (8,1),
+#: (4,2), (16,1), (8,2), (4,4); its performance configs pin "Et*4|(t*4|)*14tmL" for PP 2 x VPP 8
+#: and "Et|(tt|)*30mL" for PP 8 x VPP 4, scripts/performance/configs/deepseek/
+#: deepseek_workload_base_configs.py); "{m}" is the MTP layer, absent in the "w/o MTP" rows
+DEEPSEEK_V3_LAYOUTS = {4: "Et*16|t*16|t*16|t*13{m}L", 8: "Et*8|(t*8|)*6t*5{m}L",
+                       16: "Et*4|(t*4|)*14t{m}L", 32: "Et|(tt|)*30{m}L"}
+
+
+def pp_layout_for(r: dict, model: ModelSpec, pp: int | None, vpp: int | None) -> str | None:
+    """The layout the row's recipe pins (Megatron-Bridge DeepSeek-V3 runs), else None."""
+    if not (pp and pp > 1 and "Megatron-Bridge" in r["source"]
+            and r["model"].startswith("DeepSeekV3")):
+        return None
+    layout = DEEPSEEK_V3_LAYOUTS.get(pp * (vpp or 1))
+    return None if layout is None else layout.format(m="m" * model.mtp_layers)
+
+
 def pins_for(r: dict) -> Pins:
     recompute = r["recompute"].lower()
     rc = "full" if "full" in recompute else "selective" if "selective" in recompute else None
@@ -142,9 +161,11 @@ def pins_for(r: dict) -> Pins:
         # --experimental.pipeline_parallel_microbatches), two stages per rank when interleaved
         vpp = 2 if "interleaved" in (r["notes"] + r["precision"]).lower() else 1
         micro_batch = max(1, micro_batch // (int(r["pp"]) * vpp))
-    return Pins(tp=_int(r["tp"]), pp=_int(r["pp"]), vpp=vpp or (1 if _int(r["pp"]) == 1 else None),
+    pp = _int(r["pp"])
+    return Pins(tp=_int(r["tp"]), pp=pp, vpp=vpp or (1 if pp == 1 else None),
                 dp=_int(r["dp"]), cp=_int(r["cp"]), ep=_int(r["ep"]), micro_batch=micro_batch,
-                recompute=rc, zero=zero, sequence_parallel=sp)
+                recompute=rc, zero=zero, sequence_parallel=sp,
+                pp_layout=pp_layout_for(r, model_from_row(r), pp, vpp))
 
 
 def flops_per_step(r: dict, model: ModelSpec) -> float:
