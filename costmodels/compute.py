@@ -140,7 +140,7 @@ def _attention(model, job, eff: Efficiency, shapes, tokens, tp, cp):
         flops = 2.0 * tokens * (seq / 2.0) * heads * dims
         batch_heads = tokens / (seq / cp) * heads
         forward, backward = eff.attention_seconds(flops, batch_heads, seq / cp,
-                                                  job.attention_backend)
+                                                  job.attention_backend, head_dim=dims / 2.0)
         return forward, backward, flops
     # unfused: full s x s scores as batched GEMMs (Korthikanti et al. 2022, 4 B s^2 h per layer)
     flops = 2.0 * tokens * seq * heads * dims

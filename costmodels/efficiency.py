@@ -44,6 +44,27 @@ _ATTN_FRACTION = {
 _ATTN_AMPERE_LOG2_SEQ = np.array([9.0, 10.0, 11.0, 12.0, 13.0, 14.0])
 _ATTN_AMPERE_FRACTION = np.array([88.0, 119.0, 152.0, 173.0, 187.0, 196.0]) / 312.0
 
+# FlashAttention-3 (Shah et al. 2024, arXiv 2407.08608, Figs. 5 and 6: H100 SXM5, bf16,
+# cuDNN, seq 512..16k): forward and backward TFLOP/s at head dim 64 over those at head dim
+# 128 (the tables above and `sysplan profile`'s default rows are head dim 128); fewer MACs per
+# loaded key and per softmax exponential keep small heads further from the tensor-core peak.
+_ATTN_HD64_LOG2_SEQ = np.array([9.0, 10.0, 11.0, 12.0, 13.0, 14.0])
+_ATTN_HD64_FWD = (np.array([335.0, 373.0, 395.0, 408.0, 412.0, 413.0])
+                  / np.array([497.0, 574.0, 617.0, 609.0, 600.0, 595.0]))
+_ATTN_HD64_BWD = (np.array([266.0, 348.0, 395.0, 417.0, 432.0, 433.0])
+                  / np.array([305.0, 408.0, 465.0, 499.0, 518.0, 516.0]))
+
+
+def head_dim_rate(head_dim, seq_len, backward: bool) -> np.ndarray:
+    """Fused attention's rate at ``head_dim`` relative to head dim 128: the published head
+    dim 64 ratio (above), log2-interpolated to 1 at 128 and held outside [64, 128] (no
+    published bf16 ratio beyond: larger heads are priced as 128)."""
+    log2 = np.log2(np.maximum(seq_len, 1.0))
+    at_64 = np.interp(log2, _ATTN_HD64_LOG2_SEQ, _ATTN_HD64_BWD if backward else _ATTN_HD64_FWD)
+    weight = np.clip(np.log2(np.maximum(head_dim, 1.0)) - 6.0, 0.0, 1.0)
+    return at_64 + (1.0 - at_64) * weight
+
+
 #: measured/h100/env.json: 4 GiB device copy at 3,013 GB/s of the 3.35 TB/s datasheet.
 MEMORY_BOUND_FRACTION = 3013.0 / 3350.0
 
@@ -119,6 +140,7 @@ class Efficiency:
     calibration: Calibration = field(default_factory=Calibration)
     gemm: ScatteredTable | None = None  # efficiency over (log2 m, log2 n k)
     attention: dict[str, tuple[ScatteredTable, ScatteredTable]] | None = None  # fwd, bwd
+    attention_head_dim: float = 128.0  # head dim the attention rates were measured at
     memory_fraction: float = MEMORY_BOUND_FRACTION
     collective: dict[str, float] | None = None  # "node"/"network" -> share of link bandwidth
     measured_collectives: MeasuredCollectives | None = None  # CPU profiles: seconds per op
@@ -156,6 +178,7 @@ class Efficiency:
             name=profile.name, gpu=gpu, calibration=profile.calibration or Calibration(),
             gemm=_gemm_table(profile, gpu) if profile.gemm is not None else None,
             attention=attention, memory_fraction=memory,
+            attention_head_dim=_median_head_dim(profile),
             collective=_collective_fractions(profile, cluster),
             measured_collectives=_measured_collectives(profile),
             op_forward_s=profile.overhead.forward_s if profile.overhead else 0.0,
@@ -195,20 +218,25 @@ class Efficiency:
             self._note("gemm", outside)
         return flops / (peak * fraction * self.calibration.gemm_scale)
 
-    def attention_seconds(self, flops_fwd, batch_heads, seq, backend: str):
-        """(forward, backward) seconds of causal fused attention of ``flops_fwd``."""
+    def attention_seconds(self, flops_fwd, batch_heads, seq, backend: str,
+                          head_dim: float = 128.0):
+        """(forward, backward) seconds of causal fused attention of ``flops_fwd`` with heads
+        of ``head_dim`` (the tables' rates carried from their head dim by ``head_dim_rate``)."""
         peak = self.gpu.peak("bf16") * self.calibration.attention_scale
+        scale_f, scale_b = (head_dim_rate(self.attention_head_dim, seq, b)
+                            / head_dim_rate(head_dim, seq, b) for b in (False, True))
         if self.attention is None:
             fraction = default_attention_fraction(self.gpu, seq, backend)
             forward = flops_fwd / (peak * fraction)
-            return forward, ATTENTION_BWD_FLOPS * forward
+            return forward * scale_f, ATTENTION_BWD_FLOPS * forward * scale_b
         tables = self.attention.get(backend)
         self._note("attention", tables is None)
         fwd_table, bwd_table = tables or next(iter(self.attention.values()))
         x, y = np.log2(np.maximum(batch_heads, 1.0)), np.log2(np.maximum(seq, 1.0))
         (fwd, out_f), (bwd, out_b) = fwd_table(x, y), bwd_table(x, y)
         self._note("attention", out_f | out_b)
-        return flops_fwd / (peak * fwd), ATTENTION_BWD_FLOPS * flops_fwd / (peak * bwd)
+        return (scale_f * flops_fwd / (peak * fwd),
+                scale_b * ATTENTION_BWD_FLOPS * flops_fwd / (peak * bwd))
 
     @property
     def memory_bytes_per_s(self) -> float:
@@ -292,6 +320,13 @@ def _attention_tables(profile: Profile, peak: float) -> dict[str, tuple[Scattere
         x, y = np.log2(bh), np.log2(seq)
         tables[backend] = (ScatteredTable(x, y, fwd), ScatteredTable(x, y, bwd))
     return tables
+
+
+def _median_head_dim(profile: Profile) -> float:
+    """Head dim of the profile's attention rows (their median; 128 without rows)."""
+    if profile.attention is None or not profile.attention.rows:
+        return 128.0
+    return float(np.median([r[3] for r in profile.attention.rows]))
 
 
 def _collective_fractions(profile: Profile, cluster: Cluster) -> dict[str, float] | None:

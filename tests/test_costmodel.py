@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -153,3 +154,20 @@ def test_recomputing_some_layers_sits_between_none_and_full():
     assert none.memory.activations_bytes > half.memory.activations_bytes > full.memory.activations_bytes
     # 10 of the stage's 20 layers: half of full recompute's extra forward work
     assert math.isclose(half.breakdown["recompute"], full.breakdown["recompute"] / 2, rel_tol=1e-9)
+
+
+def test_small_heads_run_attention_at_the_published_head_dim_64_rate():
+    from sysplan.costmodels.efficiency import Efficiency, head_dim_rate
+
+    # FlashAttention-3 Figs. 5-6 (cuDNN, 4k): forward 408 / 609, backward 417 / 499
+    assert head_dim_rate(64.0, 4096.0, backward=False) == pytest.approx(408 / 609)
+    assert head_dim_rate(64.0, 4096.0, backward=True) == pytest.approx(417 / 499)
+    assert head_dim_rate(128.0, 4096.0, backward=False) == 1.0
+    assert head_dim_rate(192.0, 4096.0, backward=True) == 1.0  # no published ratio above 128
+    middle = head_dim_rate(96.0, 4096.0, backward=False)
+    assert 408 / 609 < middle < 1.0
+    cluster, _ = load_cluster("dgx-b200")
+    eff = Efficiency.default(cluster)
+    f128, b128 = eff.attention_seconds(1e12, 64.0, 4096.0, "cudnn", head_dim=128.0)
+    f64, b64 = eff.attention_seconds(1e12, 64.0, 4096.0, "cudnn", head_dim=64.0)
+    assert f64 / f128 == pytest.approx(609 / 408) and b64 / b128 == pytest.approx(499 / 417)
