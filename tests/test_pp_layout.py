@@ -119,3 +119,28 @@ def test_deepspeed_refuses_an_uneven_layout_up_front() -> None:
     even = plan_training(model, cluster, job, num_gpus=16, runtimes=("deepspeed",), top=1,
                          pins=Pins(pp=4, pp_layout="Et*8|t*8|t*8|t*8L"))
     assert even.plans[0].parallel.stage_layers == (8, 8, 8, 8)
+
+
+def test_a_saved_plan_exports_its_pinned_layout(tmp_path) -> None:
+    # the JSON keeps chunk_layers, so `sysplan export` writes the same layout, and torchtitan
+    # gets the same modules per chunk
+    out = tmp_path / "out"
+    train = invoke("train", "--model", "8b", "--cluster", "dgx-h100", "--gpus", "8", "--pp", "2",
+                   "--pp-layout", "Et*6|t*10|t*10|t*6L", "--top", "1", "--export",
+                   "megatron,torchtitan,json", "-o", str(out), "--quiet")
+    assert train.exit_code == 0, train.stderr
+    script = (out / "megatron/train.sh").read_text()
+    assert "--pipeline-model-parallel-layout 'Etttttt|tttttttttt|tttttttttt|ttttttL'" in script
+    again = invoke("export", str(out / "plan.json"), "--to", "megatron", "-o", str(tmp_path / "b"))
+    assert again.exit_code == 0, again.stderr
+    assert (tmp_path / "b/megatron/train.sh").read_text() == script
+    titan = (out / "torchtitan/sysplan_torchtitan.py").read_text()
+    assert "'layers.5']" in titan and "['layers.6'," in titan and "'layers.15']" in titan
+
+
+def test_the_examples_row_runs() -> None:
+    """examples/README.md's --pp-layout row."""
+    result = invoke("train", "--model", "deepseek-v3", "--cluster", "dgx-h100", "--gpus", "1024",
+                    "--pp", "16", "--pp-layout", DSV3_16)
+    assert result.exit_code == 0, result.stderr
+    assert f"On the pinned layout {DSV3_16}" in result.stdout
