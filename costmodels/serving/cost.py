@@ -436,8 +436,10 @@ class ServingCost:
             decode_dims = 2 * m.mla.kv_lora_rank + m.mla.qk_rope_head_dim
         # QK^T and AV: 2 FLOPs per multiply-add per pair (FlashAttention-2, Dao 2023, 4.1)
         per_pair = 2.0 * heads * m.num_layers
+        # at the rates' own head dim: the serving factors were fitted on those rates as measured
         per_flop, _ = self.eff.attention_seconds(np.ones_like(_GRID), np.full_like(_GRID, heads),
-                                                 _GRID, self.attention_backend)
+                                                 _GRID, self.attention_backend,
+                                                 head_dim=self.eff.attention_head_dim)
         kv_layer = self._kv_bytes_per_token_layer(layout)
         return _LayoutCost(
             stage_weight_bytes=self._stage_weight_bytes(layout),
