@@ -144,3 +144,13 @@ def test_the_examples_row_runs() -> None:
                     "--pp", "16", "--pp-layout", DSV3_16)
     assert result.exit_code == 0, result.stderr
     assert f"On the pinned layout {DSV3_16}" in result.stdout
+
+
+def test_a_layout_no_plan_fits_exits_1_with_the_closest() -> None:
+    # the even split fits; 62 of 80 layers on the first rank do not
+    result = invoke("train", "--model", "70b", "--cluster", "dgx-h100", "--gpus", "64", "--pp", "4",
+                    "--tp", "8", "--recompute", "none", "--micro-batch", "4", "--quiet",
+                    "--pp-layout", "Et*62|t*6|t*6|t*6L")
+    assert result.exit_code == 1
+    assert "no plan fits; closest 4-stage plan needs" in result.stderr
+    assert result.stderr.count("\n") == 1
