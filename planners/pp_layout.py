@@ -20,17 +20,32 @@ from sysplan.core.errors import InputError
 LAYOUT_SYMBOLS = "EtmL"
 _GROUP = re.compile(r"\(([^()]*)\)\*(\d+)")
 _REPEAT = re.compile(r"([EtmL|])\*(\d+)")
+#: Symbols a written-out layout may hold (models have hundreds of layers, not millions)
+MAX_SYMBOLS = 100_000
 
 
 def expand(text: str) -> str:
-    """The layout with every ``(...)*n`` and ``x*n`` written out."""
+    """The layout with every ``(...)*n`` and ``x*n`` written out; InputError past
+    ``MAX_SYMBOLS``."""
+    def repeat(match: re.Match) -> str:
+        part, count = match.group(1), int(match.group(2))
+        if len(part) * count > MAX_SYMBOLS:
+            shown = part if len(part) <= 40 else part[:37] + "..."
+            raise InputError(f"--pp-layout {text}: {shown}*{count} writes out more than "
+                             f"{MAX_SYMBOLS:,} symbols; accepted: one symbol per layer")
+        return part * count
+
     out = text.replace(" ", "")
-    while True:
-        grouped = _GROUP.sub(lambda g: g.group(1) * int(g.group(2)), out)
+    while len(out) <= MAX_SYMBOLS:
+        grouped = _GROUP.sub(repeat, out)
         if grouped == out:
+            out = _REPEAT.sub(repeat, out)
             break
         out = grouped
-    return _REPEAT.sub(lambda g: g.group(1) * int(g.group(2)), out)
+    if len(out) > MAX_SYMBOLS:
+        raise InputError(f"--pp-layout {text}: writes out more than {MAX_SYMBOLS:,} symbols; "
+                         "accepted: one symbol per layer")
+    return out
 
 
 def parse_pp_layout(text: str, num_layers: int, mtp_layers: int, pp: int | None,

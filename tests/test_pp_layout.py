@@ -46,6 +46,8 @@ def test_repeats_expand_as_megatron_writes_them() -> None:
     ("Et*4|(t*4|)*14tL", 16, None, "1 multi-token-prediction layers"),
     ("Et*4|(t*4|)*14ttmL", 16, None, "places 62 layers"),
     ("Et*61|mL", 2, None, "rank 1 holds no layer"),
+    ("Et*99999999999|mL", 2, None, "t*99999999999 writes out more than 100,000 symbols"),
+    ("E((t*1000|)*1000|)*1000mL", 2, None, "...*1000 writes out more than 100,000 symbols"),
 ])
 def test_a_layout_that_cannot_run_names_what_is_wrong(layout, pp, vpp, message) -> None:
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace("*", r"\*")):
