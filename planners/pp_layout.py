@@ -16,7 +16,7 @@ import re
 from sysplan.core.errors import InputError
 
 #: What a layout may name: embedding, transformer layer, MTP layer, loss (Megatron-LM
-#: megatron/core/transformer/pipeline_parallel_layer_layout.py, LayerType)
+#: megatron/core/transformer/pipeline_parallel_layer_layout.py, parse_str_to_list)
 LAYOUT_SYMBOLS = "EtmL"
 _GROUP = re.compile(r"\(([^()]*)\)\*(\d+)")
 _REPEAT = re.compile(r"([EtmL|])\*(\d+)")
@@ -35,7 +35,7 @@ def expand(text: str) -> str:
                              f"{MAX_SYMBOLS:,} symbols; accepted: one symbol per layer")
         return part * count
 
-    out = text.replace(" ", "")
+    out = text.replace(" ", "").replace(",", "")  # Megatron drops commas as cosmetic
     while len(out) <= MAX_SYMBOLS:
         grouped = _GROUP.sub(repeat, out)
         if grouped == out:

@@ -30,6 +30,7 @@ def _plan(name: str, gpus: int, **pins):
 
 def test_repeats_expand_as_megatron_writes_them() -> None:
     assert expand("Et*2|(tt|)*2mL") == "Ett|tt|tt|mL"
+    assert expand("Ettt|(tt|)*2,m|L") == "Ettt|tt|tt|m|L"  # commas are cosmetic, as in Megatron
     chunks = parse_pp_layout(DSV3_16, 61, 1, pp=16, vpp=None)
     assert chunks == (4,) * 15 + (1,)
     assert rank_totals(chunks, 2) == (32, 29)  # PP 2 x VPP 8: rank r holds chunks r, r+2, ...
