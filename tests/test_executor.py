@@ -18,7 +18,8 @@ from sysplan.executor.model import TinyConfig
 from sysplan.executor.pipeline import plan_rounds, stage_actions
 from sysplan.executor.runner import run_cases, run_layout, run_reference
 
-STEPS = 20
+STEPS = 20  # the single-process references: long enough for the loss to fall
+CASE_STEPS = 10  # the parallel layouts, checked step by step against the references' first ones
 BATCH = 8
 TOLERANCE = 1e-4
 DENSE = TinyConfig(layers=5)
@@ -60,7 +61,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def runs() -> dict[str, RunResult]:
     """Every case, run once for the module."""
-    return dict(zip(CASES, run_cases(list(CASES.values()), STEPS, warmup=2), strict=True))
+    return dict(zip(CASES, run_cases(list(CASES.values()), CASE_STEPS, warmup=2), strict=True))
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +71,10 @@ def references() -> dict[TinyConfig, RunResult]:
 
 
 def worst_gap(losses: tuple[float, ...], reference: tuple[float, ...]) -> float:
-    """Largest relative loss difference over the steps."""
-    assert len(losses) == len(reference) == STEPS
-    return max(abs(a - b) / abs(b) for a, b in zip(losses, reference, strict=True))
+    """Largest relative loss difference over the layout's steps (a constant learning rate and
+    the same batch per step: the reference's first steps are the same trajectory)."""
+    assert len(losses) == CASE_STEPS and len(reference) == STEPS
+    return max(abs(a - b) / abs(b) for a, b in zip(losses, reference[:CASE_STEPS], strict=True))
 
 
 @pytest.mark.parametrize("name", [name for name in CASES if name != "tp2-fault"])
@@ -97,7 +99,7 @@ def test_dropped_tp_allreduce_is_caught(runs: dict[str, RunResult],
 def test_result_reports_times_memory_and_split(runs: dict[str, RunResult]) -> None:
     result = runs["tp2-pp2-1f1b"]
     assert (result.world_size, result.backend, len(result.ranks)) == (4, "gloo", 4)
-    assert len(result.step_times_s) == STEPS and min(result.step_times_s) > 0
+    assert len(result.step_times_s) == CASE_STEPS and min(result.step_times_s) > 0
     assert result.min_step_s <= result.p10_step_s <= result.median_step_s
     assert result.median_step_s <= result.p90_step_s <= result.max_step_s
     assert result.tokens_per_s == pytest.approx(BATCH * DENSE.seq_len / result.median_step_s)
