@@ -47,8 +47,8 @@ def measured_run(r: dict) -> tuple[MeasuredRun, float, object] | None:
     metric = acc.measured_metric(r)
     if metric is None or r["quality"] not in "AB":
         return None
-    model, cluster, job, pins = (acc.model_from_row(r), acc.cluster_for(r), acc.job_for(r),
-                                 acc.pins_for(r))
+    model, cluster, job = acc.model_from_row(r), acc.cluster_for(r), acc.job_for(r)
+    pins = acc.pins_for(r, model)
     gpus = int(r["num_gpus"])
     try:
         result = plan_training(model, cluster, job, num_gpus=gpus, pins=pins, top=1,

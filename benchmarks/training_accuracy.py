@@ -142,7 +142,7 @@ def pp_layout_for(r: dict, model: ModelSpec, pp: int | None, vpp: int | None) ->
     return None if layout is None else layout.format(m="m" * model.mtp_layers)
 
 
-def pins_for(r: dict) -> Pins:
+def pins_for(r: dict, model: ModelSpec) -> Pins:
     recompute = r["recompute"].lower()
     rc = "full" if "full" in recompute else "selective" if "selective" in recompute else None
     sharding = r["sharding"].lower()
@@ -165,7 +165,7 @@ def pins_for(r: dict) -> Pins:
     return Pins(tp=_int(r["tp"]), pp=pp, vpp=vpp or (1 if pp == 1 else None),
                 dp=_int(r["dp"]), cp=_int(r["cp"]), ep=_int(r["ep"]), micro_batch=micro_batch,
                 recompute=rc, zero=zero, sequence_parallel=sp,
-                pp_layout=pp_layout_for(r, model_from_row(r), pp, vpp))
+                pp_layout=pp_layout_for(r, model, pp, vpp))
 
 
 def flops_per_step(r: dict, model: ModelSpec) -> float:
@@ -221,7 +221,8 @@ def naive_memory(r: dict, model: ModelSpec) -> float:
 
 
 def evaluate(r: dict, bundled_profile: bool = True) -> dict:
-    model, cluster, job, pins = model_from_row(r), cluster_for(r), job_for(r), pins_for(r)
+    model, cluster, job = model_from_row(r), cluster_for(r), job_for(r)
+    pins = pins_for(r, model)
     gpus = int(r["num_gpus"])
     out = {"id": r["id"], "source": _short_source(r), "quality": r["quality"], "model": r["model"],
            "moe": model.moe is not None, "gpu": r["gpu"], "gpu_class": cluster.gpu.gpu_class,

@@ -124,14 +124,14 @@ def plan_sharding_ilp(costs: ShardingCosts, *, nested: bool = True, time_limit_s
 def _groups(cluster: Cluster, config: ParallelConfig):
     """(size per shard group) for dense and expert states: ZeRO's DP x CP group (stride tp)
     and the expert-DP group (``expert_data_parallel``), each cut to the ranks one node holds
-    for "node"."""
+    for "node"; and the expert-DP group's stride."""
     dense = config.dp * config.cp
     size, stride = expert_data_parallel(config.dp, config.cp, config.tp, config.ep, config.etp)
     expert = int(size)
     per_node = max(1, cluster.gpus_per_node // config.tp)
     expert_per_node = max(1, cluster.gpus_per_node // stride)
     return ({"none": 1, "node": math.gcd(dense, per_node), "full": dense},
-            {"none": 1, "node": math.gcd(expert, expert_per_node), "full": expert})
+            {"none": 1, "node": math.gcd(expert, expert_per_node), "full": expert}, stride)
 
 
 def _state_bytes(precision: str, dense, expert, largest, f_dense, f_expert) -> np.ndarray:
@@ -166,8 +166,7 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     _, _, slowest, stage_params = stage_view(model, job, cluster, c, eff)
     params = stage_params.stage(np.argmax(stage_params.total, axis=1))
     layers = math.ceil(model.num_layers / config.pp)
-    dense_groups, expert_groups = _groups(cluster, config)
-    _, expert_stride = expert_data_parallel(config.dp, config.cp, config.tp, config.ep, config.etp)
+    dense_groups, expert_groups, expert_stride = _groups(cluster, config)
     combos = list(itertools.product(SHARD_GROUPS, repeat=3))
     fd = np.array([[dense_groups[g] for g in combo] for combo in combos], dtype=float).T
     fe = np.array([[expert_groups[g] for g in combo] for combo in combos], dtype=float).T

@@ -78,7 +78,7 @@ def parse_pp_layout(text: str, num_layers: int, mtp_layers: int, pp: int | None,
     counts = tuple(c.count("t") for c in chunks)
     if sum(counts) != num_layers:
         raise InputError(f"{flag}: places {sum(counts)} layers (t); the model has {num_layers}")
-    per_rank = [sum(counts[r::pp]) for r in range(pp)]
+    per_rank = rank_totals(counts, pp)
     if min(per_rank) < 1:
         raise InputError(f"{flag}: pipeline rank {per_rank.index(0)} holds no layer (t); "
                          "every rank needs at least one")
