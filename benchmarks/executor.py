@@ -3,8 +3,9 @@
     python benchmarks/executor.py [--profile profile-cpu.yaml --cluster local-cpu.yaml]
                                   [--steps 20] [--nproc 4]
 
-Without --profile it first measures this node (`sysplan profile --device cpu --quick --model`
-with the decoder's config.json and TP 1, 2, 4, collectives over --nproc processes) into a
+Without --profile it first measures this node (`sysplan profile --device cpu --model` with
+the decoder's config.json and TP 1, 2, 4, collectives over --nproc processes; a full run, not
+--quick: the layouts' collectives fall between the three sizes a quick run times) into a
 temporary folder. Every layout trains the same tiny decoder on the same data; per layout it
 prints the measured median step (and p10-p90), the
 prediction, its error, the naive baseline (6 N tokens at 40 % of the measured GEMM peak per
@@ -74,7 +75,7 @@ def _profile_paths(args) -> tuple[str, str]:
         "num_hidden_layers": TINY.layers, "vocab_size": TINY.vocab,
         "max_position_embeddings": TINY.seq_len, "tie_word_embeddings": False}))
     degrees = tuple(d for d in (1, 2, 4) if d <= args.nproc)
-    measured = measure_node(MeasureRequest(device="cpu", quick=True, world=args.nproc,
+    measured = measure_node(MeasureRequest(device="cpu", world=args.nproc,
                                            model=str(config), tp=degrees)).profile
     write_profile(measured, folder / "profile-cpu.yaml")
     write_atomic(folder / "local-cpu.yaml", local_cpu_cluster_yaml(measured, memory_bytes()))

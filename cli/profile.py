@@ -145,7 +145,12 @@ def parse_tp(text: str) -> tuple[int, ...]:
 def print_summary(measured, path: Path, cluster_path: Path | None) -> None:
     """What was written and the headline numbers, against the datasheet where there is one."""
     from sysplan.hardware import load_gpu
-    from sysplan.profiles.summary import best_gemm, copy_bandwidth, largest_bus_bandwidths
+    from sysplan.profiles.summary import (
+        best_gemm,
+        copy_bandwidth,
+        eager_line,
+        largest_bus_bandwidths,
+    )
 
     device = measured.device
     tables = ", ".join(f"{name} {len(getattr(measured, name).rows)}" for name in measured.tables)
@@ -174,6 +179,8 @@ def print_summary(measured, path: Path, cluster_path: Path | None) -> None:
         typer.echo(f"per-op overhead: {measured.overhead.forward_s * 1e6:.1f} us forward, "
                    f"{measured.overhead.backward_s * 1e6:.1f} us backward (a one-element "
                    "autograd op; charged per op of every layer)")
+    if measured.eager is not None:
+        typer.echo(f"eager element-wise chain of one block: {eager_line(measured.eager)}")
     for processes, slowdown in measured.contention or ():
         typer.echo(f"contention: {processes} processes computing side by side each run "
                    f"{slowdown:.2f}x as long as one alone (sysplan run prices it)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from sysplan.costmodels.eager import chain_elements, chain_ops
 from sysplan.costmodels.efficiency import ATTENTION_BWD_FLOPS, Efficiency
 from sysplan.costmodels.layers import Gemm, LayerShapes, uses_dropout
 from sysplan.costmodels.memory import element_bytes, linear_dtype
@@ -81,12 +82,21 @@ def layer_forward(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: Laye
         # FP8 casts: read bf16 input, write fp8 copy (3 bytes/element) per GEMM input
         # (Micikevicius et al. 2022, "FP8 Formats for Deep Learning", per-tensor scaling)
         elementwise = elementwise + 3.0 * cast_elements
-    elementwise_s = elementwise / eff.memory_bytes_per_s
+    # eager PyTorch at the rates the profile measured its element-wise chain at
+    # (costmodels/eager.py); otherwise copy bandwidth and the one-element op's cost
+    eager = eff.eager if job.kernel_fusion == "eager" else None
+    if eager is None:
+        elementwise_s = elementwise / eff.memory_bytes_per_s
+        op_forward_s, op_backward_s = eff.op_forward_s, eff.op_backward_s
+    else:
+        rate = eager.bandwidth(tokens) * eff.calibration.elementwise_scale
+        elementwise_s = elementwise / rate
+        op_forward_s, op_backward_s = eager.op_forward_s, eager.op_backward_s
     # a CUDA graph replays its kernels without the framework's per-op work: scoped graphs
     # capture attention (and a dense layer's MLP), a full-iteration graph everything
     ops = 0.0 if job.cuda_graphs != "none" else layer_ops(model, job, shapes)
-    overhead = op_overhead_seconds(eff, ops * eff.op_forward_s, gemm + attention + elementwise_s)
-    overhead_bwd = op_overhead_seconds(eff, ops * eff.op_backward_s,
+    overhead = op_overhead_seconds(eff, ops * op_forward_s, gemm + attention + elementwise_s)
+    overhead_bwd = op_overhead_seconds(eff, ops * op_backward_s,
                                        gemm_bwd + attention_bwd + 2.0 * elementwise_s)
     return LayerTime(gemm, attention, elementwise_s, flops_total + attn_flops, attn_flops,
                      gemm_bwd, attention_bwd, overhead, overhead_bwd)
@@ -107,26 +117,20 @@ def layer_ops(model: ModelSpec, job: TrainJob, shapes: LayerShapes) -> float:
 
     Eager PyTorch (``kernel_fusion`` "eager", executor/model.py), counted as autograd records
     them (tests/test_executor.py checks the count): each of the seven linears (q, k, v, out,
-    gate, up, down) on a 3-D input 4 (weight transpose, view in, mm, view out), each
-    RMSNorm 6 (x^2, mean, + eps, rsqrt, two products), the two residual adds, RoPE 7 per
-    rotated tensor (x cos, two half slices, neg, cat, x sin, sum), q/k/v head views and
-    transposes 6, the output transpose and reshape 2, GQA's repeat of K and V 4 each
-    (unsqueeze, expand, clone, view; also with one head per group), attention 1, the
-    activation (SwiGLU 2, GELU 1), and one gradient accumulation per weight. Fused runtimes (Megatron-Core's Transformer
+    gate, up, down) on a 3-D input 4 (weight transpose, view in, mm, view out) and its
+    weight's gradient accumulation, attention 1, and the element-wise chain
+    (``costmodels.eager.chain_ops``). Fused runtimes (Megatron-Core's Transformer
     Engine layer spec): norm + QKV, RoPE, attention, output projection, bias-dropout-add,
     norm + MLP up, activation, MLP down, bias-dropout-add (13 with the FP8 casts' bookkeeping
     left out); routed experts add their own (``costmodels/moe.py`` block: priced there).
     """
     if job.kernel_fusion != "eager":
         return 13.0
-    # q, k, v and output projections; gate, up and down (two without a gate)
+    # q, k, v and output projections; gate, up and down (two without a gate): each 4 ops
+    # and its weight's gradient accumulation; the attention core; the element-wise chain
     linears = 4 + (3 if model.gated_mlp else 2)
-    rope = 0 if model.learned_positions else 2 * 7
-    repeat = 2 * 4  # repeat_interleave runs even with one query head per KV head
-    activation = 2 if model.gated_mlp else 1
-    norms = 2
-    return float(4 * linears + 6 * norms + 2 + rope + 6 + 2 + repeat + 1 + activation
-                 + linears + norms)
+    return float(4 * linears + linears + 1
+                 + chain_ops(rope=not model.learned_positions, gated=model.gated_mlp))
 
 
 def _attention(model, job, eff: Efficiency, shapes, tokens, tp, cp):
@@ -156,8 +160,8 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
     et al. 2022 (section 4.1): two norms (read + write h), two residual adds (read 2h, write
     h), dropout (read, write, 1-byte mask) when the model uses it, RoPE on q and k, the MLP
     activation (SwiGLU reads 2f writes f; GELU reads and writes f). Eager PyTorch ("eager")
-    runs each op as its own pass (``_eager_elements``). Norm/residual/dropout work is
-    replicated across TP unless sequence parallel splits it.
+    runs each op as its own pass (``costmodels.eager.chain_elements``). Norm, residual and
+    dropout work is replicated across TP unless sequence parallel splits it.
     """
     h = model.hidden_size
     per_f = 3 if model.gated_mlp else 2
@@ -166,7 +170,9 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
         if g.name.endswith("_down"):  # its input width is the MLP hidden f
             activation += 0.0 if g.expert else per_f * g.k  # experts: costmodels/moe.py
     if job.kernel_fusion == "eager":
-        replicated, split = _eager_elements(model, activation / per_f)
+        replicated, split = chain_elements(
+            model.hidden_size, model.num_heads, model.num_kv_heads, model.head_dim,
+            activation / per_f, rope=not model.learned_positions, gated=model.gated_mlp)
     else:
         replicated = 4 * h + 6 * h + (5 * h if uses_dropout(model) else 0)
         rope = 0 if model.learned_positions else 2 * (model.num_heads + model.num_kv_heads) * model.head_dim
@@ -177,22 +183,3 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
     replicated_share = np.where(sp > 0, 1.0 / tp, 1.0)
     elements = replicated * replicated_share + split / tp
     return element_bytes(job.precision) * tokens * elements
-
-
-def _eager_elements(model: ModelSpec, f: float) -> tuple[float, float]:
-    """(replicated, TP-split) elements read + written per token by one layer's forward in
-    eager PyTorch, one pass per op, as the bundled executor runs them (executor/model.py):
-    - RMSNorm x * rsqrt(mean(x^2) + eps) * w (Zhang & Sennrich 2019, eq. 4): x^2 (2h), its
-      mean (h), two products (2h each): 7h, twice; the two residual adds: 3h each;
-    - RoPE x cos + rotate(x) sin (Su et al. 2021, eq. 34) on q and k: x cos (2), neg of one
-      half and the concatenation (1 + 2), rotate(x) sin (2), the sum (3): 10 per element;
-    - GQA's repeat of K and V to the query heads (read kv, write q, each), and the copy of
-      the attention output back to [tokens, heads x d] (2q);
-    - the MLP activation: SwiGLU silu(gate) (2f) times up (3f); GELU (2f)."""
-    h, d = model.hidden_size, model.head_dim
-    q, kv = model.num_heads * d, model.num_kv_heads * d
-    replicated = 2 * 7 * h + 2 * 3 * h
-    rope = 0 if model.learned_positions else 10 * (q + kv)
-    repeat = 2 * (kv + q)  # the executor repeats K and V also with one head per group
-    activation = 5 * f if model.gated_mlp else 2 * f
-    return float(replicated), float(rope + repeat + 2 * q + activation)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from sysplan.costmodels.eager import EagerRates, eager_rates
 from sysplan.costmodels.lookup import ScatteredTable
 from sysplan.costmodels.measured_collectives import MeasuredCollectives
 from sysplan.hardware.types import GPU, Cluster
@@ -146,6 +147,7 @@ class Efficiency:
     measured_collectives: MeasuredCollectives | None = None  # CPU profiles: seconds per op
     op_forward_s: float = 0.0  # per framework op beyond its work (profile ``overhead``)
     op_backward_s: float = 0.0  # and per op's backward; 0 where not measured
+    eager: EagerRates | None = None  # eager PyTorch's element-wise chain (profile ``eager``)
     contention: dict[int, float] | None = None  # CPU: slowdown with k processes (profile)
     uncalibrated: tuple[str, ...] = UNCALIBRATED_TERMS
     seen: set[str] | None = None  # extrapolated terms, when tracking
@@ -183,6 +185,8 @@ class Efficiency:
             measured_collectives=_measured_collectives(profile),
             op_forward_s=profile.overhead.forward_s if profile.overhead else 0.0,
             op_backward_s=profile.overhead.backward_s if profile.overhead else 0.0,
+            eager=eager_rates(profile.eager.rows, 4.0 if profile.eager.dtype == "fp32" else 2.0,
+                              host_bound=gpu.gpu_class == "cpu") if profile.eager else None,
             contention=dict(profile.contention) if profile.contention else None,
             uncalibrated=tuple(t for t, table in TERMS.items() if getattr(profile, table) is None),
         )

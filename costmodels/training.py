@@ -230,6 +230,14 @@ def exposed_sharding_seconds(per_mb, step_grad, step_gather, *, m, layers, compu
     return exposed + coll.COLLECTIVE_COMPUTE_SHARE * np.maximum(0.0, hidden)
 
 
+def bucketed_seconds(fn, cluster: Cluster, nbytes, size, stride, eff: Efficiency, layers):
+    """Seconds of collective ``fn`` over ``nbytes`` issued as one call per layer's bucket,
+    each paying its own latency (PyTorch DDP, Li et al. 2020, section 3.2.3: gradients are
+    bucketed and each bucket is one collective). Shared with the sharding ILP."""
+    buckets = np.maximum(layers, 1.0)
+    return buckets * fn(cluster, nbytes / buckets, size, stride, eff)
+
+
 def expert_data_parallel(dp, cp, tp, ep, etp):
     """(size, stride) of the expert-data-parallel group: the DP x CP x TP ranks of one dense
     replica hold EP x ETP expert shards, so each shard has DP x CP x TP / (EP x ETP) copies,
@@ -258,7 +266,9 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
 
     def reduce(nbytes, size, stride, all_reduce=False):
         fn = coll.all_reduce_time if all_reduce else coll.reduce_scatter_time
-        return np.where((size > 1) & (nbytes > 0), fn(cluster, nbytes, size, stride, eff), 0.0)
+        return np.where((size > 1) & (nbytes > 0),
+                        bucketed_seconds(fn, cluster, nbytes, size, stride, eff, layers_stage),
+                        0.0)
 
     sharded = zero >= 1
     grads = np.where(sharded, reduce(params.dense * grad_bytes, group, tp),

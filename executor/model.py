@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from sysplan.core.errors import InputError
 from sysplan.core.types import Frozen
+from sysplan.profiles.eager import rms_norm, rope
 
 #: Likely successors of each token in the synthetic Markov data (loss floor ln 4).
 SUCCESSORS = 4
@@ -163,21 +164,6 @@ def synthetic_batch(tiny: TinyConfig, global_batch: int, step: int) -> torch.Ten
     for position in range(tiny.seq_len):
         tokens[:, position + 1] = successors[tokens[:, position], choice[:, position]]
     return tokens
-
-
-def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """RMSNorm (Zhang & Sennrich 2019, eq. 4)."""
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
-def rope(x: torch.Tensor, positions: torch.Tensor, base: float = 10_000.0) -> torch.Tensor:
-    """Rotary embedding of x [b, h, s, d] at global positions [s] (Su et al. 2021, eq. 34)."""
-    half = x.shape[-1] // 2
-    inverse = base ** (-torch.arange(half, dtype=x.dtype, device=x.device) / half)
-    angles = positions.to(x.dtype)[:, None] * inverse[None, :]
-    cos, sin = angles.cos().repeat(1, 2), angles.sin().repeat(1, 2)
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
 
 
 def core_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.estimate import estimate_config
 from sysplan.costmodels.types import Estimate, ParallelConfig
@@ -71,19 +73,30 @@ def parallel_config(tiny: TinyConfig, layout: ExecLayout) -> ParallelConfig:
         stage_layers=per_rank)
 
 
-def shared_cores(efficiency: Efficiency, cluster: Cluster, world: int) -> Efficiency:
+def busy_ranks(layout: ExecLayout) -> float:
+    """Ranks computing at once, on average over a step: a pipeline's ranks idle in its
+    bubble, (p - 1) / (v m) of their compute time (Narayanan et al. 2021, section 2.2)."""
+    if layout.pp == 1:
+        return float(layout.world_size)
+    bubble = (layout.pp - 1) / (layout.vpp * layout.micro_batches)
+    return layout.world_size / (1.0 + bubble)
+
+
+def shared_cores(efficiency: Efficiency, cluster: Cluster, world: float) -> Efficiency:
     """``efficiency`` when ``world`` CPU processes compute on this machine at once: each runs
-    at the rate the profile measured for one process alone, slowed by the contention it
-    measured for that many processes side by side (shared caches, memory bandwidth, SMT
-    siblings: ``profiles/contention.py``; the largest measured count when more run), and by
+    its ops (their work and their host cost) at the rate the profile measured for one
+    process alone, slowed by the contention it measured for that many processes side by
+    side (shared caches, memory bandwidth, SMT siblings: ``profiles/contention.py``), and by
     cores / world more when they outnumber the cores (time slicing). GPUs are never shared
     (one rank per GPU)."""
     if cluster.gpu.gpu_class != "cpu" or world <= 1:
         return efficiency
     cores = cpu_cores()
-    measured = efficiency.contention or {}
-    side_by_side = [k for k in measured if k <= min(world, cores)]
-    slowdown = measured[max(side_by_side)] if side_by_side else 1.0
+    # one process alone runs at the measured rate; between measured counts (a pipeline's
+    # average) the slowdown is interpolated, beyond the largest it is held
+    measured = {1: 1.0, **{k: v for k, v in (efficiency.contention or {}).items() if k <= cores}}
+    counts = sorted(measured)
+    slowdown = float(np.interp(min(world, cores), counts, [measured[k] for k in counts]))
     share = min(1.0, cores / world) / slowdown
     if share == 1.0:
         return efficiency
@@ -91,14 +104,18 @@ def shared_cores(efficiency: Efficiency, cluster: Cluster, world: int) -> Effici
     calibration = c.model_copy(update={"gemm_scale": c.gemm_scale * share,
                                        "attention_scale": c.attention_scale * share,
                                        "elementwise_scale": c.elementwise_scale * share})
-    return replace(efficiency, calibration=calibration)
+    # the host work of every op (dispatch, autograd) runs on the same shared cores
+    eager = efficiency.eager.slowed(share) if efficiency.eager is not None else None
+    return replace(efficiency, calibration=calibration, eager=eager,
+                   op_forward_s=efficiency.op_forward_s / share,
+                   op_backward_s=efficiency.op_backward_s / share)
 
 
 def predict(tiny: TinyConfig, layout: ExecLayout, cluster: Cluster,
             efficiency: Efficiency) -> Prediction:
     """Price ``layout`` of ``tiny`` on ``cluster`` (CPU processes beyond the measured ones
-    share its cores: ``shared_cores``)."""
-    efficiency = shared_cores(efficiency, cluster, layout.world_size)
+    share its cores: ``shared_cores``, as many at once as ``busy_ranks``)."""
+    efficiency = shared_cores(efficiency, cluster, busy_ranks(layout))
     # the executor's attention is one SDPA call (priced from the profile's attention table)
     # and every other op runs eagerly, one pass over memory each
     # its CP all-gathers keys and values (parallel.TensorOps.cp_gather), not a ring

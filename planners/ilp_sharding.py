@@ -16,6 +16,7 @@ from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.memory import state_bytes_per_param
 from sysplan.costmodels.training import (
+    bucketed_seconds,
     expert_data_parallel,
     exposed_sharding_seconds,
     price_training,
@@ -179,7 +180,8 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     for nbytes, group, factors, stride in (
             (params.dense[0], dense_groups["full"], fd, config.tp),
             (params.expert[0], expert_groups["full"], fe, expert_stride)):
-        a, b, g = _sharding_comm(cluster, eff, job.precision, nbytes, group, stride, factors)
+        a, b, g = _sharding_comm(cluster, eff, job.precision, nbytes, group, stride, factors,
+                                 layers)
         per_mb, step_grad, step_gather = per_mb + a, step_grad + b, step_gather + g
     exposed = exposed_sharding_seconds(  # the overlap price_training applies
         per_mb, step_grad, step_gather, m=m, layers=layers, compute_mb=worst_mb,
@@ -209,14 +211,15 @@ def _layout_arrays(config: ParallelConfig, n: int) -> dict[str, np.ndarray]:
         ("sp", int(config.sequence_parallel)), ("cp", config.cp))}
 
 
-def _sharding_comm(cluster, eff, precision, params, group, stride, factors):
-    """(per micro-batch, once-per-step gradient, post-step gather) seconds over combinations."""
+def _sharding_comm(cluster, eff, precision, params, group, stride, factors, layers):
+    """(per micro-batch, once-per-step gradient, post-step gather) seconds over combinations,
+    one collective per layer's bucket as ``price_training`` issues them."""
     w_b, g_b, _ = state_bytes_per_param(precision)
     f_p, f_g, f_o = factors
 
     def run(fn, nbytes, size, at):
-        return np.where((size > 1) & (nbytes > 0),
-                        fn(cluster, nbytes, np.maximum(size, 1.0), at, eff), 0.0)
+        return np.where((size > 1) & (nbytes > 0), bucketed_seconds(
+            fn, cluster, nbytes, np.maximum(size, 1.0), at, eff, layers), 0.0)
 
     per_mb = (2.0 * run(coll.all_gather_time, w_b * params, f_p, stride)
               + run(coll.reduce_scatter_time, g_b * params, f_g, stride))

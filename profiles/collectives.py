@@ -8,7 +8,8 @@ job script) with more than one rank, the ranks already exist: they measure in-pr
 ``network`` when they span nodes, ``node`` otherwise.
 
 A row's message_bytes is the full tensor (nccl-tests' size convention: the all_gather output,
-the reduce_scatter input); its time is the slowest rank's mean over the timed iterations.
+the reduce_scatter input); its time is the slowest rank's mean over back-to-back iterations on
+GPUs, its median over calls timed one at a time after a barrier on a CPU.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import os
 import queue as queues
 import socket
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -265,7 +267,8 @@ def _runner(op: str, rank: int, world: int, size: int, kind: str,
 
 
 def _time(run: Callable[[], object], kind: str, warmup: int, iterations: int) -> float | None:
-    """Mean seconds per call on the slowest rank; None when any rank's backend lacks the op."""
+    """Seconds per call on the slowest rank (GPU: mean back to back; CPU: median of single
+    calls); None when any rank's backend lacks the op."""
     import torch
     import torch.distributed as dist
 
@@ -281,12 +284,24 @@ def _time(run: Callable[[], object], kind: str, warmup: int, iterations: int) ->
         run()
     sync = torch.cuda.synchronize if kind == "cuda" else (lambda: None)
     sync()
-    dist.barrier()
-    began = time.perf_counter()
-    for _ in range(iterations):
-        run()
-    sync()
-    slowest = torch.tensor([(time.perf_counter() - began) / iterations], device=kind,
-                           dtype=torch.float64)
+    if kind == "cuda":  # back to back, as nccl-tests times them
+        dist.barrier()
+        began = time.perf_counter()
+        for _ in range(iterations):
+            run()
+        sync()
+        mine = (time.perf_counter() - began) / iterations
+    else:
+        # gloo: every call alone after a barrier, the median of them, as the executor issues
+        # its collectives between computations (a back-to-back mean hides the wake-up and
+        # swings with one slow call on a shared CPU)
+        calls = []
+        for _ in range(iterations):
+            dist.barrier()
+            began = time.perf_counter()
+            run()
+            calls.append(time.perf_counter() - began)
+        mine = statistics.median(calls)
+    slowest = torch.tensor([mine], device=kind, dtype=torch.float64)
     dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
     return float(f"{slowest.item():.6g}")

@@ -70,7 +70,7 @@ def merge(base: Profile, overlay: Profile) -> Profile:
     fields = {name: getattr(overlay, name) if getattr(overlay, name) is not None
               else getattr(base, name)
               for name in ("device", "gemm", "attention", "memory", "collectives", "overhead",
-                           "contention", "calibration")}
+                           "eager", "contention", "calibration")}
     return Profile(schema_version=overlay.schema_version, name=overlay.name, base=None, **fields)
 
 

@@ -2,8 +2,10 @@
 
 Four sweeps, each timed with torch on one device: GEMMs (``torch.matmul``), causal fused
 attention (``scaled_dot_product_attention``, forward and backward), copy bandwidth, and the
-collectives across the node's devices (``sysplan.profiles.collectives``). A sample is the median
-of several runs after a warm-up; CUDA events time a GPU, ``time.perf_counter`` a CPU.
+collectives across the node's devices (``sysplan.profiles.collectives``). With ``--model`` the
+GEMMs are its layer's (forward, data and weight gradient) and one of its blocks' eager
+element-wise chain (``profiles/eager.py``) is timed too. A sample is the median of several
+runs after a warm-up; CUDA events time a GPU, ``time.perf_counter`` a CPU.
 
 On a CPU a "device" is one process with its share of the cores (``cores // world`` threads), so
 every table is per device, the way the cost models read a GPU profile. torch is imported only
@@ -26,6 +28,7 @@ from sysplan.profiles.device import cpu_cores, default_world, describe_device, p
 from sysplan.profiles.schema import (
     SCHEMA_VERSION,
     AttentionTable,
+    EagerTable,
     GemmTable,
     MemoryTable,
     OpOverhead,
@@ -61,6 +64,7 @@ class Sweep:
     warmup: int
     samples: int
     elementwise: bool = False
+    eager: tuple[tuple[int, int, int, int, int, int], ...] = ()  # tokens, h, heads, kv, d, ffn
 
 
 @dataclass(frozen=True)
@@ -95,11 +99,12 @@ def resolve_device(choice: str, torch: Any) -> str:
 
 def model_gemm_shapes(model: str, tp: Sequence[int], tokens: Sequence[int]
                       ) -> list[tuple[int, int, int]]:
-    """Forward and data-gradient GEMMs (m, n, k) of one transformer layer of ``model`` per tp.
+    """The GEMMs (m, n, k) autograd runs for one transformer layer of ``model`` per tp.
 
     Megatron-LM's column/row-parallel split (Shoeybi et al. 2019, sec. 3): qkv N = (heads +
     2 kv) head_dim / tp, K = h; attention out N = h, K = heads head_dim / tp; MLP up (+gate)
-    N = (2 if gated) ffn / tp, K = h; MLP down N = h, K = ffn / tp. dgrad swaps N and K.
+    N = (2 if gated) ffn / tp, K = h; MLP down N = h, K = ffn / tp. The data gradient swaps
+    N and K, the weight gradient is (N, K, tokens) (``costmodels.compute.linear_seconds``).
     """
     from sysplan.models import resolve_model
 
@@ -111,18 +116,22 @@ def model_gemm_shapes(model: str, tp: Sequence[int], tokens: Sequence[int]
         for n, k in (((spec.num_heads + 2 * spec.num_kv_heads) * d // degree, h),
                      (h, spec.num_heads * d // degree), (up // degree, h),
                      (h, spec.ffn_hidden // degree)):
+            n, k = max(n, 1), max(k, 1)
             for m in tokens:
-                shapes.update({(m, max(n, 1), max(k, 1)), (m, max(k, 1), max(n, 1))})
+                shapes.update({(m, n, k), (m, k, n), (n, k, m)})
     return sorted(shapes)
 
 
 def plan_sweep(kind: str, request: MeasureRequest) -> Sweep:
-    """The shapes to time: small on a CPU, --quick fewer, --model its layer GEMMs."""
+    """The shapes to time: small on a CPU, --quick fewer, --model its layer GEMMs and its
+    eager element-wise chain."""
     gpu, quick = kind == "cuda", request.quick
+    eager: tuple[tuple[int, int, int, int, int, int], ...] = ()
     if request.model is not None:
         tokens = ((2048,) if gpu else (128, 512)) if quick else \
             ((1024, 4096, 16384) if gpu else (128, 512))
         gemm = model_gemm_shapes(request.model, request.tp, tokens)
+        eager = _eager_sizes(request.model, tokens)
     elif quick:
         base = (1024, 4096, 8192) if gpu else (128, 512, 1024)
         gemm = [(base[0], base[0], base[0]), (base[1], base[1], base[1]),
@@ -136,7 +145,18 @@ def plan_sweep(kind: str, request: MeasureRequest) -> Sweep:
                  message_bytes=collectives.message_sizes(gpu, quick),
                  warmup=(5 if gpu else 2) if quick else (10 if gpu else 3),
                  samples=(10 if gpu else 5) if quick else (30 if gpu else 7),
-                 elementwise=not quick)
+                 elementwise=not quick, eager=eager)
+
+
+def _eager_sizes(model: str, tokens: Sequence[int]
+                 ) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """``model``'s block element-wise chain at one token (the ops' host cost alone) and at
+    the token counts its GEMMs are timed at."""
+    from sysplan.models import resolve_model
+
+    spec, _ = resolve_model(model)
+    dims = (spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.ffn_hidden)
+    return tuple((n, *dims) for n in (1, *tokens))
 
 
 def _attention_shapes(kind: str, request: MeasureRequest) -> tuple[tuple[int, int, int, int], ...]:
@@ -269,6 +289,37 @@ def measure_memory(torch: Any, kind: str, sweep: Sweep, tick: Callable[[str], No
     return MemoryTable(rows=tuple(rows))
 
 
+def measure_eager(torch: Any, kind: str, sweep: Sweep, tick: Callable[[str], None]
+                  ) -> EagerTable | None:
+    """Median forward and backward seconds of one block's eager element-wise chain
+    (``profiles/eager.py``) per size in ``sweep.eager`` (fp32 on a CPU, bf16 on a GPU)."""
+    if not sweep.eager:
+        return None
+    from sysplan.profiles.eager import element_chain
+
+    dtype, label = (torch.bfloat16, "bf16") if kind == "cuda" else (torch.float32, "fp32")
+    sync = torch.cuda.synchronize if kind == "cuda" else (lambda: None)
+    rows = []
+    for size in sweep.eager:
+        forward, gradients = element_chain(*size, device=kind, dtype=dtype)
+        forwards, backwards = [], []
+        for sample in range(sweep.warmup + sweep.samples):
+            sync()
+            began = time.perf_counter()
+            outputs = forward()
+            sync()
+            middle = time.perf_counter()
+            torch.autograd.backward(outputs, gradients)
+            sync()
+            if sample >= sweep.warmup:
+                forwards.append(middle - began)
+                backwards.append(time.perf_counter() - middle)
+        rows.append((*size, float(f"{statistics.median(forwards):.6g}"),
+                     float(f"{statistics.median(backwards):.6g}")))
+        tick("eager")
+    return EagerTable(dtype=label, rows=tuple(rows))
+
+
 #: Ops in the chain ``measure_overhead`` times
 OVERHEAD_CHAIN = 200
 
@@ -314,7 +365,8 @@ def measure_node(request: MeasureRequest, progress: Progress | None = None) -> M
     world, notes = _world(kind, torch, request, launch)
     sweep = plan_sweep(kind, request)
     total = (len(sweep.gemm) + len(sweep.attention) * len(attention_backends(torch, kind))
-             + len(sweep.memory_bytes) + collectives.steps(world, sweep.message_bytes)
+             + len(sweep.memory_bytes) + len(sweep.eager)
+             + collectives.steps(world, sweep.message_bytes)
              + int(kind == "cpu" and launch is None))  # the contention levels
     done = 0
 
@@ -332,6 +384,7 @@ def measure_node(request: MeasureRequest, progress: Progress | None = None) -> M
         attention, attention_notes = measure_attention(torch, kind, sweep, tick)
         memory = measure_memory(torch, kind, sweep, tick)
         overhead = measure_overhead(torch, kind, sweep)
+        eager = measure_eager(torch, kind, sweep, tick)
     contention = None
     if kind == "cpu" and launch is None:  # launched ranks are all measuring beside it
         slowdowns = measure_contention(world, max(1, cpu_cores() // world), cpu_cores())
@@ -344,7 +397,7 @@ def measure_node(request: MeasureRequest, progress: Progress | None = None) -> M
     device = describe_device(kind, torch, world, index)
     profile = Profile(schema_version=SCHEMA_VERSION, name=profile_name(device), device=device,
                       gemm=gemm, attention=attention, memory=memory, collectives=table,
-                      overhead=overhead, contention=contention)
+                      overhead=overhead, eager=eager, contention=contention)
     return MeasureResult(profile=profile, world=world, rank=launch.rank if launch else 0,
                          notes=tuple(notes + attention_notes + collective_notes))
 

@@ -2,7 +2,8 @@
 
 A profile (YAML or JSON) names the device and software it was measured on and holds up to
 four tables, each optional: GEMM times, attention forward/backward times, memory-bound
-bandwidth, and collective times per fabric tier. A table is written as ``columns`` plus
+bandwidth, and collective times per fabric tier; with ``--model`` also the eager element-wise
+chain of one of its blocks (``eager``). A table is written as ``columns`` plus
 ``rows`` (one list per measurement) so a 400-point sweep stays readable. A ``calibration``
 block holds the factors ``sysplan calibrate`` fitted; a profile with only that block and a
 ``base`` is an overlay on another profile. Times are seconds, sizes bytes (SI inside).
@@ -16,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sysplan.core.types import Frozen
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"  # 1.1 adds the eager table
 
 COLLECTIVE_OPS = ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv")
 #: Where a collective ran: inside one node, or across nodes.
@@ -109,6 +110,24 @@ class CollectiveTable(Frozen):
         return _check_rows(rows, 5, (2, 3, 4), "collectives")
 
 
+class EagerTable(Frozen):
+    """The element-wise ops of one eager pre-norm decoder block, GEMMs and attention core
+    left out (``profiles/eager.py``: two RMSNorms, RoPE on q and k, GQA's repeat of K and V,
+    the attention output's copy, the SwiGLU activation, two residual adds), forward and
+    backward through autograd, per size: what eager PyTorch's small ops cost on this node."""
+
+    dtype: Literal["fp32", "bf16"] = Field(default="fp32", description="Tensor dtype.")
+    columns: tuple[Literal["tokens"], Literal["hidden"], Literal["heads"], Literal["kv_heads"],
+                   Literal["head_dim"], Literal["ffn"], Literal["fwd_s"], Literal["bwd_s"]] = (
+        "tokens", "hidden", "heads", "kv_heads", "head_dim", "ffn", "fwd_s", "bwd_s")
+    rows: tuple[tuple[int, int, int, int, int, int, float, float], ...] = Field(min_length=1)
+
+    @field_validator("rows")
+    @classmethod
+    def _positive(cls, rows):
+        return _check_rows(rows, 8, tuple(range(8)), "eager")
+
+
 class OpOverhead(Frozen):
     """What one framework op costs beyond its work: a chain of autograd-tracked
     multiplications of one-element tensors, per op (host time: on a GPU the CPU issues the
@@ -169,6 +188,7 @@ class Profile(Frozen):
     memory: MemoryTable | None = None
     collectives: CollectiveTable | None = None
     overhead: OpOverhead | None = None
+    eager: EagerTable | None = None
     contention: tuple[tuple[int, float], ...] | None = Field(
         default=None, description="CPU: (k, slowdown) pairs: one process's compute time with k "
         "processes computing at once over its time alone (profiles/contention.py); None where "
@@ -192,5 +212,5 @@ class Profile(Frozen):
     @property
     def tables(self) -> tuple[str, ...]:
         """Names of the tables present."""
-        return tuple(t for t in ("gemm", "attention", "memory", "collectives")
+        return tuple(t for t in ("gemm", "attention", "memory", "collectives", "eager")
                      if getattr(self, t) is not None)

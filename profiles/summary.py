@@ -1,7 +1,7 @@
 """Headline numbers of a profile, and the cluster file of a CPU node built from them.
 
-``sysplan profile`` prints the headline numbers (best GEMM rate, copy bandwidth, bus bandwidth
-per collective) and, on a CPU, writes ``local-cpu.yaml`` so that
+``sysplan profile`` prints the headline numbers (best GEMM rate, copy bandwidth, the eager
+chain's times, bus bandwidth per collective) and, on a CPU, writes ``local-cpu.yaml`` so that
 ``sysplan train --cluster local-cpu.yaml`` prices plans for the machine that was measured.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sysplan.profiles.collectives import bus_bandwidth
-from sysplan.profiles.schema import CollectiveTable, GemmTable, MemoryTable, Profile
+from sysplan.profiles.schema import CollectiveTable, EagerTable, GemmTable, MemoryTable, Profile
 
 
 @dataclass(frozen=True)
@@ -35,6 +35,12 @@ def copy_bandwidth(table: MemoryTable) -> float | None:
     """Highest copy bandwidth (bytes moved per second), or None without copy rows."""
     rates = [moved / seconds for op, moved, seconds in table.rows if op == "copy"]
     return max(rates) if rates else None
+
+
+def eager_line(table: EagerTable) -> str:
+    """Forward + backward time of the eager chain per token count, smallest first."""
+    return "; ".join(f"{n:,} tokens {1e3 * fwd:.2f} + {1e3 * bwd:.2f} ms"
+                     for n, *_dims, fwd, bwd in sorted(table.rows))
 
 
 def largest_bus_bandwidths(table: CollectiveTable) -> list[BusBandwidth]:

@@ -93,6 +93,29 @@ def test_train_prices_the_local_cpu_cluster_with_the_measured_profile(measured) 
     assert load_profile(profile_path).name in result.stdout
 
 
+@needs_torch
+def test_model_profile_times_its_eager_chain(tmp_path: Path) -> None:
+    """--model adds the model's block element-wise chain at one token and at the GEMM token
+    counts; the cost model reads a per-op cost and a bandwidth from it."""
+    import json
+
+    from sysplan.costmodels.eager import eager_rates
+    from sysplan.profiles.measure import MeasureRequest, measure_node
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({
+        "model_type": "llama", "hidden_size": 64, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "intermediate_size": 128, "num_hidden_layers": 2,
+        "vocab_size": 128, "max_position_embeddings": 64}))
+    profile = measure_node(MeasureRequest(device="cpu", quick=True, world=1,
+                                          model=str(config))).profile
+    assert "eager" in profile.tables and profile.eager.dtype == "fp32"
+    assert [row[:6] for row in profile.eager.rows] == [
+        (n, 64, 4, 2, 16, 128) for n in (1, 128, 512)]
+    rates = eager_rates(profile.eager.rows, 4.0, host_bound=True)
+    assert rates is not None and rates.op_forward_s > 0 and rates.op_backward_s > 0
+
+
 # --- without torch ------------------------------------------------------------------------------
 
 
@@ -222,7 +245,8 @@ def test_model_gemm_shapes_are_megatron_layer_shapes() -> None:
     shapes = set(model_gemm_shapes("70b", [8], [4096]))
     forward = {(4096, 1280, 8192), (4096, 8192, 1024), (4096, 7168, 8192), (4096, 8192, 3584)}
     dgrad = {(m, k, n) for m, n, k in forward}
-    assert shapes == forward | dgrad
+    wgrad = {(n, k, m) for m, n, k in forward}  # dW = dY^T X: (N, K) over the tokens
+    assert shapes == forward | dgrad | wgrad
 
 
 @pytest.mark.parametrize(("driver", "catalog"), [

@@ -158,6 +158,19 @@ def test_processes_computing_side_by_side_are_slowed_by_the_measured_contention(
     assert predict_module.shared_cores(contended, cluster, 1) is contended
 
 
+def test_pipeline_ranks_share_the_cores_only_while_they_compute() -> None:
+    """A pipeline's ranks idle in its bubble, (p - 1) / (v m) of their compute time, so
+    fewer of them compete for the cores at once (Narayanan et al. 2021, section 2.2)."""
+    from sysplan.executor.layout import ExecLayout
+    from sysplan.executor.predict import busy_ranks
+
+    assert busy_ranks(ExecLayout(pp=4, global_batch=16, micro_batch=2)) == \
+        pytest.approx(4 / (1 + 3 / 8))
+    assert busy_ranks(ExecLayout(pp=2, vpp=2, schedule="interleaved", global_batch=16,
+                                 micro_batch=2)) == pytest.approx(2 / (1 + 1 / 16))
+    assert busy_ranks(ExecLayout(dp=2, tp=2, global_batch=16, micro_batch=4)) == 4
+
+
 def test_profile_contention_is_checked() -> None:
     profile = _cpu_profile()
     good = Profile.model_validate({**profile.model_dump(), "contention": [[2, 1.26]]})

@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: Llama 3.1 70B on frontier, 1024 GPUs, 4096 tokens per sequence, bf16.
 # Layout: tp=8 pp=8 vpp=2 dp=16 cp=1 ep=1 etp=1 sp=1 zero=1 micro_batch=1 global_batch=1024 recompute=none.
-# Predicted: step 24.747 s, 166 tokens/s/GPU, MFU 0.388 of the bf16 peak, worst-stage memory 23.7 GiB of 64 GiB.
+# Predicted: step 24.748 s, 166 tokens/s/GPU, MFU 0.388 of the bf16 peak, worst-stage memory 23.7 GiB of 64 GiB.
 #SBATCH --nodes=128
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8

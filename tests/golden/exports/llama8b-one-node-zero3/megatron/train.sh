@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: Llama 3.1 8B on dgx-h100, 8 GPUs, 4096 tokens per sequence, bf16.
 # Layout: tp=1 pp=1 vpp=1 dp=8 cp=1 ep=1 etp=1 sp=0 zero=3 micro_batch=2 global_batch=64 recompute=full.
-# Predicted: step 5.150 s, 6363 tokens/s/GPU, MFU 0.331 of the bf16 peak, worst-stage memory 34.1 GiB of 80 GiB.
+# Predicted: step 5.151 s, 6362 tokens/s/GPU, MFU 0.331 of the bf16 peak, worst-stage memory 34.1 GiB of 80 GiB.
 
 set -euo pipefail
 MEGATRON_DIR=${MEGATRON_DIR:-$PWD}  # a Megatron-LM checkout

@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for torchtitan 0.3.0 (PyPI; also main b5bcd76c, 2026-08-21).
 # Plan #1: Llama 3.1 8B on dgx-h100, 16 GPUs, 4096 tokens per sequence, bf16.
 # Layout: tp=2 pp=2 vpp=4 dp=4 cp=1 ep=1 etp=1 sp=1 zero=2 micro_batch=1 global_batch=64 recompute=none.
-# Predicted: step 2.534 s, 6466 tokens/s/GPU, MFU 0.336 of the bf16 peak, worst-stage memory 22.0 GiB of 80 GiB.
+# Predicted: step 2.534 s, 6465 tokens/s/GPU, MFU 0.336 of the bf16 peak, worst-stage memory 22.0 GiB of 80 GiB.
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8

@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: Llama 3.1 8B on dgx-h100, 16 GPUs, 32768 tokens per sequence, bf16.
 # Layout: tp=1 pp=1 vpp=1 dp=4 cp=4 ep=1 etp=1 sp=0 zero=2 micro_batch=1 global_batch=64 recompute=none.
-# Predicted: step 42.422 s, 3090 tokens/s/GPU, MFU 0.302 of the bf16 peak, worst-stage memory 71.6 GiB of 80 GiB.
+# Predicted: step 42.424 s, 3090 tokens/s/GPU, MFU 0.302 of the bf16 peak, worst-stage memory 71.6 GiB of 80 GiB.
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
