@@ -27,7 +27,8 @@ from sysplan.cli import render
 from sysplan.cli.output import Quiet
 from sysplan.cli.train import MAX_GPUS, _choice, _gpu_count, _opt, whole_number
 
-HELP = """Measure this node (GEMMs, attention, copy bandwidth, collectives) and write a profile.
+HELP = """Measure this node (GEMMs, attention, copy bandwidth, eager element-wise ops,
+collectives) and write a profile.
 
 On a CPU it also writes a cluster file, so `sysplan train --cluster local-cpu.yaml` plans for
 this machine. Needs torch (pip install -e '.[torch]').
@@ -41,8 +42,8 @@ _Device = Annotated[str, _opt(
 _Quick = Annotated[bool, _opt(
     "--quick", help="A short sweep (well under 2 minutes on a 2-core CPU).")]
 _Model = Annotated[str | None, _opt(
-    "--model", metavar="NAME|PATH", help="Time the layer GEMMs of this model (catalog name or "
-    "config.json) instead of the standard sweep.")]
+    "--model", metavar="NAME|PATH", help="Time the layer GEMMs and the block's eager element-wise "
+    "ops of this model (catalog name or config.json) instead of the standard sweep.")]
 _Tp = Annotated[str, _opt(
     "--tp", metavar="LIST", help="Tensor-parallel degrees whose --model GEMM shapes to time "
     "(comma-separated, e.g. 1,2,4,8).")]

@@ -3,8 +3,8 @@
 Four sweeps, each timed with torch on one device: GEMMs (``torch.matmul``), causal fused
 attention (``scaled_dot_product_attention``, forward and backward), copy bandwidth, and the
 collectives across the node's devices (``sysplan.profiles.collectives``). With ``--model`` the
-GEMMs are its layer's (forward, data and weight gradient) and one of its blocks' eager
-element-wise chain (``profiles/eager.py``) is timed too. A sample is the median of several
+GEMMs are its layer's (forward, data and weight gradient). One decoder block's eager
+element-wise chain (``profiles/eager.py``) is timed too, the model's or else a default one. A sample is the median of several
 runs after a warm-up; CUDA events time a GPU, ``time.perf_counter`` a CPU.
 
 On a CPU a "device" is one process with its share of the cores (``cores // world`` threads), so
@@ -38,6 +38,10 @@ from sysplan.profiles.schema import (
 TORCH_MISSING = ("sysplan profile needs torch: pip install -e '.[torch]' "
                  "(CPU build: pip install torch==2.13.0 first)")
 DEVICES = ("auto", "cuda", "cpu")
+
+#: The decoder whose eager element-wise chain a profile without --model times: on a CPU the
+#: executor's small decoders' scale (benchmarks/executor.py), on a GPU Llama 3.1 8B's block.
+DEFAULT_EAGER_DIMS = {"cpu": (128, 8, 4, 16, 512), "cuda": (4096, 32, 8, 128, 14336)}
 
 #: (step, done, total): called after every measurement so a caller can draw a progress bar.
 Progress = Callable[[str, int, int], None]
@@ -124,14 +128,14 @@ def model_gemm_shapes(model: str, tp: Sequence[int], tokens: Sequence[int]
 
 def plan_sweep(kind: str, request: MeasureRequest) -> Sweep:
     """The shapes to time: small on a CPU, --quick fewer, --model its layer GEMMs and its
-    eager element-wise chain."""
+    eager element-wise chain (without it, ``DEFAULT_EAGER_DIMS``' chain)."""
     gpu, quick = kind == "cuda", request.quick
-    eager: tuple[tuple[int, int, int, int, int, int], ...] = ()
+    eager = _eager_sizes(DEFAULT_EAGER_DIMS[kind], (2048,) if gpu else (128, 512))
     if request.model is not None:
         tokens = ((2048,) if gpu else (128, 512)) if quick else \
             ((1024, 4096, 16384) if gpu else (128, 512))
         gemm = model_gemm_shapes(request.model, request.tp, tokens)
-        eager = _eager_sizes(request.model, tokens)
+        eager = _eager_sizes(_model_dims(request.model), tokens)
     elif quick:
         base = (1024, 4096, 8192) if gpu else (128, 512, 1024)
         gemm = [(base[0], base[0], base[0]), (base[1], base[1], base[1]),
@@ -148,14 +152,18 @@ def plan_sweep(kind: str, request: MeasureRequest) -> Sweep:
                  elementwise=not quick, eager=eager)
 
 
-def _eager_sizes(model: str, tokens: Sequence[int]
-                 ) -> tuple[tuple[int, int, int, int, int, int], ...]:
-    """``model``'s block element-wise chain at one token (the ops' host cost alone) and at
-    the token counts its GEMMs are timed at."""
+def _model_dims(model: str) -> tuple[int, int, int, int, int]:
+    """(hidden, heads, kv_heads, head_dim, ffn) of ``model``, as the eager chain takes them."""
     from sysplan.models import resolve_model
 
     spec, _ = resolve_model(model)
-    dims = (spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.ffn_hidden)
+    return spec.hidden_size, spec.num_heads, spec.num_kv_heads, spec.head_dim, spec.ffn_hidden
+
+
+def _eager_sizes(dims: tuple[int, int, int, int, int], tokens: Sequence[int]
+                 ) -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """The block element-wise chain of a decoder of ``dims`` at one token (the ops' host
+    cost alone) and at ``tokens``."""
     return tuple((n, *dims) for n in (1, *tokens))
 
 

@@ -48,8 +48,10 @@ def test_quick_cpu_profile_has_every_table(measured) -> None:
     profile = load_profile(measured[0])
     assert profile.device.kind == "cpu" and profile.device.count == 2
     assert profile.schema_version == SCHEMA_VERSION
-    assert profile.tables == ("gemm", "attention", "memory", "collectives")
+    assert profile.tables == ("gemm", "attention", "memory", "collectives", "eager")
     assert profile.gemm.dtype == "fp32"
+    # without --model the eager chain is a small default decoder's (profiles/measure.py)
+    assert [row[0] for row in profile.eager.rows] == [1, 128, 512]
     assert all(row[-1] > 0 for row in profile.gemm.rows + profile.memory.rows)
     assert all(row[5] > 0 and row[6] > 0 and row[0] == "math" for row in profile.attention.rows)
     rows = profile.collectives.rows
