@@ -56,7 +56,7 @@ SUMMARIES = {
               "vLLM, SGLang.",
     "calibrate": "Fit the cost model's free factors to measured training steps or serving "
                  "runs.",
-    "profile": "Measure this node (GEMMs, attention, copy bandwidth, collectives) and write a "
+    "profile": "Measure this node (GEMMs, attention, bandwidth, eager ops, collectives); write a "
                "profile.",
     "run": "Run saved plans here with the reference executor and compare with the prediction.",
     "report": "Write one self-contained HTML page of a saved plan: tables, explanation, "

@@ -27,8 +27,7 @@ from sysplan.cli import render
 from sysplan.cli.output import Quiet
 from sysplan.cli.train import MAX_GPUS, _choice, _gpu_count, _opt, whole_number
 
-HELP = """Measure this node (GEMMs, attention, copy bandwidth, eager element-wise ops,
-collectives) and write a profile.
+HELP = """Measure this node (GEMMs, attention, bandwidth, eager ops, collectives); write a profile.
 
 On a CPU it also writes a cluster file, so `sysplan train --cluster local-cpu.yaml` plans for
 this machine. Needs torch (pip install -e '.[torch]').
