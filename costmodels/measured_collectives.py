@@ -4,7 +4,8 @@ On a CPU the processes talk over gloo, whose algorithms are not NCCL's ring, so 
 formula scaled by a bus-bandwidth fraction mis-prices them; ``MeasuredCollectives`` prices
 a collective from the rows ``sysplan profile --device cpu`` measured (profiles/collectives.py:
 message_bytes is the full tensor, nccl-tests' size convention). Per op and measured group
-size, time is piecewise linear in log(bytes)-log(seconds) between the measured messages; below
+size, time is piecewise linear in log(bytes)-log(seconds) between the measured messages (their
+times first made non-decreasing in size: ``nondecreasing``); below
 the smallest it is the smallest message's time (the latency floor), above the largest it grows
 linearly with bytes from the largest (bandwidth-bound). A group size that was not measured uses
 the nearest measured group of that op (in log2 of the size, the larger on a tie) scaled by
@@ -41,6 +42,21 @@ def ring_volume(op: str, group_size) -> np.ndarray:
     # (Thakur et al. 2005; the nccl-tests doc/PERFORMANCE.md bus bandwidth factors)
     per_step = (n - 1.0) / np.maximum(n, 1.0)
     return 2.0 * per_step if op == "all_reduce" else per_step
+
+
+def nondecreasing(values: np.ndarray) -> np.ndarray:
+    """The least-squares non-decreasing fit of ``values`` (isotonic regression by pool
+    adjacent violators, Ayer et al. 1955): a collective never moves more bytes in less
+    time, so a measured dip is noise (a shared CPU's slow phase under a smaller message)
+    and is pooled with its neighbours."""
+    blocks: list[list[float]] = []  # [mean, count] per pooled block
+    for value in np.asarray(values, dtype=float):
+        blocks.append([value, 1.0])
+        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
+            (upper, n_upper), (lower, n_lower) = blocks.pop(), blocks.pop()
+            blocks.append([(upper * n_upper + lower * n_lower) / (n_upper + n_lower),
+                           n_upper + n_lower])
+    return np.repeat([b[0] for b in blocks], [int(b[1]) for b in blocks])
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,7 +97,7 @@ class MeasuredCollectives:
                                if row[0] == op and row[2] == group], dtype=float)
             sizes, index = np.unique(points[:, 0], return_inverse=True)
             seconds = np.bincount(index, points[:, 1]) / np.bincount(index)
-            curves.setdefault(op, {})[group] = _Curve(sizes, seconds)
+            curves.setdefault(op, {})[group] = _Curve(sizes, nondecreasing(seconds))
         return cls(curves) if "all_reduce" in curves else None
 
     def seconds(self, op: str, message_bytes, group_size) -> tuple[np.ndarray, np.ndarray]:

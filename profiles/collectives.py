@@ -9,7 +9,7 @@ job script) with more than one rank, the ranks already exist: they measure in-pr
 
 A row's message_bytes is the full tensor (nccl-tests' size convention: the all_gather output,
 the reduce_scatter input); its time is the slowest rank's mean over back-to-back iterations on
-GPUs, its median over calls timed one at a time after a barrier on a CPU.
+GPUs, its median over calls timed one at a time after a fixed computation on a CPU.
 """
 
 from __future__ import annotations
@@ -266,6 +266,11 @@ def _runner(op: str, rank: int, world: int, size: int, kind: str,
     return {0: lambda: dist.send(full, 1), 1: lambda: dist.recv(full, 0)}.get(rank, lambda: None)
 
 
+#: The computation before each timed CPU collective: a few milliseconds of one-thread
+#: matmuls, about one executor layer's work between two of its collectives
+SEGMENT_SIDE, SEGMENT_MATMULS = 192, 8
+
+
 def _time(run: Callable[[], object], kind: str, warmup: int, iterations: int) -> float | None:
     """Seconds per call on the slowest rank (GPU: mean back to back; CPU: median of single
     calls); None when any rank's backend lacks the op."""
@@ -292,12 +297,16 @@ def _time(run: Callable[[], object], kind: str, warmup: int, iterations: int) ->
         sync()
         mine = (time.perf_counter() - began) / iterations
     else:
-        # gloo: every call alone after a barrier, the median of them, as the executor issues
-        # its collectives between computations (a back-to-back mean hides the wake-up and
-        # swings with one slow call on a shared CPU)
+        # gloo: every call alone after the same computation on every rank, the median of
+        # them, as the executor issues its collectives between computations; issued so, a
+        # call costs more than back to back or after a barrier (256 KB all-reduce over 2
+        # processes of a 2-core VM: 2.6 against 1.0 ms, the median), and a back-to-back
+        # mean swings with one slow call on a shared CPU
+        work = torch.ones(SEGMENT_SIDE, SEGMENT_SIDE)
         calls = []
         for _ in range(iterations):
-            dist.barrier()
+            for _ in range(SEGMENT_MATMULS):
+                torch.mm(work, work)
             began = time.perf_counter()
             run()
             calls.append(time.perf_counter() - began)

@@ -294,3 +294,18 @@ def test_price_training_uses_the_table_on_a_local_cpu_cluster(local_cpu) -> None
     send = at(eff.measured_collectives, "send_recv", activation_bytes, 2)
     assert priced.time["pp_p2p"][1] == pytest.approx(2 * 2 * send, rel=1e-12)
     assert priced.time["tp_comm"][2] == 0.0 and priced.time["pp_p2p"][2] == 0.0
+
+
+def test_a_measured_dip_is_pooled_with_its_neighbours() -> None:
+    """A collective never moves more bytes in less time: rows that dip (a shared CPU's slow
+    phase under a smaller message) are pooled into their least-squares non-decreasing fit."""
+    from sysplan.costmodels.measured_collectives import nondecreasing
+
+    assert list(nondecreasing([2.0, 4.0, 0.5, 1.5, 6.0])) == pytest.approx(
+        [2.0, 2.0, 2.0, 2.0, 6.0])
+    assert list(nondecreasing([1.0, 2.0, 3.0])) == [1.0, 2.0, 3.0]
+    table = CollectiveTable(rows=(("all_reduce", "node", 2, 4096, 3e-3),
+                                  ("all_reduce", "node", 2, 262144, 1e-3),
+                                  ("all_reduce", "node", 2, 4194304, 5e-3)))
+    seconds, _ = MeasuredCollectives.from_table(table).seconds("all_reduce", 262144, 2)
+    assert float(seconds) == pytest.approx(2e-3)
