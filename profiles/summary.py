@@ -39,7 +39,7 @@ def copy_bandwidth(table: MemoryTable) -> float | None:
 
 def eager_line(table: EagerTable) -> str:
     """Forward + backward time of the eager chain per token count, smallest first."""
-    return "; ".join(f"{n:,} tokens {1e3 * fwd:.2f} + {1e3 * bwd:.2f} ms"
+    return "; ".join(f"{n:,} token{'' if n == 1 else 's'} {1e3 * fwd:.2f} + {1e3 * bwd:.2f} ms"
                      for n, *_dims, fwd, bwd in sorted(table.rows))
 
 

@@ -70,6 +70,9 @@ def test_quick_cpu_summary_names_the_files_and_has_no_datasheet(measured) -> Non
     assert f"wrote {profile_path}" in stdout and f"wrote {cluster_path}" in stdout
     assert "a CPU has no datasheet" in stdout
     assert "all_reduce: bus bandwidth" in stdout
+    # the eager chain's times, smallest size first (profiles/summary.eager_line)
+    assert "eager element-wise chain of one block: 1 token " in stdout
+    assert "; 512 tokens " in stdout
     from sysplan.profiles.device import cpu_cores
 
     assert ("contention: 2 processes computing side by side" in stdout) == (cpu_cores() >= 2)
