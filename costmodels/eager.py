@@ -47,7 +47,7 @@ def chain_elements(hidden: float, heads: float, kv_heads: float, head_dim: float
 def chain_ops(rope: bool = True, gated: bool = True) -> float:
     """Autograd ops the chain records (tests/test_executor.py counts them in a block): two
     norms, two residual adds, RoPE on q and k, the q/k/v head views and transposes (6), the
-    output transpose and reshape (2), the repeat of K and V, the activation (SwiGLU 2, GELU
+    output transpose and copy (2), the repeat of K and V, the activation (SwiGLU 2, GELU
     1) and the two norm weights' gradient accumulation."""
     return float(2 * NORM_OPS + 2 + (2 * ROPE_OPS if rope else 0) + 6 + 2 + 2 * REPEAT_OPS
                  + (2 if gated else 1) + 2)
@@ -90,19 +90,13 @@ def eager_rates(rows: Sequence[tuple[int, int, int, int, int, int, float, float]
     ops = chain_ops()
     smallest = ordered[0]
     op_f, op_b = smallest[6] / ops, smallest[7] / ops
-    tokens, rates = [], []
+    rates: dict[float, list[float]] = {}  # tokens -> rates of the rows measured there
     for n, h, heads, kv, d, f, fwd, bwd in ordered[1:]:
-        if n <= smallest[0]:
-            continue
         moved = 3.0 * element_bytes * n * sum(chain_elements(h, heads, kv, d, f))
         work = fwd + bwd - (ops * (op_f + op_b) if host_bound else 0.0)
-        if work > 0:
-            tokens.append(float(n))
-            rates.append(moved / work)
-    if not tokens:
+        if n > smallest[0] and work > 0:
+            rates.setdefault(float(n), []).append(moved / work)
+    if not rates:
         return None
-    merged: dict[float, list[float]] = {}
-    for n, rate in zip(tokens, rates, strict=True):
-        merged.setdefault(n, []).append(rate)
-    grid = sorted(merged)
-    return EagerRates(op_f, op_b, tuple(grid), tuple(float(np.median(merged[n])) for n in grid))
+    grid = sorted(rates)
+    return EagerRates(op_f, op_b, tuple(grid), tuple(float(np.median(rates[n])) for n in grid))
