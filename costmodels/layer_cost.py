@@ -284,14 +284,17 @@ def _ulysses_seconds(model, job, cluster, eff, shapes, lay: Layout) -> np.ndarra
     return 2.0 * coll.all_to_all_time(cluster, nbytes, lay.cp, lay.tp, eff)
 
 
-def lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16") -> np.ndarray:
-    """LM head GEMMs (fwd, dgrad, wgrad) and the fp32 cross-entropy over the padded vocab."""
+def lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16",
+                   fused_loss: bool = False) -> np.ndarray:
+    """LM head GEMMs (fwd, dgrad, wgrad) and the cross-entropy over the padded vocab."""
     vocab = padded_vocab(model, tp)
     # logits = 2 b s h V FLOPs (Narayanan 2021): a [tokens, h] x [h, V / t] GEMM
     forward, backward = linear_seconds(eff, tokens, vocab / tp, model.hidden_size,
                                        eff.gpu.peak(linear_dtype(precision, head=True)))
-    # softmax + loss + its gradient touch the fp32 logits about three times (read/write)
-    loss_bytes = 3.0 * 2.0 * 4.0 * tokens * vocab / tp
+    # PyTorch: softmax + loss + its gradient touch the fp32 logits about three times (read
+    # and write); TE's fused kernel reads the 16-bit logits once and writes the gradient over
+    # them (transformer_engine/pytorch/triton/cross_entropy.py, cross_entropy_forward)
+    loss_bytes = (2.0 * 2.0 if fused_loss else 3.0 * 2.0 * 4.0) * tokens * vocab / tp
     return forward + backward + loss_bytes / eff.memory_bytes_per_s
 
 
@@ -327,15 +330,18 @@ def end_tp_seconds(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
 #: (torchtitan ``cross_entropy_loss``) saves fp32 log-probabilities (4); its backward holds
 #: them with the fp32 gradient from nll_loss (4) and writes the fp32 input gradient (4).
 #: The forward moment (bf16 logits 2 + fp32 copy 4 + log-probs 4 = 10) is lower.
-#: Megatron's fused vocab-parallel cross-entropy needs 6 (bf16 logits + an fp32 softmax
-#: reused for the gradient); we price the PyTorch form, the upper bound.
 LOSS_BYTES_PER_LOGIT = 12.0
+#: Transformer Engine's fused cross-entropy (Megatron --cross-entropy-fusion-impl te) computes
+#: the gradient in forward and stores it over the 16-bit logits it saves for backward
+#: (transformer_engine/pytorch/cross_entropy.py, CrossEntropyFunction.forward): 2 bytes.
+FUSED_LOSS_BYTES_PER_LOGIT = 2.0
 
 
-def loss_peak_bytes(tokens, vocab_per_gpu):
+def loss_peak_bytes(tokens, vocab_per_gpu, fused_loss: bool = False):
     """Bytes the loss holds at its peak (the start of backward) for ``tokens`` local tokens
     over ``vocab_per_gpu`` logits (vocab / TP with a vocab-parallel loss)."""
-    return LOSS_BYTES_PER_LOGIT * tokens * vocab_per_gpu
+    per_logit = FUSED_LOSS_BYTES_PER_LOGIT if fused_loss else LOSS_BYTES_PER_LOGIT
+    return per_logit * tokens * vocab_per_gpu
 
 
 def model_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates,
@@ -351,10 +357,10 @@ def model_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates
     embedding_params = vocab * h / tp + (model.max_seq_len * h if model.learned_positions else 0.0)
     embed_tp, head_tp = end_tp_seconds(model, job, cluster, eff, lay)
     embedding = EndCost(embed_tp, embedding_params, zero, zero, {"tp": embed_tp})
-    head_s = lm_head_seconds(model, eff, lay.tokens, tp, job.precision)
+    head_s = lm_head_seconds(model, eff, lay.tokens, tp, job.precision, job.fused_loss)
     head_params = np.where(model.tied_embeddings, 0.0, vocab * h / tp) + h  # + final norm
     head = EndCost(head_s + head_tp, head_params, zero, zero, {"lm_head": head_s, "tp": head_tp})
-    logits = loss_peak_bytes(lay.tokens, vocab / tp)
+    logits = loss_peak_bytes(lay.tokens, vocab / tp, job.fused_loss)
     return ModelCosts(kinds, sequence, embedding, head,
                       _mtp(model, job, cluster, eff, lay, head_s), logits)
 

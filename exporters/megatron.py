@@ -195,7 +195,12 @@ def precision_arguments(job: TrainJob) -> list[str]:
     if job.precision == "fp8":
         args += ["--fp8-format", "hybrid", "--fp8-recipe", "delayed"]
     backend = "fused" if job.attention_backend == "cudnn" else "flash"
-    return args + ["--attention-backend", backend]
+    args += ["--attention-backend", backend]
+    if not job.grad_reduce_in_fp32 and job.precision in ("bf16", "fp8"):
+        args.append("--grad-reduce-in-bf16")  # bf16 gradient buffer and reduction
+    if job.fused_loss:  # Transformer Engine's cross-entropy, gradient over the logits
+        args += ["--cross-entropy-loss-fusion", "--cross-entropy-fusion-impl", "te"]
+    return args
 
 
 def graph_arguments(model: ModelSpec, job: TrainJob) -> list[str]:

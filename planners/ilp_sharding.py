@@ -135,10 +135,10 @@ def _groups(cluster: Cluster, config: ParallelConfig):
             {"none": 1, "node": math.gcd(expert, expert_per_node), "full": expert}, stride)
 
 
-def _state_bytes(precision: str, dense, expert, largest, f_dense, f_expert) -> np.ndarray:
+def _state_bytes(job: TrainJob, dense, expert, largest, f_dense, f_expert) -> np.ndarray:
     """(params, grads, optimizer) bytes per GPU for shard factors; a sharded state keeps one
     gathered layer (params: two, prefetch) as costmodels.training._memory does for ZeRO."""
-    w_b, g_b, o_b = state_bytes_per_param(precision)
+    w_b, g_b, o_b = state_bytes_per_param(job.precision, job.grad_reduce_in_fp32)
     sharded = [dense / f_dense[i] + expert / f_expert[i] for i in range(3)]
     return np.array([
         w_b * (sharded[0] + np.where(f_dense[0] > 1, 2.0 * largest, 0.0)),
@@ -180,7 +180,7 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     for nbytes, group, factors, stride in (
             (params.dense[0], dense_groups["full"], fd, config.tp),
             (params.expert[0], expert_groups["full"], fe, expert_stride)):
-        a, b, g = _sharding_comm(cluster, eff, job.precision, nbytes, group, stride, factors,
+        a, b, g = _sharding_comm(cluster, eff, job, nbytes, group, stride, factors,
                                  layers)
         per_mb, step_grad, step_gather = per_mb + a, step_grad + b, step_gather + g
     exposed = exposed_sharding_seconds(  # the overlap price_training applies
@@ -195,7 +195,7 @@ def sharding_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, config: Pa
     state = {}
     for i, s in enumerate(STATES):
         for g in SHARD_GROUPS:
-            one = _state_bytes(job.precision, params.dense[0], params.expert[0],
+            one = _state_bytes(job, params.dense[0], params.expert[0],
                                params.largest_layer[0], [dense_groups[g]] * 3,
                                [expert_groups[g]] * 3)
             state.setdefault(s, {})[g] = float(one[i])
@@ -211,10 +211,10 @@ def _layout_arrays(config: ParallelConfig, n: int) -> dict[str, np.ndarray]:
         ("sp", int(config.sequence_parallel)), ("cp", config.cp))}
 
 
-def _sharding_comm(cluster, eff, precision, params, group, stride, factors, layers):
+def _sharding_comm(cluster, eff, job, params, group, stride, factors, layers):
     """(per micro-batch, once-per-step gradient, post-step gather) seconds over combinations,
     one collective per layer's bucket as ``price_training`` issues them."""
-    w_b, g_b, _ = state_bytes_per_param(precision)
+    w_b, g_b, _ = state_bytes_per_param(job.precision, job.grad_reduce_in_fp32)
     f_p, f_g, f_o = factors
 
     def run(fn, nbytes, size, at):

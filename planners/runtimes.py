@@ -85,6 +85,16 @@ class Runtime:
 
 
 
+def _megatron_only_job_rules(title: str) -> tuple[Rule, ...]:
+    """Job options only the Megatron export writes (``TrainJob`` fields)."""
+    return (
+        Rule(f"bf16 gradient reduction (sysplan writes {title}'s fp32 reduction only)",
+             lambda c, m, j: np.full(len(c), not j.grad_reduce_in_fp32)),
+        Rule(f"fused cross-entropy ({title} computes the loss in PyTorch)",
+             lambda c, m, j: np.full(len(c), j.fused_loss)),
+    )
+
+
 def _moe_split_experts(c: Candidates, model: ModelSpec, job: TrainJob) -> np.ndarray:
     """MoE with experts replicated over TP ranks (expert TP 1 while TP > 1 and EP 1)."""
     return (model.moe is not None) & (c.ep == 1) & (c.etp != c.tp)
@@ -144,6 +154,7 @@ DEEPSPEED = Runtime(
         # FP8 needs Transformer Engine layers (--transformer-impl), which sysplan does not export
         Rule("FP8 linear layers", lambda c, m, j: np.full(len(c), j.precision == "fp8")),
         _no_cuda_graphs("Megatron-DeepSpeed"),
+        *_megatron_only_job_rules("Megatron-DeepSpeed"),
     ),
     model_rules=(
         ModelRule("multi-latent attention", lambda m: m.mla is not None),
@@ -175,6 +186,7 @@ TORCHTITAN = Runtime(
              lambda c, m, j: (c.recompute == 2) & (c.rc_layers > 0)),
         # torchtitan 0.3.0's job config has no CUDA-graph option for training (compile only)
         _no_cuda_graphs("torchtitan"),
+        *_megatron_only_job_rules("torchtitan"),
         # models/common/decoder.py refuses weight tying with pipeline parallelism
         Rule("tied embeddings with pipeline parallelism",
              lambda c, m, j: np.full(len(c), m.tied_embeddings) & (c.pp > 1)),

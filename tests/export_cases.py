@@ -26,6 +26,7 @@ class Case:
     seq_len: int = 4096
     precision: str = "bf16"
     context_parallel_comm: str = "p2p"
+    job_flags: tuple[tuple[str, object], ...] = ()  # other TrainJob fields
 
     def __str__(self) -> str:
         return self.name
@@ -34,7 +35,8 @@ class Case:
         model, _ = resolve_model(self.model)
         cluster, _ = load_cluster(self.cluster)
         job = TrainJob(seq_len=self.seq_len, global_batch=self.parallel["global_batch"],
-                       precision=self.precision, context_parallel_comm=self.context_parallel_comm)
+                       precision=self.precision, context_parallel_comm=self.context_parallel_comm,
+                       **dict(self.job_flags))
         config = ParallelConfig(**self.parallel)
         estimate = estimate_config(model, job, cluster, config)
         plan = Plan(rank=1, parallel=config, estimate=estimate, num_gpus=config.world_size,
@@ -84,4 +86,8 @@ CASES = [
     Case("llama8b-fp8-tp", "8b", "dgx-h100",
          {"tp": 4, "sequence_parallel": True, "dp": 2, "zero": 0, "global_batch": 32}, frozenset({"megatron", "torchtitan"}),
          precision="fp8"),
+    # Megatron-Bridge's performance recipes: bf16 gradients, Transformer Engine's fused loss
+    Case("llama8b-bf16-grads-fused-loss", "8b", "dgx-h100",
+         {"tp": 1, "dp": 8, "zero": 1, "global_batch": 64}, frozenset({"megatron"}),
+         job_flags=(("grad_reduce_in_fp32", False), ("fused_loss", True))),
 ]

@@ -6,7 +6,7 @@ import pytest
 
 from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.layer_cost import LOSS_BYTES_PER_LOGIT
+from sysplan.costmodels.layer_cost import FUSED_LOSS_BYTES_PER_LOGIT, LOSS_BYTES_PER_LOGIT
 from sysplan.costmodels.training import exposed_sharding_seconds, price_training
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware import load_cluster
@@ -50,6 +50,31 @@ def test_loss_holds_twelve_bytes_per_logit_on_the_last_stage():
     priced = _price(LLAMA8, job, tp=2, dp=4, micro_batch=2, sequence_parallel=True, zero=1)
     vocab = padded_vocab(LLAMA8, np.array([2.0]))[0]
     assert priced.memory["logits"][0] == pytest.approx(LOSS_BYTES_PER_LOGIT * 2 * 8192 * vocab / 2)
+
+
+def test_fused_loss_holds_the_bf16_logits_only_and_reads_them_less():
+    job = TrainJob(seq_len=8192, global_batch=8)
+    config = {"tp": 2, "dp": 4, "micro_batch": 2, "sequence_parallel": True, "zero": 1}
+    plain = _price(LLAMA8, job, **config)
+    fused = _price(LLAMA8, job.model_copy(update={"fused_loss": True}), **config)
+    vocab = padded_vocab(LLAMA8, np.array([2.0]))[0]
+    assert fused.memory["logits"][0] == pytest.approx(
+        FUSED_LOSS_BYTES_PER_LOGIT * 2 * 8192 * vocab / 2)
+    assert fused.time["lm_head"][0] < plain.time["lm_head"][0]
+    # nothing else moves
+    for term in ("activations", "weights", "gradients", "optimizer"):
+        assert fused.memory[term][0] == pytest.approx(plain.memory[term][0])
+
+
+def test_bf16_gradient_reduction_halves_gradient_bytes_and_dp_traffic():
+    job = TrainJob(seq_len=4096, global_batch=64, overlap_grad_reduce=False)
+    config = {"tp": 1, "dp": 8, "micro_batch": 1, "zero": 1}
+    fp32 = _price(LLAMA8, job, **config)
+    bf16 = _price(LLAMA8, job.model_copy(update={"grad_reduce_in_fp32": False}), **config)
+    assert bf16.memory["gradients"][0] == pytest.approx(0.5 * fp32.memory["gradients"][0])
+    assert bf16.memory["optimizer"][0] == pytest.approx(fp32.memory["optimizer"][0])
+    # the reduce-scatter moves half the bytes; the parameter all-gather is unchanged
+    assert bf16.time["dp_comm"][0] < fp32.time["dp_comm"][0]
 
 
 def test_zero3_under_pipeline_keeps_parameters_gathered_and_gradients_unsharded():

@@ -98,6 +98,16 @@ class TrainJob(Frozen):
         "(the whole iteration; MoE layers need a capacity factor: dropless routing syncs with "
         "the host every layer). Captured kernels cost no launch."
     )
+    grad_reduce_in_fp32: bool = Field(
+        default=True, description="Gradients accumulated and reduced in fp32 (Megatron's "
+        "default with bf16); False keeps them in bf16, halving their memory and DP traffic "
+        "(Megatron --grad-reduce-in-bf16, Megatron-Bridge's performance recipes)."
+    )
+    fused_loss: bool = Field(
+        default=False, description="Fused vocab-parallel cross-entropy that writes the "
+        "gradient into the 16-bit logits in place (Megatron --cross-entropy-loss-fusion "
+        "--cross-entropy-fusion-impl te); False: PyTorch's cross-entropy on fp32 logits."
+    )
     moe_capacity_factor: float | None = Field(
         default=None, gt=0, description="Routed tokens an expert takes at most, as a multiple "
         "of the mean (Megatron --moe-expert-capacity-factor; the rest are dropped); None: "
