@@ -113,6 +113,12 @@ def job_for(r: dict) -> TrainJob:
         # its Llama 3 train configs checkpoint selectively per op (selective_ac_option "op")
         flags.update(tp_comm_overlap="AsyncTP" in r["precision"] + r["source"],
                      selective_policy="op")
+    if framework.startswith("Megatron-Bridge"):
+        # its performance scripts keep gradients in bf16 (cfg.ddp.grad_reduce_in_fp32 = False)
+        # and fuse the loss (recipe.model.cross_entropy_fusion_impl = "te", with
+        # GPTModelProvider.cross_entropy_loss_fusion True): scripts/performance in v0.1.0 (25.09
+        # yaml), v0.2.0 (25.11) and v0.3.0 (26.02)
+        flags.update(grad_reduce_in_fp32=False, fused_loss=True)
     if "force-balance token routing" in notes:
         flags.update(moe_load_imbalance=1.0)  # the benchmark balances routing (row notes)
     if "apply_moe_token_drop" in notes:
@@ -145,6 +151,12 @@ def pp_layout_for(r: dict, model: ModelSpec, pp: int | None, vpp: int | None) ->
 def pins_for(r: dict, model: ModelSpec) -> Pins:
     recompute = r["recompute"].lower()
     rc = "full" if "full" in recompute else "selective" if "selective" in recompute else None
+    if r["framework"].startswith("Megatron-Bridge") and r["model"].startswith("Qwen3"):
+        # its Qwen3 performance configs turn recompute off (set_qwen3_common_configs:
+        # recompute_granularity None; qwen3_*_llm_pretrain.yaml in 25.09); DeepSeek-V3 and
+        # GPT-OSS recompute chosen modules (--recompute-modules), which sysplan does not price,
+        # so the search picks their recompute
+        rc = "none"
     sharding = r["sharding"].lower()
     zero = 3 if "fsdp" in sharding else 0 if sharding.startswith("none") else None
     sp = None
