@@ -284,17 +284,16 @@ def _ulysses_seconds(model, job, cluster, eff, shapes, lay: Layout) -> np.ndarra
     return 2.0 * coll.all_to_all_time(cluster, nbytes, lay.cp, lay.tp, eff)
 
 
-def lm_head_seconds(model, eff, tokens, tp, precision: str = "bf16",
-                   fused_loss: bool = False) -> np.ndarray:
+def lm_head_seconds(model, eff, tokens, tp, job: TrainJob) -> np.ndarray:
     """LM head GEMMs (fwd, dgrad, wgrad) and the cross-entropy over the padded vocab."""
     vocab = padded_vocab(model, tp)
     # logits = 2 b s h V FLOPs (Narayanan 2021): a [tokens, h] x [h, V / t] GEMM
     forward, backward = linear_seconds(eff, tokens, vocab / tp, model.hidden_size,
-                                       eff.gpu.peak(linear_dtype(precision, head=True)))
+                                       eff.gpu.peak(linear_dtype(job.precision, head=True)))
     # PyTorch: softmax + loss + its gradient touch the fp32 logits about three times (read
     # and write); TE's fused kernel reads the 16-bit logits once and writes the gradient over
     # them (transformer_engine/pytorch/triton/cross_entropy.py, cross_entropy_forward)
-    loss_bytes = (2.0 * 2.0 if fused_loss else 3.0 * 2.0 * 4.0) * tokens * vocab / tp
+    loss_bytes = (2.0 * 2.0 if job.fused_loss else 3.0 * 2.0 * 4.0) * tokens * vocab / tp
     return forward + backward + loss_bytes / eff.memory_bytes_per_s
 
 
@@ -357,7 +356,7 @@ def model_costs(model: ModelSpec, job: TrainJob, cluster: Cluster, c: Candidates
     embedding_params = vocab * h / tp + (model.max_seq_len * h if model.learned_positions else 0.0)
     embed_tp, head_tp = end_tp_seconds(model, job, cluster, eff, lay)
     embedding = EndCost(embed_tp, embedding_params, zero, zero, {"tp": embed_tp})
-    head_s = lm_head_seconds(model, eff, lay.tokens, tp, job.precision, job.fused_loss)
+    head_s = lm_head_seconds(model, eff, lay.tokens, tp, job)
     head_params = np.where(model.tied_embeddings, 0.0, vocab * h / tp) + h  # + final norm
     head = EndCost(head_s + head_tp, head_params, zero, zero, {"lm_head": head_s, "tp": head_tp})
     logits = loss_peak_bytes(lay.tokens, vocab / tp, job.fused_loss)

@@ -16,22 +16,22 @@ NCCL_BYTES_PER_COMMUNICATOR = 2 * 16 * 4 * 2**20
 ALLOCATOR_RESERVE_FRACTION = 0.05
 
 
-def state_bytes_per_param(precision: str, fp32_grads: bool = True) -> tuple[float, float, float]:
+def state_bytes_per_param(job: TrainJob) -> tuple[float, float, float]:
     """(weights, gradients, optimizer) bytes per parameter for mixed-precision Adam.
 
     bf16: 16-bit weights, fp32 main gradients (Megatron's default with bf16:
     accumulate_allreduce_grads_in_fp32), fp32 master + 2 moments = 12 ("6 + 12/d", Megatron
-    docs dist_optimizer.md); ``fp32_grads=False`` keeps the gradient buffer in bf16
+    docs dist_optimizer.md); ``job.grad_reduce_in_fp32`` False keeps the gradient buffer in bf16
     (Megatron --grad-reduce-in-bf16, DDPConfig.grad_reduce_in_fp32=False: the buffer takes
     the parameter dtype, megatron/core/distributed/param_and_grad_buffer.py). fp16: 16-bit
     gradients and a 16-byte optimizer state ("4 + 16/d", same source). FP8 training keeps
     bf16 weights and states.
     """
-    if precision == "fp16":
+    if job.precision == "fp16":
         return 2.0, 2.0, 16.0
-    if precision == "fp32":  # fp32 weights and gradients, Adam m and v (ZeRO paper, 3.1)
+    if job.precision == "fp32":  # fp32 weights and gradients, Adam m and v (ZeRO paper, 3.1)
         return 4.0, 4.0, 8.0
-    return 2.0, 4.0 if fp32_grads else 2.0, 12.0
+    return 2.0, 4.0 if job.grad_reduce_in_fp32 else 2.0, 12.0
 
 
 def element_bytes(precision: str) -> float:

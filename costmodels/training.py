@@ -259,7 +259,7 @@ def _data_parallel_seconds(job, cluster, eff, f, params: LocalParams, m, per_mb,
     gradient sync before the last backward; see ``model_state_bytes``).
     """
     tp, dp, cp, zero = f["tp"], f["dp"], f["cp"], f["zero"]
-    weight_bytes, grad_bytes, _ = state_bytes_per_param(job.precision, job.grad_reduce_in_fp32)
+    weight_bytes, grad_bytes, _ = state_bytes_per_param(job)
     group = dp * cp
     # with EP filling a node the expert-DP group crosses the scale-out fabric
     expert_group, expert_stride = expert_data_parallel(dp, cp, tp, f["ep"], f["etp"])
@@ -307,7 +307,7 @@ def model_state_bytes(job: TrainJob, f: dict, dense, expert, largest) -> dict[st
     do not reshard after forward") and accumulates unsharded gradients in the fp32 reduce
     dtype until the last micro-batch (torch.distributed.pipelining: gradient sync only on the
     last backward), so only the optimizer stays sharded. Linear in the parameter counts."""
-    w_b, g_b, o_b = state_bytes_per_param(job.precision, job.grad_reduce_in_fp32)
+    w_b, g_b, o_b = state_bytes_per_param(job)
     group = f["dp"] * f["cp"]
     expert_group, _ = expert_data_parallel(f["dp"], f["cp"], f["tp"], f["ep"], f["etp"])
     sharded = dense / group + expert / expert_group

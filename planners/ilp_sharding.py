@@ -138,7 +138,7 @@ def _groups(cluster: Cluster, config: ParallelConfig):
 def _state_bytes(job: TrainJob, dense, expert, largest, f_dense, f_expert) -> np.ndarray:
     """(params, grads, optimizer) bytes per GPU for shard factors; a sharded state keeps one
     gathered layer (params: two, prefetch) as costmodels.training._memory does for ZeRO."""
-    w_b, g_b, o_b = state_bytes_per_param(job.precision, job.grad_reduce_in_fp32)
+    w_b, g_b, o_b = state_bytes_per_param(job)
     sharded = [dense / f_dense[i] + expert / f_expert[i] for i in range(3)]
     return np.array([
         w_b * (sharded[0] + np.where(f_dense[0] > 1, 2.0 * largest, 0.0)),
@@ -214,7 +214,7 @@ def _layout_arrays(config: ParallelConfig, n: int) -> dict[str, np.ndarray]:
 def _sharding_comm(cluster, eff, job, params, group, stride, factors, layers):
     """(per micro-batch, once-per-step gradient, post-step gather) seconds over combinations,
     one collective per layer's bucket as ``price_training`` issues them."""
-    w_b, g_b, _ = state_bytes_per_param(job.precision, job.grad_reduce_in_fp32)
+    w_b, g_b, _ = state_bytes_per_param(job)
     f_p, f_g, f_o = factors
 
     def run(fn, nbytes, size, at):
