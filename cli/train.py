@@ -16,7 +16,12 @@ from rich.console import Console
 
 from sysplan.cli.output import Quiet, print_notes, spinner
 from sysplan.core import units
-from sysplan.core.names import CUDA_GRAPH_CHOICES, MOE_DISPATCHER_CHOICES, RUNTIME_NAMES
+from sysplan.core.names import (
+    CUDA_GRAPH_CHOICES,
+    MOE_DISPATCHER_CHOICES,
+    RECOMPUTE_MODULE_CHOICES,
+    RUNTIME_NAMES,
+)
 
 HELP = """Rank the best parallel configurations for training a model on a cluster.
 
@@ -187,7 +192,25 @@ _MicroBatch = Annotated[int | None, _degree("--micro-batch", "Sequences per micr
 _Recompute = Annotated[str | None, _opt(
     "--recompute", metavar="[none|selective|full]", panel=_PINNED,
     parser=_choice("none", "selective", "full"),
-    help="Activation recompute: none, selective (attention core) or full (whole layer).")]
+    help="Activation recompute: none, selective (what --recompute-modules names; default the "
+    "attention core) or full (whole layer).")]
+def _modules(value: object) -> str:
+    """Comma-separated --recompute-modules names, each accepted once."""
+    names = [n.strip() for n in str(value).split(",")]
+    for name in names:
+        if name not in RECOMPUTE_MODULE_CHOICES:
+            raise typer.BadParameter(f"{name}: not accepted; choose from "
+                                     f"{', '.join(RECOMPUTE_MODULE_CHOICES)} (comma-separated)")
+    if len(set(names)) < len(names):
+        raise typer.BadParameter(f"{value}: a module is named twice")
+    return ",".join(names)
+
+
+_RecomputeModules = Annotated[str, _opt(
+    "--recompute-modules", metavar="LIST", panel=_RUNTIME, parser=_modules,
+    help="What selective recompute reruns (Megatron --recompute-modules), comma-separated: "
+    "core_attn, layernorm, mla_up_proj (MLA models), moe_act (MoE models), mlp (dense "
+    "layers' MLP).")]
 _RecomputeLayers = Annotated[int | None, _degree(
     "--recompute-layers", "With --recompute full: layers per pipeline stage recomputed "
     "(default: all; Megatron --recompute-num-layers).")]
@@ -307,6 +330,7 @@ def train(
     moe_dispatcher: _MoeDispatcher = "auto",
     ep_comm_overlap: _EpCommOverlap = False,
     cuda_graphs: _CudaGraphs = "none",
+    recompute_modules: _RecomputeModules = "core_attn",
     grad_reduce_in_bf16: _GradReduceBf16 = False,
     fused_loss: _FusedLoss = False,
     runtime: _Runtime = None,
@@ -331,7 +355,8 @@ def train(
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         moe_capacity_factor=moe_capacity_factor, ep_comm_overlap=ep_comm_overlap,
         moe_dispatcher=moe_dispatcher, cuda_graphs=cuda_graphs,
-        grad_reduce_in_fp32=not grad_reduce_in_bf16, fused_loss=fused_loss, runtime=runtime,
+        grad_reduce_in_fp32=not grad_reduce_in_bf16, fused_loss=fused_loss,
+        recompute_modules=tuple(recompute_modules.split(",")), runtime=runtime,
         export=export,
         output=output, torchtitan_format=torchtitan_format,
         plot=plot,
@@ -366,6 +391,7 @@ class TrainRequest:
     cuda_graphs: str = "none"
     grad_reduce_in_fp32: bool = True
     fused_loss: bool = False
+    recompute_modules: tuple[str, ...] = ("core_attn",)
     runtime: str | None = None
     export: str | None = None
     output: str = "sysplan-export"
@@ -422,6 +448,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if request.moe_dispatcher != "auto" and spec.moe is None:
         raise InputError(f"--moe-dispatcher {request.moe_dispatcher}: {spec.name} has no "
                          "experts; the option applies to mixture-of-experts models")
+    _check_recompute_modules(request, spec)
     if request.ep_comm_overlap and spec.moe is None:
         raise InputError(f"--ep-comm-overlap: {spec.name} has no experts; the option applies "
                          "to mixture-of-experts models")
@@ -437,7 +464,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         tp_comm_overlap=request.tp_comm_overlap, moe_capacity_factor=request.moe_capacity_factor,
         ep_comm_overlap=request.ep_comm_overlap, moe_dispatcher=request.moe_dispatcher,
         cuda_graphs=request.cuda_graphs, grad_reduce_in_fp32=request.grad_reduce_in_fp32,
-        fused_loss=request.fused_loss,
+        fused_loss=request.fused_loss, recompute_modules=request.recompute_modules,
     )
     if lengths is not None:
         check_step(lengths, job.tokens_per_step)
@@ -499,3 +526,25 @@ def _export_top_plan(err: Console, result, request: TrainRequest) -> None:
                           torchtitan_format=request.torchtitan_format)
     for path in written:
         err.print(f"wrote {path}", markup=False)
+
+
+def _check_recompute_modules(request: TrainRequest, spec) -> None:
+    """InputError for --recompute-modules that cannot apply to this model or plan."""
+    from sysplan.core.errors import InputError
+
+    modules = request.recompute_modules
+    if modules == ("core_attn",):
+        return
+    given = f"--recompute-modules {','.join(modules)}"
+    if request.pins.get("recompute") in ("none", "full"):
+        raise InputError(f"{given}: applies to selective recompute; --recompute "
+                         f"{request.pins['recompute']} is pinned (use --recompute selective)")
+    if "mla_up_proj" in modules and spec.mla is None:
+        raise InputError(f"{given}: mla_up_proj needs multi-latent attention, which "
+                         f"{spec.name} does not have")
+    if "moe_act" in modules and spec.moe is None:
+        raise InputError(f"{given}: moe_act needs routed experts; {spec.name} has none")
+    if "mlp" in modules and spec.moe is not None and not any(
+            not spec.is_moe_layer(i) for i in range(spec.num_layers)):
+        raise InputError(f"{given}: mlp reruns dense layers' MLP; every layer of "
+                         f"{spec.name} is a mixture of experts")

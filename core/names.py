@@ -12,3 +12,7 @@ MOE_DISPATCHER_CHOICES = ("auto", "alltoall", "allgather", "flex")
 
 #: ``--cuda-graphs`` values (``workloads.training.CudaGraphs``).
 CUDA_GRAPH_CHOICES = ("none", "scoped", "full")
+
+#: ``--recompute-modules`` values: the Megatron ``--recompute-modules`` sysplan prices
+#: (``workloads.training.RecomputeModule``).
+RECOMPUTE_MODULE_CHOICES = ("core_attn", "layernorm", "mla_up_proj", "moe_act", "mlp")

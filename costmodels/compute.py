@@ -56,12 +56,19 @@ def _split_dims(g: Gemm, n, k, divisor):
     return n / divisor, k
 
 
+def gemm_times(eff: Efficiency, job: TrainJob, g: Gemm, tokens, tp):
+    """(forward seconds, backward seconds, forward FLOPs) of one non-expert GEMM of a layer
+    on one GPU over ``tokens`` rows (the router runs in bf16 whatever the precision)."""
+    n, k = _split_dims(g, g.n, g.k, tp if g.split == "tp" else 1.0)
+    peak = eff.gpu.peak(linear_dtype(job.precision) if g.name != "router" else "bf16")
+    forward, backward = linear_seconds(eff, tokens, n, k, peak)
+    return forward, backward, 2.0 * tokens * n * k  # 2MNK
+
+
 def layer_forward(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: LayerShapes, *,
                   tokens: np.ndarray, tp: np.ndarray, etp: np.ndarray, ep: np.ndarray,
                   sp: np.ndarray, cp: np.ndarray, imbalance: float) -> LayerTime:
     """Time of one layer over ``tokens`` local tokens (micro-batch x seq / cp)."""
-    gpu = eff.gpu
-    linear_peak = gpu.peak(linear_dtype(job.precision))
     gemm = np.zeros_like(tokens, dtype=float)
     gemm_bwd = np.zeros_like(gemm)
     flops_total = np.zeros_like(gemm)
@@ -69,12 +76,10 @@ def layer_forward(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: Laye
     for g in shapes.gemms:
         if g.expert:
             continue  # routed experts: grouped GEMMs priced by costmodels/moe.py
-        n, k = _split_dims(g, g.n, g.k, tp if g.split == "tp" else 1.0)
-        peak = linear_peak if g.name != "router" else gpu.peak("bf16")
-        fwd, bwd = linear_seconds(eff, tokens, n, k, peak)
+        fwd, bwd, flops = gemm_times(eff, job, g, tokens, tp)
         gemm += fwd
         gemm_bwd += bwd
-        flops_total += 2.0 * tokens * n * k  # 2MNK
+        flops_total += flops
         cast_elements += tokens * g.k
     attention, attention_bwd, attn_flops = _attention(model, job, eff, shapes, tokens, tp, cp)
     elementwise = _elementwise_bytes(model, job, shapes, tokens, tp, sp)

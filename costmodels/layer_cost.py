@@ -16,7 +16,7 @@ import numpy as np
 
 from sysplan.costmodels import collectives as coll
 from sysplan.costmodels.candidates import Candidates
-from sysplan.costmodels.compute import LayerTime, layer_forward, linear_seconds
+from sysplan.costmodels.compute import LayerTime, gemm_times, layer_forward, linear_seconds
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.layers import LayerShapes, layer_shapes
 from sysplan.costmodels.memory import (
@@ -183,9 +183,7 @@ def layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficienc
     split, replicated, routed = layer_params(shapes, model.hidden_size)
     act = [activation_bytes_per_token(model, job, shapes, lay.tp, lay.sp, lay.etp, s)
            * lay.tokens for s in (False, True)]
-    # Megatron's selective recompute reruns the attention core (Korthikanti et al. 2022,
-    # sections 4.2-5)
-    selective_s, selective_flops = fwd.attention_s, fwd.attention_flops
+    selective_s, selective_flops = module_recompute(model, job, eff, shapes, fwd, moe, lay)
     if job.selective_policy == "op" and moe is None:  # torchtitan's Llama: dense layers
         kept, share = op_checkpoint_bytes_per_token(model, shapes, lay.tp, lay.sp,
                                                     job.precision)
@@ -202,6 +200,36 @@ def layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Efficienc
                      split / lay.tp + replicated, routed / (lay.ep * lay.etp) + 0.0 * lay.tp,
                      act[0], act[1], inputs, selective_s + 0.0 * lay.tp,
                      selective_flops + 0.0 * lay.tp, moe)
+
+
+def module_recompute(model: ModelSpec, job: TrainJob, eff: Efficiency, shapes: LayerShapes,
+                     fwd: LayerTime, moe: MoECost | None, lay: Layout):
+    """(seconds, FLOPs) per micro-batch that Megatron's selective recompute reruns in
+    backward: each of ``job.recompute_modules`` (--recompute-modules) reruns its forward:
+    core_attn the attention core (Korthikanti et al. 2022, sections 4.2-5), layernorm the two
+    norms (read h, write h each), mla_up_proj MLA's q and kv up-projections (DeepSeek-V3
+    report eq. 2-3, 7), moe_act the routed experts' activation, mlp a dense layer's MLP
+    GEMMs and activation. What each keeps less is ``memory.activation_bytes_per_token``."""
+    modules = set(job.recompute_modules)
+    seconds, flops = np.zeros_like(lay.tokens), np.zeros_like(lay.tokens)
+    if "core_attn" in modules:
+        seconds, flops = seconds + fwd.attention_s, flops + fwd.attention_flops
+    rerun = {"mla_up_proj": ("q_up", "kv_up"), "mlp": ("mlp_up", "mlp_down")}
+    names = {n for m in modules & rerun.keys() for n in rerun[m]}
+    for g in shapes.gemms:
+        if g.name in names:
+            forward, _, gemm_flops = gemm_times(eff, job, g, lay.tokens, lay.tp)
+            seconds, flops = seconds + forward, flops + gemm_flops
+    passes = 0.0  # elements read + written per local token
+    if "layernorm" in modules:
+        passes += 2.0 * 2.0 * model.hidden_size * np.where(lay.sp > 0, 1.0 / lay.tp, 1.0)
+    if "mlp" in modules and moe is None:
+        f = next((g.k for g in shapes.gemms if g.name == "mlp_down"), 0)
+        passes += (3.0 if model.gated_mlp else 2.0) * f / lay.tp  # SwiGLU: read 2f, write f
+    seconds = seconds + element_bytes(job.precision) * lay.tokens * passes / eff.memory_bytes_per_s
+    if "moe_act" in modules and moe is not None:
+        seconds = seconds + moe.activation_s
+    return seconds, flops
 
 
 def layer_params(shapes: LayerShapes, h: int) -> tuple[float, float, float]:

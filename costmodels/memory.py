@@ -61,23 +61,34 @@ def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerSha
     recompute also drops (Korthikanti et al. 2022, section 4.2).
     """
     h = model.hidden_size
+    # with selective recompute, Megatron's --recompute-modules drop what they rerun
+    # (megatron/core/transformer: CheckpointWithoutOutput around each module)
+    modules = set(job.recompute_modules) if recompute_selective else set()
     replicated = 8.0 * h + (2.0 * h if uses_dropout(model) else 0.0)
+    if "layernorm" in modules:
+        replicated -= 4.0 * h  # the two norm outputs (the QKV and MLP inputs)
     # Q (a d_qk), K and V (GQA: g d_h each; MLA: a (d_qk + d_v)), attention output O (a d_v)
     qkv_out = 2.0 * (model.num_heads * (shapes.attn_qk_dim + shapes.attn_v_dim)
                      + shapes.kv_bytes_dims)
+    if "mla_up_proj" in modules and model.mla is not None:
+        # Q, K and V come back from the kept latents (DeepSeek-V3 report eq. 1-7)
+        qkv_out -= 2.0 * (model.num_heads * shapes.attn_qk_dim + shapes.kv_bytes_dims)
     scores = 4.0 * model.num_heads if job.flash_attention else 5.0 * model.num_heads * job.seq_len
-    scores = np.where(recompute_selective, 4.0 * model.num_heads, scores)
+    if "core_attn" in modules:
+        scores = 4.0 * model.num_heads
     mlp = 0.0
     expert = 0.0
     for g in shapes.gemms:
         if g.name.endswith("_down"):
             hidden = (6.0 if model.gated_mlp else 4.0) * g.k
             if g.expert:
+                if "moe_act" in modules:
+                    hidden -= 2.0 * g.k  # the activation's output, the down GEMM's input
                 # routed rows: top_k copies of the expert input (2h) and hidden (/ ETP) per
                 # token (Megatron #1784); the MoE input is sequence-split over TP and ETP
                 # gathers its group's rows, so a GPU keeps etp / tp (SP) of them
                 expert += model.moe.top_k * job.moe_routed_imbalance * (hidden + 2.0 * h * etp)
-            else:
+            elif not (g.name == "mlp_down" and "mlp" in modules):
                 mlp += hidden  # the MLP input is counted in `replicated`
     shared = np.where(sp > 0, replicated / tp, replicated)
     # the counts above are in 16-bit bytes; fp32 training keeps 4-byte elements

@@ -76,6 +76,7 @@ class MoECost:
     kernels_bwd: np.ndarray  # and backward
     launch_s: np.ndarray  # their fixed cost (MOE_KERNEL_S each, none if graph-captured), forward
     launch_bwd_s: np.ndarray  # and backward
+    activation_s: np.ndarray | float = 0.0  # the experts' activation pass, forward
 
     def dispatcher_name(self, i: int = 0) -> str:
         """The dispatcher of configuration ``i``."""
@@ -233,7 +234,8 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     return MoECost(per_expert, local + 0.0 * tp, up_f + down_f, up_b + down_b, flops,
                    elementwise, elementwise / eff.memory_bytes_per_s, dispatch, sent, extra,
                    imbalance, dispatcher, kernels, kernels_bwd,
-                   (kernels - captured) * per_kernel, (kernels_bwd - captured) * per_kernel)
+                   (kernels - captured) * per_kernel, (kernels_bwd - captured) * per_kernel,
+                   activation / eff.memory_bytes_per_s)
 
 
 def block_kernels(model: ModelSpec, job: TrainJob, local) -> tuple[np.ndarray, np.ndarray]:

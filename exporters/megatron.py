@@ -48,6 +48,8 @@ def parallel_arguments(p: ParallelConfig, model: ModelSpec, job: TrainJob) -> li
     if job.tp_comm_overlap and p.tp > 1 and p.sequence_parallel:
         args.append("--tp-comm-overlap")
     args += recompute_arguments(p)
+    if p.recompute == "selective" and job.recompute_modules != ("core_attn",):
+        args += ["--recompute-modules", *job.recompute_modules]
     args += ["--micro-batch-size", str(p.micro_batch), "--global-batch-size", str(p.global_batch)]
     return args
 

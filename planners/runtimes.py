@@ -92,6 +92,9 @@ def _megatron_only_job_rules(title: str) -> tuple[Rule, ...]:
              lambda c, m, j: np.full(len(c), not j.grad_reduce_in_fp32)),
         Rule(f"fused cross-entropy ({title} computes the loss in PyTorch)",
              lambda c, m, j: np.full(len(c), j.fused_loss)),
+        Rule(f"selective recompute of modules other than the attention core ({title} has "
+             "no --recompute-modules)",
+             lambda c, m, j: (c.recompute == 1) & (j.recompute_modules != ("core_attn",))),
     )
 
 

@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING, Literal, get_args
 from pydantic import Field
 
 from sysplan.core.errors import InputError
-from sysplan.core.names import CUDA_GRAPH_CHOICES, MOE_DISPATCHER_CHOICES
+from sysplan.core.names import (
+    CUDA_GRAPH_CHOICES,
+    MOE_DISPATCHER_CHOICES,
+    RECOMPUTE_MODULE_CHOICES,
+)
 from sysplan.core.types import Frozen
 
 if TYPE_CHECKING:
@@ -27,6 +31,11 @@ MOE_DISPATCHERS: tuple[str, ...] = get_args(MoeDispatcher)[1:]
 CudaGraphs = Literal["none", "scoped", "full"]
 assert get_args(CudaGraphs) == CUDA_GRAPH_CHOICES, "core/names.py lists the CLI's choices"
 assert get_args(MoeDispatcher) == MOE_DISPATCHER_CHOICES, "core/names.py lists the CLI's choices"
+#: What Megatron's selective recompute (--recompute-granularity selective --recompute-modules)
+#: reruns in backward instead of keeping: the attention core, the two norms, MLA's query and
+#: key/value up-projections, the routed experts' activation, or a dense layer's whole MLP
+RecomputeModule = Literal["core_attn", "layernorm", "mla_up_proj", "moe_act", "mlp"]
+assert get_args(RecomputeModule) == RECOMPUTE_MODULE_CHOICES, "core/names.py lists them too"
 
 
 class TrainJob(Frozen):
@@ -81,6 +90,11 @@ class TrainJob(Frozen):
         "(Megatron --recompute-granularity selective: the attention core) or 'op' "
         "(torchtitan's per-op checkpointing: every matmul output but every second one and "
         "the attention output are kept, everything else is recomputed)."
+    )
+    recompute_modules: tuple[RecomputeModule, ...] = Field(
+        default=("core_attn",), min_length=1, description="What selective recompute reruns "
+        "with the 'attention' policy (Megatron --recompute-modules; its default core_attn): "
+        "core_attn, layernorm, mla_up_proj, moe_act, mlp (dense layers' MLP)."
     )
     moe_load_imbalance: float = Field(
         default=1.1, ge=1.0, description="Max / mean tokens per expert-parallel rank; the "
