@@ -119,6 +119,8 @@ def job_for(r: dict) -> TrainJob:
         # GPTModelProvider.cross_entropy_loss_fusion True): scripts/performance in v0.1.0 (25.09
         # yaml), v0.2.0 (25.11) and v0.3.0 (26.02)
         flags.update(grad_reduce_in_fp32=False, fused_loss=True)
+        if bridge_recompute_modules(r):
+            flags.update(recompute_modules=bridge_recompute_modules(r))
     if "force-balance token routing" in notes:
         flags.update(moe_load_imbalance=1.0)  # the benchmark balances routing (row notes)
     if "apply_moe_token_drop" in notes:
@@ -148,15 +150,45 @@ def pp_layout_for(r: dict, model: ModelSpec, pp: int | None, vpp: int | None) ->
     return None if layout is None else layout.format(m="m" * model.mtp_layers)
 
 
+#: --recompute-modules of Megatron-Bridge's DeepSeek-V3 and GPT-OSS performance configs by
+#: container and GPU (scripts/performance/configs/{deepseek,gpt_oss}/*workload_base_configs.py
+#: at v0.2.0 for 25.11 and v0.3.0 for 26.02; the 25.09 DeepSeek-V3 yaml sets "selective" with
+#: the recipe's default modules, Megatron's core_attn); the FP8 GB300 DeepSeek-V3 preset of
+#: 26.02 recomputes mla_up_proj, its BF16 one and 25.11's moe_act; GPT-OSS on GB300 sets none
+BRIDGE_RECOMPUTE = {
+    ("DeepSeekV3", "26.02"): {"GB300": ("mla_up_proj",), "GB200": ("mla_up_proj",),
+                              "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
+    ("DeepSeekV3", "25.11"): {"GB300": ("moe_act",), "GB200": ("mla_up_proj",),
+                              "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
+    ("DeepSeekV3", "25.09"): {gpu: ("core_attn",) for gpu in ("GB200", "B200", "H100")},
+    ("GPT OSS", "26.02"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
+                           "B200": ("layernorm", "moe_act"), "H100": ("layernorm", "moe_act")},
+    ("GPT OSS", "25.11"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
+                           "B200": ("layernorm", "moe_act"), "H100": ("layernorm", "moe_act")},
+}
+
+
+def bridge_recompute_modules(r: dict) -> tuple[str, ...] | None:
+    """The modules a Megatron-Bridge DeepSeek-V3 or GPT-OSS row recomputes (empty: none),
+    None for other rows. Qwen3's configs turn recompute off (set_qwen3_common_configs:
+    recompute_granularity None; qwen3_*_llm_pretrain.yaml in 25.09)."""
+    if not r["framework"].startswith("Megatron-Bridge"):
+        return None
+    if r["model"].startswith("Qwen3"):
+        return ()
+    container, gpu = r["framework"].split()[-1], r["gpu"].split()[0]
+    for (model, version), by_gpu in BRIDGE_RECOMPUTE.items():
+        if r["model"].startswith(model) and version == container:
+            return by_gpu.get(gpu)
+    return None
+
+
 def pins_for(r: dict, model: ModelSpec) -> Pins:
     recompute = r["recompute"].lower()
     rc = "full" if "full" in recompute else "selective" if "selective" in recompute else None
-    if r["framework"].startswith("Megatron-Bridge") and r["model"].startswith("Qwen3"):
-        # its Qwen3 performance configs turn recompute off (set_qwen3_common_configs:
-        # recompute_granularity None; qwen3_*_llm_pretrain.yaml in 25.09); DeepSeek-V3 and
-        # GPT-OSS recompute chosen modules (--recompute-modules), which sysplan does not price,
-        # so the search picks their recompute
-        rc = "none"
+    modules = bridge_recompute_modules(r)
+    if modules is not None:
+        rc = "selective" if modules else "none"
     sharding = r["sharding"].lower()
     zero = 3 if "fsdp" in sharding else 0 if sharding.startswith("none") else None
     sp = None
