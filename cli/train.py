@@ -194,6 +194,8 @@ _Recompute = Annotated[str | None, _opt(
     parser=_choice("none", "selective", "full"),
     help="Activation recompute: none, selective (what --recompute-modules names; default the "
     "attention core) or full (whole layer).")]
+
+
 def _modules(value: object) -> str:
     """Comma-separated --recompute-modules names, each accepted once."""
     names = [n.strip() for n in str(value).split(",")]
