@@ -51,7 +51,7 @@ def linear_seconds(eff: Efficiency, m, n, k, peak: float) -> tuple[np.ndarray, n
 def _split_dims(g: Gemm, n, k, divisor):
     """Column-parallel linears split their outputs, row-parallel ones (the attention output
     and MLP down projections) their inputs (Shoeybi et al. 2019, Megatron-LM, section 3)."""
-    if g.name == "attn_out" or g.name.endswith("_down"):
+    if g.name == "attn_out" or g.mlp_down:
         return n, k / divisor
     return n / divisor, k
 
@@ -172,7 +172,7 @@ def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,
     per_f = 3 if model.gated_mlp else 2
     activation = 0.0
     for g in shapes.gemms:
-        if g.name.endswith("_down"):  # its input width is the MLP hidden f
+        if g.mlp_down:  # its input width is the MLP hidden f
             activation += 0.0 if g.expert else per_f * g.k  # experts: costmodels/moe.py
     if job.kernel_fusion == "eager":
         replicated, split = chain_elements(

@@ -22,6 +22,12 @@ class Gemm:
     split: str  # 'tp' (divided by tp), 'etp' (expert, by etp), 'none' (replicated)
     expert: bool = False  # routed expert: runs on top_k * tokens spread over experts
 
+    @property
+    def mlp_down(self) -> bool:
+        """The down projection of an MLP block (``_mlp``: dense, shared or routed experts),
+        whose input is the activation's output; MLA's q_down and kv_down are not."""
+        return self.name in MLP_DOWN
+
 
 @dataclass(frozen=True)
 class LayerShapes:
@@ -65,6 +71,11 @@ def _attention_gemms(m: ModelSpec) -> tuple[list[Gemm], int, int, int]:
         Gemm("attn_out", h, a * mla.v_head_dim, "tp"),
     ]
     return gemms, qk, mla.v_head_dim, a * (qk + mla.v_head_dim)
+
+
+#: The MLP blocks ``_mlp`` names, and their down projections
+MLP_BLOCKS = ("mlp", "shared", "expert")
+MLP_DOWN = frozenset(f"{block}_down" for block in MLP_BLOCKS)
 
 
 def _mlp(name: str, h: int, f: int, gated: bool, split: str, expert: bool = False) -> list[Gemm]:

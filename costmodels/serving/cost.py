@@ -59,7 +59,7 @@ def _local_dims(g: Gemm, n: float, k: float, tp: int) -> tuple[float, float]:
     inputs (Shoeybi et al. 2019, section 3); replicated ones keep both."""
     if g.split == "none":
         return n, k
-    if g.name == "attn_out" or g.name.endswith("_down"):
+    if g.name == "attn_out" or g.mlp_down:
         return n, k / tp
     return n / tp, k
 
@@ -375,7 +375,7 @@ class ServingCost:
         elements = 8.0 * m.hidden_size + 2.0 * (m.num_heads + m.num_kv_heads) * rope_dim / tp
         per_f = 3 if m.gated_mlp else 2
         for g in self._shapes[moe_layer].gemms:
-            if g.name.endswith("_down"):
+            if g.mlp_down:
                 elements += per_f * g.k * (m.moe.top_k if g.expert else 1) / tp
                 if g.expert:
                     elements += 4.0 * m.moe.top_k * m.hidden_size
