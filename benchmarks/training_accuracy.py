@@ -111,8 +111,9 @@ def job_for(r: dict) -> TrainJob:
         flags.update(attention_backend="cudnn", tp_comm_overlap="--tp-comm-overlap" in notes)
     elif "torchtitan" in framework:
         # its Llama 3 train configs checkpoint selectively per op (selective_ac_option "op")
+        # torchao's Float8Linear keeps the bf16 inputs for backward (planners/runtimes.py)
         flags.update(tp_comm_overlap="AsyncTP" in r["precision"] + r["source"],
-                     selective_policy="op")
+                     selective_policy="op", fp8_saved_inputs="bf16")
     if framework.startswith("Megatron-Bridge"):
         # its performance scripts keep gradients in bf16 (cfg.ddp.grad_reduce_in_fp32 = False)
         # and fuse the loss (recipe.model.cross_entropy_fusion_impl = "te", with

@@ -59,41 +59,77 @@ def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerSha
     and their product: 6f; GELU 4f) are split by TP. Fused attention keeps the fp32
     log-sum-exp (4a bytes) instead of the 5 a s score-sized tensors, which selective
     recompute also drops (Korthikanti et al. 2022, section 4.2).
+
+    FP8 through Transformer Engine (``job.fp8_saved_inputs`` "fp8") keeps each linear's
+    quantized input, 1 byte an element, in place of the 16-bit one (TE Linear,
+    LayerNormLinear and GroupedLinear save ``inputmat``/``ln_out`` after quantizing; MXFP8
+    adds a 1-byte scale per 32, left out): see ``_fp8_input_bytes``.
     """
     h = model.hidden_size
     # with selective recompute, Megatron's --recompute-modules drop what they rerun
     # (megatron/core/transformer: CheckpointWithoutOutput around each module)
     modules = set(job.recompute_modules) if recompute_selective else set()
-    replicated = 8.0 * h + (2.0 * h if uses_dropout(model) else 0.0)
-    if "layernorm" in modules:
-        replicated -= 4.0 * h  # the two norm outputs (the QKV and MLP inputs)
+    fp8 = job.precision == "fp8" and job.fp8_saved_inputs == "fp8"
+    moe_layer = any(g.expert for g in shapes.gemms)
+    # the norm inputs (the residual stream, 2 x 2h) and dropout masks
+    replicated = 4.0 * h + (2.0 * h if uses_dropout(model) else 0.0)
+    if fp8:
+        replicated += _fp8_input_bytes(model, h, moe_layer, "layernorm" in modules)
+    elif "layernorm" not in modules:
+        replicated += 4.0 * h  # the two norm outputs (the QKV and MLP inputs)
     # Q (a d_qk), K and V (GQA: g d_h each; MLA: a (d_qk + d_v)), attention output O (a d_v)
     qkv_out = 2.0 * (model.num_heads * (shapes.attn_qk_dim + shapes.attn_v_dim)
                      + shapes.kv_bytes_dims)
     if "mla_up_proj" in modules and model.mla is not None:
         # Q, K and V come back from the kept latents (DeepSeek-V3 report eq. 1-7)
         qkv_out -= 2.0 * (model.num_heads * shapes.attn_qk_dim + shapes.kv_bytes_dims)
+    if fp8:
+        # the attention core keeps O in 16 bits for its backward and the output projection
+        # its own FP8 copy (TE FusedAttention saves out; Linear saves the quantized input)
+        qkv_out += model.num_heads * shapes.attn_v_dim
     scores = 4.0 * model.num_heads if job.flash_attention else 5.0 * model.num_heads * job.seq_len
     if "core_attn" in modules:
         scores = 4.0 * model.num_heads
     mlp = 0.0
     expert = 0.0
     for g in shapes.gemms:
-        if g.name.endswith("_down"):
-            hidden = (6.0 if model.gated_mlp else 4.0) * g.k
+        if g.mlp_down:
+            # the up GEMM's output (gated: gate and up, 2 x 2f) for the activation's backward,
+            # and the activation's output f as the down GEMM's input: 2 bytes, 1 in FP8
+            up_out = (4.0 if model.gated_mlp else 2.0) * g.k
+            act_out = (1.0 if fp8 else 2.0) * g.k
             if g.expert:
-                if "moe_act" in modules:
-                    hidden -= 2.0 * g.k  # the activation's output, the down GEMM's input
-                # routed rows: top_k copies of the expert input (2h) and hidden (/ ETP) per
-                # token (Megatron #1784); the MoE input is sequence-split over TP and ETP
-                # gathers its group's rows, so a GPU keeps etp / tp (SP) of them
-                expert += model.moe.top_k * job.moe_routed_imbalance * (hidden + 2.0 * h * etp)
+                if "moe_act" in modules and not fp8:
+                    act_out = 0.0  # rerun; in FP8 the down GEMM's quantized copy stays
+                # routed rows: top_k copies of the expert input (2h; 1 byte in FP8) and
+                # hidden (/ ETP) per token (Megatron #1784); the MoE input is sequence-split
+                # over TP and ETP gathers its group's rows, so a GPU keeps etp / tp (SP)
+                routed_in = (1.0 if fp8 else 2.0) * h * etp
+                expert += model.moe.top_k * job.moe_routed_imbalance * (up_out + act_out
+                                                                         + routed_in)
             elif not (g.name == "mlp_down" and "mlp" in modules):
-                mlp += hidden  # the MLP input is counted in `replicated`
+                mlp += up_out + act_out  # the MLP input is counted in `replicated`
     shared = np.where(sp > 0, replicated / tp, replicated)
     # the counts above are in 16-bit bytes; fp32 training keeps 4-byte elements
     scale = element_bytes(job.precision) / 2.0
     return (shared + (qkv_out + scores + mlp) / tp + expert / np.where(sp > 0, tp, 1.0)) * scale
+
+
+def _fp8_input_bytes(model: ModelSpec, h: int, moe_layer: bool, layernorm_rerun: bool) -> float:
+    """Bytes per token the attention and MLP inputs (the two norm outputs) take when the
+    linears keep FP8 copies (Transformer Engine): the fused LayerNormLinear keeps its FP8
+    norm output (h); MLA's two down projections each quantize their own copy (2h); an MoE
+    layer's router GEMM keeps the 16-bit norm output (2h; megatron/core/transformer/moe/
+    moe_utils.py RouterGatingLinearFunction saves inp), its expert inputs are counted per
+    routed row, its shared experts keep an FP8 copy (h); a dense MLP's fused LayerNormLinear
+    keeps h. Megatron's layernorm recompute drops only the 16-bit outputs of unfused norms:
+    the FP8 copies the linears made stay."""
+    attention = 2.0 * h if model.mla is not None else h
+    if not moe_layer:
+        return attention + h
+    router = 0.0 if layernorm_rerun else 2.0 * h
+    shared = h if model.moe.num_shared_experts else 0.0
+    return attention + router + shared
 
 
 def op_checkpoint_bytes_per_token(model: ModelSpec, shapes: LayerShapes, tp, sp,
@@ -121,7 +157,7 @@ def op_checkpoint_bytes_per_token(model: ModelSpec, shapes: LayerShapes, tp, sp,
         elif g.name.endswith("_up") and model.gated_mlp:  # w1, w3
             matmuls += [(g.n / 2, g.k, True)] * 2
         else:
-            row = g.name == "attn_out" or g.name.endswith("_down")
+            row = g.name == "attn_out" or g.mlp_down
             matmuls.append((g.n, g.k, g.split == "tp" and not row))
     saved = sum(n / tp if split else n + 0.0 * tp for n, _, split in matmuls[0::2])
     flops = [n * k for n, k, _ in matmuls]

@@ -50,6 +50,7 @@ class Runtime:
     version: str
     context_parallel_comms: tuple[str, ...] = ("p2p",)  # CP algorithms offered, preferred first
     selective_policy: str = "attention"  # what its selective recompute reruns (TrainJob)
+    fp8_saved_inputs: str = "fp8"  # what its FP8 linears keep for backward (TrainJob)
     rules: tuple[Rule, ...] = ()
     model_rules: tuple[ModelRule, ...] = field(default_factory=tuple)
 
@@ -175,6 +176,10 @@ TORCHTITAN = Runtime(
     # activation_checkpoint mode "selective" with selective_ac_option "op" (its Llama 3
     # train configs): per-op checkpointing (costmodels/memory.op_checkpoint_bytes_per_token)
     selective_policy="op",
+    # torchao's Float8Linear (its float8 converter) saves the bf16 input and weight and
+    # quantizes them again in backward (torchao float8/float8_linear.py,
+    # matmul_with_hp_or_float8_args.forward: ctx.save_for_backward(input_hp, weight_hp_t))
+    fp8_saved_inputs="bf16",
     rules=(
         Rule("ZeRO-1 (torchtitan shards with FSDP2: ZeRO-2, ZeRO-3 or none)",
              lambda c, m, j: c.zero == 1),
@@ -228,14 +233,15 @@ def get_runtime(name: str) -> Runtime:
 
 def job_for(runtimes: list[Runtime], job: TrainJob) -> TrainJob:
     """``job`` with a context-parallel algorithm every runtime in ``runtimes`` runs, if any,
-    and the first runtime's selective-recompute policy.
+    and the first runtime's selective-recompute policy and FP8 saved inputs.
 
     The job's own CP choice wins when all accept it; otherwise the first common one; with
     none in common the first runtime's preferred one, and the others' rules then exclude
     CP > 1.
     """
-    if runtimes and job.selective_policy != runtimes[0].selective_policy:
-        job = job.model_copy(update={"selective_policy": runtimes[0].selective_policy})
+    if runtimes:
+        job = job.model_copy(update={"selective_policy": runtimes[0].selective_policy,
+                                     "fp8_saved_inputs": runtimes[0].fp8_saved_inputs})
     offered = [r.context_parallel_comms for r in runtimes]
     if not offered or all(job.context_parallel_comm in o for o in offered):
         return job

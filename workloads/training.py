@@ -122,6 +122,12 @@ class TrainJob(Frozen):
         "gradient into the 16-bit logits in place (Megatron --cross-entropy-loss-fusion "
         "--cross-entropy-fusion-impl te); False: PyTorch's cross-entropy on fp32 logits."
     )
+    fp8_saved_inputs: Literal["fp8", "bf16"] = Field(
+        default="fp8", description="With --precision fp8, what each linear layer keeps for "
+        "its weight gradient: 'fp8' (Transformer Engine saves the quantized input, 1 byte an "
+        "element: Megatron, Megatron-DeepSpeed) or 'bf16' (torchao Float8Linear saves the "
+        "16-bit input and quantizes in backward: torchtitan). Set by the target runtime."
+    )
     moe_capacity_factor: float | None = Field(
         default=None, gt=0, description="Routed tokens an expert takes at most, as a multiple "
         "of the mean (Megatron --moe-expert-capacity-factor; the rest are dropped); None: "

@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: Llama 3.1 8B on dgx-h100, 8 GPUs, 4096 tokens per sequence, fp8.
 # Layout: tp=4 pp=1 vpp=1 dp=2 cp=1 ep=1 etp=1 sp=1 zero=0 micro_batch=1 global_batch=32 recompute=none.
-# Predicted: step 2.240 s, 7314 tokens/s/GPU, MFU 0.380 of the bf16 peak, worst-stage memory 39.9 GiB of 80 GiB.
+# Predicted: step 2.240 s, 7314 tokens/s/GPU, MFU 0.380 of the bf16 peak, worst-stage memory 39.3 GiB of 80 GiB.
 
 set -euo pipefail
 MEGATRON_DIR=${MEGATRON_DIR:-$PWD}  # a Megatron-LM checkout
