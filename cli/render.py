@@ -146,6 +146,16 @@ def recompute_label(config: ParallelConfig) -> str:
     return config.recompute
 
 
+def recompute_detail(config: ParallelConfig, job: TrainJob) -> str:
+    """``recompute_label`` naming what selective recompute reruns: Megatron's
+    --recompute-modules, or torchtitan's per-op policy."""
+    label = recompute_label(config)
+    what = "per-op" if job.selective_policy == "op" else ", ".join(job.recompute_modules)
+    if label == "selective":
+        return f"selective ({what})"
+    return f"{label}; selective: {what}" if "selective" in label else label
+
+
 def allocation(result: TrainingResult, context: TrainContext) -> str:
     """``frontier: 1,024 GCDs (default allocation: 128 nodes x 8)``."""
     cluster, gpus = context.cluster, result.num_gpus
@@ -379,7 +389,7 @@ def plan_detail(plan: Plan, context: TrainContext, context_gpus: int, *, explain
     """One plan's heading, breakdowns, per-stage memory and the reason it ranks there."""
     estimate = plan.estimate
     title = Text(f"#{plan.rank} {layout(plan.parallel)}", style="bold")
-    recompute = recompute_label(plan.parallel)
+    recompute = recompute_detail(plan.parallel, context.job)
     title.append(": no recompute, " if recompute == "none" else f": {recompute} recompute, ")
     if plan.parallel.pp > 1:
         title.append(f"{plan.parallel.schedule} schedule, ")

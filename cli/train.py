@@ -492,7 +492,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         typer.echo(json.dumps(plan_json.training_document(result), indent=2))
         return
     context = render.TrainContext(
-        cluster=cluster, job=job, memory_headroom_bytes=headroom,
+        cluster=cluster, job=result.job or job, memory_headroom_bytes=headroom,
         default_allocation=request.gpus is None, train_tokens=tokens,
         gpu_hour_cost=request.gpu_hour_cost,
     )

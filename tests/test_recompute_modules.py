@@ -126,3 +126,11 @@ def test_bad_modules_exit_2_with_one_line(args, says):
     result = invoke("train", *args, "--cluster", "dgx-h100", "--gpus", "8")
     assert result.exit_code == 2 and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_plan_heading_names_the_modules_it_reruns():
+    result = invoke("train", "--model", "qwen3-30b-a3b", "--cluster", "dgx-h100", "--gpus", "8",
+                    "--recompute", "selective", "--recompute-modules", "moe_act,layernorm",
+                    "--top", "1")
+    assert result.exit_code == 0, result.stderr
+    assert "selective (moe_act, layernorm) recompute" in result.stdout, result.stdout
