@@ -122,6 +122,7 @@ def job_for(r: dict) -> TrainJob:
         flags.update(grad_reduce_in_fp32=False, fused_loss=True)
         if bridge_recompute_modules(r):
             flags.update(recompute_modules=bridge_recompute_modules(r))
+        flags.update(bridge_runtime(r, prec))
     if "force-balance token routing" in notes:
         flags.update(moe_load_imbalance=1.0)  # the benchmark balances routing (row notes)
     if "apply_moe_token_drop" in notes:
@@ -182,6 +183,62 @@ def bridge_recompute_modules(r: dict) -> tuple[str, ...] | None:
         if r["model"].startswith(model) and version == container:
             return by_gpu.get(gpu)
     return None
+
+
+#: What Megatron-Bridge's performance configs set besides recompute, by model, container and
+#: GPU ("GPU/precision" where the precisions differ): CUDA graphs ("scoped": Transformer
+#: Engine graphs of the attention and MoE router/preprocess, --cuda-graph-impl
+#: transformer_engine; "full": Megatron's own per-layer or whole-iteration graphs), the token
+#: dispatcher ("flex" where moe_flex_dispatcher_backend is hybridep or deepep, else Megatron's
+#: alltoall) and moe_a2a_overlap (--overlap-moe-expert-parallel-comm). Read from
+#: scripts/performance/configs/*/*workload_base_configs.py at v0.3.0 (26.02) and v0.2.0 (25.11),
+#: and for 25.09 from v0.1.0rc4's run_script.py (DeepSeek-V3: DeepEP and the A2A overlap on
+#: H100 only) and qwen3_*_llm_pretrain.yaml (cuda_graphs: true sets enable_cuda_graph, whole
+#: layers captured, which token drop's padded shapes allow)
+_SCOPED_FLEX = {"cuda_graphs": "scoped", "moe_dispatcher": "flex"}
+_A2A = {"moe_dispatcher": "alltoall"}
+_A2A_OVERLAP = {"moe_dispatcher": "alltoall", "ep_comm_overlap": True}
+_FLEX_OVERLAP = {"moe_dispatcher": "flex", "ep_comm_overlap": True}
+BRIDGE_RUNTIME = {
+    ("DeepSeekV3", "26.02"): {"GB300/fp8": {"moe_dispatcher": "flex"}, "GB300": _SCOPED_FLEX,
+                              "GB200": _SCOPED_FLEX, "B200": {"moe_dispatcher": "flex"},
+                              "H100": {"moe_dispatcher": "flex"}},
+    ("DeepSeekV3", "25.11"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX, "B200": _A2A,
+                              "H100": _FLEX_OVERLAP},
+    ("DeepSeekV3", "25.09"): {"GB200": _A2A, "B200": _A2A, "H100": _FLEX_OVERLAP},
+    ("GPT OSS", "26.02"): {"GB300": {"cuda_graphs": "scoped", **_A2A}, "GB200": _A2A,
+                           "B200": _A2A, "H100": _A2A},
+    ("GPT OSS", "25.11"): {"GB300": {"cuda_graphs": "scoped", **_A2A}, "GB200": _A2A,
+                           "B200": _A2A, "H100": _A2A},
+    ("Qwen3_30B", "26.02"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX,
+                             "B200": {"cuda_graphs": "scoped", **_A2A},
+                             "H100/bf16": {"cuda_graphs": "scoped", **_FLEX_OVERLAP},
+                             "H100": _FLEX_OVERLAP},
+    ("Qwen3_30B", "25.11"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX,
+                             "B200": {"cuda_graphs": "scoped", **_A2A},
+                             "H100/bf16": {"cuda_graphs": "scoped", **_A2A_OVERLAP},
+                             "H100": _A2A_OVERLAP},
+    ("Qwen3_30B", "25.09"): {"GB200": {"cuda_graphs": "full", **_A2A},
+                             "B200": {"cuda_graphs": "full", **_A2A}, "H100": _A2A},
+    ("Qwen3_235B", "26.02"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX, "B200": _A2A,
+                              "H100": _A2A_OVERLAP},
+    ("Qwen3_235B", "25.11"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX,
+                              "B200": _A2A_OVERLAP, "H100": _A2A_OVERLAP},
+    ("Qwen3_235B", "25.09"): {"GB200": {"cuda_graphs": "full", **_A2A}, "B200": _A2A,
+                              "H100": _A2A},
+}
+
+
+def bridge_runtime(r: dict, precision: str) -> dict:
+    """The TrainJob settings ``BRIDGE_RUNTIME`` states for a Megatron-Bridge MoE row ({} for
+    other rows)."""
+    if not r["framework"].startswith("Megatron-Bridge"):
+        return {}
+    container, gpu = r["framework"].split()[-1], r["gpu"].split()[0]
+    for (model, version), by_gpu in BRIDGE_RUNTIME.items():
+        if r["model"].startswith(model) and version == container:
+            return dict(by_gpu.get(f"{gpu}/{precision}", by_gpu.get(gpu, {})))
+    return {}
 
 
 def pins_for(r: dict, model: ModelSpec) -> Pins:
@@ -330,8 +387,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write-bands", type=Path, metavar="JSON",
                         help="write the MAPE per regime (planners/accuracy_bands.json)")
     parser.add_argument("--fit-moe-kernel", metavar="IDS",
-                        help="comma-separated MoE row ids to fit costmodels.moe.MOE_KERNEL_S on "
-                        "(prints the MAPE of each candidate value on them and on the rest)")
+                        help="comma-separated MoE row ids to fit costmodels.moe.MOE_KERNEL_S and "
+                        "MOE_GRAPHED_SHARE on (prints the MAPE of each candidate pair on them, "
+                        "and of the best on the rest)")
     args = parser.parse_args(argv)
     rows = [r for path in args.csv for r in csv.DictReader(path.open())]
     if args.ids:
@@ -359,35 +417,48 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-#: Candidate seconds per MoE-block kernel ``--fit-moe-kernel`` tries: 0 to 60 us
-MOE_KERNEL_GRID = tuple(i * 1e-6 for i in range(61))
+#: Candidate seconds per MoE-block kernel ``--fit-moe-kernel`` tries (0 to 60 us), and
+#: candidate shares of it a CUDA-graph-replayed kernel keeps
+MOE_KERNEL_GRID = tuple(i * 1e-6 for i in range(0, 61, 2))
+MOE_GRAPHED_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def fit_moe_kernel(rows: list[dict], ids: list[str], quality: set[str]) -> int:
-    """Grid-search ``MOE_KERNEL_S`` on the MoE rows ``ids`` (least MAPE of the predicted
-    throughput) and print its MAPE on them and on the other MoE rows (out of sample)."""
+    """Grid-search ``MOE_KERNEL_S`` and ``MOE_GRAPHED_SHARE`` together on the MoE rows ``ids``
+    (least MAPE of the predicted throughput) and print the MAPE of each pair on them, and of
+    the best pair on the other MoE rows (out of sample)."""
     moe_rows = [r for r in rows if r["quality"] in quality and model_from_row(r).moe is not None]
     fit = [r for r in moe_rows if r["id"] in ids]
     held = [r for r in moe_rows if r["id"] not in ids]
     if not fit:
         print(f"error: none of {','.join(ids)} is a MoE row of quality {''.join(quality)}")
         return 2
-    saved = moe_cost.MOE_KERNEL_S
-    table = []
+
+    def mape(part: list[dict]) -> float:
+        errors = [abs(x["err"]) for x in map(evaluate, part) if "err" in x]
+        return sum(errors) / len(errors) if errors else float("nan")
+
+    saved = moe_cost.MOE_KERNEL_S, moe_cost.MOE_GRAPHED_SHARE
+    table = {}
     try:
         for value in MOE_KERNEL_GRID:
-            moe_cost.MOE_KERNEL_S = value
-            errors = [[abs(x["err"]) for x in map(evaluate, part) if "err" in x]
-                      for part in (fit, held)]
-            table.append((value, *(sum(e) / len(e) if e else float("nan") for e in errors)))
+            for share in MOE_GRAPHED_GRID:
+                moe_cost.MOE_KERNEL_S, moe_cost.MOE_GRAPHED_SHARE = value, share
+                table[value, share] = mape(fit)
+        best = min(table, key=table.get)
+        moe_cost.MOE_KERNEL_S, moe_cost.MOE_GRAPHED_SHARE = best
+        held_out = mape(held)
     finally:
-        moe_cost.MOE_KERNEL_S = saved
-    best = min(table, key=lambda t: t[1])
-    print(f"{'us/kernel':>9} {'in-sample':>10} {'held-out':>9}   ({len(fit)} fitted, "
-          f"{len(held)} held-out rows)")
-    for value, ins, out in table:
-        print(f"{value * 1e6:>9.0f} {ins:>10.1%} {out:>9.1%}{'  <- best' if value == best[0] else ''}")
-    print(f"fitted MOE_KERNEL_S = {best[0] * 1e6:.0f}e-6 on {' '.join(r['id'] for r in fit)}")
+        moe_cost.MOE_KERNEL_S, moe_cost.MOE_GRAPHED_SHARE = saved
+    print(f"in-sample MAPE on {len(fit)} rows; columns: MOE_GRAPHED_SHARE")
+    print(f"{'us/kernel':>9} " + " ".join(f"{share:>6.2f}" for share in MOE_GRAPHED_GRID))
+    for value in MOE_KERNEL_GRID:
+        cells = [f"{table[value, share]:>6.1%}" + ("*" if (value, share) == best else " ")
+                 for share in MOE_GRAPHED_GRID]
+        print(f"{value * 1e6:>9.0f} " + "".join(cells))
+    print(f"fitted MOE_KERNEL_S = {best[0] * 1e6:.0f}e-6, MOE_GRAPHED_SHARE = {best[1]:g} "
+          f"(in-sample {table[best]:.1%}, held-out {held_out:.1%} on {len(held)} rows) on "
+          f"{' '.join(r['id'] for r in fit)}")
     return 0
 
 

@@ -245,7 +245,7 @@ _MoeDispatcher = Annotated[str, _opt(
 _CudaGraphs = Annotated[str, _opt(
     "--cuda-graphs", metavar="[none|scoped|full]", panel=_RUNTIME,
     parser=_choice(*CUDA_GRAPH_CHOICES),
-    help="CUDA-graph capture, whose kernels cost no launch: none, scoped (attention and the MoE "
+    help="CUDA-graph capture, whose kernels skip the host's launch: none, scoped (attention and the MoE "
     "router; not with full recompute) or full (the whole iteration; MoE needs "
     "--moe-capacity-factor). Megatron --cuda-graph-impl/--cuda-graph-scope.")]
 _GradReduceBf16 = Annotated[bool, _opt(

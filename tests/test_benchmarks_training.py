@@ -23,11 +23,13 @@ def test_moe_kernel_fit_runs_on_one_row_and_restores_the_constant(capsys, monkey
     from sysplan.costmodels import moe
 
     monkeypatch.setattr(bench, "MOE_KERNEL_GRID", (0.0, 26e-6, 60e-6))
-    before = moe.MOE_KERNEL_S
+    monkeypatch.setattr(bench, "MOE_GRAPHED_GRID", (0.0, 1.0))
+    before = moe.MOE_KERNEL_S, moe.MOE_GRAPHED_SHARE
     assert bench.main(["--ids", "T309,T311", "--fit-moe-kernel", "T309"]) == 0
     out = capsys.readouterr().out
-    assert "(1 fitted, 1 held-out rows)" in out and "fitted MOE_KERNEL_S" in out
-    assert moe.MOE_KERNEL_S == before
+    assert "in-sample MAPE on 1 rows" in out and "held-out" in out and "on 1 rows" in out
+    assert "fitted MOE_KERNEL_S" in out and "MOE_GRAPHED_SHARE" in out
+    assert (moe.MOE_KERNEL_S, moe.MOE_GRAPHED_SHARE) == before
     assert bench.main(["--ids", "T238", "--fit-moe-kernel", "T238"]) == 2  # a dense row
 
 

@@ -1,4 +1,4 @@
-"""`--cuda-graphs`: captured kernels cost no launch, the layouts a capture cannot run are
+"""`--cuda-graphs`: captured kernels cost no host launch, the layouts a capture cannot run are
 refused or left out, and Megatron gets the flags that capture them."""
 
 from __future__ import annotations
@@ -35,14 +35,18 @@ def _moe_launches(graphs: str, capacity: float | None = None) -> tuple[float, fl
     return float(moe.launch_s[0]), float(moe.launch_bwd_s[0])
 
 
-def test_captured_kernels_cost_no_launch() -> None:
+@pytest.mark.parametrize("share", [0.0, 0.5, 1.0])
+def test_captured_kernels_cost_their_graphed_share(share, monkeypatch) -> None:
     """Qwen3-30B-A3B at EP 8 launches 52 kernels forward and 84 backward per MoE layer;
-    scoped graphs replay the router and preprocessing (10 each way), full graphs all."""
+    scoped graphs replay the router and preprocessing (10 each way), full graphs all; a
+    replayed kernel costs MOE_GRAPHED_SHARE of an eager one (its GPU side stays)."""
+    monkeypatch.setattr(moe_module, "MOE_GRAPHED_SHARE", share)
     per = moe_module.MOE_KERNEL_S
     assert _moe_launches("none") == pytest.approx((52 * per, 84 * per))
-    scoped = 52 - moe_module.MOE_SCOPED_KERNELS, 84 - moe_module.MOE_SCOPED_KERNELS
-    assert _moe_launches("scoped") == pytest.approx((scoped[0] * per, scoped[1] * per))
-    assert _moe_launches("full", capacity=1.0) == (0.0, 0.0)
+    replayed = moe_module.MOE_SCOPED_KERNELS * (1.0 - share) * per
+    assert _moe_launches("scoped") == pytest.approx((52 * per - replayed, 84 * per - replayed))
+    assert _moe_launches("full", capacity=1.0) == pytest.approx((52 * per * share,
+                                                                   84 * per * share))
 
 
 def test_graphs_remove_the_measured_per_op_overhead_of_the_layers() -> None:
