@@ -42,6 +42,12 @@ MOE_BLOCK_KERNELS = 20
 MOE_SCOPED_KERNELS = 10
 #: Shared-expert MLP: up GEMM, activation, down GEMM, the add to the routed output
 SHARED_EXPERT_KERNELS = 4
+#: HBM bytes per routed element of Megatron-Core's eager expert-bias add, forward + backward
+#: (``moe_layer_cost``), and its kernels: per local expert a multiply and an add forward, plus
+#: the concatenation and the cast; backward the two casts and per local expert the two
+#: products and their two reductions (core_v0.15.0 moe/experts.py TEGroupedMLP._apply_bias)
+EXPERT_BIAS_BYTES = 64.0
+EXPERT_BIAS_KERNELS = ((2.0, 2.0), (4.0, 2.0))  # (per local expert, fixed): forward, backward
 #: Seconds each kernel of the MoE block costs beyond its work: the block is many small kernels
 #: (router, permutation, one cuBLAS GEMM per local expert in TE's GroupedLinear
 #: ``general_grouped_gemm``) whose launch, ramp and tail and the host's issue gaps add up
@@ -187,6 +193,13 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     activation = act_b * routed * (3.0 * f if model.gated_mlp else 2.0 * f)
     casts = 3.0 * routed * (h + f) if job.precision == "fp8" else 0.0  # bf16 in, fp8 out
     elementwise = router + permute + activation + casts
+    if moe.expert_bias:
+        # the down GEMM's bias, scaled by the router probability, is added eagerly outside
+        # it (Megatron-Core TEGroupedMLP._apply_bias, core_v0.15.0 moe/experts.py: per expert
+        # t + b * p in fp32, cat, cast to bf16): 28 bytes per routed element forward, 36 in
+        # backward (the cast's and add's gradients, then grad x p and grad x b reduced for
+        # the bias and the probability), as 64 / 3 forward under the layer's 3x convention
+        elementwise = elementwise + EXPERT_BIAS_BYTES / 3.0 * routed * h
     # dispatch and combine all-to-all, forward and again backward (training-formulas 4.9):
     # each rank sends top_k copies of its tokens, the busiest rank carries the imbalance;
     # the EP group is ETP ranks apart (Megatron expert rank order etp-ep-edp)
@@ -260,11 +273,15 @@ def block_kernels(model: ModelSpec, job: TrainJob, local) -> tuple[np.ndarray, n
     experts per GPU: ``MOE_BLOCK_KERNELS`` each way (+ the shared experts'), and per local
     expert one GEMM for each of its two linears forward, data and weight gradient backward (TE
     GroupedLinear runs one cuBLAS GEMM per expert, ``general_grouped_gemm``), each fp8 GEMM
-    input quantised by its own kernel (TE per-expert ``split_quantize``)."""
+    input quantised by its own kernel (TE per-expert ``split_quantize``), and biased experts'
+    eager bias add (``EXPERT_BIAS_KERNELS``)."""
     fixed = MOE_BLOCK_KERNELS + (SHARED_EXPERT_KERNELS if model.moe.num_shared_experts else 0)
     fp8 = 1.0 if job.precision == "fp8" else 0.0
     forward = fixed + local * 2.0 * (1.0 + fp8)  # fc1, fc2 (+ their input quantisations)
     backward = fixed + local * 2.0 * (2.0 + fp8)  # dgrad + wgrad each (+ output-grad casts)
+    if model.moe.expert_bias:  # the eager bias add (EXPERT_BIAS_KERNELS)
+        (per_f, fixed_f), (per_b, fixed_b) = EXPERT_BIAS_KERNELS
+        forward, backward = forward + per_f * local + fixed_f, backward + per_b * local + fixed_b
     return forward, backward
 
 

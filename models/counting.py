@@ -118,6 +118,10 @@ def _moe_mlp(spec: ModelSpec) -> _Part:
     assert moe is not None
     h, experts = spec.hidden_size, moe.num_experts
     expert = _mlp(spec, moe.expert_ffn_hidden)
+    if moe.expert_bias and not spec.linear_bias:
+        # GPT-OSS experts: a bias on the fused gate/up output (2f) and on the down output (h)
+        # (HF modeling_gpt_oss.py GptOssExperts gate_up_proj_bias, down_proj_bias)
+        expert = expert + _dense(0, (2 if spec.gated_mlp else 1) * moe.expert_ffn_hidden + h)
     # routed: E experts stored, k used per token (Megatron theoretical_memory_usage.py)
     routed = _Part(
         experts * expert.total, moe.top_k * expert.total, moe.top_k * expert.matmul_active

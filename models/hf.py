@@ -352,17 +352,19 @@ def _llama4(cfg: _Config) -> dict[str, Any]:
 
 
 def _gpt_oss(cfg: _Config) -> dict[str, Any]:
-    # HF modeling_gpt_oss.py: every layer MoE with experts of intermediate_size. As in the
-    # catalog entry, the q/k/v/o, expert and router biases and the attention sinks are not
-    # modelled (about 0.04B parameters in gpt-oss-120b), nor the alternating sliding window
+    # HF modeling_gpt_oss.py: every layer MoE with experts of intermediate_size, biased Q/K/V
+    # and experts. As in the catalog entry, the output projection's and router's biases and
+    # the attention sinks are not modelled (0.1M parameters in gpt-oss-120b), nor the
+    # alternating sliding window
     fields = _decoder(cfg)
-    fields.update(qkv_bias=False, linear_bias=False)
+    fields.update(qkv_bias=True, linear_bias=False)
     # openai/gpt-oss config.json holds num_experts_per_tok and experts_per_token (OpenAI's name)
     top_k = cfg.data.get("num_experts_per_tok")
     fields["moe"] = {
         "num_experts": cfg.positive("num_local_experts"),
         "top_k": cfg.positive("num_experts_per_tok" if top_k is not None else "experts_per_token"),
         "expert_ffn_hidden": fields["ffn_hidden"],
+        "expert_bias": True,
     }
     return fields
 

@@ -36,6 +36,11 @@ class MoESpec(Frozen):
         default=False,
         description="Per-expert score-correction bias on the router (DeepSeek-V3 noaux_tc).",
     )
+    expert_bias: bool = Field(
+        default=False,
+        description="Biases on the routed experts' linears (GPT-OSS: gate_up_proj_bias and "
+        "down_proj_bias).",
+    )
     route_groups: int = Field(
         default=1, ge=1,
         description="Expert groups of group-limited routing (HF n_group; DeepSeek-V3: 8).",

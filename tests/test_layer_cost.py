@@ -119,6 +119,27 @@ def test_moe_block_pays_a_fixed_cost_per_kernel_it_launches(monkeypatch):
     assert seconds[1][1] - seconds[0][1] == pytest.approx((2 * 52 + 84) * 1e-4)
 
 
+def test_biased_experts_pay_the_eager_bias_add():
+    """GPT-OSS's expert biases: Megatron-Core adds the probability-scaled down bias outside
+    the GEMM, per local expert, in fp32 (EXPERT_BIAS_BYTES per routed element over forward and
+    backward, priced as a third of it forward) with its own kernels; unbiased experts do not."""
+    from sysplan.costmodels import moe as moe_module
+
+    model = resolve_model("gpt-oss-120b")[0]
+    plain = model.model_copy(update={"moe": model.moe.model_copy(update={"expert_bias": False})})
+    job = make_train_job(model, seq_len=4096, global_batch=8, moe_load_imbalance=1.0,
+                         moe_dispatcher="alltoall")[0]
+    biased, unbiased = (moe_layer_cost(m, job, CLUSTER, EFF, _moe_layout(16384, 8))
+                        for m in (model, plain))
+    routed = 16384 * model.moe.top_k
+    extra = moe_module.EXPERT_BIAS_BYTES / 3.0 * routed * model.hidden_size
+    assert biased.elementwise_bytes[0] - unbiased.elementwise_bytes[0] == pytest.approx(extra)
+    (per_f, fixed_f), (per_b, fixed_b) = moe_module.EXPERT_BIAS_KERNELS
+    local = model.moe.num_experts / 8
+    assert biased.kernels[0] - unbiased.kernels[0] == per_f * local + fixed_f
+    assert biased.kernels_bwd[0] - unbiased.kernels_bwd[0] == per_b * local + fixed_b
+
+
 def test_flex_dispatch_sends_one_copy_per_destination_gpu_and_node():
     """Flex (DeepEP-style): Qwen3-30B-A3B's 8 experts of 128 over 8 GPUs land on
     8 (1 - C(112, 8)/C(128, 8)) distinct GPUs, the bytes one rank sends per token; DeepSeek-V3's
