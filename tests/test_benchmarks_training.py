@@ -49,6 +49,24 @@ def test_fair_baseline_is_bf16_palm_flops_with_recompute_for_every_row():
         assert abs(bench.baseline_step(r, model, cluster) / expected - 1) < 1e-12
 
 
+def test_megatron_bridge_rows_run_with_the_settings_their_configs_state():
+    bench = _load("training_accuracy")
+    rows = {r["id"]: r for path in bench.DEFAULT_CSVS
+            for r in __import__("csv").DictReader(path.open())}
+    settings = {rid: bench.job_for(rows[rid]) for rid in ("T300", "T303", "T310", "T333", "T238")}
+    # 26.02 GB300: DeepSeek-V3's FP8 preset captures no graphs, GPT-OSS's the TE scoped ones
+    assert (settings["T300"].cuda_graphs, settings["T300"].moe_dispatcher) == ("none", "flex")
+    assert (settings["T303"].cuda_graphs, settings["T303"].moe_dispatcher) == ("scoped",
+                                                                               "alltoall")
+    # H100 presets overlap the all-to-all; 25.09's DeepSeek-V3 on H100 runs DeepEP
+    assert settings["T310"].ep_comm_overlap and settings["T333"].ep_comm_overlap
+    assert settings["T333"].moe_dispatcher == "flex"
+    # FP8 through Transformer Engine keeps 1-byte inputs, torchtitan's torchao 16-bit ones
+    assert settings["T300"].fp8_saved_inputs == "fp8"
+    assert settings["T238"].fp8_saved_inputs == "bf16"
+    assert settings["T238"].cuda_graphs == "none"  # not a Megatron-Bridge row
+
+
 def test_derive_default_efficiency_runs_on_the_first_rows(capsys):
     import pytest
 
