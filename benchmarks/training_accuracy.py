@@ -154,15 +154,17 @@ def pp_layout_for(r: dict, model: ModelSpec, pp: int | None, vpp: int | None) ->
 
 #: --recompute-modules of Megatron-Bridge's DeepSeek-V3 and GPT-OSS performance configs by
 #: container and GPU (scripts/performance/configs/{deepseek,gpt_oss}/*workload_base_configs.py
-#: at v0.2.0 for 25.11 and v0.3.0 for 26.02; the 25.09 DeepSeek-V3 yaml sets "selective" with
-#: the recipe's default modules, Megatron's core_attn); the FP8 GB300 DeepSeek-V3 preset of
-#: 26.02 recomputes mla_up_proj, its BF16 one and 25.11's moe_act; GPT-OSS on GB300 sets none
+#: at v0.2.0 for 25.11 and v0.3.0 for 26.02; for 25.09 v0.1.0rc4's run_script.py sets the
+#: DeepSeek-V3 modules per GPU, which its yaml's recompute_granularity "selective" keeps); the
+#: FP8 GB300 DeepSeek-V3 preset of 26.02 recomputes mla_up_proj, its BF16 one and 25.11's
+#: moe_act; GPT-OSS on GB300 sets none
 BRIDGE_RECOMPUTE = {
     ("DeepSeekV3", "26.02"): {"GB300": ("mla_up_proj",), "GB200": ("mla_up_proj",),
                               "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
     ("DeepSeekV3", "25.11"): {"GB300": ("moe_act",), "GB200": ("mla_up_proj",),
                               "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
-    ("DeepSeekV3", "25.09"): {gpu: ("core_attn",) for gpu in ("GB200", "B200", "H100")},
+    ("DeepSeekV3", "25.09"): {"GB200": ("mla_up_proj",), "B200": ("mla_up_proj",),
+                              "H100": ("mla_up_proj", "mlp")},
     ("GPT OSS", "26.02"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
                            "B200": ("layernorm", "moe_act"), "H100": ("layernorm", "moe_act")},
     ("GPT OSS", "25.11"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
@@ -193,8 +195,9 @@ def bridge_recompute_modules(r: dict) -> tuple[str, ...] | None:
 #: alltoall) and moe_a2a_overlap (--overlap-moe-expert-parallel-comm). Read from
 #: scripts/performance/configs/*/*workload_base_configs.py at v0.3.0 (26.02) and v0.2.0 (25.11),
 #: and for 25.09 from v0.1.0rc4's run_script.py (DeepSeek-V3: DeepEP and the A2A overlap on
-#: H100 only) and qwen3_*_llm_pretrain.yaml (cuda_graphs: true sets enable_cuda_graph, whole
-#: layers captured, which token drop's padded shapes allow)
+#: H100 only, where it also turns overlap_grad_reduce off) and qwen3_*_llm_pretrain.yaml
+#: (cuda_graphs: true sets enable_cuda_graph, whole layers captured, which token drop's padded
+#: shapes allow)
 _SCOPED_FLEX = {"cuda_graphs": "scoped", "moe_dispatcher": "flex"}
 _A2A = {"moe_dispatcher": "alltoall"}
 _A2A_OVERLAP = {"moe_dispatcher": "alltoall", "ep_comm_overlap": True}
@@ -205,7 +208,8 @@ BRIDGE_RUNTIME = {
                               "H100": {"moe_dispatcher": "flex"}},
     ("DeepSeekV3", "25.11"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX, "B200": _A2A,
                               "H100": _FLEX_OVERLAP},
-    ("DeepSeekV3", "25.09"): {"GB200": _A2A, "B200": _A2A, "H100": _FLEX_OVERLAP},
+    ("DeepSeekV3", "25.09"): {"GB200": _A2A, "B200": _A2A,
+                              "H100": {**_FLEX_OVERLAP, "overlap_grad_reduce": False}},
     ("GPT OSS", "26.02"): {"GB300": {"cuda_graphs": "scoped", **_A2A}, "GB200": _A2A,
                            "B200": _A2A, "H100": _A2A},
     ("GPT OSS", "25.11"): {"GB300": {"cuda_graphs": "scoped", **_A2A}, "GB200": _A2A,
