@@ -125,8 +125,8 @@ class TrainJob(Frozen):
     fp8_saved_inputs: Literal["fp8", "bf16"] = Field(
         default="fp8", description="With --precision fp8, what each linear layer keeps for "
         "its weight gradient: 'fp8' (Transformer Engine saves the quantized input, 1 byte an "
-        "element: Megatron, Megatron-DeepSpeed) or 'bf16' (torchao Float8Linear saves the "
-        "16-bit input and quantizes in backward: torchtitan). Set by the target runtime."
+        "element: Megatron) or 'bf16' (torchao Float8Linear saves the 16-bit input and "
+        "quantizes in backward: torchtitan). Set by the target runtime."
     )
     moe_capacity_factor: float | None = Field(
         default=None, gt=0, description="Routed tokens an expert takes at most, as a multiple "
