@@ -172,19 +172,26 @@ BRIDGE_RECOMPUTE = {
 }
 
 
+def _bridge_entry(table: dict, r: dict) -> tuple[dict, str] | None:
+    """(the by-GPU settings ``table`` holds for a Megatron-Bridge row's model and container,
+    the row's GPU), None for other rows or ones the table lacks."""
+    if not r["framework"].startswith("Megatron-Bridge"):
+        return None
+    container = r["framework"].split()[-1]
+    for (model, version), by_gpu in table.items():
+        if r["model"].startswith(model) and version == container:
+            return by_gpu, r["gpu"].split()[0]
+    return None
+
+
 def bridge_recompute_modules(r: dict) -> tuple[str, ...] | None:
     """The modules a Megatron-Bridge DeepSeek-V3 or GPT-OSS row recomputes (empty: none),
     None for other rows. Qwen3's configs turn recompute off (set_qwen3_common_configs:
     recompute_granularity None; qwen3_*_llm_pretrain.yaml in 25.09)."""
-    if not r["framework"].startswith("Megatron-Bridge"):
-        return None
-    if r["model"].startswith("Qwen3"):
+    if r["framework"].startswith("Megatron-Bridge") and r["model"].startswith("Qwen3"):
         return ()
-    container, gpu = r["framework"].split()[-1], r["gpu"].split()[0]
-    for (model, version), by_gpu in BRIDGE_RECOMPUTE.items():
-        if r["model"].startswith(model) and version == container:
-            return by_gpu.get(gpu)
-    return None
+    entry = _bridge_entry(BRIDGE_RECOMPUTE, r)
+    return entry[0].get(entry[1]) if entry else None
 
 
 #: What Megatron-Bridge's performance configs set besides recompute, by model, container and
@@ -236,13 +243,11 @@ BRIDGE_RUNTIME = {
 def bridge_runtime(r: dict, precision: str) -> dict:
     """The TrainJob settings ``BRIDGE_RUNTIME`` states for a Megatron-Bridge MoE row ({} for
     other rows)."""
-    if not r["framework"].startswith("Megatron-Bridge"):
+    entry = _bridge_entry(BRIDGE_RUNTIME, r)
+    if entry is None:
         return {}
-    container, gpu = r["framework"].split()[-1], r["gpu"].split()[0]
-    for (model, version), by_gpu in BRIDGE_RUNTIME.items():
-        if r["model"].startswith(model) and version == container:
-            return dict(by_gpu.get(f"{gpu}/{precision}", by_gpu.get(gpu, {})))
-    return {}
+    by_gpu, gpu = entry
+    return dict(by_gpu.get(f"{gpu}/{precision}", by_gpu.get(gpu, {})))
 
 
 def pins_for(r: dict, model: ModelSpec) -> Pins:

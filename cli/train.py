@@ -245,8 +245,8 @@ _MoeDispatcher = Annotated[str, _opt(
 _CudaGraphs = Annotated[str, _opt(
     "--cuda-graphs", metavar="[none|scoped|full]", panel=_RUNTIME,
     parser=_choice(*CUDA_GRAPH_CHOICES),
-    help="CUDA-graph capture, whose kernels skip the host's launch: none, scoped (attention and the MoE "
-    "router; not with full recompute) or full (the whole iteration; MoE needs "
+    help="CUDA-graph capture, whose kernels skip the host's launch: none, scoped (attention "
+    "and the MoE router; not with full recompute) or full (the whole iteration; MoE needs "
     "--moe-capacity-factor). Megatron --cuda-graph-impl/--cuda-graph-scope.")]
 _GradReduceBf16 = Annotated[bool, _opt(
     "--grad-reduce-in-bf16", panel=_RUNTIME,
@@ -546,7 +546,6 @@ def _check_recompute_modules(request: TrainRequest, spec) -> None:
                          f"{spec.name} does not have")
     if "moe_act" in modules and spec.moe is None:
         raise InputError(f"{given}: moe_act needs routed experts; {spec.name} has none")
-    if "mlp" in modules and spec.moe is not None and not any(
-            not spec.is_moe_layer(i) for i in range(spec.num_layers)):
+    if "mlp" in modules and spec.num_moe_layers == spec.num_layers:
         raise InputError(f"{given}: mlp reruns dense layers' MLP; every layer of "
                          f"{spec.name} is a mixture of experts")

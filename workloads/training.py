@@ -110,7 +110,8 @@ class TrainJob(Frozen):
         "scope): 'none' (eager), 'scoped' (Transformer Engine graphs of attention and the MoE "
         "router and preprocessing, or of each dense layer; not with full recompute) or 'full' "
         "(the whole iteration; MoE layers need a capacity factor: dropless routing syncs with "
-        "the host every layer). Captured kernels skip the host's launch; the GPU side of each stays."
+        "the host every layer). Captured kernels skip the host's launch; the GPU side of "
+        "each stays."
     )
     grad_reduce_in_fp32: bool = Field(
         default=True, description="Gradients accumulated and reduced in fp32 (Megatron's "
