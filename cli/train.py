@@ -258,8 +258,9 @@ _FusedLoss = Annotated[bool, _opt(
     "instead of 12 (Megatron --cross-entropy-loss-fusion --cross-entropy-fusion-impl te).")]
 _MoeCapacityFactor = Annotated[float | None, _opt(
     "--moe-capacity-factor", metavar="F", panel=_RUNTIME, parser=_positive_float,
-    help="MoE: an expert takes at most F times its mean share of routed tokens and drops the "
-    "rest (Megatron --moe-expert-capacity-factor); default: dropless.")]
+    help="MoE: every expert takes F times its mean share of routed tokens, dropping the rest "
+    "and padding up to it (Megatron --moe-expert-capacity-factor with "
+    "--moe-pad-expert-input-to-capacity: static shapes); default: dropless.")]
 
 
 _Profile = Annotated[str | None, _opt(

@@ -154,10 +154,9 @@ def _moe_arguments(model: ModelSpec, job: TrainJob, dispatcher: str) -> list[str
     if job.ep_comm_overlap:  # batch-level EP overlap needs the delayed weight gradients
         capacity += ["--overlap-moe-expert-parallel-comm", "--delay-wgrad-compute"]
     if job.moe_capacity_factor is not None:  # tokens past capacity dropped, lowest probs first
+        # and every expert's input padded to capacity: static shapes, no host sync
         capacity += ["--moe-expert-capacity-factor", f"{job.moe_capacity_factor:g}",
-                     "--moe-token-drop-policy", "probs"]
-        if job.cuda_graphs == "full":  # static shapes: every expert's input padded to capacity
-            capacity.append("--moe-pad-expert-input-to-capacity")
+                     "--moe-token-drop-policy", "probs", "--moe-pad-expert-input-to-capacity"]
     args = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
             "--moe-ffn-hidden-size", str(moe.expert_ffn_hidden), "--moe-grouped-gemm",
             "--moe-token-dispatcher-type", dispatcher]

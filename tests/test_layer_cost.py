@@ -198,9 +198,10 @@ def test_imbalance_slows_the_moe_layer():
     assert times[1] > times[0]
 
 
-def test_capacity_factor_caps_what_the_busiest_rank_computes_and_sends():
-    """Dropping past capacity: with imbalance 1.5 and capacity factor 1.25 the busiest rank
-    holds 1.25x the mean routed rows, and a factor above the imbalance changes nothing."""
+def test_capacity_factor_sets_what_every_rank_computes_and_sends():
+    """Dropping past capacity and padding up to it: with imbalance 1.5 and capacity factor
+    1.25 the busiest rank holds 1.25x the mean routed rows; a factor above the imbalance pads
+    every expert to it, so it costs more than dropless routing."""
     model = resolve_model("qwen3-30b-a3b")[0]
 
     def cost(**flags):
@@ -214,7 +215,8 @@ def test_capacity_factor_caps_what_the_busiest_rank_computes_and_sends():
     assert capped.dispatch_bytes[0] == pytest.approx(16384 * 8 * 2048 * 2 * 1.25)
     loose = cost(moe_load_imbalance=1.5, moe_capacity_factor=4.0)
     dropless = cost(moe_load_imbalance=1.5)
-    assert loose.expert_gemm_s[0] == dropless.expert_gemm_s[0] > capped.expert_gemm_s[0]
+    assert loose.expert_gemm_s[0] > dropless.expert_gemm_s[0] > capped.expert_gemm_s[0]
+    assert loose.tokens_per_expert[0] == pytest.approx(65536 * 4.0)
 
 
 def test_capacity_factor_is_exported_to_megatron_and_refused_on_dense_models():
@@ -233,10 +235,12 @@ def test_capacity_factor_is_exported_to_megatron_and_refused_on_dense_models():
     args = megatron.model_arguments(resolve_model("qwen3-30b-a3b")[0], job)
     at = args.index("--moe-expert-capacity-factor")
     assert args[at + 1] == "1.25" and "--moe-token-drop-policy" in args
+    assert "--moe-pad-expert-input-to-capacity" in args  # static shapes: no host sync
     from pathlib import Path
 
     names = (Path(__file__).parent / "data/runtime-names/megatron.txt").read_text().split()
-    assert {"--moe-expert-capacity-factor", "--moe-token-drop-policy"} <= set(names)
+    assert {"--moe-expert-capacity-factor", "--moe-token-drop-policy",
+            "--moe-pad-expert-input-to-capacity"} <= set(names)
 
 
 def test_ep_overlap_hides_the_all_to_all_behind_the_layer_compute():

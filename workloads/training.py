@@ -130,19 +130,22 @@ class TrainJob(Frozen):
         "quantizes in backward: torchtitan). Set by the target runtime."
     )
     moe_capacity_factor: float | None = Field(
-        default=None, gt=0, description="Routed tokens an expert takes at most, as a multiple "
-        "of the mean (Megatron --moe-expert-capacity-factor; the rest are dropped); None: "
-        "dropless."
+        default=None, gt=0, description="Routed tokens an expert takes, as a multiple of the "
+        "mean: tokens past it are dropped and every expert's input is padded to it (Megatron "
+        "--moe-expert-capacity-factor --moe-pad-expert-input-to-capacity: static shapes, so "
+        "no per-layer copy of token counts to the host and CUDA graphs can capture the "
+        "layer); None: dropless."
     )
 
     @property
     def moe_routed_imbalance(self) -> float:
-        """Busiest expert-parallel rank's routed tokens over the mean: the load imbalance,
-        capped by the capacity factor (an expert drops tokens past capacity x mean, so no
-        rank of whole experts computes more: Fedus et al. 2022, Switch Transformer, 2.2)."""
+        """Busiest expert-parallel rank's routed tokens over the mean: the load imbalance, or
+        with a capacity factor that factor (an expert drops tokens past capacity x mean, and
+        its input is padded up to it: Fedus et al. 2022, Switch Transformer, 2.2; Megatron-Core
+        moe_utils permute with drop_and_pad)."""
         if self.moe_capacity_factor is None:
             return self.moe_load_imbalance
-        return min(self.moe_load_imbalance, self.moe_capacity_factor)
+        return self.moe_capacity_factor
 
     @property
     def tokens_per_step(self) -> int:
