@@ -49,6 +49,15 @@ def test_fair_baseline_is_bf16_palm_flops_with_recompute_for_every_row():
         assert abs(bench.baseline_step(r, model, cluster) / expected - 1) < 1e-12
 
 
+def test_every_bundled_row_parses_into_its_header_columns():
+    """An unquoted comma in a note splits it into extra fields: the rest of the note (a
+    force-balanced routing, a token-drop recipe) would silently stop reaching ``job_for``."""
+    bench = _load("training_accuracy")
+    for path in bench.DEFAULT_CSVS:
+        for r in __import__("csv").DictReader(path.open()):
+            assert None not in r and None not in r.values(), (path.name, r["id"])
+
+
 def test_megatron_bridge_rows_run_with_the_settings_their_configs_state():
     bench = _load("training_accuracy")
     rows = {r["id"]: r for path in bench.DEFAULT_CSVS
