@@ -215,6 +215,10 @@ def exposed_sharding_seconds(per_mb, step_grad, step_gather, *, m, layers, compu
     rest = (first - 1.0) / first
     exposed_mb = per_mb * np.where(per_mb_gathers, 1.0 / first, 0.0) + np.maximum(
         0.0, per_mb * np.where(per_mb_gathers, rest, 1.0) - overlap * compute_mb)
+    # a runtime that neither prefetches its gathers nor reduces in backward's hooks issues
+    # them in line, between the layers' compute (the reference executor)
+    inline = ~(job.overlap_grad_reduce & (job.overlap_param_gather | ~np.asarray(per_mb_gathers)))
+    exposed_mb = np.where(inline, per_mb, exposed_mb)
     exposed = m * exposed_mb
     if job.overlap_grad_reduce:
         exposed = exposed + step_grad / first + np.maximum(0.0, step_grad * rest

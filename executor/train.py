@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import resource
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,15 @@ class Stage:
             return "none"
         return self.layout.recompute
 
+    def resharded(self, unit: str, recompute: str):
+        """ZeRO-3 without a pipeline frees ``unit``'s gathered parameters after its forward
+        (``ParamUnit.resharded``), unless the layer is recomputed (it then saves only its
+        inputs, the gathered copy among them: non-reentrant checkpointing owns the saved-tensor
+        hooks) or a pipeline keeps them (FSDP2 + PP)."""
+        if self.layout.pp > 1 or recompute != "none":
+            return nullcontext()
+        return self.units[unit].resharded()
+
     def compute(self, action: Action, received: torch.Tensor | None) -> torch.Tensor | None:
         """Run one pipeline action; return the activation or input gradient to send on."""
         kind, chunk, micro = action
@@ -104,14 +114,18 @@ class Stage:
             return None if x_in is None else x_in.grad
         x_in = None if chunk == 0 else received.requires_grad_()
         if x_in is None:
-            h = embed(self.units["embed"].params(), self.inputs[micro], self.ops)
+            with self.resharded("embed", "none"):
+                h = embed(self.units["embed"].params(), self.inputs[micro], self.ops)
         else:
             h = x_in
         for position, layer in enumerate(self.chunks[chunk]):
-            h = block(self.tiny, self.units[f"layer{layer}"].params(), h, self.ops,
-                      self.recompute(position), skip_reduce=self.fault and layer == 0)
+            mode = self.recompute(position)
+            with self.resharded(f"layer{layer}", mode):
+                h = block(self.tiny, self.units[f"layer{layer}"].params(), h, self.ops, mode,
+                          skip_reduce=self.fault and layer == 0)
         if chunk == self.last:
-            h = head_loss(self.units["head"].params(), h, self.labels[micro], self.ops)
+            with self.resharded("head", "none"):
+                h = head_loss(self.units["head"].params(), h, self.labels[micro], self.ops)
             h = h / self.global_tokens
             self.loss += h.detach()
         self.saved[(chunk, micro)] = (x_in, h)

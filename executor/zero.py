@@ -10,13 +10,21 @@ the optimizer follow the ZeRO stage (Rajbhandari et al. 2020, section 5):
 - 2: as 1, but the gradient is reduce-scattered so a rank only receives its shard; the local
   accumulation buffer over micro-batches stays full size.
 - 3 (FSDP): a rank stores only its shard; the unit is all-gathered before each use and the
-  gradient reduce-scattered back to the shard in backward (``parallel.gather_params``). The
-  gathered copy lives until the unit's backward (it is not re-gathered for backward).
+  gradient reduce-scattered back to the shard in backward (``parallel.gather_params``). Without
+  a pipeline the gathered copy is freed after the unit's forward and gathered again for its
+  backward (ZeRO-3's 3 Psi traffic, Rajbhandari et al. 2020, section 7.2; FSDP2
+  ``reshard_after_forward=True``): ``ParamUnit.resharded`` saves the tensors autograd keeps of
+  it as references and re-gathers on first use in backward. Under a pipeline, and for a
+  layer whose forward is recomputed, the copy lives until the backward (FSDP2 + PP keeps
+  it; a recomputed layer saves only its inputs).
 
 The single-process reference is stage 0 on one rank: the same ``adam_update``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -60,16 +68,57 @@ class ParamUnit:
         state = flat.numel() if zero == 0 else flat.numel() // shards
         self.m = torch.zeros(state, device=device)
         self.v = torch.zeros(state, device=device)
+        self._gathered: torch.Tensor | None = None  # the forward's copy, inside `resharded`
+        self._regathered: torch.Tensor | None = None  # backward's copy, until the reduction
 
     def params(self) -> dict[str, torch.Tensor]:
         """The unit's parameters as views of the (under ZeRO-3, freshly gathered) buffer."""
         flat = gather_params(self.data, self.comm) if self.zero == 3 else self.data
+        if flat is not self.data:
+            self._gathered = flat
+            # the gathered copy's gradient is complete once every use ran backward: drop
+            # the re-gathered copy then (the hook sits on the autograd node, not the buffer)
+            flat.register_hook(self._release)
         # one split node: its backward concatenates the gradients once, where a slice per
         # parameter would write a zero-filled full-size buffer per parameter
         sizes = [shape.numel() for _, shape, _ in self.views]
         pieces = flat.split([*sizes, flat.numel() - sum(sizes)])
         return {name: piece.view(shape)
                 for (name, shape, _), piece in zip(self.views, pieces)}
+
+    @contextmanager
+    def resharded(self) -> Iterator[None]:
+        """Inside, forward ops on this unit's gathered parameters save references to them,
+        not the tensors: the copy is freed when the forward ends and gathered again the first
+        time backward needs it (no-op unless ZeRO-3 over more than one rank)."""
+        if self.zero != 3 or self.comm.size("dp") == 1:
+            yield
+            return
+
+        def pack(t: torch.Tensor):
+            full = self._gathered
+            if full is not None and t.untyped_storage().data_ptr() == \
+                    full.untyped_storage().data_ptr():
+                return (t.storage_offset(), t.size(), t.stride())
+            return t
+
+        def unpack(saved):
+            if not isinstance(saved, tuple):
+                return saved
+            if self._regathered is None:
+                with torch.no_grad():
+                    self._regathered = self.comm.all_gather(self.data.detach(), "dp", 0)
+            offset, size, stride = saved
+            return self._regathered.as_strided(size, stride, offset)
+
+        try:
+            with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+                yield
+        finally:
+            self._gathered = None
+
+    def _release(self, grad: torch.Tensor) -> None:
+        self._regathered = None
 
     @torch.no_grad()
     def step(self, step: int, lr: float) -> None:

@@ -195,3 +195,53 @@ def test_eager_op_count_is_what_autograd_records(tiny: TinyConfig) -> None:
     model = tiny_model_spec(tiny)
     job = TrainJob(seq_len=tiny.seq_len, global_batch=2, kernel_fusion="eager")
     assert layer_ops(model, job, layer_shapes(model, False)) == len(seen) - 1
+
+
+class _TwoRankStub:
+    """DP group of two whose other rank holds the same shard: all-gather concatenates two
+    copies, reduce-scatter sums the two halves' copies (as two equal ranks would); counts
+    the gathers."""
+
+    def __init__(self) -> None:
+        self.gathers = 0
+
+    def size(self, axis: str) -> int:
+        return 2 if axis == "dp" else 1
+
+    def rank(self, axis: str) -> int:
+        return 0
+
+    def all_gather(self, t, axis: str, dim: int):
+        import torch
+
+        self.gathers += 1
+        return torch.cat([t, t], dim)
+
+    def reduce_scatter(self, t, axis: str, dim: int):
+        return 2 * t.chunk(2, dim)[0]
+
+
+def test_zero3_frees_the_gathered_parameters_after_forward_and_gathers_them_again():
+    """ZeRO-3 without a pipeline: 3 Psi traffic (Rajbhandari et al. 2020, section 7.2), one
+    gather in forward and one in backward, with the gradient the kept copy gives."""
+    import torch
+
+    from sysplan.executor.model import block
+    from sysplan.executor.parallel import TensorOps
+    from sysplan.executor.zero import ParamUnit
+
+    tiny = TinyConfig(layers=1)
+    x = torch.randn(2, tiny.seq_len, tiny.hidden, generator=torch.Generator().manual_seed(0))
+    grads = []
+    for resharded in (False, True):
+        comm = _TwoRankStub()
+        unit = ParamUnit(tiny, "layer0", comm, 3, torch.device("cpu"))
+        ops = TensorOps(comm, sequence_parallel=False)
+        with unit.resharded() if resharded else torch.enable_grad():
+            out = block(tiny, unit.params(), x, ops, "none")
+        assert comm.gathers == 1
+        out.square().sum().backward()
+        assert comm.gathers == (2 if resharded else 1)
+        assert unit._regathered is None  # dropped once the gradient was reduced
+        grads.append(unit.data.grad.clone())
+    torch.testing.assert_close(grads[0], grads[1])

@@ -38,6 +38,19 @@ def test_gradient_reduction_exposes_its_last_bucket_and_slows_what_it_hides_behi
                                     per_mb_gathers=False) == pytest.approx(4.0)
 
 
+def test_zero3_traffic_issued_in_line_is_all_exposed():
+    """FSDP prefetches each micro-batch's gathers and reduces in backward's hooks, so all but
+    the first layer's gather hides; a runtime that does neither (the reference executor:
+    overlap_param_gather and overlap_grad_reduce off) waits for every one."""
+    job = TrainJob(seq_len=4096, global_batch=8)
+    common = {"m": 2.0, "layers": 4.0, "compute_mb": 300.0, "fwd_mb": 100.0, "bwd_mb": 200.0,
+              "overlap": 1.0, "per_mb_gathers": True}
+    hidden = exposed_sharding_seconds(8.0, 0.0, 0.0, job=job, **common)
+    assert hidden == pytest.approx(2.0 * (2.0 + 6.0 * coll.COLLECTIVE_COMPUTE_SHARE))
+    inline = job.model_copy(update={"overlap_grad_reduce": False, "overlap_param_gather": False})
+    assert exposed_sharding_seconds(8.0, 0.0, 0.0, job=inline, **common) == pytest.approx(16.0)
+
+
 def test_ring_cp32_on_8k_tokens_is_not_free():
     job = TrainJob(seq_len=8192, global_batch=32)
     priced = _price(LLAMA8, job, tp=1, cp=32, dp=1, micro_batch=1)
