@@ -83,15 +83,18 @@ def _catalog(resolve, name: str, source: str) -> ModelSpec | Cluster:
 
 def export_plan(result: TrainingResult, plan: Plan, targets: list[str], folder: Path,
                 source: str, torchtitan_format: Literal["python", "toml"] = "python",
+                per_runtime: dict[str, tuple[TrainingResult, Plan]] | None = None,
                 ) -> list[Path]:
     """Write every target's files for ``plan`` under ``folder``; nothing is written unless
-    every target accepts the plan."""
-    request = request_for(result, plan, source, torchtitan_format)
+    every target accepts the plan. ``per_runtime`` gives a runtime target its own (result,
+    plan): the same layout priced with that runtime's settings (``runtimes.job_for``)."""
     files: list[ExportFile] = []
     for target in targets:
         if target == "json":
             narrowed = result.model_copy(update={"plans": (plan,)})
             files.append(ExportFile("plan.json", json_text(plan_json.training_document(narrowed))))
         else:
-            files += EXPORTERS[target](request)
+            own_result, own_plan = (per_runtime or {}).get(target, (result, plan))
+            files += EXPORTERS[target](request_for(own_result, own_plan, source,
+                                                   torchtitan_format))
     return write_files(files, folder)

@@ -71,6 +71,19 @@ def _check_objective(objective, train_tokens, gpu_hour_cost) -> None:
         raise InputError("--objective cost needs --gpu-cost (dollars per GPU-hour, e.g. 2.5)")
 
 
+def pricing_efficiency(cluster: Cluster, profile: Profile | None, bundled_profile: bool = True
+                       ) -> tuple[Efficiency, Profile | None]:
+    """The efficiency ``plan_training`` prices with, and the profile behind it: ``profile``'s,
+    else the GPU's bundled profile, else one of its die, else the uncalibrated curves (those
+    directly when ``bundled_profile`` is False)."""
+    if profile is not None:
+        return Efficiency.from_profile(profile, cluster), profile
+    if bundled_profile:
+        return Efficiency.for_cluster(cluster), (
+            bundled_for_gpu(cluster.gpu.name) or (same_die_profile(cluster.gpu) or (None,))[0])
+    return Efficiency.default(cluster), None
+
+
 def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus: int | None = None,
                   pins: Pins | None = None, objective: Objective = "throughput", top: int = 5,
                   memory_headroom_bytes: float = 4 * GIB, train_tokens: float | None = None,
@@ -133,14 +146,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
         raise InputError(f"no layout of {gpus} GPUs satisfies the pinned knobs and the "
                          f"global batch of {job.global_batch} sequences")
     c = _runnable(c, targets, model, job)
-    if profile is not None:
-        eff = Efficiency.from_profile(profile, cluster)
-    elif bundled_profile:  # the GPU's bundled profile, else one of its die, else curves
-        eff = Efficiency.for_cluster(cluster)
-        profile = bundled_for_gpu(cluster.gpu.name) or (same_die_profile(cluster.gpu)
-                                                         or (None,))[0]
-    else:
-        eff = Efficiency.default(cluster)
+    eff, profile = pricing_efficiency(cluster, profile, bundled_profile)
     priced = price_training(model, job, cluster, c, eff)
     rates = throughput_arrays(model, job, cluster, c, priced)
     memory = priced.memory_bytes

@@ -44,6 +44,32 @@ def test_train_export_writes_every_target_and_restricts_the_search(tmp_path: Pat
         "megatron", "torchtitan", "deepspeed"]
 
 
+def test_each_runtime_export_carries_the_plan_priced_with_its_own_settings(tmp_path: Path):
+    """The search prices with the first runtime's settings (Megatron: FP8 inputs kept in one
+    byte, selective recompute of the attention core); torchtitan's files state the same
+    layout priced with torchtitan's (16-bit inputs, per-op recompute), as estimate_config
+    gives it."""
+    from sysplan.costmodels.estimate import estimate_config
+    from sysplan.exporters.plan_json import load_plan_json
+    from sysplan.planners.runtimes import get_runtime, job_for
+
+    out = tmp_path / "out"
+    result = invoke("train", "--model", "8b", "--cluster", "dgx-h100", "--gpus", "8",
+                    "--precision", "fp8", "--recompute", "selective", "--export",
+                    "megatron,torchtitan,json", "-o", str(out))
+    assert result.exit_code == 0, result.stderr
+    lines = {name: next(line for line in (out / name).read_text().splitlines()
+                        if "Predicted:" in line)
+             for name in ("megatron/train.sh", "torchtitan/train.sh")}
+    assert lines["megatron/train.sh"] != lines["torchtitan/train.sh"]
+    saved = load_plan_json(out / "plan.json")
+    own = job_for([get_runtime("torchtitan")], saved.job)
+    assert own.fp8_saved_inputs == "bf16" and own != saved.job
+    model, cluster = resolve_model("8b")[0], load_cluster("dgx-h100")[0]
+    memory = estimate_config(model, own, cluster, saved.plans[0].parallel).memory.total_bytes
+    assert f"worst-stage memory {memory / 2**30:.1f} GiB" in lines["torchtitan/train.sh"]
+
+
 def test_export_of_the_saved_plan_matches_the_train_export(tmp_path: Path) -> None:
     first = tmp_path / "first"
     assert invoke(*TRAIN, "--export", "megatron,json", "-o", str(first)).exit_code == 0
