@@ -145,8 +145,10 @@ def _attention(model, job, eff: Efficiency, shapes, tokens, tp, cp):
     dims = shapes.attn_qk_dim + shapes.attn_v_dim
     if job.flash_attention:
         # causal: each local query attends to s/2 keys on average; QK^T and AV are 2 FLOPs
-        # per MAC (FlashAttention-2, Dao 2023, section 4.1 FLOP count, causal = half)
-        flops = 2.0 * tokens * (seq / 2.0) * heads * dims
+        # per MAC (FlashAttention-2, Dao 2023, section 4.1 FLOP count, causal = half); a
+        # sliding window's layers fewer, the kernel skipping the blocks outside it
+        # (FlashAttention-2 window_size; the layers' mean: ModelSpec.attended_keys)
+        flops = 2.0 * tokens * model.attended_keys(seq) * heads * dims
         batch_heads = tokens / (seq / cp) * heads
         forward, backward = eff.attention_seconds(flops, batch_heads, seq / cp,
                                                   job.attention_backend, head_dim=dims / 2.0)

@@ -229,7 +229,8 @@ def forward_flops_per_token(
     ``2 ×`` active matrix weights (attention/MLA projections, MLPs, router, top_k experts,
     LM head; no embedding lookup, norms or biases) plus the attention core per layer:
     ``2·H·T·qk_dim`` for QKᵀ and ``2·H·T·v_dim`` for AV, halved when ``causal``
-    (Megatron ``num_floating_point_operations``; training-formulas.md §4.2).
+    (Megatron ``num_floating_point_operations``; training-formulas.md §4.2), with a sliding
+    window's layers counting the keys it keeps (``ModelSpec.attended_keys``).
     """
     h = spec.hidden_size
     layers = [_layer(spec, i) for i in range(spec.num_layers)]
@@ -238,5 +239,7 @@ def forward_flops_per_token(
         for _ in range(spec.mtp_layers):
             matmul += _mtp_module(spec).matmul_active + spec.vocab_size * h
     qk_dim, v_dim = _attention_dims(spec)
-    core = 2.0 * spec.num_heads * seq_len * (qk_dim + v_dim) * (0.5 if causal else 1.0)
+    # causal: the keys a query attends to, a sliding window's layers fewer
+    keys = spec.attended_keys(seq_len) if causal else float(seq_len)
+    core = 2.0 * spec.num_heads * keys * (qk_dim + v_dim)
     return 2.0 * matmul + _attention_layers(spec, include_mtp) * core

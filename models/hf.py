@@ -1,8 +1,10 @@
 """Import a Hugging Face ``config.json`` as a ``ModelSpec``.
 
 Field names follow the ``configuration_*.py`` and ``modeling_*.py`` files of Hugging Face
-transformers for each ``model_type``. What the spec does not model is dropped: rotary settings,
-sliding windows, GPT-NeoX's parallel residual (it changes neither parameters nor FLOPs), and
+transformers for each ``model_type``. A sliding window is read where the config's layers use
+it (``layer_types``; Qwen2's ``use_sliding_window`` from ``max_window_layers`` on; else every
+layer, as Mistral). What the spec does not model is dropped: rotary settings, Llama 4's
+chunked attention, GPT-NeoX's parallel residual (it changes neither parameters nor FLOPs), and
 the o_proj bias of a Llama-style ``attention_bias: true`` without ``mlp_bias`` (h per layer).
 Multimodal configs (``llama4``) are read from their ``text_config``: the text model only.
 """
@@ -354,8 +356,8 @@ def _llama4(cfg: _Config) -> dict[str, Any]:
 def _gpt_oss(cfg: _Config) -> dict[str, Any]:
     # HF modeling_gpt_oss.py: every layer MoE with experts of intermediate_size, biased Q/K/V
     # and experts. As in the catalog entry, the output projection's and router's biases and
-    # the attention sinks are not modelled (0.1M parameters in gpt-oss-120b), nor the
-    # alternating sliding window
+    # the attention sinks are not modelled (0.1M parameters in gpt-oss-120b); its sliding
+    # window (every second layer, layer_types) is read by _sliding_window
     fields = _decoder(cfg)
     fields.update(qkv_bias=True, linear_bias=False)
     # openai/gpt-oss config.json holds num_experts_per_tok and experts_per_token (OpenAI's name)
@@ -430,6 +432,27 @@ def _name(path: Path, data: dict[str, Any]) -> str:
     return path.stem
 
 
+def _sliding_window(cfg: _Config, layers: int, context: int) -> dict[str, Any]:
+    """The config's sliding window and how many layers use it (HF layer_types
+    "sliding_attention"; Qwen2/3 use_sliding_window from layer max_window_layers on,
+    modeling_qwen2.py; otherwise every layer, Mistral's configuration_mistral.py); {} when
+    none. A window at least the context long is no window."""
+    if cfg.data.get("sliding_window") is None:
+        return {}
+    window = cfg.positive("sliding_window")
+    types = cfg.data.get("layer_types")
+    if isinstance(types, list):
+        count = sum(kind == "sliding_attention" for kind in types)
+    elif "use_sliding_window" in cfg.data:
+        count = (max(0, layers - cfg.count("max_window_layers"))
+                 if cfg.flag("use_sliding_window", False) else 0)
+    else:
+        count = layers
+    if count == 0 or window >= context:
+        return {}
+    return {"sliding_window": window, "sliding_window_layers": count}
+
+
 def from_hf_config(path: str | Path) -> ModelSpec:
     """Read a Hugging Face ``config.json`` (or a folder holding one) into a ``ModelSpec``."""
     path = Path(path).expanduser()
@@ -437,7 +460,10 @@ def from_hf_config(path: str | Path) -> ModelSpec:
         path = path / "config.json"
     data = _read(path)
     model_type = _model_type(path, data)
-    fields = _BUILDERS[model_type](_Config(path, data, model_type))
+    cfg = _Config(path, data, model_type)
+    fields = _BUILDERS[model_type](cfg)
+    if "num_layers" in fields and model_type not in ("llama4", "llama4_text"):
+        fields.update(_sliding_window(cfg, fields["num_layers"], fields["max_seq_len"]))
     try:
         return ModelSpec(
             name=_name(path, data),

@@ -110,6 +110,12 @@ class ModelSpec(Frozen):
     moe: MoESpec | None = Field(default=None, description="MoE MLP, if any.")
     mla: MLASpec | None = Field(default=None, description="MLA attention, if any.")
     mtp_layers: int = Field(default=0, ge=0, description="Multi-token-prediction modules.")
+    sliding_window: int | None = Field(
+        default=None, gt=0, le=MAX_CONTEXT, description="Keys a query of a sliding-window "
+        "layer attends to, itself included (Mistral, GPT-OSS sliding_window); None: none.")
+    sliding_window_layers: int = Field(
+        default=0, ge=0, le=MAX_LAYERS, description="Layers with the sliding window; the "
+        "others attend to the whole causal context (GPT-OSS: every second layer).")
     source: str = Field(default="", description="Where the architecture numbers come from.")
 
     @model_validator(mode="after")
@@ -118,7 +124,26 @@ class ModelSpec(Frozen):
             raise ValueError(
                 f"num_heads {self.num_heads} is not a multiple of num_kv_heads {self.num_kv_heads}"
             )
+        if (self.sliding_window is None) != (self.sliding_window_layers == 0):
+            raise ValueError("sliding_window and sliding_window_layers go together: a window "
+                             "and the number of layers (1 or more) that use it")
+        if self.sliding_window_layers > self.num_layers:
+            raise ValueError(f"sliding_window_layers {self.sliding_window_layers} exceeds "
+                             f"num_layers {self.num_layers}")
         return self
+
+    def attended_keys(self, seq_len: float) -> float:
+        """Keys a query attends to under causal masking, averaged over the sequence and the
+        layers: s / 2 for full attention (the FlashAttention-2 causal FLOP count, Dao 2023,
+        section 4.1), and for a window w < s the mean of min(i, w) over positions i,
+        w - w^2 / (2 s) (Beltagy et al. 2020, Longformer, section 3.1: O(s w) work)."""
+        full = seq_len / 2.0
+        if self.sliding_window is None or self.sliding_window >= seq_len:
+            return full
+        w = float(self.sliding_window)
+        windowed = w - w * w / (2.0 * seq_len)
+        share = self.sliding_window_layers / self.num_layers
+        return (1.0 - share) * full + share * windowed
 
     def is_moe_layer(self, index: int) -> bool:
         """Whether layer ``index`` (0-based) has a routed-expert MLP."""

@@ -213,3 +213,12 @@ def test_an_interrupted_sqlite_study_resumes_with_its_finished_trials(tmp_path: 
     assert len(complete) == len(done) + q.trials  # the rerun added 3, none re-run
     assert not any(t.params == before[0].params for t in complete if t.number > 2)  # the
     # untuned knobs (enqueued first) are not tried again
+
+
+def test_a_sliding_window_model_is_told_its_windows_are_priced_as_full_attention() -> None:
+    windowed = LLAMA8.model_copy(update={"sliding_window": 512, "sliding_window_layers": 16})
+    result = plan_serving(question(model=windowed, pins=ServePins(tp=1, replicas=1)))
+    assert any("16 sliding-window layers are priced as full attention" in note
+               for note in result.notes)
+    assert not any("sliding-window" in note for note in plan_serving(
+        question(pins=ServePins(tp=1, replicas=1))).notes)

@@ -330,6 +330,10 @@ def _notes(q: ServeQuestion, plan: ServePlan) -> tuple[str, ...]:
                      "load, then checked on the whole deployment at the full number of requests")
     if q.timeout_s is not None:
         notes.append("--timeout makes the knob search depend on machine speed: not deterministic")
+    if q.model.sliding_window is not None:
+        notes.append(f"{q.model.name}: its {q.model.sliding_window_layers} sliding-window layers "
+                     "are priced as full attention (KV cache held and read for the whole "
+                     "context): capacity and decode time are conservative")
     return tuple(notes)
 
 
