@@ -536,12 +536,12 @@ def _export_top_plan(err: Console, result, request: TrainRequest, spec, cluster,
     targets = parse_targets(request.export, "--export")
     plan, per_runtime = result.plans[0], {}
     priced_with = result.job or job
+    eff, _ = pricing_efficiency(cluster, measured, request.profile != "none")
+    usable = cluster.gpu.memory_bytes - headroom
     for target in (t for t in targets if t in RUNTIME_NAMES):
         own = job_for([get_runtime(target)], priced_with)
         if own == priced_with:
             continue
-        eff, _ = pricing_efficiency(cluster, measured, request.profile != "none")
-        usable = cluster.gpu.memory_bytes - headroom
         estimate = estimate_config(spec, own, cluster, plan.parallel, usable, eff)
         if estimate.memory.total_bytes > usable:
             raise InputError(

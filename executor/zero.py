@@ -68,13 +68,14 @@ class ParamUnit:
         state = flat.numel() if zero == 0 else flat.numel() // shards
         self.m = torch.zeros(state, device=device)
         self.v = torch.zeros(state, device=device)
+        self._capturing = False  # inside `resharded`
         self._gathered: torch.Tensor | None = None  # the forward's copy, inside `resharded`
         self._regathered: torch.Tensor | None = None  # backward's copy, until the reduction
 
     def params(self) -> dict[str, torch.Tensor]:
         """The unit's parameters as views of the (under ZeRO-3, freshly gathered) buffer."""
         flat = gather_params(self.data, self.comm) if self.zero == 3 else self.data
-        if flat is not self.data:
+        if flat is not self.data and self._capturing:
             self._gathered = flat
             # the gathered copy's gradient is complete once every use ran backward: drop
             # the re-gathered copy then (the hook sits on the autograd node, not the buffer)
@@ -111,11 +112,12 @@ class ParamUnit:
             offset, size, stride = saved
             return self._regathered.as_strided(size, stride, offset)
 
+        self._capturing = True
         try:
             with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
                 yield
         finally:
-            self._gathered = None
+            self._capturing, self._gathered = False, None
 
     def _release(self, grad: torch.Tensor) -> None:
         self._regathered = None
