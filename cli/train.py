@@ -486,7 +486,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
     if lengths is not None:
         result = _with_sequence_mix(result, spec, cluster, job, request, headroom, lengths)
     if request.export is not None:
-        _export_top_plan(err, result, request, spec, cluster, job, measured, headroom)
+        _export_top_plan(err, result, request, cluster, measured)
     if json_out:
         if plot_folder is not None:
             pictures.training(result, plot_folder, None, err)
@@ -518,41 +518,22 @@ def _with_sequence_mix(result, spec, cluster, job, request: TrainRequest, headro
     return result.model_copy(update={"sequence_mix": data})
 
 
-def _export_top_plan(err: Console, result, request: TrainRequest, spec, cluster, job,
-                     measured, headroom: float) -> None:
+def _export_top_plan(err: Console, result, request: TrainRequest, cluster, measured) -> None:
     """Write the --export files of the best plan; the paths go to stderr. The plan was priced
     with the first searched runtime's settings; each other runtime target gets it priced
-    again with its own (FP8 saved inputs, selective-recompute policy), and one under which
-    it does not fit is refused (exit 2) before anything is written."""
+    again with its own (``exporters.runtime_pricings``), and one under which it does not fit
+    is refused (exit 2) before anything is written."""
     from pathlib import Path
 
-    from sysplan.core.errors import InputError
-    from sysplan.costmodels.estimate import estimate_config
-    from sysplan.exporters import export_plan, parse_targets
-    from sysplan.exporters.base import GIB
-    from sysplan.planners.runtimes import get_runtime, job_for
+    from sysplan.exporters import export_plan, parse_targets, runtime_pricings
     from sysplan.planners.training import pricing_efficiency
 
     targets = parse_targets(request.export, "--export")
-    plan, per_runtime = result.plans[0], {}
-    priced_with = result.job or job
+    plan = result.plans[0]
     eff, _ = pricing_efficiency(cluster, measured, request.profile != "none")
-    usable = cluster.gpu.memory_bytes - headroom
-    for target in (t for t in targets if t in RUNTIME_NAMES):
-        own = job_for([get_runtime(target)], priced_with)
-        if own == priced_with:
-            continue
-        estimate = estimate_config(spec, own, cluster, plan.parallel, usable, eff)
-        if estimate.memory.total_bytes > usable:
-            raise InputError(
-                f"--export {target}: with {get_runtime(target).title}'s settings (FP8 inputs "
-                f"kept as {own.fp8_saved_inputs}, selective recompute '{own.selective_policy}') "
-                f"the plan needs {estimate.memory.total_bytes / GIB:.1f} GiB per GPU of "
-                f"{usable / GIB:.1f} GiB usable; re-plan with --runtime {target}")
-        per_runtime[target] = (result.model_copy(update={"job": own}),
-                               plan.model_copy(update={"estimate": estimate}))
     written = export_plan(result, plan, targets, Path(request.output), "the search",
-                          torchtitan_format=request.torchtitan_format, per_runtime=per_runtime)
+                          torchtitan_format=request.torchtitan_format,
+                          per_runtime=runtime_pricings(result, plan, targets, eff, "the search"))
     for path in written:
         err.print(f"wrote {path}", markup=False)
 

@@ -81,6 +81,38 @@ def _catalog(resolve, name: str, source: str) -> ModelSpec | Cluster:
         raise InputError(f"{source}: has no model_spec/cluster_spec and {error}") from None
 
 
+def runtime_pricings(result: TrainingResult, plan: Plan, targets: list[str], efficiency,
+                     source: str, option: str = "--export",
+                     ) -> dict[str, tuple[TrainingResult, Plan]]:
+    """``export_plan``'s ``per_runtime``: every runtime target whose settings differ from
+    those ``plan`` was priced with (the first searched runtime's: FP8 saved inputs,
+    selective-recompute policy; ``runtimes.job_for``), with the plan priced again under its
+    own by ``efficiency``. InputError where the plan then does not fit."""
+    from sysplan.costmodels.estimate import estimate_config
+    from sysplan.exporters.base import GIB
+    from sysplan.planners.runtimes import RUNTIMES, get_runtime, job_for
+
+    base = request_for(result, plan, source)
+    usable = base.cluster.gpu.memory_bytes - (result.memory_headroom_bytes or 0.0)
+    pricings = {}
+    for target in (t for t in targets if t in RUNTIMES):
+        runtime = get_runtime(target)
+        own = job_for([runtime], base.job)
+        if own == base.job:
+            continue
+        estimate = estimate_config(base.model, own, base.cluster, plan.parallel, usable,
+                                   efficiency)
+        if estimate.memory.total_bytes > usable:
+            raise InputError(
+                f"{option} {target}: with {runtime.title}'s settings (FP8 inputs kept as "
+                f"{own.fp8_saved_inputs}, selective recompute '{own.selective_policy}') the plan "
+                f"needs {estimate.memory.total_bytes / GIB:.1f} GiB per GPU of {usable / GIB:.1f} "
+                f"GiB usable; re-plan with --runtime {target}")
+        pricings[target] = (result.model_copy(update={"job": own}),
+                            plan.model_copy(update={"estimate": estimate}))
+    return pricings
+
+
 def export_plan(result: TrainingResult, plan: Plan, targets: list[str], folder: Path,
                 source: str, torchtitan_format: Literal["python", "toml"] = "python",
                 per_runtime: dict[str, tuple[TrainingResult, Plan]] | None = None,

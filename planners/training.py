@@ -84,6 +84,16 @@ def pricing_efficiency(cluster: Cluster, profile: Profile | None, bundled_profil
     return Efficiency.default(cluster), None
 
 
+def efficiency_named(name: str, cluster: Cluster) -> Efficiency | None:
+    """The efficiency ``plan_training`` called ``name`` on ``cluster`` when it needs no file:
+    the bundled profile's or the uncalibrated curves (a saved plan's ``profile.name``); None
+    for a profile measured elsewhere."""
+    for eff in (Efficiency.for_cluster(cluster), Efficiency.default(cluster)):
+        if eff.name == name:
+            return eff
+    return None
+
+
 def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus: int | None = None,
                   pins: Pins | None = None, objective: Objective = "throughput", top: int = 5,
                   memory_headroom_bytes: float = 4 * GIB, train_tokens: float | None = None,

@@ -68,6 +68,12 @@ def test_each_runtime_export_carries_the_plan_priced_with_its_own_settings(tmp_p
     model, cluster = resolve_model("8b")[0], load_cluster("dgx-h100")[0]
     memory = estimate_config(model, own, cluster, saved.plans[0].parallel).memory.total_bytes
     assert f"worst-stage memory {memory / 2**30:.1f} GiB" in lines["torchtitan/train.sh"]
+    # `sysplan export` of the saved plan (bundled profile: at hand) prices it the same way
+    again = invoke("export", str(out / "plan.json"), "--to", "torchtitan", "-o",
+                   str(tmp_path / "again"))
+    assert again.exit_code == 0, again.stderr
+    assert ((tmp_path / "again/torchtitan/train.sh").read_text()
+            == (out / "torchtitan/train.sh").read_text())
 
 
 def test_export_of_the_saved_plan_matches_the_train_export(tmp_path: Path) -> None:
