@@ -22,6 +22,7 @@ import time
 
 import numpy as np
 
+from sysplan.core.units import GIB
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.training import price_training
 from sysplan.costmodels.types import ParallelConfig
@@ -31,7 +32,6 @@ from sysplan.planners import ilp, ilp_sharding, ilp_stages
 from sysplan.planners.stages import layer_problem
 from sysplan.workloads.training import TrainJob
 
-GIB = 2**30
 BUDGET = 80e9 - 4 * GIB  # H100 80 GB minus the planner's default 4 GiB headroom
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from bench_args import first_cases
 
 from sysplan.core.errors import NoPlanFits
+from sysplan.core.units import GIB
 from sysplan.costmodels.estimate import balanced_stage_layers
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware import load_cluster
@@ -25,7 +26,6 @@ from sysplan.planners.pipeline_dp import evaluate_stages, optimal_stages
 from sysplan.planners.stage_costs import layer_costs, plan_stages
 from sysplan.workloads.training import make_train_job
 
-GIB = 2**30
 HEADROOM = 4 * GIB  # the planner's default memory headroom
 
 CASES = [

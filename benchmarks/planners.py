@@ -23,6 +23,7 @@ from pathlib import Path
 from bench_args import first_cases
 
 from sysplan.core.errors import InputError, NoPlanFits
+from sysplan.core.units import GIB
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
 from sysplan.planners import ilp, ilp_sharding
@@ -33,7 +34,6 @@ from sysplan.planners.training import plan_training
 from sysplan.planners.types import Pins
 from sysplan.workloads.training import make_train_job
 
-GIB = 2**30
 HEADROOM = 4 * GIB
 LENGTHS = Path(__file__).resolve().parents[1] / "examples" / "lengths" / "long_tail.csv"
 #: (model, cluster, GPUs, sequence length, pinned knobs): the pinned rows keep a pipeline

@@ -45,7 +45,7 @@ CATALOG_MODELS = {"deepseekv3 (w/o mtp)": ("deepseek-v3", 0), "deepseekv3 (w/ mt
                   "deepseekv3": ("deepseek-v3", None), "deepseek-v3": ("deepseek-v3", None),
                   "gpt oss 120b": ("gpt-oss-120b", None), "qwen3_30b_a3b": ("qwen3-30b-a3b", None),
                   "qwen3_235b_a22b": ("qwen3-235b-a22b", None)}
-GIB = 2**30
+from sysplan.core.units import GIB
 
 
 def _int(value: str) -> int | None:

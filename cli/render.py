@@ -15,6 +15,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from sysplan.core.units import GIB
 from sysplan.costmodels.efficiency import CITED, TERMS
 from sysplan.costmodels.estimate import balanced_stage_layers
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
@@ -23,7 +24,6 @@ from sysplan.planners.restage import runs_text
 from sysplan.planners.types import Plan, TrainingResult
 from sysplan.workloads.training import TrainJob
 
-GIB = 2**30
 #: Marks a plan within 2 % of the best plan.
 NEAR_TIE = "~"
 #: Width the output is laid out for when stdout is not a terminal.

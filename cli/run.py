@@ -32,7 +32,6 @@ measures them first when they are missing). Needs torch
 Example: sysplan run plans.json#1 plans.json#2 plans.json#3 --compare --nproc 4
 """
 
-GIB = 2**30
 
 _Plans = Annotated[list[str], typer.Argument(
     metavar="PLAN", help="sysplan train --json documents; FILE#N picks the plan of rank N.",

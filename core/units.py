@@ -45,6 +45,8 @@ _MAX_DIGITS = 64
 
 _DECIMAL = {"K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15}
 _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50}
+#: Bytes in a GiB, for printing sizes
+GIB = _BINARY["Gi"]
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,8 @@ def runtime_pricings(result: TrainingResult, plan: Plan, targets: list[str], eff
     those ``plan`` was priced with (the first searched runtime's: FP8 saved inputs,
     selective-recompute policy; ``runtimes.job_for``), with the plan priced again under its
     own by ``efficiency``. InputError where the plan then does not fit."""
+    from sysplan.core.units import GIB
     from sysplan.costmodels.estimate import estimate_config
-    from sysplan.exporters.base import GIB
     from sysplan.planners.runtimes import RUNTIMES, get_runtime, job_for
 
     base = request_for(result, plan, source)

@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sysplan.core.errors import InputError
+from sysplan.core.units import GIB
 from sysplan.core.version import __version__
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.runtimes import get_runtime
 from sysplan.planners.types import Plan
 from sysplan.workloads.training import TrainJob
-
-GIB = 2**30
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sysplan.core.errors import InputError
+from sysplan.core.units import GIB
 from sysplan.core.version import __version__
 from sysplan.costmodels.serving.deployment import Deployment, ReplicaLayout
 from sysplan.hardware.types import Cluster
 from sysplan.models.spec import ModelSpec
 
-GIB = 2**30
 #: Engine release each export targets (the runtime-name lists in tests/data/runtime-names).
 ENGINE_VERSIONS = {"vllm": "vLLM 0.33.0", "sglang": "SGLang 0.5.23",
                    "trtllm": "TensorRT-LLM 4c05a748"}

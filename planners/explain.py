@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from sysplan.core.units import GIB
 from sysplan.costmodels.candidates import RECOMPUTE_NAMES, Candidates
 from sysplan.costmodels.layer_cost import model_costs
 from sysplan.costmodels.moe import MOE_SCOPED_KERNELS
 from sysplan.costmodels.training import TIME_TERMS
 from sysplan.costmodels.types import Estimate
 
-GIB = 2**30
 _TERM_WORDS = {
     "compute_gemm": "matmuls", "compute_attention": "attention", "compute_elementwise":
     "element-wise ops and launches", "recompute": "recompute", "lm_head": "LM head and loss",

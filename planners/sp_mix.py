@@ -36,7 +36,8 @@ from sysplan.workloads.training import TrainJob
 
 Comm = Literal["p2p", "a2a"]
 Method = Literal["auto", "milp", "lp", "greedy", "uniform"]
-GIB = 2**30
+from sysplan.core.units import GIB
+
 #: Priced terms that belong to one sequence (a micro-batch with pp = 1); the DP gradient
 #: reduction and the optimizer step are per step and the same for every mix.
 SEQUENCE_TERMS = ("compute_gemm", "compute_attention", "compute_elementwise", "recompute",

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from sysplan.core.errors import InputError, NoPlanFits
+from sysplan.core.units import GIB
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.efficiency import CITED_DEFAULTS, Efficiency, same_die_profile
 from sysplan.costmodels.estimate import balanced_stage_layers, build_estimate, throughput_arrays
@@ -38,8 +39,6 @@ from sysplan.planners.types import (
 from sysplan.profiles.loader import bundled_for_gpu
 from sysplan.profiles.schema import Profile
 from sysplan.workloads.training import TrainJob, check_cuda_graphs
-
-GIB = 2**30
 
 
 def _objective_values(objective: Objective, rates, gpus, train_tokens, gpu_hour_cost):

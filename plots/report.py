@@ -9,11 +9,11 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
+from sysplan.core.units import GIB
 from sysplan.core.version import __version__
 from sysplan.planners.types import TrainingResult
 from sysplan.plots import style, svg_text
 
-GIB = 2**30
 CSS = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px;
        color: #222; line-height: 1.45; }

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sysplan.core.units import GIB
 from sysplan.planners.types import Plan, TrainingResult
 from sysplan.plots import new_figure
 from sysplan.plots.schedule import drawn_microbatches, simulate, stage_times, step_span
 
-GIB = 2**30
 #: Colours of the timeline's operations and the memory terms (colour-blind safe, Okabe-Ito).
 COLOURS = {"F": "#0072B2", "B": "#E69F00", "W": "#009E73", "comm": "#D55E00",
            "dp_comm": "#999999", "optimizer": "#CC79A7"}

@@ -19,13 +19,13 @@ from typer.testing import CliRunner
 
 from sysplan.cli.main import app
 from sysplan.core.errors import InputError, NoPlanFits
+from sysplan.core.units import GIB
 from sysplan.costmodels.types import Estimate, MemoryBreakdown, ParallelConfig
 from sysplan.exporters import plan_json
 from sysplan.models.spec import ModelSpec
 from sysplan.planners.types import Plan, ProfileInfo, TrainingResult
 from sysplan.workloads.training import TrainJob, make_train_job
 
-GIB = 2**30
 needs_planner = pytest.mark.skipif(
     importlib.util.find_spec("sysplan.planners.training") is None,
     reason="sysplan.planners.training is not written yet",

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from sysplan.core.errors import InputError, NoPlanFits
+from sysplan.core.units import GIB
 from sysplan.costmodels.candidates import Candidates
 from sysplan.costmodels.training import price_training
 from sysplan.costmodels.types import ParallelConfig
@@ -19,8 +20,6 @@ from sysplan.planners.pipeline_dp import evaluate_stages
 from sysplan.planners.stage_costs import layer_costs, plan_stages
 from sysplan.planners.stages import layer_problem, price_assignment
 from sysplan.workloads.training import TrainJob
-
-GIB = 2**30
 
 
 def _synthetic_sharding(seed: int, budget: float) -> ilp_sharding.ShardingCosts:

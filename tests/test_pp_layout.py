@@ -8,6 +8,7 @@ import pytest
 from test_cli import invoke
 
 from sysplan.core.errors import InputError
+from sysplan.core.units import GIB
 from sysplan.exporters.megatron import layout_string, pipeline_split_arguments
 from sysplan.hardware import load_cluster
 from sysplan.models import resolve_model
@@ -16,7 +17,6 @@ from sysplan.planners.training import plan_training
 from sysplan.planners.types import Pins
 from sysplan.workloads.training import make_train_job
 
-GIB = 2**30
 #: Megatron-Bridge's DeepSeek-V3 layout for 16 chunks (recipes/deepseek/deepseek_v3.py)
 DSV3_16 = "Et*4|(t*4|)*14tmL"
 

@@ -9,6 +9,7 @@ from export_cases import CASES
 from test_cli import invoke
 
 from sysplan.core.errors import InputError
+from sysplan.core.units import GIB
 from sysplan.costmodels.estimate import balanced_stage_layers
 from sysplan.exporters import EXPORTERS
 from sysplan.hardware import load_cluster
@@ -17,8 +18,6 @@ from sysplan.planners.restage import runs_text
 from sysplan.planners.training import plan_training
 from sysplan.planners.types import Pins
 from sysplan.workloads.training import make_train_job
-
-GIB = 2**30
 
 
 def _plan(name: str, gpus: int, stages: str, runtimes=(), **pins):

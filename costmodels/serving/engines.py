@@ -31,7 +31,8 @@ from sysplan.models.counting import param_counts
 from sysplan.models.spec import ModelSpec
 
 GB = 1e9
-GIB = 2**30
+from sysplan.core.units import GIB
+
 #: TensorRT-LLM perf-overview (v0.17): "--kv_cache_free_gpu_mem_fraction 0.95 ... better
 #: performance than the default setting of 0.90" for its published throughput tables.
 TRTLLM_BENCH_KV_FRACTION = 0.95

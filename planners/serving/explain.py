@@ -21,13 +21,13 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+from sysplan.core.units import GIB
 from sysplan.costmodels.serving.cost import ServingCost
 from sysplan.costmodels.serving.deployment import Batch, Deployment, ReplicaLayout
 from sysplan.planners.serving.screen import mode_of
 from sysplan.planners.serving.space import ServeQuestion, describe, mean_lengths
 from sysplan.planners.serving.types import ServePlan, ServeResult
 
-GIB = 2**30
 #: KV cache share (of a replica's capacity) held by the requests in flight that counts as the
 #: limit, and the share of max_num_seqs that does.
 KV_LIMIT = 0.85
