@@ -26,6 +26,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from sysplan.core.errors import NoPlanFits, SysplanError
+from sysplan.core.units import GIB
 from sysplan.costmodels import moe as moe_cost
 from sysplan.hardware import load_cluster
 from sysplan.models import model_flops_per_token, param_counts, resolve_model
@@ -45,7 +46,6 @@ CATALOG_MODELS = {"deepseekv3 (w/o mtp)": ("deepseek-v3", 0), "deepseekv3 (w/ mt
                   "deepseekv3": ("deepseek-v3", None), "deepseek-v3": ("deepseek-v3", None),
                   "gpt oss 120b": ("gpt-oss-120b", None), "qwen3_30b_a3b": ("qwen3-30b-a3b", None),
                   "qwen3_235b_a22b": ("qwen3-235b-a22b", None)}
-from sysplan.core.units import GIB
 
 
 def _int(value: str) -> int | None:
@@ -120,8 +120,8 @@ def job_for(r: dict) -> TrainJob:
         # GPTModelProvider.cross_entropy_loss_fusion True): scripts/performance in v0.1.0 (25.09
         # yaml), v0.2.0 (25.11) and v0.3.0 (26.02)
         flags.update(grad_reduce_in_fp32=False, fused_loss=True)
-        if bridge_recompute_modules(r):
-            flags.update(recompute_modules=bridge_recompute_modules(r))
+        if modules := bridge_recompute_modules(r):
+            flags.update(recompute_modules=modules)
         flags.update(bridge_runtime(r, prec))
     if "force-balance token routing" in notes:
         flags.update(moe_load_imbalance=1.0)  # the benchmark balances routing (row notes)

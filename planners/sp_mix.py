@@ -27,6 +27,7 @@ from pydantic import Field
 
 from sysplan.core.errors import InputError, NoPlanFits
 from sysplan.core.types import Frozen
+from sysplan.core.units import GIB
 from sysplan.costmodels.candidates import RECOMPUTE_CODES, Candidates
 from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.training import price_training
@@ -36,7 +37,6 @@ from sysplan.workloads.training import TrainJob
 
 Comm = Literal["p2p", "a2a"]
 Method = Literal["auto", "milp", "lp", "greedy", "uniform"]
-from sysplan.core.units import GIB
 
 #: Priced terms that belong to one sequence (a micro-batch with pp = 1); the DP gradient
 #: reduction and the optimizer step are per step and the same for every mix.

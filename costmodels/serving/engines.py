@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import math
 
+from sysplan.core.units import GIB
 from sysplan.costmodels.serving.deployment import EngineKnobs
 from sysplan.hardware.types import GPU
 from sysplan.models.counting import param_counts
 from sysplan.models.spec import ModelSpec
 
 GB = 1e9
-from sysplan.core.units import GIB
 
 #: TensorRT-LLM perf-overview (v0.17): "--kv_cache_free_gpu_mem_fraction 0.95 ... better
 #: performance than the default setting of 0.90" for its published throughput tables.
