@@ -238,6 +238,12 @@ _EpCommOverlap = Annotated[bool, _opt(
     "--ep-comm-overlap", panel=_RUNTIME,
     help="MoE: overlap each micro-batch's expert all-to-alls with another's compute (Megatron "
     "--overlap-moe-expert-parallel-comm).")]
+_MoeFusedExperts = Annotated[bool, _opt(
+    "--moe-fused-experts", panel=_RUNTIME,
+    help="MoE on Blackwell with --precision fp8: run the routed experts as Transformer "
+    "Engine's fused MXFP8 grouped MLP, one kernel per linear for all local experts with the "
+    "activation in its epilogue (Megatron --use-transformer-engine-op-fuser, "
+    "NVTE_CUTEDSL_FUSED_GROUPED_MLP=1; expert TP 1).")]
 _MoeDispatcher = Annotated[str, _opt(
     "--moe-dispatcher", metavar="NAME", panel=_RUNTIME, parser=_choice(*MOE_DISPATCHER_CHOICES),
     help="MoE token dispatcher: alltoall, allgather, flex (DeepEP-style, deduplicated per GPU "
@@ -332,6 +338,7 @@ def train(
     moe_capacity_factor: _MoeCapacityFactor = None,
     moe_dispatcher: _MoeDispatcher = "auto",
     ep_comm_overlap: _EpCommOverlap = False,
+    moe_fused_experts: _MoeFusedExperts = False,
     cuda_graphs: _CudaGraphs = "none",
     recompute_modules: _RecomputeModules = "core_attn",
     grad_reduce_in_bf16: _GradReduceBf16 = False,
@@ -358,7 +365,7 @@ def train(
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         moe_capacity_factor=moe_capacity_factor, ep_comm_overlap=ep_comm_overlap,
         moe_dispatcher=moe_dispatcher, cuda_graphs=cuda_graphs,
-        grad_reduce_in_fp32=not grad_reduce_in_bf16, fused_loss=fused_loss,
+        moe_fused_experts=moe_fused_experts, grad_reduce_in_fp32=not grad_reduce_in_bf16, fused_loss=fused_loss,
         recompute_modules=tuple(recompute_modules.split(",")), runtime=runtime,
         export=export,
         output=output, torchtitan_format=torchtitan_format,
@@ -392,6 +399,7 @@ class TrainRequest:
     ep_comm_overlap: bool = False
     moe_dispatcher: str = "auto"
     cuda_graphs: str = "none"
+    moe_fused_experts: bool = False
     grad_reduce_in_fp32: bool = True
     fused_loss: bool = False
     recompute_modules: tuple[str, ...] = ("core_attn",)
@@ -468,6 +476,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         ep_comm_overlap=request.ep_comm_overlap, moe_dispatcher=request.moe_dispatcher,
         cuda_graphs=request.cuda_graphs, grad_reduce_in_fp32=request.grad_reduce_in_fp32,
         fused_loss=request.fused_loss, recompute_modules=request.recompute_modules,
+        moe_fused_experts=request.moe_fused_experts,
     )
     if lengths is not None:
         check_step(lengths, job.tokens_per_step)

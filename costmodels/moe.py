@@ -48,6 +48,14 @@ SHARED_EXPERT_KERNELS = 4
 #: products and their two reductions (core_v0.15.0 moe/experts.py TEGroupedMLP._apply_bias)
 EXPERT_BIAS_BYTES = 64.0
 EXPERT_BIAS_KERNELS = ((2.0, 2.0), (4.0, 2.0))  # (per local expert, fixed): forward, backward
+#: Expert kernels of Transformer Engine's fused MXFP8 grouped MLP (``TrainJob.moe_fused_experts``)
+#: per micro-batch, whatever the number of local experts: forward the grouped quantisation of
+#: the dispatched tokens, the fc1 grouped GEMM with the gated activation, router weighting and
+#: quantisation in its epilogue, and the fc2 grouped GEMM; backward the output-gradient
+#: quantisation, fc2 dgrad with the activation's gradient in its epilogue, fc2 wgrad, fc1
+#: dgrad, fc1 wgrad and the bias gradients' reduction (TE ops/fused/forward_grouped_mlp.py
+#: and backward_grouped_mlp.py, ``ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8``)
+FUSED_EXPERT_KERNELS = (3.0, 6.0)
 #: Seconds each kernel of the MoE block costs beyond its work: the block is many small kernels
 #: (router, permutation, one cuBLAS GEMM per local expert in TE's GroupedLinear
 #: ``general_grouped_gemm``) whose launch, ramp and tail and the host's issue gaps add up
@@ -192,8 +200,14 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     permute = 2.0 * act_b * h * (tokens + tokens * moe.top_k * imbalance)
     activation = act_b * routed * (3.0 * f if model.gated_mlp else 2.0 * f)
     casts = 3.0 * routed * (h + f) if job.precision == "fp8" else 0.0  # bf16 in, fp8 out
+    fused = job.moe_fused_experts
+    if fused:
+        # the fused grouped MLP applies the activation, the router weighting, the bias and
+        # fc2's input quantisation in fc1's epilogue: only the dispatched tokens are cast
+        # (TE ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8)
+        activation, casts = 0.0, 3.0 * routed * h
     elementwise = router + permute + activation + casts
-    if moe.expert_bias:
+    if moe.expert_bias and not fused:
         # the down GEMM's bias, scaled by the router probability, is added eagerly outside
         # it (Megatron-Core TEGroupedMLP._apply_bias, core_v0.15.0 moe/experts.py: per expert
         # t + b * p in fp32, cat, cast to bf16): 28 bytes per routed element forward, 36 in
@@ -276,6 +290,9 @@ def block_kernels(model: ModelSpec, job: TrainJob, local) -> tuple[np.ndarray, n
     input quantised by its own kernel (TE per-expert ``split_quantize``), and biased experts'
     eager bias add (``EXPERT_BIAS_KERNELS``)."""
     fixed = MOE_BLOCK_KERNELS + (SHARED_EXPERT_KERNELS if model.moe.num_shared_experts else 0)
+    if job.moe_fused_experts:  # one grouped kernel per linear (FUSED_EXPERT_KERNELS)
+        forward, backward = FUSED_EXPERT_KERNELS
+        return fixed + forward + 0.0 * local, fixed + backward + 0.0 * local
     fp8 = 1.0 if job.precision == "fp8" else 0.0
     forward = fixed + local * 2.0 * (1.0 + fp8)  # fc1, fc2 (+ their input quantisations)
     backward = fixed + local * 2.0 * (2.0 + fp8)  # dgrad + wgrad each (+ output-grad casts)

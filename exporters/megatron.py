@@ -171,6 +171,8 @@ def _moe_arguments(model: ModelSpec, job: TrainJob, dispatcher: str) -> list[str
     if moe.first_dense_layers or moe.layer_freq > 1:
         pattern = ",".join(str(int(model.is_moe_layer(i))) for i in range(model.num_layers))
         args += ["--moe-layer-freq", f"[{pattern}]"]
+    if job.moe_fused_experts:  # Transformer Engine's op-fuser grouped MLP (environment())
+        args.append("--use-transformer-engine-op-fuser")
     return args + capacity
 
 
@@ -191,9 +193,12 @@ def _mla_arguments(model: ModelSpec) -> list[str]:
 
 def precision_arguments(job: TrainJob) -> list[str]:
     """bf16 (or fp16, or no flag: fp32) everywhere; fp8 GEMMs through Transformer Engine
-    (hybrid E4M3/E5M2)."""
+    (hybrid E4M3/E5M2; block-scaled MXFP8 for the fused grouped experts)."""
     args = {"fp16": ["--fp16"], "fp32": []}.get(job.precision, ["--bf16"])
-    if job.precision == "fp8":
+    if job.moe_fused_experts:
+        # the fused grouped MLP is an MXFP8 kernel (Megatron-Bridge "fp8_mx": e4m3, mxfp8)
+        args += ["--fp8-format", "e4m3", "--fp8-recipe", "mxfp8"]
+    elif job.precision == "fp8":
         args += ["--fp8-format", "hybrid", "--fp8-recipe", "delayed"]
     backend = "fused" if job.attention_backend == "cudnn" else "flash"
     args += ["--attention-backend", backend]
@@ -248,6 +253,9 @@ def environment(request: ExportRequest) -> list[tuple[str, str, str]]:
     if (p.tp > 1 or p.cp > 1) and p.zero < 2 and not blackwell:
         env.append(("CUDA_DEVICE_MAX_CONNECTIONS", "1", ("TP/CP communication kernels are "
                     "scheduled ahead of compute so they overlap (Megatron arguments.py)")))
+    if request.job.moe_fused_experts:
+        env.append(("NVTE_CUTEDSL_FUSED_GROUPED_MLP", "1", ("Transformer Engine registers its "
+                    "fused MXFP8 grouped-MLP kernel only with this set before it is imported")))
     return env
 
 

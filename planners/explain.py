@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from sysplan.core.units import GIB
+from sysplan.costmodels import moe as moe_cost
 from sysplan.costmodels.candidates import RECOMPUTE_NAMES, Candidates
 from sysplan.costmodels.layer_cost import model_costs
 from sysplan.costmodels.moe import MOE_SCOPED_KERNELS
@@ -111,13 +112,19 @@ def explain_winner(model, job, cluster, c: Candidates, priced, rates, value, fit
 
 
 def _launch_text(job, launches: float, launch: float) -> str:
-    """The MoE block's kernel launches and what CUDA-graph capture (``job.cuda_graphs``) saves."""
+    """The MoE block's kernels, their fixed cost, and what CUDA-graph capture
+    (``job.cuda_graphs``) replays: a replayed kernel costs ``MOE_GRAPHED_SHARE`` of an eager one
+    (the graph removes the host's launch calls, not the kernel's own fixed GPU time)."""
+    share = f"{moe_cost.MOE_GRAPHED_SHARE:.0%} of an eager kernel's cost"
     if job.cuda_graphs == "full":
-        return f"{launches:.0f} kernels replayed from a CUDA graph (no launch cost)"
+        return (f"{launches:.0f} kernels replayed from a CUDA graph at {share}: "
+                f"{launch * 1e3:.2f} ms")
     graphed = (f"; the router's and preprocessing's {2 * MOE_SCOPED_KERNELS} replayed from CUDA "
-               "graphs cost none" if job.cuda_graphs == "scoped" else "")
-    return (f"{launches:.0f} kernel launches {launch * 1e3:.2f} ms (small kernels: one GEMM per "
-            f"local expert, router, permutation{graphed})")
+               f"graphs at {share}" if job.cuda_graphs == "scoped" else "")
+    experts = ("one fused grouped kernel per linear for all local experts"
+               if job.moe_fused_experts else "one GEMM per local expert")
+    return (f"{launches:.0f} kernel launches {launch * 1e3:.2f} ms (small kernels: {experts}, "
+            f"router, permutation{graphed})")
 
 
 def moe_sentence(model, job, cluster, one: Candidates, time, i: int, step: float,

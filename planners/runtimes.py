@@ -93,6 +93,9 @@ def _megatron_only_job_rules(title: str) -> tuple[Rule, ...]:
              lambda c, m, j: np.full(len(c), not j.grad_reduce_in_fp32)),
         Rule(f"fused cross-entropy ({title} computes the loss in PyTorch)",
              lambda c, m, j: np.full(len(c), j.fused_loss)),
+        Rule(f"fused MXFP8 grouped experts ({title} runs Transformer Engine's grouped MLP "
+             "through Megatron-Core only)",
+             lambda c, m, j: np.full(len(c), j.moe_fused_experts)),
         Rule(f"selective recompute of modules other than the attention core ({title} has "
              "no --recompute-modules)",
              lambda c, m, j: (c.recompute == 1) & (j.recompute_modules != ("core_attn",))),
@@ -131,6 +134,11 @@ MEGATRON = Runtime(
         # support at d98e8a64; the distributed optimizer (ZeRO-1) works with any PP
         Rule("ZeRO-2/3 (Megatron-FSDP) with pipeline parallelism",
              lambda c, m, j: (c.zero >= 2) & (c.pp > 1)),
+        # moe/experts.py TEGroupedMLP._is_fused_impl_supported: "Tensor parallelism is not
+        # supported" by the op-fuser grouped MLP
+        Rule("fused grouped experts with expert tensor parallelism (Megatron-Core's fused "
+             "grouped MLP runs with expert TP 1)",
+             lambda c, m, j: j.moe_fused_experts & (c.etp > 1)),
     ),
 )
 

@@ -129,6 +129,14 @@ class TrainJob(Frozen):
         "element: Megatron) or 'bf16' (torchao Float8Linear saves the 16-bit input and "
         "quantizes in backward: torchtitan). Set by the target runtime."
     )
+    moe_fused_experts: bool = Field(
+        default=False, description="MoE: the routed experts run Transformer Engine's fused "
+        "MXFP8 grouped MLP (Megatron --use-transformer-engine-op-fuser with "
+        "NVTE_CUTEDSL_FUSED_GROUPED_MLP=1, TE >= 2.14): one grouped GEMM kernel per linear for "
+        "all local experts, the gated activation, router weighting, bias and FP8 quantisation "
+        "in its epilogue, instead of one cuBLAS GEMM per expert and separate element-wise "
+        "passes. Blackwell, --precision fp8, expert TP 1."
+    )
     moe_capacity_factor: float | None = Field(
         default=None, gt=0, description="Routed tokens an expert takes, as a multiple of the "
         "mean: tokens past it are dropped and every expert's input is padded to it (Megatron "
@@ -220,6 +228,24 @@ def check_cuda_graphs(model: ModelSpec, job: TrainJob) -> None:
                          "token counts to the host every layer, so the iteration cannot be "
                          "captured; set --moe-capacity-factor (inputs padded to capacity) or "
                          "use --cuda-graphs scoped")
+
+
+def check_fused_experts(model: ModelSpec, job: TrainJob, gpu: GPU) -> None:
+    """InputError when ``job.moe_fused_experts`` cannot run: the fused grouped-MLP kernel is
+    Transformer Engine's CuTe DSL MXFP8 kernel for routed experts on compute capability 10+
+    (TE ops/fused/forward_grouped_mlp.py ``ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8``)."""
+    if not job.moe_fused_experts:
+        return
+    if model.moe is None:
+        raise InputError(f"--moe-fused-experts: {model.name} has no routed experts; accepted "
+                         "for mixture-of-experts models only")
+    if job.precision != "fp8":
+        raise InputError(f"--moe-fused-experts with --precision {job.precision}: the fused "
+                         "grouped MLP is an MXFP8 kernel; accepted: --precision fp8")
+    if gpu.gpu_class != "blackwell":
+        raise InputError(f"--moe-fused-experts on {gpu.name}: the fused grouped MLP needs a "
+                         "Blackwell GPU (compute capability 10 or later) such as the "
+                         "B200 or GB200; accepted: a cluster of Blackwell GPUs")
 
 
 def check_precision(precision: str, gpu: GPU, choices: tuple[str, ...] = get_args(Precision)
