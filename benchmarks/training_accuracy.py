@@ -157,7 +157,9 @@ def pp_layout_for(r: dict, model: ModelSpec, pp: int | None, vpp: int | None) ->
 #: at v0.2.0 for 25.11 and v0.3.0 for 26.02; for 25.09 v0.1.0rc4's run_script.py sets the
 #: DeepSeek-V3 modules per GPU, which its yaml's recompute_granularity "selective" keeps); the
 #: FP8 GB300 DeepSeek-V3 preset of 26.02 recomputes mla_up_proj, its BF16 one and 25.11's
-#: moe_act; GPT-OSS on GB300 sets none
+#: moe_act; GPT-OSS on GB300 sets none; for 26.08 the MXFP8 perf recipes
+#: (src/megatron/bridge/perf_recipes/{deepseek,gpt_oss}/<gpu>/*.py at 067f987d) set
+#: recompute_modules [] except DeepSeek-V3 on GB200 (mla_up_proj)
 BRIDGE_RECOMPUTE = {
     ("DeepSeekV3", "26.02"): {"GB300": ("mla_up_proj",), "GB200": ("mla_up_proj",),
                               "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
@@ -165,6 +167,8 @@ BRIDGE_RECOMPUTE = {
                               "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
     ("DeepSeekV3", "25.09"): {"GB200": ("mla_up_proj",), "B200": ("mla_up_proj",),
                               "H100": ("mla_up_proj", "mlp")},
+    ("DeepSeekV3", "26.08"): {"GB300": (), "GB200": ("mla_up_proj",)},
+    ("GPT OSS", "26.08"): {"GB300": (), "GB200": ()},
     ("GPT OSS", "26.02"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
                            "B200": ("layernorm", "moe_act"), "H100": ("layernorm", "moe_act")},
     ("GPT OSS", "25.11"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
@@ -209,7 +213,18 @@ _SCOPED_FLEX = {"cuda_graphs": "scoped", "moe_dispatcher": "flex"}
 _A2A = {"moe_dispatcher": "alltoall"}
 _A2A_OVERLAP = {"moe_dispatcher": "alltoall", "ep_comm_overlap": True}
 _FLEX_OVERLAP = {"moe_dispatcher": "flex", "ep_comm_overlap": True}
+#: 26.08's MXFP8 recipes, every model on GB300 and GB200 (src/megatron/bridge/perf_recipes at
+#: 067f987d: _enable_hybridep_full_iteration_mxfp8, _enable_deepseek_full_iteration_mxfp8,
+#: _apply_gpt_oss_120b_full_iter_fp8mx_configs): a full-iteration CUDA graph, HybridEP, the
+#: batch-level EP overlap, the op fuser with NVTE_CUTEDSL_FUSED_GROUPED_MLP=1, and paged
+#: stashing, which keeps dropless routing capturable (its expert-rank capacity factor sizes a
+#: receive buffer, not the work); under the benchmarks' forced balance that work equals a
+#: capacity factor of 1.0, the TrainJob setting that lets a full graph capture the MoE layers
+_FULL_FUSED = {"cuda_graphs": "full", "moe_capacity_factor": 1.0, "moe_fused_experts": True,
+               **_FLEX_OVERLAP}
 BRIDGE_RUNTIME = {
+    **{(model, "26.08"): {"GB300": _FULL_FUSED, "GB200": _FULL_FUSED}
+       for model in ("DeepSeekV3", "GPT OSS", "Qwen3_30B", "Qwen3_235B")},
     ("DeepSeekV3", "26.02"): {"GB300/fp8": {"moe_dispatcher": "flex"}, "GB300": _SCOPED_FLEX,
                               "GB200": _SCOPED_FLEX, "B200": {"moe_dispatcher": "flex"},
                               "H100": {"moe_dispatcher": "flex"}},
@@ -337,6 +352,7 @@ def evaluate(r: dict, bundled_profile: bool = True) -> dict:
     gpus = int(r["num_gpus"])
     out = {"id": r["id"], "source": _short_source(r), "quality": r["quality"], "model": r["model"],
            "moe": model.moe is not None, "gpu": r["gpu"], "gpu_class": cluster.gpu.gpu_class,
+           "framework": r["framework"],
            "seq_len": job.seq_len}
     metric = measured_metric(r)
     if metric is None:
@@ -519,6 +535,11 @@ def _summary(results: list[dict], quality: set[str]) -> None:
     for gpu in ("H100", "B200", "GB200", "GB300"):  # MoE by system (B200 excludes GB200)
         groups.append((f"  MoE, {gpu}", [x for x in everything if x["moe"] and (
             x["gpu"].startswith(gpu) or x["gpu"].startswith("H800") and gpu == "H100")]))
+    for family in ("DeepSeek", "GPT", "Qwen3"):  # MoE by model family
+        groups.append((f"  MoE, {family}", [x for x in everything
+                                            if x["moe"] and x["model"].startswith(family)]))
+    groups.append(("  MoE, 26.08 container", [x for x in everything
+                                              if x["moe"] and x["framework"].endswith("26.08")]))
     for name, xs in sorted(by_source.items()) + [g for g in groups if g[1]]:
         ours = sum(abs(x["err"]) for x in xs) / len(xs)
         naive = sum(abs(x["naive_err"]) for x in xs) / len(xs)
