@@ -159,7 +159,9 @@ def pp_layout_for(r: dict, model: ModelSpec, pp: int | None, vpp: int | None) ->
 #: FP8 GB300 DeepSeek-V3 preset of 26.02 recomputes mla_up_proj, its BF16 one and 25.11's
 #: moe_act; GPT-OSS on GB300 sets none; for 26.08 the MXFP8 perf recipes
 #: (src/megatron/bridge/perf_recipes/{deepseek,gpt_oss}/<gpu>/*.py at 067f987d) set
-#: recompute_modules [] except DeepSeek-V3 on GB200 (mla_up_proj)
+#: recompute_modules [] except DeepSeek-V3 on GB200 (mla_up_proj); the model verification
+#: cards' H100 DeepSeek-V3 (26.08) and GB200 BF16 GPT-OSS (26.06) recipes recompute
+#: mla_up_proj and mlp, and layernorm and moe_act
 BRIDGE_RECOMPUTE = {
     ("DeepSeekV3", "26.02"): {"GB300": ("mla_up_proj",), "GB200": ("mla_up_proj",),
                               "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
@@ -167,8 +169,10 @@ BRIDGE_RECOMPUTE = {
                               "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
     ("DeepSeekV3", "25.09"): {"GB200": ("mla_up_proj",), "B200": ("mla_up_proj",),
                               "H100": ("mla_up_proj", "mlp")},
-    ("DeepSeekV3", "26.08"): {"GB300": (), "GB200": ("mla_up_proj",)},
+    ("DeepSeekV3", "26.08"): {"GB300": (), "GB200": ("mla_up_proj",),
+                              "H100": ("mla_up_proj", "mlp")},
     ("GPT OSS", "26.08"): {"GB300": (), "GB200": ()},
+    ("GPT OSS", "26.06"): {"GB200": ("layernorm", "moe_act")},
     ("GPT OSS", "26.02"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
                            "B200": ("layernorm", "moe_act"), "H100": ("layernorm", "moe_act")},
     ("GPT OSS", "25.11"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
@@ -224,7 +228,16 @@ _FULL_FUSED = {"cuda_graphs": "full", "moe_capacity_factor": 1.0, "moe_fused_exp
                **_FLEX_OVERLAP}
 BRIDGE_RUNTIME = {
     **{(model, "26.08"): {"GB300": _FULL_FUSED, "GB200": _FULL_FUSED}
-       for model in ("DeepSeekV3", "GPT OSS", "Qwen3_30B", "Qwen3_235B")},
+       for model in ("GPT OSS", "Qwen3_30B", "Qwen3_235B")},
+    # the model verification cards' BF16 recipes (examples/model_verification_cards at
+    # 067f987d, their perf_recipes): DeepSeek-V3 on 1,024 H100s without overlapped gradient
+    # reduction, its recipe's HybridEP (recipes/deepseek/h100/deepseek_v3.py sets the
+    # alltoall type, then apply_flex_dispatcher_backend(cfg.model, "hybridep") turns it to flex
+    # on Hopper); Qwen3-30B-A3B on 16 H100s (bridge 3a9559f0); GPT-OSS on 64 GB200s
+    ("DeepSeekV3", "26.08"): {"GB300": _FULL_FUSED, "GB200": _FULL_FUSED,
+                              "H100": {"moe_dispatcher": "flex", "overlap_grad_reduce": False}},
+    ("Qwen3_30B", "26.06"): {"H100": {"cuda_graphs": "scoped", **_FLEX_OVERLAP}},
+    ("GPT OSS", "26.06"): {"GB200": _A2A_OVERLAP},
     ("DeepSeekV3", "26.02"): {"GB300/fp8": {"moe_dispatcher": "flex"}, "GB300": _SCOPED_FLEX,
                               "GB200": _SCOPED_FLEX, "B200": {"moe_dispatcher": "flex"},
                               "H100": {"moe_dispatcher": "flex"}},
