@@ -219,12 +219,10 @@ _A2A_OVERLAP = {"moe_dispatcher": "alltoall", "ep_comm_overlap": True}
 _FLEX_OVERLAP = {"moe_dispatcher": "flex", "ep_comm_overlap": True}
 #: 26.08's MXFP8 recipes, every model on GB300 and GB200 (src/megatron/bridge/perf_recipes at
 #: 067f987d: _enable_hybridep_full_iteration_mxfp8, _enable_deepseek_full_iteration_mxfp8,
-#: _apply_gpt_oss_120b_full_iter_fp8mx_configs): a full-iteration CUDA graph, HybridEP, the
-#: batch-level EP overlap, the op fuser with NVTE_CUTEDSL_FUSED_GROUPED_MLP=1, and paged
-#: stashing, which keeps dropless routing capturable (its expert-rank capacity factor sizes a
-#: receive buffer, not the work); under the benchmarks' forced balance that work equals a
-#: capacity factor of 1.0, the TrainJob setting that lets a full graph capture the MoE layers
-_FULL_FUSED = {"cuda_graphs": "full", "moe_capacity_factor": 1.0, "moe_fused_experts": True,
+#: _apply_gpt_oss_120b_full_iter_fp8mx_configs): a full-iteration CUDA graph, HybridEP with
+#: moe_expert_rank_capacity_factor 1.5 and paged stashing (static buffers for dropless-style
+#: routing), the batch-level EP overlap and the op fuser with NVTE_CUTEDSL_FUSED_GROUPED_MLP=1
+_FULL_FUSED = {"cuda_graphs": "full", "moe_rank_capacity": 1.5, "moe_fused_experts": True,
                **_FLEX_OVERLAP}
 BRIDGE_RUNTIME = {
     **{(model, "26.08"): {"GB300": _FULL_FUSED, "GB200": _FULL_FUSED}

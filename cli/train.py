@@ -253,7 +253,8 @@ _CudaGraphs = Annotated[str, _opt(
     parser=_choice(*CUDA_GRAPH_CHOICES),
     help="CUDA-graph capture, whose kernels skip the host's launch: none, scoped (attention "
     "and the MoE router; not with full recompute) or full (the whole iteration; MoE needs "
-    "--moe-capacity-factor). Megatron --cuda-graph-impl/--cuda-graph-scope.")]
+    "--moe-capacity-factor or --moe-rank-capacity). Megatron --cuda-graph-impl/--cuda-graph-"
+    "scope.")]
 _GradReduceBf16 = Annotated[bool, _opt(
     "--grad-reduce-in-bf16", panel=_RUNTIME,
     help="Keep and reduce gradients in bf16 instead of fp32: half their memory and DP traffic "
@@ -267,6 +268,12 @@ _MoeCapacityFactor = Annotated[float | None, _opt(
     help="MoE: every expert takes F times its mean share of routed tokens, dropping the rest "
     "and padding up to it (Megatron --moe-expert-capacity-factor with "
     "--moe-pad-expert-input-to-capacity: static shapes); default: dropless.")]
+_MoeRankCapacity = Annotated[float | None, _opt(
+    "--moe-rank-capacity", metavar="F", panel=_RUNTIME, parser=_positive_float,
+    help="MoE with --moe-dispatcher flex: each expert-parallel rank receives at most F times "
+    "its mean share of routed tokens, dropping the rest, padding none (Megatron "
+    "--moe-expert-rank-capacity-factor with --moe-paged-stash: static buffers, so "
+    "--cuda-graphs full captures the MoE layers); default: no budget.")]
 
 
 _Profile = Annotated[str | None, _opt(
@@ -336,6 +343,7 @@ def train(
     no_overlap_grad_reduce: _NoOverlapGradReduce = False,
     tp_comm_overlap: _TpCommOverlap = False,
     moe_capacity_factor: _MoeCapacityFactor = None,
+    moe_rank_capacity: _MoeRankCapacity = None,
     moe_dispatcher: _MoeDispatcher = "auto",
     ep_comm_overlap: _EpCommOverlap = False,
     moe_fused_experts: _MoeFusedExperts = False,
@@ -365,7 +373,8 @@ def train(
         overlap_grad_reduce=not no_overlap_grad_reduce, tp_comm_overlap=tp_comm_overlap,
         moe_capacity_factor=moe_capacity_factor, ep_comm_overlap=ep_comm_overlap,
         moe_dispatcher=moe_dispatcher, cuda_graphs=cuda_graphs,
-        moe_fused_experts=moe_fused_experts, grad_reduce_in_fp32=not grad_reduce_in_bf16, fused_loss=fused_loss,
+        moe_fused_experts=moe_fused_experts, moe_rank_capacity=moe_rank_capacity,
+        grad_reduce_in_fp32=not grad_reduce_in_bf16, fused_loss=fused_loss,
         recompute_modules=tuple(recompute_modules.split(",")), runtime=runtime,
         export=export,
         output=output, torchtitan_format=torchtitan_format,
@@ -396,6 +405,7 @@ class TrainRequest:
     overlap_grad_reduce: bool = True
     tp_comm_overlap: bool = False
     moe_capacity_factor: float | None = None
+    moe_rank_capacity: float | None = None
     ep_comm_overlap: bool = False
     moe_dispatcher: str = "auto"
     cuda_graphs: str = "none"
@@ -476,7 +486,7 @@ def run_train(request: TrainRequest, *, json_out: bool = False, explain: bool = 
         ep_comm_overlap=request.ep_comm_overlap, moe_dispatcher=request.moe_dispatcher,
         cuda_graphs=request.cuda_graphs, grad_reduce_in_fp32=request.grad_reduce_in_fp32,
         fused_loss=request.fused_loss, recompute_modules=request.recompute_modules,
-        moe_fused_experts=request.moe_fused_experts,
+        moe_fused_experts=request.moe_fused_experts, moe_rank_capacity=request.moe_rank_capacity,
     )
     if lengths is not None:
         check_step(lengths, job.tokens_per_step)

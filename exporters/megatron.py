@@ -160,8 +160,17 @@ def _moe_arguments(model: ModelSpec, job: TrainJob, dispatcher: str) -> list[str
     args = ["--num-experts", str(moe.num_experts), "--moe-router-topk", str(moe.top_k),
             "--moe-ffn-hidden-size", str(moe.expert_ffn_hidden), "--moe-grouped-gemm",
             "--moe-token-dispatcher-type", dispatcher]
-    if dispatcher == "flex":  # DeepEP kernels (Megatron-Core MoE README, "DeepEP")
-        args += ["--moe-flex-dispatcher-backend", "deepep"]
+    if dispatcher == "flex":  # DeepEP kernels (Megatron-Core MoE README, "DeepEP"); a rank
+        # budget needs HybridEP's (transformer_config.py moe_expert_rank_capacity_factor)
+        backend = "deepep" if job.moe_rank_capacity is None else "hybridep"
+        args += ["--moe-flex-dispatcher-backend", backend]
+    if job.moe_rank_capacity is not None:
+        # static receive buffers and paged stashing of the experts' activations; HybridEP
+        # with a budget needs the op fuser or TE's grouped tensors (transformer_config.py)
+        capacity += ["--moe-expert-rank-capacity-factor", f"{job.moe_rank_capacity:g}",
+                     "--moe-paged-stash"]
+        if not job.moe_fused_experts:
+            capacity.append("--moe-use-grouped-tensor")
     if moe.route_groups > 1:  # group-limited routing (DeepSeek-V3 node-limited routing)
         args += ["--moe-router-num-groups", str(moe.route_groups),
                  "--moe-router-group-topk", str(moe.route_groups_per_token or moe.route_groups)]

@@ -38,7 +38,12 @@ from sysplan.planners.types import (
 )
 from sysplan.profiles.loader import bundled_for_gpu
 from sysplan.profiles.schema import Profile
-from sysplan.workloads.training import TrainJob, check_cuda_graphs, check_fused_experts
+from sysplan.workloads.training import (
+    TrainJob,
+    check_cuda_graphs,
+    check_fused_experts,
+    check_rank_capacity,
+)
 
 
 def _objective_values(objective: Objective, rates, gpus, train_tokens, gpu_hour_cost):
@@ -139,6 +144,7 @@ def plan_training(model: ModelSpec, cluster: Cluster, job: TrainJob, *, num_gpus
                              "layout: megatron, torchtitan")
     check_cuda_graphs(model, job)
     check_fused_experts(model, job, cluster.gpu)
+    check_rank_capacity(model, job)
     targets = [get_runtime(name) for name in runtimes]
     for runtime in targets:
         runtime.check_model(model)

@@ -103,3 +103,51 @@ def test_megatron_export_turns_it_on(tmp_path) -> None:
     assert " ".join(words).count("--fp8-recipe mxfp8") == 1
     assert flags - set((NAMES / "megatron.txt").read_text().split()) == set()
     assert "NVTE_CUTEDSL_FUSED_GROUPED_MLP=1" in script
+
+
+# --- --moe-rank-capacity: HybridEP's per-rank token budget ------------------------------------
+
+
+def test_rank_budget_caps_the_imbalance_without_padding() -> None:
+    """The busiest rank takes min(imbalance, budget) x the mean; a per-expert capacity factor
+    pads every expert up to its factor instead."""
+    job = make_train_job(QWEN, seq_len=4096, global_batch=64, moe_load_imbalance=1.3,
+                         moe_rank_capacity=1.2, moe_dispatcher="flex")[0]
+    assert job.moe_routed_imbalance == pytest.approx(1.2)
+    assert job.model_copy(update={"moe_rank_capacity": 1.5}).moe_routed_imbalance == 1.3
+    padded = job.model_copy(update={"moe_rank_capacity": None, "moe_capacity_factor": 1.5})
+    assert padded.moe_routed_imbalance == 1.5
+
+
+@pytest.mark.parametrize(("extra", "words"), [
+    ((), "accepted: --moe-dispatcher flex"),
+    (("--moe-dispatcher", "flex", "--moe-capacity-factor", "1"), "accepted: one of the two"),
+])
+def test_rank_budget_refusals(extra, words) -> None:
+    result = invoke("train", "--model", "qwen3-30b-a3b", "--cluster", "gb200-nvl72", "--gpus",
+                    "8", "--moe-rank-capacity", "1.5", *extra)
+    assert result.exit_code == 2 and words in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_rank_budget_lets_a_full_graph_capture_dropless_routing(tmp_path, fused) -> None:
+    """26.08's Megatron-Bridge MXFP8 recipes: a full-iteration graph over HybridEP with a rank
+    budget and paged stashing; without the op fuser Megatron needs TE's grouped tensors."""
+    extra = ("--precision", "fp8", "--moe-fused-experts") if fused else ()
+    result = invoke("train", "--model", "qwen3-30b-a3b", "--cluster", "gb200-nvl72", "--gpus",
+                    "8", "--cuda-graphs", "full", "--moe-dispatcher", "flex",
+                    "--moe-rank-capacity", "1.5", *extra, "--export", "megatron",
+                    "-o", str(tmp_path))
+    assert result.exit_code == 0, result.stderr
+    script = (tmp_path / "megatron" / "train.sh").read_text()
+    words = " ".join(shlex.split(script.split("ARGS=(", 1)[1].split("\n)", 1)[0],
+                                 comments=True))
+    for expected in ("--moe-expert-rank-capacity-factor 1.5", "--moe-paged-stash",
+                     "--moe-flex-dispatcher-backend hybridep",
+                     "--cuda-graph-scope full_iteration"):
+        assert expected in words
+    assert ("--moe-use-grouped-tensor" in words) is not fused
+    assert "--moe-pad-expert-input-to-capacity" not in words
+    flags = {w for w in words.split() if w.startswith("--")}
+    assert flags - set((NAMES / "megatron.txt").read_text().split()) == set()

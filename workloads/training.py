@@ -109,9 +109,9 @@ class TrainJob(Frozen):
         default="none", description="CUDA-graph capture (Megatron --cuda-graph-impl/--cuda-graph-"
         "scope): 'none' (eager), 'scoped' (Transformer Engine graphs of attention and the MoE "
         "router and preprocessing, or of each dense layer; not with full recompute) or 'full' "
-        "(the whole iteration; MoE layers need a capacity factor: dropless routing syncs with "
-        "the host every layer). Captured kernels skip the host's launch; the GPU side of "
-        "each stays."
+        "(the whole iteration; MoE layers need a capacity factor or a rank budget: dropless "
+        "routing without one syncs with the host every layer). Captured kernels skip the "
+        "host's launch; the GPU side of each stays."
     )
     grad_reduce_in_fp32: bool = Field(
         default=True, description="Gradients accumulated and reduced in fp32 (Megatron's "
@@ -145,15 +145,28 @@ class TrainJob(Frozen):
         "layer); None: dropless."
     )
 
+    moe_rank_capacity: float | None = Field(
+        default=None, gt=0, description="MoE with the flex (HybridEP) dispatcher: the tokens "
+        "an expert-parallel rank receives at most, as a multiple of the mean (Megatron "
+        "--moe-expert-rank-capacity-factor, with --moe-paged-stash): tokens past it are "
+        "dropped and none are padded; receive buffers and the experts' stashed activations "
+        "get static shapes, so a full-iteration CUDA graph captures the MoE layers without "
+        "padding every expert to capacity. None: no budget."
+    )
+
     @property
     def moe_routed_imbalance(self) -> float:
         """Busiest expert-parallel rank's routed tokens over the mean: the load imbalance, or
         with a capacity factor that factor (an expert drops tokens past capacity x mean, and
         its input is padded up to it: Fedus et al. 2022, Switch Transformer, 2.2; Megatron-Core
-        moe_utils permute with drop_and_pad)."""
-        if self.moe_capacity_factor is None:
-            return self.moe_load_imbalance
-        return self.moe_capacity_factor
+        moe_utils permute with drop_and_pad), or with a rank budget the imbalance capped at it
+        (HybridEP drops what exceeds the budget and pads nothing: Megatron-Core
+        transformer_config.py ``moe_expert_rank_capacity_factor``)."""
+        if self.moe_capacity_factor is not None:
+            return self.moe_capacity_factor
+        if self.moe_rank_capacity is not None:
+            return min(self.moe_load_imbalance, self.moe_rank_capacity)
+        return self.moe_load_imbalance
 
     @property
     def tokens_per_step(self) -> int:
@@ -223,11 +236,32 @@ def check_cuda_graphs(model: ModelSpec, job: TrainJob) -> None:
     static shapes, which dropless MoE routing does not have (Megatron-Core MoE README: without
     --moe-expert-capacity-factor and --moe-pad-expert-input-to-capacity "the resulting
     dynamic shapes make MoE layers uncapturable")."""
-    if job.cuda_graphs == "full" and model.moe is not None and job.moe_capacity_factor is None:
+    if (job.cuda_graphs == "full" and model.moe is not None and job.moe_capacity_factor is None
+            and job.moe_rank_capacity is None):
         raise InputError(f"--cuda-graphs full: {model.name}'s dropless MoE layers copy their "
                          "token counts to the host every layer, so the iteration cannot be "
                          "captured; set --moe-capacity-factor (inputs padded to capacity) or "
-                         "use --cuda-graphs scoped")
+                         "--moe-rank-capacity (static receive buffers, with --moe-dispatcher "
+                         "flex), or use --cuda-graphs scoped")
+
+
+def check_rank_capacity(model: ModelSpec, job: TrainJob) -> None:
+    """InputError when ``job.moe_rank_capacity`` cannot run: Megatron-Core accepts the rank
+    budget only with the HybridEP flex dispatcher (transformer_config.py: "requires
+    moe_flex_dispatcher_backend to be 'hybridep' or 'ncclep'"), and sysplan prices one of
+    the two token budgets at a time."""
+    if job.moe_rank_capacity is None:
+        return
+    value = f"--moe-rank-capacity {job.moe_rank_capacity:g}"
+    if model.moe is None:
+        raise InputError(f"{value}: {model.name} has no routed experts; accepted for "
+                         "mixture-of-experts models only")
+    if job.moe_dispatcher != "flex":
+        raise InputError(f"{value} with --moe-dispatcher {job.moe_dispatcher}: the rank budget "
+                         "is HybridEP's; accepted: --moe-dispatcher flex")
+    if job.moe_capacity_factor is not None:
+        raise InputError(f"{value} with --moe-capacity-factor {job.moe_capacity_factor:g}: "
+                         "accepted: one of the two budgets (per expert, padded; or per rank)")
 
 
 def check_fused_experts(model: ModelSpec, job: TrainJob, gpu: GPU) -> None:
