@@ -53,8 +53,8 @@ EXPERT_BIAS_KERNELS = ((2.0, 2.0), (4.0, 2.0))  # (per local expert, fixed): for
 #: the dispatched tokens, the fc1 grouped GEMM with the gated activation, router weighting and
 #: quantisation in its epilogue, and the fc2 grouped GEMM; backward the output-gradient
 #: quantisation, fc2 dgrad with the activation's gradient in its epilogue, fc2 wgrad, fc1
-#: dgrad, fc1 wgrad and the bias gradients' reduction (TE ops/fused/forward_grouped_mlp.py
-#: and backward_grouped_mlp.py, ``ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8``)
+#: dgrad, fc1 wgrad and the bias gradients' reduction (Transformer Engine ops/fused/
+#: grouped_mlp.py: the CuTe DSL grouped GEMM + activation, dactivation and wgrad kernels)
 FUSED_EXPERT_KERNELS = (3.0, 6.0)
 #: Seconds each kernel of the MoE block costs beyond its work: the block is many small kernels
 #: (router, permutation, one cuBLAS GEMM per local expert in TE's GroupedLinear
@@ -204,7 +204,7 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
     if fused:
         # the fused grouped MLP applies the activation, the router weighting, the bias and
         # fc2's input quantisation in fc1's epilogue: only the dispatched tokens are cast
-        # (TE ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8)
+        # (Transformer Engine ops/fused/grouped_mlp.py)
         activation, casts = 0.0, 3.0 * routed * h
     elementwise = router + permute + activation + casts
     if moe.expert_bias and not fused:

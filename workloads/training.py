@@ -253,9 +253,7 @@ def check_rank_capacity(model: ModelSpec, job: TrainJob) -> None:
     if job.moe_rank_capacity is None:
         return
     value = f"--moe-rank-capacity {job.moe_rank_capacity:g}"
-    if model.moe is None:
-        raise InputError(f"{value}: {model.name} has no routed experts; accepted for "
-                         "mixture-of-experts models only")
+    _require_experts(model, value)
     if job.moe_dispatcher != "flex":
         raise InputError(f"{value} with --moe-dispatcher {job.moe_dispatcher}: the rank budget "
                          "is HybridEP's; accepted: --moe-dispatcher flex")
@@ -264,15 +262,20 @@ def check_rank_capacity(model: ModelSpec, job: TrainJob) -> None:
                          "accepted: one of the two budgets (per expert, padded; or per rank)")
 
 
+def _require_experts(model: ModelSpec, option: str) -> None:
+    """InputError naming ``option`` when ``model`` has no routed experts."""
+    if model.moe is None:
+        raise InputError(f"{option}: {model.name} has no routed experts; accepted for "
+                         "mixture-of-experts models only")
+
+
 def check_fused_experts(model: ModelSpec, job: TrainJob, gpu: GPU) -> None:
     """InputError when ``job.moe_fused_experts`` cannot run: the fused grouped-MLP kernel is
     Transformer Engine's CuTe DSL MXFP8 kernel for routed experts on compute capability 10+
-    (TE ops/fused/forward_grouped_mlp.py ``ForwardGroupedMLP_CuTeGEMMSwiGLU_MXFP8``)."""
+    (Transformer Engine ops/fused/grouped_mlp.py, the CuTe DSL grouped-GEMM kernels)."""
     if not job.moe_fused_experts:
         return
-    if model.moe is None:
-        raise InputError(f"--moe-fused-experts: {model.name} has no routed experts; accepted "
-                         "for mixture-of-experts models only")
+    _require_experts(model, "--moe-fused-experts")
     if job.precision != "fp8":
         raise InputError(f"--moe-fused-experts with --precision {job.precision}: the fused "
                          "grouped MLP is an MXFP8 kernel; accepted: --precision fp8")
