@@ -163,15 +163,22 @@ def _check_yaml_depth(text: str, loader: type, path: Path) -> None:
     """InputError when ``text`` nests deeper than MAX_YAML_DEPTH: libyaml's composer recurses in
     C, so 100,000 nested lists crash the interpreter instead of raising RecursionError. The
     parser's events come without recursion and cost less than the load."""
+    too_deep = InputError(f"{path}: not a profile: nested deeper than {MAX_YAML_DEPTH} levels")
     depth = 0
-    for event in yaml.parse(text, Loader=loader):
-        if isinstance(event, yaml.CollectionStartEvent):
-            depth += 1
-            if depth > MAX_YAML_DEPTH:
-                raise InputError(f"{path}: not a profile: nested deeper than {MAX_YAML_DEPTH} "
-                                 "levels")
-        elif isinstance(event, yaml.CollectionEndEvent):
-            depth -= 1
+    try:
+        for event in yaml.parse(text, Loader=loader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise too_deep
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.MarkedYAMLError as error:
+        # newer libyaml (PyYAML 6.0.4's wheels) refuses deep flow nesting itself while its
+        # scanner looks ahead, before the parser hands out the events counted above
+        if "nesting depth" not in str(error.problem):
+            raise
+        raise too_deep from None
 
 
 def _read(path: Path) -> Any:
