@@ -173,6 +173,7 @@ BRIDGE_RECOMPUTE = {
                               "H100": ("mla_up_proj", "mlp")},
     ("GPT OSS", "26.08"): {"GB300": (), "GB200": ()},
     ("GPT OSS", "26.06"): {"GB200": ("layernorm", "moe_act")},
+    ("GPT OSS", "26.04"): {"GB200": ("layernorm", "moe_act"), "B200": ("layernorm", "moe_act")},
     ("GPT OSS", "26.02"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
                            "B200": ("layernorm", "moe_act"), "H100": ("layernorm", "moe_act")},
     ("GPT OSS", "25.11"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
@@ -235,6 +236,11 @@ BRIDGE_RUNTIME = {
     ("DeepSeekV3", "26.08"): {"GB300": _FULL_FUSED, "GB200": _FULL_FUSED,
                               "H100": {"moe_dispatcher": "flex", "overlap_grad_reduce": False}},
     ("Qwen3_30B", "26.06"): {"H100": {"cuda_graphs": "scoped", **_FLEX_OVERLAP}},
+    # 26.04 (Megatron-Bridge v0.4.0 scripts/performance/configs): the rows whose configuration
+    # no 26.02 row has
+    ("GPT OSS", "26.04"): {"GB200": _FLEX_OVERLAP, "B200": {"moe_dispatcher": "flex"}},
+    ("Qwen3_30B", "26.04"): {"B200": {"cuda_graphs": "scoped", "moe_dispatcher": "flex"},
+                             "H100": {"moe_dispatcher": "flex"}},
     ("GPT OSS", "26.06"): {"GB200": _A2A_OVERLAP},
     ("DeepSeekV3", "26.02"): {"GB300/fp8": {"moe_dispatcher": "flex"}, "GB300": _SCOPED_FLEX,
                               "GB200": _SCOPED_FLEX, "B200": {"moe_dispatcher": "flex"},
