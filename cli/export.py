@@ -46,16 +46,9 @@ def export(
     torchtitan_format: _TorchtitanFormat = "python",
 ) -> None:
     """Write the launch files of a saved plan."""
-    from sysplan.exporters import (
-        export_plan,
-        parse_targets,
-        pick_plan,
-        request_for,
-        runtime_pricings,
-    )
+    from sysplan.exporters import export_plan, parse_targets, pick_plan, runtime_pricings
     from sysplan.exporters.plan_json import load_plan_json
     from sysplan.exporters.serve_json import read_serve_document
-    from sysplan.planners.training import efficiency_named
 
     served = read_serve_document(plan)
     if served is not None:
@@ -67,11 +60,8 @@ def export(
     if rank is None and len(result.plans) > 1:
         typer.echo(f"note: exporting rank 1 of the {len(result.plans)} plans in {plan} "
                    "(choose another with --rank)", err=True)
-    eff = efficiency_named(result.profile.name, request_for(result, chosen, plan).cluster)
-    per_runtime = {}
-    if eff is not None:
-        per_runtime = runtime_pricings(result, chosen, targets, eff, plan, "--to")
-    elif any(t != "json" for t in targets):
+    per_runtime = runtime_pricings(result, chosen, targets, plan, "--to")
+    if per_runtime is None and any(t != "json" for t in targets):
         typer.echo(f"note: {plan} was priced with profile {result.profile.name}, which is not at "
                    "hand: every runtime's files state the saved prediction", err=True)
     for path in export_plan(result, chosen, targets, Path(output), plan,

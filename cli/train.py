@@ -552,7 +552,8 @@ def _export_top_plan(err: Console, result, request: TrainRequest, cluster, measu
     eff, _ = pricing_efficiency(cluster, measured, request.profile != "none")
     written = export_plan(result, plan, targets, Path(request.output), "the search",
                           torchtitan_format=request.torchtitan_format,
-                          per_runtime=runtime_pricings(result, plan, targets, eff, "the search"))
+                          per_runtime=runtime_pricings(result, plan, targets, "the search",
+                                                       efficiency=eff))
     for path in written:
         err.print(f"wrote {path}", markup=False)
 

@@ -81,18 +81,25 @@ def _catalog(resolve, name: str, source: str) -> ModelSpec | Cluster:
         raise InputError(f"{source}: has no model_spec/cluster_spec and {error}") from None
 
 
-def runtime_pricings(result: TrainingResult, plan: Plan, targets: list[str], efficiency,
-                     source: str, option: str = "--export",
-                     ) -> dict[str, tuple[TrainingResult, Plan]]:
+def runtime_pricings(result: TrainingResult, plan: Plan, targets: list[str], source: str,
+                     option: str = "--export", efficiency=None,
+                     ) -> dict[str, tuple[TrainingResult, Plan]] | None:
     """``export_plan``'s ``per_runtime``: every runtime target whose settings differ from
     those ``plan`` was priced with (the first searched runtime's: FP8 saved inputs,
     selective-recompute policy; ``runtimes.job_for``), with the plan priced again under its
-    own by ``efficiency``. InputError where the plan then does not fit."""
+    own by ``efficiency``, by default the one ``result.profile`` names where it needs no file
+    (``planners.training.efficiency_named``); None when that profile is not at hand.
+    InputError where the plan then does not fit."""
     from sysplan.core.units import GIB
     from sysplan.costmodels.estimate import estimate_config
     from sysplan.planners.runtimes import RUNTIMES, get_runtime, job_for
+    from sysplan.planners.training import efficiency_named
 
     base = request_for(result, plan, source)
+    if efficiency is None:
+        efficiency = efficiency_named(result.profile.name, base.cluster)
+        if efficiency is None:
+            return None
     usable = base.cluster.gpu.memory_bytes - (result.memory_headroom_bytes or 0.0)
     pricings = {}
     for target in (t for t in targets if t in RUNTIMES):
