@@ -84,7 +84,8 @@ def model_from_row(r: dict) -> ModelSpec:
 
 def cluster_for(r: dict):
     gpu = r["gpu"]
-    for name, cluster in (("GB300", "gb300-nvl72"), ("GB200", "gb200-nvl72"), ("B200", "dgx-b200")):
+    for name, cluster in (("GB300", "gb300-nvl72"), ("GB200", "gb200-nvl72"), ("B300", "dgx-b300"),
+                          ("B200", "dgx-b200")):
         if name in gpu:
             return load_cluster(cluster)[0]
     if "96GB" in gpu:
@@ -164,7 +165,9 @@ def pp_layout_for(r: dict, model: ModelSpec, pp: int | None, vpp: int | None) ->
 #: mla_up_proj and mlp, and layernorm and moe_act
 BRIDGE_RECOMPUTE = {
     ("DeepSeekV3", "26.02"): {"GB300": ("mla_up_proj",), "GB200": ("mla_up_proj",),
-                              "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
+                              "B300": ("mla_up_proj",), "B200": ("mla_up_proj",),
+                              "H100": ("mla_up_proj", "mlp")},
+    ("DeepSeekV3", "26.04.01"): {"B300": ("mla_up_proj",)},
     ("DeepSeekV3", "25.11"): {"GB300": ("moe_act",), "GB200": ("mla_up_proj",),
                               "B200": ("mla_up_proj",), "H100": ("mla_up_proj", "mlp")},
     ("DeepSeekV3", "25.09"): {"GB200": ("mla_up_proj",), "B200": ("mla_up_proj",),
@@ -172,9 +175,10 @@ BRIDGE_RECOMPUTE = {
     ("DeepSeekV3", "26.08"): {"GB300": (), "GB200": ("mla_up_proj",),
                               "H100": ("mla_up_proj", "mlp")},
     ("GPT OSS", "26.08"): {"GB300": (), "GB200": ()},
-    ("GPT OSS", "26.06"): {"GB200": ("layernorm", "moe_act")},
+    ("GPT OSS", "26.06"): {"GB200": ("layernorm", "moe_act"), "B300": ()},
+    ("GPT OSS", "26.02.01"): {"B300": ()},
     ("GPT OSS", "26.04"): {"GB200": ("layernorm", "moe_act"), "B200": ("layernorm", "moe_act")},
-    ("GPT OSS", "26.02"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
+    ("GPT OSS", "26.02"): {"GB300": (), "GB200": ("layernorm", "moe_act"), "B300": (),
                            "B200": ("layernorm", "moe_act"), "H100": ("layernorm", "moe_act")},
     ("GPT OSS", "25.11"): {"GB300": (), "GB200": ("layernorm", "moe_act"),
                            "B200": ("layernorm", "moe_act"), "H100": ("layernorm", "moe_act")},
@@ -241,19 +245,27 @@ BRIDGE_RUNTIME = {
     ("GPT OSS", "26.04"): {"GB200": _FLEX_OVERLAP, "B200": {"moe_dispatcher": "flex"}},
     ("Qwen3_30B", "26.04"): {"B200": {"cuda_graphs": "scoped", "moe_dispatcher": "flex"},
                              "H100": {"moe_dispatcher": "flex"}},
-    ("GPT OSS", "26.06"): {"GB200": _A2A_OVERLAP},
+    ("GPT OSS", "26.06"): {"GB200": _A2A_OVERLAP, "B300": _SCOPED_FLEX},
+    # DGX-B300 (benchmarks/data/training_moe.csv T351-T358 notes: v0.3.0, branch r0.3.0 at
+    # 904597bd3 for 26.02.01, v0.4.0, v0.4.2 = 26.04.01 and v0.5.0 base configs); 26.02.01's
+    # GPT-OSS config names hybridep but its perf script never applies it: alltoall
+    ("GPT OSS", "26.02.01"): {"B300": {"cuda_graphs": "scoped", **_A2A}},
+    ("DeepSeekV3", "26.04.01"): {"B300": _SCOPED_FLEX},
+    ("Qwen3_235B", "26.04"): {"B300": _A2A},
     ("DeepSeekV3", "26.02"): {"GB300/fp8": {"moe_dispatcher": "flex"}, "GB300": _SCOPED_FLEX,
-                              "GB200": _SCOPED_FLEX, "B200": {"moe_dispatcher": "flex"},
+                              "GB200": _SCOPED_FLEX, "B300": {"moe_dispatcher": "flex"},
+                              "B200": {"moe_dispatcher": "flex"},
                               "H100": {"moe_dispatcher": "flex"}},
     ("DeepSeekV3", "25.11"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX, "B200": _A2A,
                               "H100": _FLEX_OVERLAP},
     ("DeepSeekV3", "25.09"): {"GB200": _A2A, "B200": _A2A,
                               "H100": {**_FLEX_OVERLAP, "overlap_grad_reduce": False}},
     ("GPT OSS", "26.02"): {"GB300": {"cuda_graphs": "scoped", **_A2A}, "GB200": _A2A,
-                           "B200": _A2A, "H100": _A2A},
+                           "B300": {"cuda_graphs": "scoped", **_A2A}, "B200": _A2A,
+                           "H100": _A2A},
     ("GPT OSS", "25.11"): {"GB300": {"cuda_graphs": "scoped", **_A2A}, "GB200": _A2A,
                            "B200": _A2A, "H100": _A2A},
-    ("Qwen3_30B", "26.02"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX,
+    ("Qwen3_30B", "26.02"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX, "B300": _SCOPED_FLEX,
                              "B200": {"cuda_graphs": "scoped", **_A2A},
                              "H100/bf16": {"cuda_graphs": "scoped", **_FLEX_OVERLAP},
                              "H100": _FLEX_OVERLAP},
@@ -263,8 +275,8 @@ BRIDGE_RUNTIME = {
                              "H100": _A2A_OVERLAP},
     ("Qwen3_30B", "25.09"): {"GB200": {"cuda_graphs": "full", **_A2A},
                              "B200": {"cuda_graphs": "full", **_A2A}, "H100": _A2A},
-    ("Qwen3_235B", "26.02"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX, "B200": _A2A,
-                              "H100": _A2A_OVERLAP},
+    ("Qwen3_235B", "26.02"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX, "B300": _A2A_OVERLAP,
+                              "B200": _A2A, "H100": _A2A_OVERLAP},
     ("Qwen3_235B", "25.11"): {"GB300": _SCOPED_FLEX, "GB200": _SCOPED_FLEX,
                               "B200": _A2A_OVERLAP, "H100": _A2A_OVERLAP},
     ("Qwen3_235B", "25.09"): {"GB200": {"cuda_graphs": "full", **_A2A}, "B200": _A2A,
@@ -549,7 +561,7 @@ def _summary(results: list[dict], quality: set[str]) -> None:
               ("ALL MoE", [x for x in everything if x["moe"]]),
               ("  MoE, out of sample", [x for x in everything
                                         if x["moe"] and not x["in_sample"]])]
-    for gpu in ("H100", "B200", "GB200", "GB300"):  # MoE by system (B200 excludes GB200)
+    for gpu in ("H100", "B200", "B300", "GB200", "GB300"):  # MoE by system (B200 excludes GB200)
         groups.append((f"  MoE, {gpu}", [x for x in everything if x["moe"] and (
             x["gpu"].startswith(gpu) or x["gpu"].startswith("H800") and gpu == "H100")]))
     for family in ("DeepSeek", "GPT", "Qwen3"):  # MoE by model family

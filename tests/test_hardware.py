@@ -14,10 +14,11 @@ EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "frontier.yaml"
 
 CATALOG_GPUS = [
     "A100-SXM4-40GB", "A100-SXM4-80GB", "H100-SXM", "H100-PCIe", "H100-SXM-96GB-500W", "H200",
-    "B200", "GB200", "MI250X", "MI300X", "L40S",
+    "B200", "GB200", "B300", "GB300", "MI250X", "MI300X", "L40S",
 ]
 CATALOG_CLUSTERS = [
-    "dgx-a100", "dgx-h100", "dgx-h200", "dgx-b200", "gb200-nvl72", "frontier", "mi300x",
+    "dgx-a100", "dgx-h100", "dgx-h200", "dgx-b200", "dgx-b300", "gb200-nvl72", "gb300-nvl72",
+    "frontier", "mi300x",
 ]
 
 GOOD_CLUSTER = """\
@@ -70,6 +71,17 @@ def test_every_gpu_has_bf16_and_a_source(name: str) -> None:
     assert len(gpu.source) > 20
     if "fp8" in gpu.peak_flops:  # dense fp8 is twice dense bf16 on every catalog GPU
         assert gpu.peak("fp8") == pytest.approx(2 * gpu.peak("bf16"), rel=0.02)
+
+
+def test_b300_is_blackwell_ultra_at_hgx_rates() -> None:
+    # HGX B300: 288 GB and GB300's memory, the B200's dense rates (36 PF BF16 sparse per 8)
+    b300, gb300, b200 = load_gpu("B300"), load_gpu("GB300"), load_gpu("B200")
+    assert b300.memory_bytes == gb300.memory_bytes == 288e9
+    assert b300.peak_flops["bf16"] == b200.peak_flops["bf16"] == 2250e12
+    assert b300.peak("fp8") == 4500e12
+    cluster, _ = load_cluster("b300")
+    assert cluster.name == "dgx-b300" and cluster.gpus_per_node == 8
+    assert cluster.tiers[1].bandwidth_bytes_per_s == 100e9  # one 800 Gb/s ConnectX-8 per GPU
 
 
 def test_h100_sxm_datasheet_numbers() -> None:
@@ -180,7 +192,7 @@ def test_unknown_cluster_lists_the_catalog() -> None:
         load_cluster("fronteir")
     message = str(caught.value)
     assert message.startswith("unknown cluster 'fronteir' (did you mean 'frontier'?); ")
-    assert "catalog clusters: dgx-a100, dgx-h100, dgx-h200, dgx-b200, gb200-nvl72" in message
+    assert "catalog clusters: dgx-a100, dgx-h100, dgx-h200, dgx-b200, dgx-b300, gb200-nvl72" in message
     assert message.endswith("or give a path to a cluster YAML file")
 
 
