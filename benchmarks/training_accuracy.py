@@ -45,7 +45,9 @@ DEFAULT_CSVS = (DATA / "training.csv", DATA / "training_moe_gb300.csv", DATA / "
 CATALOG_MODELS = {"deepseekv3 (w/o mtp)": ("deepseek-v3", 0), "deepseekv3 (w/ mtp)": ("deepseek-v3", 1),
                   "deepseekv3": ("deepseek-v3", None), "deepseek-v3": ("deepseek-v3", None),
                   "gpt oss 120b": ("gpt-oss-120b", None), "qwen3_30b_a3b": ("qwen3-30b-a3b", None),
-                  "qwen3_235b_a22b": ("qwen3-235b-a22b", None)}
+                  "qwen3_235b_a22b": ("qwen3-235b-a22b", None),
+                  "mixtral-8x7b": ("mixtral-8x7b", None), "mixtral-8x22b": ("mixtral-8x22b", None),
+                  "llama4-scout": ("llama4-scout", None)}
 
 
 def _int(value: str) -> int | None:
@@ -115,6 +117,11 @@ def job_for(r: dict) -> TrainJob:
         # torchao's Float8Linear keeps the bf16 inputs for backward (planners/runtimes.py)
         flags.update(tp_comm_overlap="AsyncTP" in r["precision"] + r["source"],
                      selective_policy="op", fp8_saved_inputs="bf16")
+    if framework.startswith("NeMo 25."):
+        # NeMo 2.0's performance scripts run FP8 with bf16 gradient reduction
+        # (scripts/performance/utils.py set_primary_perf_configs at v2.3.1, helpers.py at
+        # v2.4.0; Mixtral's and Llama 4's recipes set it too)
+        flags.update(grad_reduce_in_fp32=False, **bridge_runtime(r, prec))
     if framework.startswith("Megatron-Bridge"):
         # its performance scripts keep gradients in bf16 (cfg.ddp.grad_reduce_in_fp32 = False)
         # and fuse the loss (recipe.model.cross_entropy_fusion_impl = "te", with
@@ -126,8 +133,9 @@ def job_for(r: dict) -> TrainJob:
         flags.update(bridge_runtime(r, prec))
     if "force-balance token routing" in notes:
         flags.update(moe_load_imbalance=1.0)  # the benchmark balances routing (row notes)
-    if "apply_moe_token_drop" in notes:
-        # Megatron-Bridge token drop: capacity factor 1.0, expert inputs padded to capacity
+    if "apply_moe_token_drop" in notes or "MegatronTokenDropCallback" in notes:
+        # Megatron-Bridge's and NeMo 2.0's token drop: capacity factor 1.0, expert inputs
+        # padded to capacity
         flags.update(moe_capacity_factor=1.0)
     if "megatron" in framework.lower() and r["model"].startswith("GPT-3 175B") and not old_megatron:
         flags.update(flash_attention=False)
@@ -188,7 +196,7 @@ BRIDGE_RECOMPUTE = {
 def _bridge_entry(table: dict, r: dict) -> tuple[dict, str] | None:
     """(the by-GPU settings ``table`` holds for a Megatron-Bridge row's model and container,
     the row's GPU), None for other rows or ones the table lacks."""
-    if not r["framework"].startswith("Megatron-Bridge"):
+    if not r["framework"].startswith(("Megatron-Bridge", "NeMo 25.")):
         return None
     container = r["framework"].split()[-1]
     for (model, version), by_gpu in table.items():
@@ -281,6 +289,15 @@ BRIDGE_RUNTIME = {
                               "B200": _A2A_OVERLAP, "H100": _A2A_OVERLAP},
     ("Qwen3_235B", "25.09"): {"GB200": {"cuda_graphs": "full", **_A2A}, "B200": _A2A,
                               "H100": _A2A},
+    # NeMo 2.0 (NVIDIA/NeMo scripts/performance and its recipes at v2.2.1 = 25.02, v2.3.1 =
+    # 25.04, v2.4.0 = 25.07; benchmarks/data/training_moe.csv T359-T363 notes): Megatron-Core's
+    # whole-layer CUDA graphs (enable_cuda_graph) where the CSV or script turns them on, the
+    # all-to-all dispatcher throughout; Llama 4's script fuses the loss in Transformer Engine
+    ("Mixtral-8x7B", "25.02"): {"B200": {"cuda_graphs": "full", **_A2A}},
+    ("Mixtral-8x7B", "25.04"): {"GB200": {"cuda_graphs": "full", **_A2A}},
+    ("Mixtral-8x22B", "25.02"): {"B200": _A2A},
+    ("Mixtral-8x22B", "25.04"): {"GB200": _A2A},
+    ("LLAMA4-Scout", "25.07"): {"GB200": {"cuda_graphs": "full", "fused_loss": True, **_A2A}},
 }
 
 
@@ -296,7 +313,8 @@ def bridge_runtime(r: dict, precision: str) -> dict:
 
 def pins_for(r: dict, model: ModelSpec) -> Pins:
     recompute = r["recompute"].lower()
-    rc = "full" if "full" in recompute else "selective" if "selective" in recompute else None
+    rc = ("full" if "full" in recompute else "selective" if "selective" in recompute
+          else "none" if recompute.startswith("none") else None)
     modules = bridge_recompute_modules(r)
     if modules is not None:
         rc = "selective" if modules else "none"
@@ -564,11 +582,14 @@ def _summary(results: list[dict], quality: set[str]) -> None:
     for gpu in ("H100", "B200", "B300", "GB200", "GB300"):  # MoE by system (B200 excludes GB200)
         groups.append((f"  MoE, {gpu}", [x for x in everything if x["moe"] and (
             x["gpu"].startswith(gpu) or x["gpu"].startswith("H800") and gpu == "H100")]))
-    for family in ("DeepSeek", "GPT", "Qwen3"):  # MoE by model family
+    for family in ("DeepSeek", "GPT", "Qwen3", "Mixtral", "LLAMA4"):  # MoE by model family
         groups.append((f"  MoE, {family}", [x for x in everything
                                             if x["moe"] and x["model"].startswith(family)]))
     groups.append(("  MoE, 26.08 container", [x for x in everything
                                               if x["moe"] and x["framework"].endswith("26.08")]))
+    # what the one family sysplan misses most (GPT-OSS on Blackwell) weighs in the rest
+    groups.append(("  MoE, without GPT-OSS", [x for x in everything
+                                              if x["moe"] and not x["model"].startswith("GPT")]))
     for name, xs in sorted(by_source.items()) + [g for g in groups if g[1]]:
         ours = sum(abs(x["err"]) for x in xs) / len(xs)
         naive = sum(abs(x["naive_err"]) for x in xs) / len(xs)
