@@ -194,8 +194,8 @@ BRIDGE_RECOMPUTE = {
 
 
 def _bridge_entry(table: dict, r: dict) -> tuple[dict, str] | None:
-    """(the by-GPU settings ``table`` holds for a Megatron-Bridge row's model and container,
-    the row's GPU), None for other rows or ones the table lacks."""
+    """(the by-GPU settings ``table`` holds for a Megatron-Bridge or NeMo 2.0 (25.x) row's
+    model and container, the row's GPU), None for other rows or ones the table lacks."""
     if not r["framework"].startswith(("Megatron-Bridge", "NeMo 25.")):
         return None
     container = r["framework"].split()[-1]
@@ -302,8 +302,8 @@ BRIDGE_RUNTIME = {
 
 
 def bridge_runtime(r: dict, precision: str) -> dict:
-    """The TrainJob settings ``BRIDGE_RUNTIME`` states for a Megatron-Bridge MoE row ({} for
-    other rows)."""
+    """The TrainJob settings ``BRIDGE_RUNTIME`` states for a Megatron-Bridge or NeMo 2.0 MoE
+    row ({} for other rows)."""
     entry = _bridge_entry(BRIDGE_RUNTIME, r)
     if entry is None:
         return {}
