@@ -50,6 +50,10 @@ CATALOG_MODELS = {"deepseekv3 (w/o mtp)": ("deepseek-v3", 0), "deepseekv3 (w/ mt
                   "llama4-scout": ("llama4-scout", None)}
 
 
+#: Frameworks whose rows take their runtime settings from BRIDGE_RUNTIME / BRIDGE_RECOMPUTE
+RUNTIME_TABLE_FRAMEWORKS = ("Megatron-Bridge", "NeMo 25.")
+
+
 def _int(value: str) -> int | None:
     return int(float(value)) if value.strip() else None
 
@@ -117,19 +121,18 @@ def job_for(r: dict) -> TrainJob:
         # torchao's Float8Linear keeps the bf16 inputs for backward (planners/runtimes.py)
         flags.update(tp_comm_overlap="AsyncTP" in r["precision"] + r["source"],
                      selective_policy="op", fp8_saved_inputs="bf16")
-    if framework.startswith("NeMo 25."):
-        # NeMo 2.0's performance scripts run FP8 with bf16 gradient reduction
-        # (scripts/performance/utils.py set_primary_perf_configs at v2.3.1, helpers.py at
-        # v2.4.0; Mixtral's and Llama 4's recipes set it too)
-        flags.update(grad_reduce_in_fp32=False, **bridge_runtime(r, prec))
-    if framework.startswith("Megatron-Bridge"):
-        # its performance scripts keep gradients in bf16 (cfg.ddp.grad_reduce_in_fp32 = False)
-        # and fuse the loss (recipe.model.cross_entropy_fusion_impl = "te", with
-        # GPTModelProvider.cross_entropy_loss_fusion True): scripts/performance in v0.1.0 (25.09
-        # yaml), v0.2.0 (25.11) and v0.3.0 (26.02)
-        flags.update(grad_reduce_in_fp32=False, fused_loss=True)
-        if modules := bridge_recompute_modules(r):
-            flags.update(recompute_modules=modules)
+    if framework.startswith(RUNTIME_TABLE_FRAMEWORKS):
+        # both keep gradients in bf16: Megatron-Bridge's performance scripts
+        # (cfg.ddp.grad_reduce_in_fp32 = False; scripts/performance in v0.1.0 (25.09 yaml),
+        # v0.2.0 (25.11) and v0.3.0 (26.02)) and NeMo 2.0's for FP8 (scripts/performance/
+        # utils.py set_primary_perf_configs at v2.3.1, helpers.py at v2.4.0)
+        flags.update(grad_reduce_in_fp32=False)
+        if framework.startswith("Megatron-Bridge"):
+            # and fuses the loss (recipe.model.cross_entropy_fusion_impl = "te", with
+            # GPTModelProvider.cross_entropy_loss_fusion True)
+            flags.update(fused_loss=True)
+            if modules := bridge_recompute_modules(r):
+                flags.update(recompute_modules=modules)
         flags.update(bridge_runtime(r, prec))
     if "force-balance token routing" in notes:
         flags.update(moe_load_imbalance=1.0)  # the benchmark balances routing (row notes)
@@ -196,7 +199,7 @@ BRIDGE_RECOMPUTE = {
 def _bridge_entry(table: dict, r: dict) -> tuple[dict, str] | None:
     """(the by-GPU settings ``table`` holds for a Megatron-Bridge or NeMo 2.0 (25.x) row's
     model and container, the row's GPU), None for other rows or ones the table lacks."""
-    if not r["framework"].startswith(("Megatron-Bridge", "NeMo 25.")):
+    if not r["framework"].startswith(RUNTIME_TABLE_FRAMEWORKS):
         return None
     container = r["framework"].split()[-1]
     for (model, version), by_gpu in table.items():

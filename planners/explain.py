@@ -8,7 +8,6 @@ from sysplan.core.units import GIB
 from sysplan.costmodels import moe as moe_cost
 from sysplan.costmodels.candidates import RECOMPUTE_NAMES, Candidates
 from sysplan.costmodels.layer_cost import model_costs
-from sysplan.costmodels.moe import MOE_SCOPED_KERNELS
 from sysplan.costmodels.training import TIME_TERMS
 from sysplan.costmodels.types import Estimate
 
@@ -119,7 +118,7 @@ def _launch_text(job, launches: float, launch: float) -> str:
     if job.cuda_graphs == "full":
         return (f"{launches:.0f} kernels replayed from a CUDA graph at {share}: "
                 f"{launch * 1e3:.2f} ms")
-    graphed = (f"; the router's and preprocessing's {2 * MOE_SCOPED_KERNELS} replayed from CUDA "
+    graphed = (f"; the router's and preprocessing's {2 * moe_cost.MOE_SCOPED_KERNELS} replayed from CUDA "
                f"graphs at {share}" if job.cuda_graphs == "scoped" else "")
     experts = ("one fused grouped kernel per linear for all local experts"
                if job.moe_fused_experts else "one GEMM per local expert")
