@@ -94,6 +94,12 @@ _H100_BEST_GEMM_FRACTION = 757.7 / 989.4
 #:   table 1); STREAM copy 4.15 TB/s of 5.3 (Azure AI-benchmarking-guide ND MI300X v5 results);
 #:   RCCL all-reduce bus bandwidth 315 GB/s of the 448 GB/s Infinity Fabric mesh at 1 GiB
 #:   (rocm-blogs "MI300X RCCL xGMI", all_reduce_perf), against 0.78 of NVLink here.
+#: - blackwell (B200, B300, GB200, GB300): a training run holds its GEMMs at the power-capped
+#:   clock, not the boost clock a short burst reaches. B200's bf16 matmul reaches 1,751 TFLOP/s
+#:   in bursts (77.8 % of 2,250, about the H100 curve's 76.6 % top) but sustains 1,426 with all
+#:   8 GPUs of the node busy (stas00/ml-engineering compute/accelerator/benchmarks/README.md,
+#:   MAMF vs MSMF, "All 8 GPUs x 5 rounds", torch 2.13 + CUDA 13.0); the sustained rate scales
+#:   the curve, as the H100 profile's gemm_scale (0.82, fitted on H100 runs) does there.
 CITED_DEFAULTS = {
     "cdna2": Calibration(gemm_scale=(127.0 / 191.5) / _H100_BEST_GEMM_FRACTION,
                          elementwise_scale=(1.2 / 1.6384) / MEMORY_BOUND_FRACTION,
@@ -102,6 +108,10 @@ CITED_DEFAULTS = {
                          elementwise_scale=(4.15 / 5.3) / MEMORY_BOUND_FRACTION,
                          comm_scale_node=(315.0 / 448.0) / COLLECTIVE_FRACTION_INNER,
                          fitted_on=CITED + "published MI300X GEMM, STREAM and RCCL rates"),
+    "blackwell": Calibration(gemm_scale=(1426.4 / 2250.0) / _H100_BEST_GEMM_FRACTION,
+                             attention_scale=1426.4 / 1751.2,
+                             fitted_on=CITED + "published B200 sustained (power-capped) matmul "
+                             "rate"),
 }
 
 #: Fused attention's backward does 2.5 x the forward FLOPs (FlashAttention-2, Dao 2023, 4.1).

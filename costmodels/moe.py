@@ -65,7 +65,7 @@ FUSED_EXPERT_KERNELS = (3.0, 6.0)
 #: (``benchmarks/training_accuracy.py --fit-moe-kernel``), and judged on the odd-numbered ones
 #: and training_moe_gb300.csv's. Fitted on one system alone it moved (at an earlier 26 us fit):
 #: 17 us on the GB300 rows, 45 us on the H100 rows (host CPUs and software stacks differ).
-MOE_KERNEL_S = 34e-6
+MOE_KERNEL_S = 30e-6
 #: Share of ``MOE_KERNEL_S`` a kernel still costs when a CUDA graph replays it: the graph
 #: removes the host's issue and launch calls, not the kernel's launch latency, ramp and tail
 #: on the GPU nor the waves of one small GEMM per expert (NVIDIA CUDA C++ Programming Guide,

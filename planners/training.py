@@ -231,6 +231,11 @@ PUBLISHED_MFU = {
     "cdna3": ("no published MI300X training MFU was found to check against; the defaults scale "
               "the H100-shaped curves to published MI300X GEMM (51 % of peak at best), STREAM "
               "and RCCL rates until `sysplan profile` measures the node"),
+    "blackwell": ("the defaults hold GEMMs and attention at B200's sustained, power-capped matmul "
+                  "rate (1,426 of 2,250 bf16 TFLOP/s with all 8 GPUs busy, 1,751 in short "
+                  "bursts: stas00/ml-engineering MSMF and MAMF) on every Blackwell part, "
+                  "GB200/GB300's higher power limits included, until `sysplan profile` "
+                  "measures the node"),
 }
 
 

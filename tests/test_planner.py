@@ -208,10 +208,34 @@ def test_amd_defaults_are_scaled_to_the_cited_kernel_rates_and_say_so():
         unscaled * (757.7 / 989.4) / (668.4 / 1300.0))
     assert eff.memory_bytes_per_s == pytest.approx(4.15e12)
     assert float(eff.collective_fraction(0, 2)) == pytest.approx(315.0 / 448.0)
-    assert set(CITED_DEFAULTS) == {"cdna2", "cdna3"}
+    assert set(CITED_DEFAULTS) == {"cdna2", "cdna3", "blackwell"}
     assert Efficiency.default(load_cluster("dgx-h100")[0]).calibration.gemm_scale == 1.0
     result = plan_training(resolve_model("8b")[0], FRONTIER, TrainJob(seq_len=4096,
                                                                       global_batch=256),
                            num_gpus=64, top=1)
     assert "scaled to published kernel rates" in result.notes[0]
     assert "127 of 191.5" in result.notes[1]
+
+
+def test_blackwell_defaults_run_at_the_sustained_matmul_rate_and_say_so():
+    """A training run holds Blackwell GEMMs at the power-capped clock: B200 sustains 1,426.4 of
+    2,250 TFLOP/s (MSMF, all 8 GPUs busy) where a burst reaches 1,751.2, so an 8192^3 GEMM
+    takes 0.766 / 0.634 times the H100-fraction time and attention 1,751.2 / 1,426.4 times
+    its burst time, on GB200 as on B200; the plan's notes say so."""
+    from sysplan.costmodels.efficiency import Efficiency, default_gemm_fraction
+
+    for name in ("dgx-b200", "gb200-nvl72"):
+        cluster, _ = load_cluster(name)
+        eff = Efficiency.default(cluster)
+        flops = 2.0 * 8192**3
+        peak = cluster.gpu.peak("bf16")
+        unscaled = flops / (peak * default_gemm_fraction(np.array(flops)))
+        assert float(eff.gemm_seconds(8192, 8192, 8192, peak)) == pytest.approx(
+            unscaled * (757.7 / 989.4) / (1426.4 / 2250.0))
+        assert eff.calibration.attention_scale == pytest.approx(1426.4 / 1751.2)
+    cluster, _ = load_cluster("dgx-b200")
+    result = plan_training(resolve_model("8b")[0], cluster, TrainJob(seq_len=4096,
+                                                                     global_batch=64),
+                           num_gpus=8, top=1)
+    assert "scaled to published kernel rates" in result.notes[0]
+    assert "1,426 of 2,250" in result.notes[1]

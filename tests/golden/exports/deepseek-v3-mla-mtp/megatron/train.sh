@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: DeepSeek-V3 on dgx-h100, 1024 GPUs, 4096 tokens per sequence, bf16.
 # Layout: tp=1 pp=16 vpp=1 dp=64 cp=1 ep=64 etp=1 sp=0 zero=1 micro_batch=1 global_batch=4096 recompute=none.
-# Predicted: step 29.294 s, 559 tokens/s/GPU, MFU 0.159 of the bf16 peak, worst-stage memory 130.4 GiB of 80 GiB.
+# Predicted: step 29.205 s, 561 tokens/s/GPU, MFU 0.159 of the bf16 peak, worst-stage memory 130.4 GiB of 80 GiB.
 #SBATCH --nodes=128
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8

@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: Mixtral 8x7B on dgx-h100, 64 GPUs, 4096 tokens per sequence, bf16.
 # Layout: tp=2 pp=2 vpp=1 dp=16 cp=1 ep=8 etp=1 sp=1 zero=1 micro_batch=1 global_batch=256 recompute=selective.
-# Predicted: step 4.629 s, 3539 tokens/s/GPU, MFU 0.297 of the bf16 peak, worst-stage memory 43.4 GiB of 80 GiB.
+# Predicted: step 4.582 s, 3576 tokens/s/GPU, MFU 0.300 of the bf16 peak, worst-stage memory 43.4 GiB of 80 GiB.
 #SBATCH --nodes=8
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
