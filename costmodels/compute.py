@@ -149,14 +149,36 @@ def _attention(model, job, eff: Efficiency, shapes, tokens, tp, cp):
         # sliding window's layers fewer, the kernel skipping the blocks outside it
         # (FlashAttention-2 window_size; the layers' mean: ModelSpec.attended_keys)
         flops = 2.0 * tokens * model.attended_keys(seq) * heads * dims
-        batch_heads = tokens / (seq / cp) * heads
-        forward, backward = eff.attention_seconds(flops, batch_heads, seq / cp,
-                                                  job.attention_backend, head_dim=dims / 2.0)
+        windowed = _windowed_share(model, seq)
+        forward, backward = eff.attention_seconds(flops * (1.0 - windowed), tokens / (seq / cp)
+                                                  * heads, seq / cp, job.attention_backend,
+                                                  head_dim=dims / 2.0)
+        if windowed:
+            # a window's kernel iterates over w keys per query, not the sequence: its rate is
+            # that of causal attention whose queries average as many keys, a 2w sequence
+            # (FlashAttention-2 window_size; the rate per keys iterated: measured attention
+            # tables, seq), with that many more of them in parallel
+            span = np.minimum(2.0 * model.sliding_window, seq / cp)
+            wf, wb = eff.attention_seconds(flops * windowed, tokens / span * heads, span,
+                                           job.attention_backend, head_dim=dims / 2.0)
+            forward, backward = forward + wf, backward + wb
         return forward, backward, flops
     # unfused: full s x s scores as batched GEMMs (Korthikanti et al. 2022, 4 B s^2 h per layer)
     flops = 2.0 * tokens * seq * heads * dims
     forward = eff.gemm_seconds(tokens, seq, heads * dims, eff.gpu.peak("bf16"))
     return forward, ATTENTION_BWD_FLOPS * forward, flops
+
+
+def _windowed_share(model: ModelSpec, seq: float) -> float:
+    """Share of the attention FLOPs of ``ModelSpec.attended_keys`` in sliding-window layers
+    (0 without a window shorter than the sequence)."""
+    if model.sliding_window is None or model.sliding_window >= seq:
+        return 0.0
+    w = float(model.sliding_window)
+    # the layers' keys per query: w - w^2 / 2s windowed (ModelSpec.attended_keys, Longformer
+    # section 3.1), s / 2 full
+    windowed = model.sliding_window_layers / model.num_layers * (w - w * w / (2.0 * seq))
+    return windowed / model.attended_keys(seq)
 
 
 def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from sysplan.core.errors import InputError
+from sysplan.costmodels.efficiency import Efficiency
 from sysplan.costmodels.estimate import estimate_config
 from sysplan.costmodels.types import ParallelConfig
 from sysplan.hardware import load_cluster
@@ -36,8 +37,15 @@ def test_training_attention_and_flops_count_only_the_window():
     config = ParallelConfig(tp=1, pp=1, dp=8, ep=8, micro_batch=1, global_batch=64)
     windowed, full = (estimate_config(m, job, cluster, config) for m in (GPT_OSS, FULL))
     share = GPT_OSS.attended_keys(4096) / 2048
-    assert (windowed.breakdown["compute_attention"] / full.breakdown["compute_attention"]
-            == pytest.approx(share, rel=1e-6))
+    # the full layers (half) at the full-sequence rate; the window's FLOPs at the rate of a
+    # kernel whose queries iterate over 2w = 256 keys, with 16x as many of them in parallel
+    eff = Efficiency.for_cluster(cluster)
+    rate = [sum(eff.attention_seconds(1.0, 4096 / span * 64, span, job.attention_backend,
+                                      head_dim=64.0)) for span in (4096.0, 256.0)]
+    expected = 0.5 + (share - 0.5) * rate[1] / rate[0]
+    ratio = windowed.breakdown["compute_attention"] / full.breakdown["compute_attention"]
+    assert ratio == pytest.approx(expected, rel=1e-6)
+    assert share < ratio < 1.0  # a short window runs below the full sequence's rate
     assert windowed.step_time_s < full.step_time_s
     saved = forward_flops_per_token(FULL, 4096) - forward_flops_per_token(GPT_OSS, 4096)
     # 36 layers x 2 FLOPs x 64 heads x (64 + 64) dims x the keys no longer attended
