@@ -126,7 +126,27 @@ def model_arguments(model: ModelSpec, job: TrainJob, dispatcher: str = "alltoall
         args.append("--add-qkv-bias")
     if model.qk_norm:
         args.append("--qk-layernorm")
+    args += _window_arguments(model)
     return args + _moe_arguments(model, job, dispatcher) + _mla_arguments(model)
+
+
+def _window_arguments(model: ModelSpec) -> list[str]:
+    """The sliding window sysplan priced: ``--window-size w,0`` (Megatron-Bridge's GPT-OSS
+    provider maps Hugging Face's sliding_window 128 to window_size (128, 0)) on
+    ``sliding_window_layers`` layers: every N-th layer full where the full ones are evenly
+    spaced (``--window-attn-skip-freq N``, core/transformer/utils.py
+    is_layer_window_attention: layer_number % N != 0 is windowed), else the windowed layers
+    first as a pattern (1 = window)."""
+    if model.sliding_window is None:
+        return []
+    args = ["--window-size", f"{model.sliding_window},0"]
+    full = model.num_layers - model.sliding_window_layers
+    if full and model.num_layers % full == 0:
+        args += ["--window-attn-skip-freq", str(model.num_layers // full)]
+    elif full:
+        pattern = [1] * model.sliding_window_layers + [0] * full
+        args += ["--window-attn-skip-freq", f"[{','.join(map(str, pattern))}]"]
+    return args
 
 
 def layer_arguments(model: ModelSpec) -> list[str]:
@@ -137,7 +157,9 @@ def layer_arguments(model: ModelSpec) -> list[str]:
         args.append("--swiglu")
     elif model.activation == "relu2":
         args.append("--squared-relu")
-    if not model.linear_bias:
+    if not model.linear_bias and not (model.moe is not None and model.moe.expert_bias):
+        # biased experts (GPT-OSS) need Megatron's linear biases, which it adds to every
+        # linear, experts included (Megatron-Bridge GPT-OSS provider: add_bias_linear True)
         args.append("--disable-bias-linear")
     if not model.tied_embeddings:
         args.append("--untie-embeddings-and-output-weights")

@@ -174,6 +174,8 @@ DEEPSPEED = Runtime(
         ModelRule("QK normalisation", lambda m: m.qk_norm),
         ModelRule("mixture-of-experts layers (DeepSpeed-MoE routes with capacity factors that "
                   "sysplan does not price)", lambda m: m.moe is not None),
+        # Megatron-DeepSpeed's arguments.py has no window flag: it would train full attention
+        ModelRule("sliding-window attention", lambda m: m.sliding_window is not None),
     ),
 )
 
@@ -213,7 +215,7 @@ TORCHTITAN = Runtime(
         ModelRule("mixture-of-experts layers: torchtitan's own MoE models are not exported "
                   "yet, --runtime megatron exports them", lambda m: m.moe is not None),
         ModelRule("an architecture other than Llama-style dense (sysplan writes torchtitan's "
-                  "llama3 model: SwiGLU, RMSNorm, RoPE, no biases)",
+                  "llama3 model: SwiGLU, RMSNorm, RoPE, no biases, no sliding window)",
                   lambda m: m.moe is None and not _llama_like(m)),
     ),
 )
@@ -223,7 +225,8 @@ def _llama_like(m: ModelSpec) -> bool:
     """Whether torchtitan's llama3 model code builds ``m`` exactly."""
     return (m.moe is None and m.mla is None and m.mtp_layers == 0 and m.gated_mlp
             and m.activation == "silu" and m.norm == "rmsnorm" and not m.linear_bias
-            and not m.qkv_bias and not m.qk_norm and not m.learned_positions)
+            and not m.qkv_bias and not m.qk_norm and not m.learned_positions
+            and m.sliding_window is None)
 
 #: Registry of runtimes by name (house style 10).
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in (MEGATRON, DEEPSPEED, TORCHTITAN)}

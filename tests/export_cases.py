@@ -73,6 +73,9 @@ CASES = [
          {"tp": 2, "sequence_parallel": True, "pp": 2, "dp": 16, "ep": 8, "etp": 1, "zero": 1, "global_batch": 256,
               "recompute": "selective", "schedule": "1f1b"},
          frozenset({"megatron"})),
+    # a 128-token window on every second layer and biased experts: Megatron-LM only
+    Case("gpt-oss-window-expert-bias", "gpt-oss-120b", "dgx-h100",
+         {"dp": 64, "ep": 8, "zero": 1, "global_batch": 512}, frozenset({"megatron"})),
     Case("deepseek-v3-mla-mtp", "deepseek-v3", "dgx-h100",
          {"tp": 1, "pp": 16, "dp": 64, "ep": 64, "zero": 1, "global_batch": 4096, "schedule": "1f1b",
               "stage_layers": (3, 5, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 2)},

@@ -20,6 +20,7 @@ from sysplan import __version__
 from sysplan.core.errors import InputError
 from sysplan.exporters import EXPORTERS, deepspeed, megatron, torchtitan
 from sysplan.exporters.base import ExportFile
+from sysplan.models import resolve_model
 from sysplan.planners.runtimes import RUNTIMES
 
 GOLDEN = Path(__file__).parent / "golden" / "exports"
@@ -163,6 +164,33 @@ def test_megatron_layout_string_places_every_layer_once() -> None:
     chunks = layout.split("|")
     assert len(chunks) == 16 and chunks[0].startswith("E") and chunks[-1].endswith("mL")
     assert [c.count("t") for c in chunks] == list(request.plan.parallel.stage_layers)
+
+
+def test_megatron_writes_the_window_and_keeps_the_expert_biases_sysplan_priced() -> None:
+    """GPT-OSS: a 128-token window on every second layer (one full layer in two) and biased
+    experts, so Megatron's linear biases stay on; Megatron-DeepSpeed and torchtitan refuse a
+    window they have no flag for; an uneven split of windowed layers is written as a
+    pattern, windowed layers first."""
+    request = next(c for c in CASES if c.name == "gpt-oss-window-expert-bias").request()
+    args = megatron.arguments(request)
+    assert _flag_value(args, "--window-size") == "128,0"
+    assert _flag_value(args, "--window-attn-skip-freq") == "2"
+    assert "--disable-bias-linear" not in args
+    llama = resolve_model("8b")[0]  # 32 layers
+    assert "--window-attn-skip-freq" not in megatron.model_arguments(
+        llama.model_copy(update={"sliding_window": 4096, "sliding_window_layers": 32}),
+        request.job)
+    every_fourth = megatron.model_arguments(
+        llama.model_copy(update={"sliding_window": 4096, "sliding_window_layers": 24}),
+        request.job)
+    assert _flag_value(every_fourth, "--window-attn-skip-freq") == "4"
+    windowed = llama.model_copy(update={"sliding_window": 4096, "sliding_window_layers": 20})
+    pattern = _flag_value(megatron.model_arguments(windowed, request.job),
+                          "--window-attn-skip-freq")
+    assert pattern == "[" + ",".join(["1"] * 20 + ["0"] * 12) + "]"
+    for runtime in (RUNTIMES["deepspeed"], RUNTIMES["torchtitan"]):
+        with pytest.raises(InputError, match="sliding-window|no sliding window"):
+            runtime.check_model(windowed)
 
 
 def test_megatron_interleaving_gives_layers_per_virtual_stage() -> None:
