@@ -48,6 +48,15 @@ SHARED_EXPERT_KERNELS = 4
 #: products and their two reductions (core_v0.15.0 moe/experts.py TEGroupedMLP._apply_bias)
 EXPERT_BIAS_BYTES = 64.0
 EXPERT_BIAS_KERNELS = ((2.0, 2.0), (4.0, 2.0))  # (per local expert, fixed): forward, backward
+#: The experts' activation clamp (GPT-OSS swiglu_limit): Megatron-Core clamps the gate and the
+#: linear halves of fc1's output and concatenates them before its fused activation
+#: (core_v0.15.0-0.17.0 fusions/fused_bias_geglu.py weighted_bias_quick_geglu_impl), each an
+#: eager pass. Elements per routed row, in units of the expert width f: forward the two
+#: clamps (read f, write f each) and the cat (read 2f, write 2f); backward the two clamps'
+#: gradients (read the gradient and the saved input, write: 3f each) and the chunk's
+#: gradient concatenated back (read 2f, write 2f)
+CLAMP_ELEMENTS = (8.0, 10.0)  # forward, backward
+CLAMP_KERNELS = (3.0, 3.0)  # forward: two clamps and the cat; backward: two and the cat
 #: Expert kernels of Transformer Engine's fused MXFP8 grouped MLP (``TrainJob.moe_fused_experts``)
 #: per micro-batch, whatever the number of local experts: forward the grouped quantisation of
 #: the dispatched tokens, the fc1 grouped GEMM with the gated activation, router weighting and
@@ -207,6 +216,13 @@ def moe_layer_cost(model: ModelSpec, job: TrainJob, cluster: Cluster, eff: Effic
         # (Transformer Engine ops/fused/grouped_mlp.py)
         activation, casts = 0.0, 3.0 * routed * h
     elementwise = router + permute + activation + casts
+    if moe.activation_clamp is not None and not fused:
+        # the eager clamps and cat before the fused activation (CLAMP_ELEMENTS): their forward
+        # joins the activation pass (recomputed with it), the whole under the layer's 3x
+        # convention
+        clamp_f, clamp_b = (act_b * routed * f * n for n in CLAMP_ELEMENTS)
+        activation = activation + clamp_f
+        elementwise = elementwise + (clamp_f + clamp_b) / 3.0
     if moe.expert_bias and not fused:
         # the down GEMM's bias, scaled by the router probability, is added eagerly outside
         # it (Megatron-Core TEGroupedMLP._apply_bias, core_v0.15.0 moe/experts.py: per expert
@@ -287,8 +303,9 @@ def block_kernels(model: ModelSpec, job: TrainJob, local) -> tuple[np.ndarray, n
     experts per GPU: ``MOE_BLOCK_KERNELS`` each way (+ the shared experts'), and per local
     expert one GEMM for each of its two linears forward, data and weight gradient backward (TE
     GroupedLinear runs one cuBLAS GEMM per expert, ``general_grouped_gemm``), each fp8 GEMM
-    input quantised by its own kernel (TE per-expert ``split_quantize``), and biased experts'
-    eager bias add (``EXPERT_BIAS_KERNELS``)."""
+    input quantised by its own kernel (TE per-expert ``split_quantize``), a clamped
+    activation's eager clamps (``CLAMP_KERNELS``) and biased experts' eager bias add
+    (``EXPERT_BIAS_KERNELS``)."""
     fixed = MOE_BLOCK_KERNELS + (SHARED_EXPERT_KERNELS if model.moe.num_shared_experts else 0)
     if job.moe_fused_experts:  # one grouped kernel per linear (FUSED_EXPERT_KERNELS)
         forward, backward = FUSED_EXPERT_KERNELS
@@ -296,6 +313,8 @@ def block_kernels(model: ModelSpec, job: TrainJob, local) -> tuple[np.ndarray, n
     fp8 = 1.0 if job.precision == "fp8" else 0.0
     forward = fixed + local * 2.0 * (1.0 + fp8)  # fc1, fc2 (+ their input quantisations)
     backward = fixed + local * 2.0 * (2.0 + fp8)  # dgrad + wgrad each (+ output-grad casts)
+    if model.moe.activation_clamp is not None:  # the eager clamps (CLAMP_KERNELS)
+        forward, backward = forward + CLAMP_KERNELS[0], backward + CLAMP_KERNELS[1]
     if model.moe.expert_bias:  # the eager bias add (EXPERT_BIAS_KERNELS)
         (per_f, fixed_f), (per_b, fixed_b) = EXPERT_BIAS_KERNELS
         forward, backward = forward + per_f * local + fixed_f, backward + per_b * local + fixed_b

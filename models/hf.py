@@ -71,6 +71,14 @@ class _Config:
             )
         return value
 
+    def positive_float(self, field: str) -> float:
+        """A positive number field (present: callers check)."""
+        value = self.data.get(field)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            raise self.error(f"field '{self.prefix}{field}' must be a positive number, "
+                             f"got {value!r}")
+        return float(value)
+
     def count(self, field: str, default: int = 0) -> int:
         """A non-negative integer field; absent or null means ``default``."""
         value = self.data.get(field)
@@ -368,6 +376,8 @@ def _gpt_oss(cfg: _Config) -> dict[str, Any]:
         "expert_ffn_hidden": fields["ffn_hidden"],
         "expert_bias": True,
     }
+    if cfg.data.get("swiglu_limit") is not None:  # modeling_gpt_oss.py: gate and up clamped
+        fields["moe"]["activation_clamp"] = cfg.positive_float("swiglu_limit")
     return fields
 
 

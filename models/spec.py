@@ -41,6 +41,11 @@ class MoESpec(Frozen):
         description="Biases on the routed experts' linears (GPT-OSS: gate_up_proj_bias and "
         "down_proj_bias).",
     )
+    activation_clamp: float | None = Field(
+        default=None, gt=0,
+        description="Limit GPT-OSS's clamped gated activation holds both fc1 halves to "
+        "(swiglu_limit 7.0: gate * sigmoid(1.702 gate) * (up + 1)); None: plain SwiGLU.",
+    )
     route_groups: int = Field(
         default=1, ge=1,
         description="Expert groups of group-limited routing (HF n_group; DeepSeek-V3: 8).",

@@ -140,6 +140,34 @@ def test_biased_experts_pay_the_eager_bias_add():
     assert biased.kernels_bwd[0] - unbiased.kernels_bwd[0] == per_b * local + fixed_b
 
 
+def test_a_clamped_activation_pays_the_eager_clamps_and_cat():
+    """GPT-OSS's swiglu_limit: Megatron-Core clamps fc1's two halves and concatenates them
+    eagerly before its fused activation (CLAMP_ELEMENTS forward and backward, priced as a
+    third forward under the layer's convention, with their kernels); the forward joins the
+    activation pass a moe_act recompute replays; the fused grouped MLP has no such passes."""
+    from sysplan.costmodels import moe as moe_module
+
+    model = resolve_model("gpt-oss-120b")[0]
+    plain = model.model_copy(update={"moe": model.moe.model_copy(
+        update={"activation_clamp": None})})
+    job = make_train_job(model, seq_len=4096, global_batch=8, moe_load_imbalance=1.0,
+                         moe_dispatcher="alltoall")[0]
+    clamped, unclamped = (moe_layer_cost(m, job, CLUSTER, EFF, _moe_layout(16384, 8))
+                          for m in (model, plain))
+    rows, f = 16384 * model.moe.top_k, model.moe.expert_ffn_hidden
+    forward, backward = (2 * rows * f * n for n in moe_module.CLAMP_ELEMENTS)  # bf16
+    assert (clamped.elementwise_bytes[0] - unclamped.elementwise_bytes[0]
+            == pytest.approx((forward + backward) / 3.0))
+    assert (clamped.activation_s[0] - unclamped.activation_s[0]
+            == pytest.approx(forward / EFF.memory_bytes_per_s))
+    assert clamped.kernels[0] - unclamped.kernels[0] == moe_module.CLAMP_KERNELS[0]
+    assert clamped.kernels_bwd[0] - unclamped.kernels_bwd[0] == moe_module.CLAMP_KERNELS[1]
+    fused = job.model_copy(update={"moe_fused_experts": True, "precision": "fp8"})
+    both = [moe_layer_cost(m, fused, CLUSTER, EFF, _moe_layout(16384, 8)) for m in (model, plain)]
+    assert both[0].elementwise_bytes[0] == pytest.approx(both[1].elementwise_bytes[0])
+    assert both[0].kernels[0] == both[1].kernels[0]
+
+
 def test_flex_dispatch_sends_one_copy_per_destination_gpu_and_node():
     """Flex (DeepEP-style): Qwen3-30B-A3B's 8 experts of 128 over 8 GPUs land on
     8 (1 - C(112, 8)/C(128, 8)) distinct GPUs, the bytes one rank sends per token; DeepSeek-V3's

@@ -401,3 +401,10 @@ def test_nested_field_errors_name_the_path(tmp_path: Path) -> None:
         from_hf_config(_write(tmp_path, scout))
     with pytest.raises(InputError, match=r"missing field 'text_config'"):
         from_hf_config(_write(tmp_path, {"model_type": "llama4"}))
+
+
+def test_gpt_oss_clamp_must_be_a_positive_number(tmp_path: Path) -> None:
+    """swiglu_limit is read as the experts' activation clamp; a bad one names the field."""
+    assert from_hf_config(_write(tmp_path, GPT_OSS_20B)).moe.activation_clamp == 7.0
+    with pytest.raises(InputError, match="'swiglu_limit' must be a positive number"):
+        from_hf_config(_write(tmp_path, {**GPT_OSS_20B, "swiglu_limit": "7"}))
