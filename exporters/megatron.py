@@ -153,7 +153,13 @@ def layer_arguments(model: ModelSpec) -> list[str]:
     """MLP activation, biases, output embedding and dropout (the same flags in
     Megatron-DeepSpeed)."""
     args = []
-    if model.gated_mlp:
+    if model.moe is not None and model.moe.activation_clamp is not None:
+        # GPT-OSS's clamped gate: gate * sigmoid(1.702 gate) * (up + 1), both clamped
+        # (Megatron-Bridge GPT-OSS provider: quick_gelu, glu_linear_offset 1.0,
+        # activation_func_clamp_value 7.0), the eager clamps sysplan prices (costmodels/moe.py)
+        args += ["--quick-geglu", "--glu-linear-offset", "1.0",
+                 "--activation-func-clamp-value", f"{model.moe.activation_clamp:g}"]
+    elif model.gated_mlp:
         args.append("--swiglu")
     elif model.activation == "relu2":
         args.append("--squared-relu")

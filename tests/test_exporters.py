@@ -167,8 +167,8 @@ def test_megatron_layout_string_places_every_layer_once() -> None:
 
 
 def test_megatron_writes_the_window_and_keeps_the_expert_biases_sysplan_priced() -> None:
-    """GPT-OSS: a 128-token window on every second layer (one full layer in two) and biased
-    experts, so Megatron's linear biases stay on; Megatron-DeepSpeed and torchtitan refuse a
+    """GPT-OSS: a 128-token window on every second layer (one full layer in two), biased
+    experts, so Megatron's linear biases stay on, and the clamped gate; Megatron-DeepSpeed and torchtitan refuse a
     window they have no flag for; an uneven split of windowed layers is written as a
     pattern, windowed layers first."""
     request = next(c for c in CASES if c.name == "gpt-oss-window-expert-bias").request()
@@ -176,6 +176,9 @@ def test_megatron_writes_the_window_and_keeps_the_expert_biases_sysplan_priced()
     assert _flag_value(args, "--window-size") == "128,0"
     assert _flag_value(args, "--window-attn-skip-freq") == "2"
     assert "--disable-bias-linear" not in args
+    assert "--swiglu" not in args and "--quick-geglu" in args  # the clamped gate it priced
+    assert _flag_value(args, "--glu-linear-offset") == "1.0"
+    assert _flag_value(args, "--activation-func-clamp-value") == "7"
     llama = resolve_model("8b")[0]  # 32 layers
     assert "--window-attn-skip-freq" not in megatron.model_arguments(
         llama.model_copy(update={"sliding_window": 4096, "sliding_window_layers": 32}),

@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: GPT-OSS 120B on dgx-h100, 64 GPUs, 4096 tokens per sequence, bf16.
 # Layout: tp=1 pp=1 vpp=1 dp=64 cp=1 ep=8 etp=1 sp=0 zero=1 micro_batch=1 global_batch=512 recompute=none.
-# Predicted: step 7.169 s, 4571 tokens/s/GPU, MFU 0.176 of the bf16 peak, worst-stage memory 143.0 GiB of 80 GiB.
+# Predicted: step 7.376 s, 4443 tokens/s/GPU, MFU 0.171 of the bf16 peak, worst-stage memory 143.0 GiB of 80 GiB.
 #SBATCH --nodes=8
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
@@ -35,7 +35,9 @@ ARGS=(
   --num-query-groups 8
   --position-embedding-type rope
   --normalization RMSNorm
-  --swiglu
+  --quick-geglu
+  --glu-linear-offset 1.0
+  --activation-func-clamp-value 7
   --untie-embeddings-and-output-weights
   --attention-dropout 0
   --hidden-dropout 0
