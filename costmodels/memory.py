@@ -101,6 +101,12 @@ def activation_bytes_per_token(model: ModelSpec, job: TrainJob, shapes: LayerSha
             if g.expert:
                 if "moe_act" in modules and not fp8:
                     act_out = 0.0  # rerun; in FP8 the down GEMM's quantized copy stays
+                if (model.moe.activation_clamp is not None and not job.moe_fused_experts
+                        and "moe_act" not in modules):
+                    # the clamped halves' concatenation (2f, 16-bit) the fused activation
+                    # keeps beside the fc1 output the clamps keep (costmodels/moe.py
+                    # CLAMP_ELEMENTS); a moe_act recompute keeps only its input
+                    up_out += 4.0 * g.k
                 # routed rows: top_k copies of the expert input (2h; 1 byte in FP8) and
                 # hidden (/ ETP) per token (Megatron #1784); the MoE input is sequence-split
                 # over TP and ETP gathers its group's rows, so a GPU keeps etp / tp (SP)

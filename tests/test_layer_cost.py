@@ -144,7 +144,8 @@ def test_a_clamped_activation_pays_the_eager_clamps_and_cat():
     """GPT-OSS's swiglu_limit: Megatron-Core clamps fc1's two halves and concatenates them
     eagerly before its fused activation (CLAMP_ELEMENTS forward and backward, priced as a
     third forward under the layer's convention, with their kernels); the forward joins the
-    activation pass a moe_act recompute replays; the fused grouped MLP has no such passes."""
+    activation pass a moe_act recompute replays, and the concatenation is kept for backward
+    unless that recompute drops it; the fused grouped MLP has no such passes."""
     from sysplan.costmodels import moe as moe_module
 
     model = resolve_model("gpt-oss-120b")[0]
@@ -162,6 +163,16 @@ def test_a_clamped_activation_pays_the_eager_clamps_and_cat():
             == pytest.approx(forward / EFF.memory_bytes_per_s))
     assert clamped.kernels[0] - unclamped.kernels[0] == moe_module.CLAMP_KERNELS[0]
     assert clamped.kernels_bwd[0] - unclamped.kernels_bwd[0] == moe_module.CLAMP_KERNELS[1]
+    # memory: the concatenated clamped halves (2f, 16-bit) per routed row, unless recomputed
+    from sysplan.costmodels.layers import layer_shapes
+    from sysplan.costmodels.memory import activation_bytes_per_token
+
+    shapes = layer_shapes(model, True)
+    moe_act = job.model_copy(update={"recompute_modules": ("moe_act",)})
+    for run, recompute, extra in ((job, False, model.moe.top_k * 4.0 * f), (moe_act, True, 0.0)):
+        kept = [float(activation_bytes_per_token(m, run, shapes, 1, 0, 1, recompute))
+                for m in (model, plain)]
+        assert kept[0] - kept[1] == pytest.approx(extra)
     fused = job.model_copy(update={"moe_fused_experts": True, "precision": "fp8"})
     both = [moe_layer_cost(m, fused, CLUSTER, EFF, _moe_layout(16384, 8)) for m in (model, plain)]
     assert both[0].elementwise_bytes[0] == pytest.approx(both[1].elementwise_bytes[0])

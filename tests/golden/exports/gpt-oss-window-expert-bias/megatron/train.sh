@@ -2,7 +2,7 @@
 # Written by sysplan X.Y.Z for NVIDIA/Megatron-LM d98e8a64 (2026-08-22).
 # Plan #1: GPT-OSS 120B on dgx-h100, 64 GPUs, 4096 tokens per sequence, bf16.
 # Layout: tp=1 pp=1 vpp=1 dp=64 cp=1 ep=8 etp=1 sp=0 zero=1 micro_batch=1 global_batch=512 recompute=none.
-# Predicted: step 7.376 s, 4443 tokens/s/GPU, MFU 0.171 of the bf16 peak, worst-stage memory 143.0 GiB of 80 GiB.
+# Predicted: step 7.376 s, 4443 tokens/s/GPU, MFU 0.171 of the bf16 peak, worst-stage memory 150.3 GiB of 80 GiB.
 #SBATCH --nodes=8
 #SBATCH --ntasks-per-node=8
 #SBATCH --gpus-per-node=8
