@@ -148,8 +148,9 @@ def _attention(model, job, eff: Efficiency, shapes, tokens, tp, cp):
         # per MAC (FlashAttention-2, Dao 2023, section 4.1 FLOP count, causal = half); a
         # sliding window's layers fewer, the kernel skipping the blocks outside it
         # (FlashAttention-2 window_size; the layers' mean: ModelSpec.attended_keys)
-        flops = 2.0 * tokens * model.attended_keys(seq) * heads * dims
-        windowed = _windowed_share(model, seq)
+        full_keys, window_keys = model.attended_keys_split(seq)
+        flops = 2.0 * tokens * (full_keys + window_keys) * heads * dims
+        windowed = window_keys / (full_keys + window_keys)
         forward, backward = eff.attention_seconds(flops * (1.0 - windowed), tokens / (seq / cp)
                                                   * heads, seq / cp, job.attention_backend,
                                                   head_dim=dims / 2.0)
@@ -167,18 +168,6 @@ def _attention(model, job, eff: Efficiency, shapes, tokens, tp, cp):
     flops = 2.0 * tokens * seq * heads * dims
     forward = eff.gemm_seconds(tokens, seq, heads * dims, eff.gpu.peak("bf16"))
     return forward, ATTENTION_BWD_FLOPS * forward, flops
-
-
-def _windowed_share(model: ModelSpec, seq: float) -> float:
-    """Share of the attention FLOPs of ``ModelSpec.attended_keys`` in sliding-window layers
-    (0 without a window shorter than the sequence)."""
-    if model.sliding_window is None or model.sliding_window >= seq:
-        return 0.0
-    w = float(model.sliding_window)
-    # the layers' keys per query: w - w^2 / 2s windowed (ModelSpec.attended_keys, Longformer
-    # section 3.1), s / 2 full
-    windowed = model.sliding_window_layers / model.num_layers * (w - w * w / (2.0 * seq))
-    return windowed / model.attended_keys(seq)
 
 
 def _elementwise_bytes(model: ModelSpec, job: TrainJob, shapes: LayerShapes,

@@ -139,16 +139,20 @@ class ModelSpec(Frozen):
 
     def attended_keys(self, seq_len: float) -> float:
         """Keys a query attends to under causal masking, averaged over the sequence and the
-        layers: s / 2 for full attention (the FlashAttention-2 causal FLOP count, Dao 2023,
-        section 4.1), and for a window w < s the mean of min(i, w) over positions i,
-        w - w^2 / (2 s) (Beltagy et al. 2020, Longformer, section 3.1: O(s w) work)."""
+        layers (``attended_keys_split``: full layers plus windowed ones)."""
+        return sum(self.attended_keys_split(seq_len))
+
+    def attended_keys_split(self, seq_len: float) -> tuple[float, float]:
+        """(full layers', windowed layers') shares of ``attended_keys``: s / 2 per full layer
+        (the FlashAttention-2 causal FLOP count, Dao 2023, section 4.1), and for a window
+        w < s the mean of min(i, w) over positions i, w - w^2 / (2 s) (Beltagy et al. 2020,
+        Longformer, section 3.1: O(s w) work), weighted by the layers that use each."""
         full = seq_len / 2.0
         if self.sliding_window is None or self.sliding_window >= seq_len:
-            return full
+            return full, 0.0
         w = float(self.sliding_window)
-        windowed = w - w * w / (2.0 * seq_len)
         share = self.sliding_window_layers / self.num_layers
-        return (1.0 - share) * full + share * windowed
+        return (1.0 - share) * full, share * (w - w * w / (2.0 * seq_len))
 
     def is_moe_layer(self, index: int) -> bool:
         """Whether layer ``index`` (0-based) has a routed-expert MLP."""
